@@ -1,0 +1,251 @@
+"""Command-line options that also read from the environment and a YAML file.
+
+Every flag ``--some-flag`` of a sub-command can be given three ways, and the first that is
+present wins: the flag itself, the environment variable ``WATTLEDGER_SOME_FLAG``, the key
+``some_flag`` (or ``some-flag``) in the ``--config`` YAML file. A bad value from any of them
+is a :class:`ConfigError` whose message is one line, which the entry point prints before it
+exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+from urllib.parse import urlsplit
+
+import yaml
+
+ENV_PREFIX = "WATTLEDGER_"
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message is one line for the operator."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad argument in one line (its usage can wrap over many)."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
+        sys.exit(2)
+
+
+# ---------------------------------------------------------------------------- value types
+# Each takes the raw value (a string from a flag or the environment, or whatever YAML gave)
+# and returns the typed value, or raises ValueError with a short reason.
+
+
+def positive_float(raw: object) -> float:
+    try:
+        value = float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"{raw!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"{raw!r} must be a number greater than 0")
+    return value
+
+
+def non_negative_int(raw: object) -> int:
+    try:
+        value = int(str(raw), 10)
+    except ValueError:
+        raise ValueError(f"{raw!r} is not a whole number") from None
+    if value < 0:
+        raise ValueError(f"{raw!r} must be 0 or more")
+    return value
+
+
+def positive_int(raw: object) -> int:
+    value = non_negative_int(raw)
+    if value == 0:
+        raise ValueError(f"{raw!r} must be 1 or more")
+    return value
+
+
+def boolean(raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{raw!r} is not true or false")
+
+
+@dataclass(frozen=True)
+class HostPort:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def host_port(raw: object) -> HostPort:
+    text = str(raw).strip()
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ValueError(f"{text!r} is not HOST:PORT")
+    host = host.strip("[]") or "0.0.0.0"
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} is outside 0..65535")
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} is not an IPv6 address") from None
+    return HostPort(host, port)
+
+
+def http_url(raw: object) -> str:
+    text = str(raw).strip()
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname or " " in text:
+        raise ValueError(f"{text!r} is not an http:// or https:// URL")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise ValueError(f"{text!r} has a bad port") from None
+    return text.rstrip("/")
+
+
+def key_value(raw: object) -> tuple[str, str]:
+    text = str(raw)
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ValueError(f"{text!r} is not KEY=VALUE")
+    if not (key[0].isalpha() or key[0] == "_") or not all(c.isalnum() or c == "_" for c in key):
+        raise ValueError(f"label name {key!r} is not a valid Prometheus label name")
+    return key, value.strip()
+
+
+def existing_file(raw: object) -> Path:
+    path = Path(str(raw)).expanduser()
+    if not path.is_file():
+        raise ValueError(f"{str(path)!r}: no such file")
+    return path
+
+
+def text(raw: object) -> str:
+    value = str(raw).strip()
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
+# ---------------------------------------------------------------------------- the resolver
+
+
+@dataclass(frozen=True)
+class Option:
+    flag: str  # "--token-file"
+    convert: Callable[[object], Any]
+    default: Any
+    help: str
+    multiple: bool = False  # repeatable flag (e.g. --label); the value is a list
+    metavar: str | None = None
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.dest.upper()
+
+
+def add_options(parser: argparse.ArgumentParser, options: Sequence[Option]) -> None:
+    """Add ``options`` as flags whose absence is visible (no argparse default)."""
+    for opt in options:
+        default = f" (default: {opt.default})" if opt.default not in (None, [], ()) else ""
+        parser.add_argument(
+            opt.flag,
+            dest=opt.dest,
+            action="append" if opt.multiple else "store",
+            default=argparse.SUPPRESS,
+            metavar=opt.metavar,
+            help=f"{opt.help}{default} [env {opt.env}]",
+        )
+
+
+def load_yaml(path: Path | str) -> dict[str, Any]:
+    """Read a YAML mapping; a missing, unreadable or malformed file is a ConfigError."""
+    path = Path(path).expanduser()
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys to values")
+    return data
+
+
+def resolve(
+    options: Sequence[Option],
+    flags: argparse.Namespace,
+    file_values: Mapping[str, Any],
+    env: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Merge flags > environment > config file > default for each option, converting values."""
+    env = os.environ if env is None else env
+    given = vars(flags)
+    out: dict[str, Any] = {}
+    for opt in options:
+        source: str
+        raw: Any
+        if opt.dest in given:
+            source, raw = opt.flag, given[opt.dest]
+        elif opt.env in env:
+            source, raw = opt.env, env[opt.env]
+            if opt.multiple:
+                raw = [part for part in raw.split(",") if part.strip()]
+        elif opt.dest in file_values or opt.dest.replace("_", "-") in file_values:
+            source = f"config key {opt.dest!r}"
+            raw = file_values.get(opt.dest, file_values.get(opt.dest.replace("_", "-")))
+            if opt.multiple and isinstance(raw, Mapping):
+                raw = [f"{k}={v}" for k, v in raw.items()]
+            elif opt.multiple and not isinstance(raw, list):
+                raw = [raw]
+        else:
+            out[opt.dest] = list(opt.default) if opt.multiple else opt.default
+            continue
+        try:
+            out[opt.dest] = [opt.convert(item) for item in raw] if opt.multiple else opt.convert(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+    return out
+
+
+def default_state_dir() -> Path:
+    """Where wattledger keeps its state when no path is given.
+
+    ``WATTLEDGER_STATE_DIR``; else systemd's ``STATE_DIRECTORY``; else ``/var/lib/wattledger``
+    for root; else ``$XDG_STATE_HOME/wattledger`` (``~/.local/state/wattledger``).
+    """
+    for var in ("WATTLEDGER_STATE_DIR", "STATE_DIRECTORY"):
+        value = os.environ.get(var)
+        if value:
+            return Path(value.split(":")[0]).expanduser()
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return Path("/var/lib/wattledger")
+    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(xdg) / "wattledger"
