@@ -4,16 +4,21 @@ A batch is columnar: every array in ``readings`` has one entry per device readin
 done by pydantic-core straight from the JSON bytes (whole arrays at once, in Rust); the
 cross-field rules (equal lengths, ranges, device indexes, time order, clock skew) are then
 checked on numpy arrays, so no Python object is made per reading on the collector's hot path.
+The agent imports the models only; numpy is loaded by the checks, so the agent stays small.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import numpy as np
-import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+if TYPE_CHECKING:  # numpy is imported where batches are checked (the collector), not by the agent
+    import numpy as np
+    import numpy.typing as npt
+
+    FloatArray = npt.NDArray[np.float64]
 
 #: readings may be at most this far ahead of the collector's clock
 MAX_FUTURE_SECONDS = 300.0
@@ -91,9 +96,6 @@ class BatchError(ValueError):
         return {"error": self.error, "detail": {"field": self.field, "reason": self.reason}}
 
 
-FloatArray = npt.NDArray[np.float64]
-
-
 @dataclass(frozen=True)
 class Columns:
     """A validated batch's readings as numpy arrays; a null (or absent column) is NaN."""
@@ -140,6 +142,8 @@ def parse_batch(body: bytes | str) -> Batch:
 
 
 def _column(values: list[float | None] | list[int | None] | None, n: int, field: str) -> FloatArray:
+    import numpy as np
+
     if values is None:
         return np.full(n, np.nan)
     if len(values) != n:
@@ -150,6 +154,8 @@ def _column(values: list[float | None] | list[int | None] | None, n: int, field:
 
 def check_batch(batch: Batch, now: float) -> Columns:
     """Apply the contract's cross-field rules to a parsed batch and return its columns."""
+    import numpy as np
+
     r = batch.readings
     n = len(r.ts)
     if len(r.device) != n:
@@ -183,7 +189,7 @@ def check_batch(batch: Batch, now: float) -> Columns:
         if bad.any():
             i = int(np.argmax(bad))
             raise BatchError(422, "invalid batch", f"readings.{name}.{i}",
-                             f"{values[i]!r} is outside 0..1")
+                             f"{float(values[i])} is outside 0..1")
     if n:
         ahead = cols.ts > now + MAX_FUTURE_SECONDS
         if ahead.any():
