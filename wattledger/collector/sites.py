@@ -1,0 +1,209 @@
+"""Sites and plan of the collector configuration (DESIGN.md, "Collector configuration").
+
+A site says how a joule becomes money and carbon: its clock (timezone), its price (flat or
+time-of-use bands), its PUE, its demand charge and its grid's carbon intensity. Everything is
+validated when the configuration is loaded, so a bad price or a tariff with a hole is one clear
+line at start, never a surprise in a bill. See docs/accounting.md for the rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+DAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+MINUTES_PER_DAY = 1440
+MINUTES_PER_WEEK = 7 * MINUTES_PER_DAY
+
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+ClockTime = Annotated[str, StringConstraints(pattern=r"^(([01]\d|2[0-3]):[0-5]\d|24:00)$")]
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Month = Annotated[str, StringConstraints(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")]
+SiteName = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+def _minute_of_day(clock: str) -> int:
+    hours, minutes = clock.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+def _clock(minute_of_day: int) -> str:
+    return f"{minute_of_day // 60:02d}:{minute_of_day % 60:02d}"
+
+
+class TariffBand(BaseModel):
+    """One time-of-use band: a price for the minutes it matches (site local time).
+
+    ``days`` absent = every day; ``from``/``to`` absent = 00:00/24:00. A minute matches when its
+    own weekday is in ``days`` and its time of day is in [from, to); with ``from`` > ``to`` the
+    band wraps midnight (22:00-06:00 = 22:00-24:00 and 00:00-06:00 of each listed day).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    price_per_kwh: NonNegative
+    days: Annotated[list[Day], Field(min_length=1)] | None = None
+    from_: ClockTime | None = Field(default=None, alias="from")
+    to: ClockTime | None = None
+
+    @model_validator(mode="after")
+    def _check_span(self) -> TariffBand:
+        if self.from_ == "24:00":
+            raise ValueError("a band cannot start at 24:00 (use 00:00)")
+        start, end = self.minutes()
+        if start == end:
+            raise ValueError(f"band from {self.from_} to {self.to} is empty "
+                             "(leave out from and to for the whole day)")
+        return self
+
+    def minutes(self) -> tuple[int, int]:
+        """The band's [start, end) as minutes of the day; end < start wraps midnight."""
+        start = _minute_of_day(self.from_) if self.from_ is not None else 0
+        end = _minute_of_day(self.to) if self.to is not None else MINUTES_PER_DAY
+        return start, end
+
+    def matches(self, weekday: int, minute_of_day: int) -> bool:
+        """Does the band price this local minute? weekday: 0 = Monday."""
+        if self.days is not None and DAYS[weekday] not in self.days:
+            return False
+        start, end = self.minutes()
+        if start < end:
+            return start <= minute_of_day < end
+        return minute_of_day >= start or minute_of_day < end
+
+
+def _inject_site_names(value: Any) -> Any:
+    """Give each site its key as ``name`` so that its errors can say which site is wrong."""
+    if isinstance(value, Mapping):
+        return {key: ({**site, "name": str(key)} if isinstance(site, Mapping) else site)
+                for key, site in value.items()}
+    return value
+
+
+class SiteConfig(BaseModel):
+    """How one site turns IT joules into facility energy, money and carbon."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: the site's key in ``sites`` (filled in by ``Sites``); only used in messages
+    name: str = Field(default="", exclude=True)
+    timezone: str = "UTC"
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{3}$", to_upper=True)] = "USD"
+    pue: Annotated[float, Field(ge=1, allow_inf_nan=False)] = 1.5
+    price_per_kwh: NonNegative | None = None
+    tariff: Annotated[list[TariffBand], Field(min_length=1)] | None = None
+    demand_charge_per_kw: NonNegative = 0.0
+    carbon_g_per_kwh: NonNegative = 0.0
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {value!r} (use an IANA name such as "
+                             "'Europe/Berlin' or 'UTC')") from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_price(self) -> SiteConfig:
+        who = f"site {self.name!r}" if self.name else "a site"
+        if (self.price_per_kwh is None) == (self.tariff is None):
+            raise ValueError(f"{who} needs exactly one of price_per_kwh or tariff")
+        gap = self._first_unpriced_minute()
+        if gap is not None:
+            weekday, minute = divmod(gap, MINUTES_PER_DAY)
+            subject = f"tariff bands of site {self.name!r}" if self.name else "tariff bands"
+            raise ValueError(f"{subject} leave {DAYS[weekday]} {_clock(minute)} without a price")
+        return self
+
+    def _first_unpriced_minute(self) -> int | None:
+        week = self.week_prices
+        for minute_of_week, price in enumerate(week):
+            if price is None:
+                return minute_of_week
+        return None
+
+    @cached_property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @cached_property
+    def week_prices(self) -> tuple[float | None, ...]:
+        """Price of every minute of the local week (Monday 00:00 first); None = no band."""
+        if self.price_per_kwh is not None:
+            return (self.price_per_kwh,) * MINUTES_PER_WEEK
+        assert self.tariff is not None
+        prices: list[float | None] = [None] * MINUTES_PER_WEEK
+        for band in reversed(self.tariff):  # the first band that matches wins: paint it last
+            days = range(7) if band.days is None else [DAYS.index(d) for d in band.days]
+            start, end = band.minutes()
+            spans = [(start, end)] if start < end else [(start, MINUTES_PER_DAY), (0, end)]
+            for day in days:
+                for lo, hi in spans:
+                    base = day * MINUTES_PER_DAY
+                    prices[base + lo:base + hi] = [band.price_per_kwh] * (hi - lo)
+        return tuple(prices)
+
+    def local_minute_of_week(self, unix_minute: int) -> int:
+        """Minute of the local week (0 = Monday 00:00) of the UTC minute ``unix_minute``."""
+        local = datetime.fromtimestamp(unix_minute * 60, UTC).astimezone(self.zone)
+        return local.weekday() * MINUTES_PER_DAY + local.hour * 60 + local.minute
+
+    def price_at(self, unix_minute: int) -> float:
+        """Price per kWh in force during the UTC minute ``unix_minute`` (= unix seconds // 60)."""
+        price = self.week_prices[self.local_minute_of_week(unix_minute)]
+        assert price is not None  # validated: every minute of the week has a price
+        return price
+
+
+#: ``sites:`` of the configuration: name -> SiteConfig, each told its own name
+Sites = Annotated[dict[SiteName, SiteConfig], BeforeValidator(_inject_site_names)]
+
+
+class PlanEntry(BaseModel):
+    """A monthly budget of a site (or of one cluster of a site)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    site: SiteName
+    month: Month
+    cost: NonNegative
+    it_energy_kwh: NonNegative | None = None
+    cluster: str | None = None
+
+    @field_validator("month", mode="before")
+    @classmethod
+    def _month_text(cls, value: Any) -> Any:
+        # YAML reads an unquoted 2026-12 as text, but a date such as 2026-12-01 as a date
+        if hasattr(value, "strftime"):
+            return value.strftime("%Y-%m")
+        return value
+
+
+
+def check_plan(sites: Mapping[str, SiteConfig], plan: Sequence[PlanEntry]) -> None:
+    """Cross-check the plan against the sites: known sites, one entry per (site, month, cluster)."""
+    seen: dict[tuple[str, str, str | None], int] = {}
+    for number, entry in enumerate(plan, start=1):
+        if entry.site not in sites:
+            raise ValueError(f"plan entry {number} names site {entry.site!r}, which is not in sites")
+        key = (entry.site, entry.month, entry.cluster)
+        if key in seen:
+            what = f"site {entry.site!r}" + (f" cluster {entry.cluster!r}" if entry.cluster else "")
+            raise ValueError(f"plan entries {seen[key]} and {number} both budget {what} "
+                             f"for {entry.month}")
+        seen[key] = number
