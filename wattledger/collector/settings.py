@@ -1,0 +1,160 @@
+"""The collector's configuration, validated once at start (DESIGN.md, "Collector configuration").
+
+Scalar settings come from a flag, the environment (``WATTLEDGER_<FLAG>``) or the ``--config``
+YAML, in that order (``wattledger.config.resolve``); the structured ones (``tokens``, ``sites``,
+``plan``) from the YAML only. The merged values are checked by :class:`CollectorSettings`
+(pydantic, unknown keys refused) and every problem becomes ONE line naming the key, e.g.
+``config key sites.default.timezone: unknown timezone 'Mars/Olympus'``, which the CLI prints
+before it exits with status 2. docs/collector.md lists every key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from wattledger import config
+from wattledger.collector.auth import read_tokens_file
+from wattledger.collector.sites import PlanEntry, SiteConfig, Sites, check_plan
+from wattledger.wire import NodeName
+
+MIB = 1 << 20
+DEFAULT_LISTEN = "0.0.0.0:9861"
+#: the site a node without a ``site`` label belongs to, made when ``sites`` is not configured
+DEFAULT_SITE: dict[str, Any] = {"timezone": "UTC", "currency": "USD", "pue": 1.5, "price_per_kwh": 0.12,
+                "demand_charge_per_kw": 0.0, "carbon_g_per_kwh": 400.0}
+
+
+def default_db_url() -> str:
+    return f"sqlite:///{config.default_state_dir() / 'ledger.db'}"
+
+
+def _converted(convert: Callable[[object], Any]) -> BeforeValidator:
+    """Run a wattledger.config value type on raw input (a string from YAML or a test)."""
+    def run(value: Any) -> Any:
+        return value if isinstance(value, config.HostPort | Path) else convert(value)
+    return BeforeValidator(run)
+
+
+def db_url(raw: object) -> str:
+    text = str(raw).strip()
+    if text.startswith("sqlite:///") and len(text) > len("sqlite:///"):
+        return text
+    if text.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
+        return text
+    raise ValueError(f"{text!r} is not sqlite:///PATH or postgresql://...")
+
+
+class CollectorSettings(BaseModel):
+    """Everything `wattledger collector` needs, checked."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    listen: Annotated[config.HostPort, _converted(config.host_port)] = config.host_port(DEFAULT_LISTEN)
+    db: Annotated[str, BeforeValidator(db_url)] = Field(default_factory=default_db_url)
+    tokens: dict[NodeName, Annotated[str, Field(min_length=1)]] = {}
+    tokens_file: Annotated[Path, _converted(config.existing_file)] | None = None
+    allow_unauthenticated: bool = False
+    sites: Sites = Field(default_factory=lambda: {"default": SiteConfig(name="default", **DEFAULT_SITE)})
+    plan: list[PlanEntry] = []
+    max_gap_seconds: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 30.0
+    stale_after_seconds: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 120.0
+    refresh_interval_seconds: Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)] = 15.0
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 8 * MIB
+    max_queue_batches: Annotated[int, Field(ge=1)] = 1024
+    max_pending_bytes: Annotated[int, Field(ge=1024)] = 256 * MIB
+    max_group_batches: Annotated[int, Field(ge=1)] = 512
+    tls_cert: Annotated[Path, _converted(config.existing_file)] | None = None
+    tls_key: Annotated[Path, _converted(config.existing_file)] | None = None
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> CollectorSettings:
+        # "[key] " tells describe() which key a cross-check is about (a model check has no loc)
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("[tls_key] tls_cert and tls_key go together: give both or neither")
+        try:
+            check_plan(self.sites, self.plan)
+        except ValueError as exc:
+            raise ValueError(f"[plan] {exc}") from None
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    def hashed_tokens(self) -> dict[str, bytes]:
+        """The tokens_file's node -> SHA-256 digest (read again at each call)."""
+        return read_tokens_file(self.tokens_file) if self.tokens_file is not None else {}
+
+
+# ---------------------------------------------------------------------------- flags
+
+OPTIONS: tuple[config.Option, ...] = (
+    config.Option("--listen", config.host_port, None, "address to serve on", metavar="HOST:PORT"),
+    config.Option("--db", db_url, None, "ledger database URL (default: sqlite:///<state dir>/ledger.db)",
+                  metavar="URL"),
+    config.Option("--tokens-file", config.existing_file, None,
+                  "file of hashed agent tokens, lines NODE:sha256:HEX (see --hash-token)", metavar="FILE"),
+    config.Option("--allow-unauthenticated", config.boolean, None,
+                  "accept pushes without a token (true/false; default false)", metavar="BOOL"),
+    config.Option("--max-body-bytes", config.positive_int, None,
+                  f"largest push body, before and after gzip (default {8 * MIB})", metavar="BYTES"),
+    config.Option("--max-gap-seconds", config.positive_float, None,
+                  "power-only readings further apart are not bridged (default 30)", metavar="SECONDS"),
+    config.Option("--stale-after-seconds", config.positive_float, None,
+                  "a node unheard for this long is stale (default 120)", metavar="SECONDS"),
+    config.Option("--tls-cert", config.existing_file, None,
+                  "TLS certificate (PEM); serves HTTPS with --tls-key", metavar="FILE"),
+    config.Option("--tls-key", config.existing_file, None, "TLS private key (PEM)", metavar="FILE"),
+)
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                        help="YAML configuration file [env WATTLEDGER_CONFIG]")
+    config.add_options(parser, OPTIONS)
+
+
+def load_settings(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> CollectorSettings:
+    """Flags > environment > YAML > defaults, validated; any problem is one ConfigError line."""
+    env = os.environ if env is None else env
+    path = getattr(args, "config", None) or env.get("WATTLEDGER_CONFIG")
+    file_values = {str(k).replace("-", "_"): v for k, v in config.load_yaml(path).items()} if path else {}
+    given = config.resolve(OPTIONS, args, file_values, env)
+    merged = {**file_values, **{key: value for key, value in given.items() if value is not None}}
+    return settings_from(merged)
+
+
+def settings_from(values: Mapping[str, Any]) -> CollectorSettings:
+    """Validate a mapping of configuration keys; ConfigError (one line) when it is wrong."""
+    try:
+        settings = CollectorSettings.model_validate(dict(values))
+    except ValidationError as exc:
+        raise config.ConfigError(describe(exc)) from None
+    try:
+        settings.hashed_tokens()
+    except ValueError as exc:
+        raise config.ConfigError(f"config key tokens_file: {exc}") from None
+    return settings
+
+
+def describe(exc: ValidationError) -> str:
+    """The first pydantic error as ``config key a.b.c: reason`` (plus how many more there are)."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    loc = [str(part) for part in first["loc"]]
+    if first["type"] == "extra_forbidden":
+        reason = "unknown key (see docs/collector.md for the keys)"
+    else:
+        reason = str(first["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        key, marked, rest = reason.partition("] ")
+        if reason.startswith("[") and marked:
+            loc, reason = [*loc, key[1:]], rest
+    where = f"config key {'.'.join(loc)}" if loc else "config"
+    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    return f"{where}: {reason}{more}".replace("\n", " ")
