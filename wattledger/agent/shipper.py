@@ -1,0 +1,351 @@
+"""The shipper: one thread that POSTs a spool's batches to the collector in seq order, one in
+flight, and decides from each answer whether the batch is done, retried or parked.
+
+Retry policy (docs/delivery.md): connection errors, 408, 429 and 5xx are retried with capped
+exponential backoff and jitter, ``Retry-After`` honoured; 401/403/407 keep the batch and
+back off with an error log (a wrong token must not lose data); 3xx, 404 and 405 mean the
+collector URL is wrong, not the batch, so they are retried too; any other 4xx parks the batch
+in the dead-letter table so one bad batch never blocks the stream; 2xx acknowledges it.
+
+stdlib ``http.client`` only (keep-alive, https through ``ssl``): the agent has to stay small.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import http.client
+import logging
+import random
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import orjson
+
+from wattledger.agent.spool import Spool, SpooledBatch, SpoolError
+
+log = logging.getLogger(__name__)
+
+MAX_ANSWER_BYTES = 64 * 1024
+#: a Retry-After beyond this is taken as this (a broken proxy must not park us for a day)
+MAX_RETRY_AFTER = 600.0
+#: while retrying, log a warning on the first failure and then every this many attempts
+LOG_EVERY = 10
+
+
+class Outcome(StrEnum):
+    OK = "ok"
+    DUPLICATE = "duplicate"
+    RETRY = "retry"
+    AUTH_ERROR = "auth_error"
+    DEAD_LETTER = "dead_letter"
+
+
+def classify(status: int) -> Outcome:
+    """What to do with a batch after a non-2xx answer."""
+    if status in (401, 403, 407):
+        return Outcome.AUTH_ERROR
+    if 400 <= status < 500 and status not in (404, 405, 408, 429):
+        return Outcome.DEAD_LETTER
+    return Outcome.RETRY  # 3xx, 404, 405, 408, 429, 5xx (and anything stranger)
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - now
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+class Backoff:
+    """Capped exponential backoff with jitter: attempt n waits a random time in
+    [d/2, d], d = min(cap, base x 2^(n-1)); a server's Retry-After is a floor (plus up to 20 %
+    jitter, so a crowd told "come back in 5 s" does not come back in the same millisecond)."""
+
+    def __init__(self, base: float = 0.5, cap: float = 60.0, rng: random.Random | None = None) -> None:
+        self.base = base
+        self.cap = cap
+        self._rng = rng or random.Random()
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        ceiling = min(self.cap, self.base * 2.0 ** min(max(attempt - 1, 0), 60))
+        if retry_after is not None:
+            return retry_after * self._rng.uniform(1.0, 1.2)
+        return self._rng.uniform(ceiling / 2, ceiling)
+
+
+class TokenSource:
+    """The bearer token: fixed, or read from a file and re-read when the file changes, so
+    fixing a wrong token on disk is picked up without a restart."""
+
+    def __init__(self, token: str | None, token_file: Path | None = None) -> None:
+        self._token = token
+        self._file = token_file
+        self._stamp: tuple[int, int] | None = None
+
+    def __call__(self) -> str | None:
+        if self._file is None:
+            return self._token
+        try:
+            st = self._file.stat()
+            stamp = (st.st_mtime_ns, st.st_size)
+            if stamp != self._stamp:
+                self._token = self._file.read_text(encoding="utf-8").strip() or None
+                self._stamp = stamp
+        except OSError as exc:
+            log.error("cannot read token file %s: %s (using the last token read)", self._file, exc)
+        return self._token
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    retry_after: str | None
+    body: bytes
+
+
+class HttpSender:
+    """POST bodies to ``<collector>/v1/batches`` over one kept-alive connection."""
+
+    def __init__(self, collector_url: str, user_agent: str = "wattledger-agent") -> None:
+        parts = urlsplit(collector_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{collector_url!r} is not an http:// or https:// URL")
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname
+        self._port = parts.port
+        self.path = parts.path.rstrip("/") + "/v1/batches"
+        self._user_agent = user_agent
+        self._conn: http.client.HTTPConnection | None = None
+        self._ssl: ssl.SSLContext | None = None
+
+    def _connect(self, timeout: float) -> http.client.HTTPConnection:
+        if self._https:
+            if self._ssl is None:
+                self._ssl = ssl.create_default_context()
+            return http.client.HTTPSConnection(self._host, self._port, timeout=timeout, context=self._ssl)
+        return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+
+    def post(self, body: bytes, token: str | None, timeout: float) -> Answer:
+        """One request; raises OSError or http.client.HTTPException when no answer came."""
+        headers = {"Content-Type": "application/json", "Content-Encoding": "gzip",
+                   "User-Agent": self._user_agent}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        for fresh_try in (False, True):
+            reused = self._conn is not None
+            conn = self._conn or self._connect(timeout)
+            self._conn = conn
+            conn.timeout = timeout
+            if conn.sock is not None:
+                conn.sock.settimeout(timeout)
+            try:
+                conn.request("POST", self.path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read(MAX_ANSWER_BYTES)
+            except (ConnectionError, http.client.BadStatusLine) as exc:
+                self.close()
+                # a kept-alive connection the server closed while idle: one fresh try at once
+                if reused and not fresh_try:
+                    log.debug("kept-alive connection was closed (%s); reconnecting", exc)
+                    continue
+                raise
+            except BaseException:
+                self.close()
+                raise
+            if resp.will_close or not resp.isclosed():
+                self.close()
+            return Answer(resp.status, resp.getheader("Retry-After"), data)
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(OSError):
+                self._conn.close()
+            self._conn = None
+
+
+def _reason(answer: Answer) -> str:
+    """The collector's error, in one line, for logs and the dead-letter table."""
+    text = answer.body[:500].decode("utf-8", "replace").replace("\n", " ").strip()
+    return f"HTTP {answer.status}: {text}" if text else f"HTTP {answer.status}"
+
+
+class Shipper:
+    """The shipping thread of one spool. ``cut_if_due`` is called whenever the thread is idle
+    so that an open batch is cut on time even when no sample arrives."""
+
+    def __init__(
+        self,
+        spool: Spool,
+        sender: HttpSender,
+        token: Callable[[], str | None],
+        *,
+        cut_if_due: Callable[[], None],
+        idle_wait: float,
+        backoff: Backoff | None = None,
+        http_timeout: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.spool = spool
+        self._sender = sender
+        self._token = token
+        self._cut_if_due = cut_if_due
+        self._idle_wait = idle_wait
+        self._backoff = backoff or Backoff()
+        self._http_timeout = http_timeout
+        self._clock = clock
+        self._wall = wall_clock
+        self._work = threading.Event()  # a batch was cut, or stop was asked
+        self._interrupt = threading.Event()  # cut a backoff short (stop)
+        self._deadline: float | None = None  # set by drain(): ship until then, then leave
+        self._thread: threading.Thread | None = None
+        self._failures = 0  # consecutive attempts without an answer that moved the stream on
+        self.outcomes: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
+        self.shipped_readings = 0
+        #: (outcome, seconds) of the most recent backoffs, for logs and tests
+        self.recent_delays: list[tuple[Outcome, float]] = []
+
+    # ------------------------------------------------------------------ control
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="wattledger-shipper", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._work.set()
+
+    def drain(self, timeout: float) -> None:
+        """Ship what is waiting for up to ``timeout`` seconds, then stop (returns at once)."""
+        self._deadline = self._clock() + timeout
+        self._work.set()
+        self._interrupt.set()
+
+    def join(self, timeout: float) -> bool:
+        """Wait for the thread to leave; False if it is still stuck (in a request)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
+
+    def _remaining(self) -> float | None:
+        return None if self._deadline is None else self._deadline - self._clock()
+
+    # ------------------------------------------------------------------ the loop
+
+    def _run(self) -> None:
+        try:
+            while True:
+                remaining = self._remaining()
+                if remaining is not None and remaining <= 0:
+                    return
+                self._cut_if_due()
+                batch = self.spool.next_batch()
+                if batch is None:
+                    if remaining is not None:
+                        return  # draining and nothing left
+                    self._work.wait(self._idle_wait)
+                    self._work.clear()
+                    continue
+                delay = self.ship(batch)
+                if delay > 0:
+                    self._pause(delay)
+        except SpoolError:
+            return  # the spool was closed under us by stop(): what is left ships next start
+        except Exception:  # a bug must not end delivery silently
+            log.exception("shipper stopped by an unexpected error")
+            raise
+        finally:
+            self._sender.close()
+
+    def _pause(self, delay: float) -> None:
+        remaining = self._remaining()
+        if remaining is not None:
+            delay = min(delay, max(remaining, 0.0))
+        if delay > 0:
+            # drain() cuts the current backoff short once (one more try at once); later
+            # backoffs while draining wait as usual, within the deadline
+            self._interrupt.wait(delay)
+            self._interrupt.clear()
+
+    def ship(self, batch: SpooledBatch) -> float:
+        """Send one batch and act on the answer; returns how long to wait before the next try."""
+        timeout = self._http_timeout
+        remaining = self._remaining()
+        if remaining is not None:
+            timeout = max(0.5, min(timeout, remaining))
+        self.spool.in_flight = (batch.stream, batch.seq)
+        try:
+            answer = self._sender.post(batch.body, self._token(), timeout)
+        except (OSError, http.client.HTTPException) as exc:
+            return self._retry(batch, f"no answer ({type(exc).__name__}: {exc})", None)
+        finally:
+            self.spool.in_flight = None
+        if 200 <= answer.status < 300:
+            self._done(batch, answer)
+            return 0.0
+        outcome = classify(answer.status)
+        if outcome is Outcome.DEAD_LETTER:
+            reason = _reason(answer)
+            self.spool.dead_letter(batch, answer.status, reason)
+            self.outcomes[Outcome.DEAD_LETTER] += 1
+            self._failures = 0
+            log.error("collector refused batch %s/%d (%d readings): %s; moved it to the dead-letter "
+                      "table and going on with the stream", batch.stream, batch.seq, batch.readings, reason)
+            return 0.0
+        retry_after = parse_retry_after(answer.retry_after, self._wall())
+        if outcome is Outcome.AUTH_ERROR:
+            self._failures += 1
+            self.outcomes[Outcome.AUTH_ERROR] += 1
+            delay = self._backoff.delay(self._failures, retry_after)
+            self._note(Outcome.AUTH_ERROR, delay)
+            log.error("collector rejected the agent's token (%s); batch %s/%d and everything after it "
+                      "stay spooled; fix the token (--token-file) or the collector's tokens; retrying in "
+                      "%.1f s", _reason(answer), batch.stream, batch.seq, delay)
+            return delay
+        what = _reason(answer)
+        if answer.status in (404, 405) or 300 <= answer.status < 400:
+            what += f" (is the collector URL right? POST {self._sender.path})"
+        return self._retry(batch, what, retry_after)
+
+    def _retry(self, batch: SpooledBatch, what: str, retry_after: float | None) -> float:
+        self._failures += 1
+        self.outcomes[Outcome.RETRY] += 1
+        delay = self._backoff.delay(self._failures, retry_after)
+        self._note(Outcome.RETRY, delay)
+        if self._failures == 1 or self._failures % LOG_EVERY == 0:
+            log.warning("batch %s/%d not delivered: %s; attempt %d, retrying in %.1f s (it stays spooled)",
+                        batch.stream, batch.seq, what, self._failures, delay)
+        return delay
+
+    def _done(self, batch: SpooledBatch, answer: Answer) -> None:
+        duplicate = False
+        with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
+            duplicate = orjson.loads(answer.body).get("duplicate") is True
+        self.spool.ack(batch)
+        self.outcomes[Outcome.DUPLICATE if duplicate else Outcome.OK] += 1
+        self.shipped_readings += batch.readings
+        if self._failures:
+            log.info("collector reachable again after %d failed attempts", self._failures)
+        self._failures = 0
+
+    def _note(self, outcome: Outcome, delay: float) -> None:
+        self.recent_delays.append((outcome, delay))
+        del self.recent_delays[:-64]

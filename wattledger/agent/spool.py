@@ -1,0 +1,590 @@
+"""The agent's durable spool: every sample on disk before ``record()`` returns, cut into
+ready-to-send batches of one stream with seq 1, 2, 3… (issue 4, docs/delivery.md).
+
+One SQLite file, ``<spool dir>/spool.db``, in WAL mode with ``synchronous=FULL`` so that a
+committed transaction survives a kill -9 or a power cut:
+
+- ``meta``: the stream id (uuid4) of this spool, the next seq, the last successful delivery.
+- ``samples``: the open batch, one row per sample (compact JSON), appended one transaction
+  per sample, so a crash loses at most the sample being written.
+- ``batches``: cut batches, each a gzip'd JSON body in the wire format, in the order they
+  are to be sent (``id``). A batch leaves this table only when the collector acknowledged
+  it, when it is moved to ``dead_letters``, or when the spool is full (dropped, counted).
+- ``dead_letters``: batches the collector refused as bad (a 4xx other than auth), kept with
+  the answer for an operator to inspect.
+
+Cutting turns the samples into batches and deletes them in one transaction, so a reading
+is either in the open batch or in exactly one batch, never both, whatever the crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import gzip
+import logging
+import math
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from wattledger.agent.reading import DeviceReading
+from wattledger.wire import DeviceInfo
+
+log = logging.getLogger(__name__)
+
+SPOOL_FILE = "spool.db"
+LOCK_FILE = "spool.lock"
+
+#: (DeviceReading attribute, wire column) in the order a sample row stores them
+VALUE_COLUMNS = ("power_w", "energy_j", "temp_c", "util", "mem_temp_c", "mem_util", "sm_clock_hz",
+                 "clock_events", "mem_used_bytes")
+_NON_NEGATIVE = frozenset({"power_w", "energy_j", "sm_clock_hz", "mem_used_bytes", "clock_events"})
+_RATIOS = frozenset({"util", "mem_util"})
+
+# SQLite primary result codes that mean "this file is damaged", as opposed to busy, locked,
+# read-only or out of disk (which must never make the agent throw a spool away).
+_SQLITE_CORRUPT = 11
+_SQLITE_NOTADB = 26
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS samples (id INTEGER PRIMARY KEY, readings INTEGER NOT NULL,
+                                    data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS batches (id INTEGER PRIMARY KEY, stream TEXT NOT NULL, seq INTEGER NOT NULL,
+                                    readings INTEGER NOT NULL, bytes INTEGER NOT NULL,
+                                    first_ts REAL NOT NULL, last_ts REAL NOT NULL, body BLOB NOT NULL,
+                                    UNIQUE (stream, seq));
+CREATE TABLE IF NOT EXISTS dead_letters (id INTEGER PRIMARY KEY, stream TEXT NOT NULL, seq INTEGER NOT NULL,
+                                         readings INTEGER NOT NULL, bytes INTEGER NOT NULL,
+                                         status INTEGER NOT NULL, reason TEXT NOT NULL,
+                                         at REAL NOT NULL, body BLOB NOT NULL);
+"""
+
+
+class SpoolError(RuntimeError):
+    """The spool cannot be used at all (locked by another agent, unwritable directory)."""
+
+
+class SpoolCorrupt(sqlite3.DatabaseError):
+    """SQLite opened the file but its integrity check failed."""
+
+
+def is_corruption(exc: BaseException) -> bool:
+    if isinstance(exc, SpoolCorrupt):
+        return True
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.DatabaseError) and code is not None and code & 0xFF in (
+        _SQLITE_CORRUPT, _SQLITE_NOTADB)
+
+
+@dataclass(frozen=True)
+class SpooledBatch:
+    stream: str
+    seq: int
+    readings: int
+    body: bytes  # gzip'd JSON, exactly what is POSTed
+
+
+@dataclass(frozen=True)
+class SpoolCounts:
+    batches: int
+    readings: int
+    bytes: int  # bodies of waiting batches + dead letters + the open samples
+    dead_letters: int
+    open_readings: int
+
+
+# ---------------------------------------------------------------------------- sample rows
+
+
+def _clean(name: str, value: float | int | None) -> float | int | None:
+    """A value the wire accepts, or None: a source's NaN or out-of-range value must not make
+    the collector refuse (and dead-letter) a whole batch of good readings."""
+    if value is None:
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if name in _NON_NEGATIVE and value < 0:
+        return None
+    if name in _RATIOS and not 0 <= value <= 1:
+        return None
+    return value
+
+
+class _DeviceDicts:
+    """DeviceInfo -> its wire dict, memoised: the same few devices come every second."""
+
+    def __init__(self) -> None:
+        self._cache: dict[DeviceInfo, dict[str, Any]] = {}
+
+    def __call__(self, device: DeviceInfo) -> dict[str, Any]:
+        found = self._cache.get(device)
+        if found is None:
+            if len(self._cache) > 4096:
+                self._cache.clear()
+            found = self._cache[device] = device.model_dump(exclude_none=True)
+        return found
+
+
+def encode_sample(readings: Sequence[DeviceReading], device_dict: Callable[[DeviceInfo], dict[str, Any]]
+                  ) -> bytes:
+    """One sample as a compact row: ``{"dev": [device dicts], "rows": [[dev#, ts, values…]]}``."""
+    devices: list[dict[str, Any]] = []
+    position: dict[str, int] = {}
+    rows: list[list[Any]] = []
+    for r in readings:
+        pos = position.get(r.device.id)
+        if pos is None:
+            pos = position[r.device.id] = len(devices)
+            devices.append(device_dict(r.device))
+        rows.append([pos, r.ts, *(_clean(c, getattr(r, c)) for c in VALUE_COLUMNS)])
+    return orjson.dumps({"dev": devices, "rows": rows})
+
+
+# ---------------------------------------------------------------------------- batch bodies
+
+
+class _BatchBuilder:
+    """Columns of one batch being built; refuses a reading that would make it invalid."""
+
+    def __init__(self) -> None:
+        self.index_to_id: dict[int, str] = {}
+        self.devices: dict[str, dict[str, Any]] = {}  # id -> latest wire dict
+        self.last_ts: dict[str, float] = {}
+        self.device: list[int] = []
+        self.ts: list[float] = []
+        self.columns: dict[str, list[Any]] = {c: [] for c in VALUE_COLUMNS}
+        self.raw_bytes = 0
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def fits(self, dev: dict[str, Any], ts: float) -> bool:
+        """False when this reading must start a new batch: the device's index now belongs to
+        another device id (or the id moved index), or its time does not move forward (a
+        clock step back) — either would make the collector refuse the whole batch."""
+        dev_id, index = dev["id"], dev["index"]
+        owner = self.index_to_id.get(index)
+        if owner is not None and owner != dev_id:
+            return False
+        known = self.devices.get(dev_id)
+        if known is not None and known["index"] != index:
+            return False
+        last = self.last_ts.get(dev_id)
+        return last is None or ts > last
+
+    def add(self, dev: dict[str, Any], row: list[Any], size: int) -> None:
+        dev_id = dev["id"]
+        self.index_to_id[dev["index"]] = dev_id
+        self.devices[dev_id] = dev
+        self.last_ts[dev_id] = row[1]
+        self.device.append(dev["index"])
+        self.ts.append(row[1])
+        for name, value in zip(VALUE_COLUMNS, row[2:], strict=True):
+            self.columns[name].append(value)
+        self.raw_bytes += size
+
+    def body(self, node: str, stream: str, seq: int, labels: Mapping[str, str]) -> bytes:
+        readings: dict[str, list[Any]] = {"device": self.device, "ts": self.ts,
+                                          "power_w": self.columns["power_w"]}
+        for name in VALUE_COLUMNS[1:]:
+            column = self.columns[name]
+            if any(v is not None for v in column):  # an all-null optional column is left out
+                readings[name] = column
+        doc = {"node": node, "stream": stream, "seq": seq, "labels": dict(labels),
+               "devices": sorted(self.devices.values(), key=lambda d: d["index"]), "readings": readings}
+        return gzip.compress(orjson.dumps(doc), compresslevel=6, mtime=0)
+
+
+def build_batches(samples: Sequence[bytes], max_readings: int, max_raw_bytes: int) -> list[_BatchBuilder]:
+    """Split the open samples into valid batches, each within the size limits."""
+    batches: list[_BatchBuilder] = []
+    current = _BatchBuilder()
+    for data in samples:
+        try:
+            sample = orjson.loads(data)
+            devices, rows = sample["dev"], sample["rows"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            log.error("spool: skipped an unreadable sample row (%d bytes)", len(data))
+            continue
+        size = max(1, len(data) // max(1, len(rows)))
+        for row in rows:
+            dev = devices[row[0]]
+            if len(current) and (not current.fits(dev, row[1]) or len(current) >= max_readings
+                                 or current.raw_bytes + size > max_raw_bytes):
+                batches.append(current)
+                current = _BatchBuilder()
+            current.add(dev, row, size)
+    if len(current):
+        batches.append(current)
+    return batches
+
+
+# ---------------------------------------------------------------------------- the spool
+
+
+class Spool:
+    """The SQLite spool of one agent. Thread-safe: the sampler appends, the shipper reads,
+    acknowledges and dead-letters, each under one lock (every operation is short)."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        node: str,
+        labels: Mapping[str, str],
+        max_bytes: int = 1 << 30,
+        max_batch_readings: int = 20_000,
+        max_batch_bytes: int = 4 << 20,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.directory = Path(directory)
+        self.path = self.directory / SPOOL_FILE
+        self.node = node
+        self.labels = dict(labels)
+        self.max_bytes = max_bytes
+        self.max_batch_readings = max_batch_readings
+        # a single open batch never takes more than a quarter of the spool
+        self.max_batch_bytes = max(1, min(max_batch_bytes, max_bytes // 4))
+        self._wall = wall_clock
+        self._lock = threading.RLock()
+        self._device_dict = _DeviceDicts()
+        self._conn: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
+        self.stream = ""
+        self._next_seq = 1
+        self.in_flight: tuple[str, int] | None = None  # never dropped while being sent
+        # running totals, kept in memory so a scrape never touches the database
+        self._batches = self._readings = self._bytes = self._dead = 0
+        self._open_readings = self._open_bytes = 0
+        self.dropped_readings = 0  # since this process started (a Prometheus counter)
+        self.dead_lettered_batches = 0
+        self.corruptions = 0
+        self.last_success: float | None = None
+
+    # ------------------------------------------------------------------ open / close
+
+    def open(self) -> None:
+        """Open (or create) the spool; move a damaged file aside and start a new stream."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._take_lock()
+        except OSError as exc:
+            raise SpoolError(f"cannot use spool directory {self.directory}: {exc.strerror or exc}") from None
+        with self._lock:
+            try:
+                self._connect(check=True)
+            except sqlite3.DatabaseError as exc:  # SpoolCorrupt included
+                if not is_corruption(exc):
+                    self._close_conn()
+                    raise SpoolError(f"cannot open spool {self.path}: {exc}") from None
+                self._rotate(str(exc))
+        if self._open_readings:
+            log.info("spool: %d readings of an interrupted batch found; cutting them now",
+                     self._open_readings)
+            self.cut()
+
+    def _take_lock(self) -> None:
+        """One agent per spool: two writers of one stream would reuse seq numbers, and the
+        collector would then drop the second writer's batches as duplicates."""
+        fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise SpoolError(f"spool directory {self.directory} is in use by another agent") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def _connect(self, check: bool) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5.0)
+        self._conn = conn
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            log.warning("spool: SQLite refused WAL mode (%s); using %s", self.path, mode)
+        conn.execute("PRAGMA synchronous=FULL")
+        if check:
+            result = conn.execute("PRAGMA quick_check").fetchone()[0]
+            if result != "ok":
+                raise SpoolCorrupt(f"integrity check failed: {result}")
+        conn.executescript(_SCHEMA)
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        if "stream" not in meta:
+            meta = {"stream": str(uuid.uuid4()), "next_seq": "1"}
+            with self._tx() as c:
+                c.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", meta.items())
+            log.info("spool: new stream %s in %s", meta["stream"], self.path)
+        self.stream = meta["stream"]
+        self._next_seq = int(meta["next_seq"])
+        self.last_success = float(meta["last_success"]) if "last_success" in meta else None
+        self._recount()
+
+    def _recount(self) -> None:
+        conn = self._db()
+        self._batches, self._readings, batch_bytes = conn.execute(
+            "SELECT count(*), coalesce(sum(readings), 0), coalesce(sum(bytes), 0) FROM batches").fetchone()
+        self._dead, dead_bytes = conn.execute(
+            "SELECT count(*), coalesce(sum(bytes), 0) FROM dead_letters").fetchone()
+        self._open_readings, self._open_bytes = conn.execute(
+            "SELECT coalesce(sum(readings), 0), coalesce(sum(length(data)), 0) FROM samples").fetchone()
+        self._bytes = batch_bytes + dead_bytes + self._open_bytes
+
+    def _rotate(self, reason: str) -> None:
+        """Move a damaged spool aside (``spool.db.corrupt-<ts>``), salvage what can still be
+        read from it, and start a new stream."""
+        self._close_conn()
+        self.corruptions += 1
+        aside = self.path.with_name(f"{SPOOL_FILE}.corrupt-{int(self._wall())}")
+        n = 1
+        while aside.exists():
+            n += 1
+            aside = self.path.with_name(f"{SPOOL_FILE}.corrupt-{int(self._wall())}-{n}")
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(f"{self.path}{suffix}")
+            if src.exists():
+                os.replace(src, f"{aside}{suffix}")
+        log.error("spool: %s is damaged (%s); moved it to %s and started a new stream",
+                  self.path, reason, aside.name)
+        self._connect(check=False)
+        self._salvage(aside)
+
+    def _salvage(self, aside: Path) -> None:
+        """Copy the batches (under their own stream and seq, so the collector still dedupes
+        them) and open samples that can still be read from a damaged spool."""
+        batches = samples = 0
+        try:
+            old = sqlite3.connect(f"file:{aside}?mode=ro", uri=True, isolation_level=None)
+        except sqlite3.Error:
+            return
+        try:
+            with self._tx() as c:
+                with contextlib.suppress(sqlite3.Error):
+                    for row in old.execute("SELECT stream, seq, readings, bytes, first_ts, last_ts, body "
+                                           "FROM batches ORDER BY id"):
+                        c.execute("INSERT OR IGNORE INTO batches (stream, seq, readings, bytes, first_ts, "
+                                  "last_ts, body) VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+                        batches += 1
+                with contextlib.suppress(sqlite3.Error):
+                    for row in old.execute("SELECT readings, data FROM samples ORDER BY id"):
+                        c.execute("INSERT INTO samples (readings, data) VALUES (?, ?)", row)
+                        samples += 1
+        finally:
+            old.close()
+        self._recount()
+        if batches or samples:
+            log.warning("spool: salvaged %d batches and %d samples from %s", batches, samples, aside.name)
+
+    def _close_conn(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+            self._conn = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_conn()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise SpoolError("spool is closed")
+        return self._conn
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        conn = self._db()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _guarded(self, what: str, op: Callable[[], Any]) -> Any:
+        """Run ``op``; if the file turns out to be damaged, rotate it and run ``op`` again."""
+        with self._lock:
+            try:
+                return op()
+            except sqlite3.DatabaseError as exc:
+                if not is_corruption(exc):
+                    raise
+                log.error("spool: %s failed: %s", what, exc)
+                self._rotate(str(exc))
+                return op()
+
+    # ------------------------------------------------------------------ the sampler's side
+
+    @property
+    def open_readings(self) -> int:
+        return self._open_readings
+
+    def append(self, readings: Sequence[DeviceReading]) -> bool:
+        """Durably append one sample; True when the open batch reached a size limit."""
+        if not readings:
+            return False
+        data = encode_sample(readings, self._device_dict)
+
+        def op() -> bool:
+            with self._tx() as c:
+                c.execute("INSERT INTO samples (readings, data) VALUES (?, ?)", (len(readings), data))
+            self._open_readings += len(readings)
+            self._open_bytes += len(data)
+            self._bytes += len(data)
+            return (self._open_readings >= self.max_batch_readings
+                    or self._open_bytes >= self.max_batch_bytes)
+
+        full: bool = self._guarded("append", op)
+        return full
+
+    def cut(self) -> int:
+        """Turn the open samples into batches (next seqs of this stream); returns how many."""
+
+        def op() -> int:
+            rows = self._db().execute("SELECT id, data FROM samples ORDER BY id").fetchall()
+            if not rows:
+                return 0
+            built = build_batches([r[1] for r in rows], self.max_batch_readings, self.max_batch_bytes)
+            seq = self._next_seq
+            added_bytes = added_readings = 0
+            with self._tx() as c:
+                for b in built:
+                    body = b.body(self.node, self.stream, seq, self.labels)
+                    c.execute("INSERT INTO batches (stream, seq, readings, bytes, first_ts, last_ts, body) "
+                              "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                              (self.stream, seq, len(b), len(body), min(b.ts), max(b.ts), body))
+                    added_bytes += len(body)
+                    added_readings += len(b)
+                    seq += 1
+                c.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (str(seq),))
+                c.execute("DELETE FROM samples WHERE id <= ?", (rows[-1][0],))
+            self._next_seq = seq
+            self._batches += len(built)
+            self._readings += added_readings
+            self._bytes += added_bytes - self._open_bytes
+            self._open_readings = self._open_bytes = 0
+            return len(built)
+
+        with self._lock:
+            n: int = self._guarded("cut", op)
+            if self._bytes > self.max_bytes:
+                self._guarded("trim", self._trim)
+            return n
+
+    def _trim(self) -> None:
+        """Over the size limit: drop dead letters first, then the oldest batches. Every
+        dropped reading is counted and logged."""
+        conn = self._db()
+        while self._bytes > self.max_bytes:
+            dead = conn.execute("SELECT id, bytes FROM dead_letters ORDER BY id LIMIT 1").fetchone()
+            if dead is not None:
+                with self._tx() as c:
+                    c.execute("DELETE FROM dead_letters WHERE id = ?", (dead[0],))
+                self._dead -= 1
+                self._bytes -= dead[1]
+                continue
+            oldest = conn.execute("SELECT id, stream, seq, readings, bytes FROM batches ORDER BY id LIMIT 2"
+                                  ).fetchall()
+            victim = next((b for b in oldest if (b[1], b[2]) != self.in_flight), None)
+            if victim is None:
+                return
+            with self._tx() as c:
+                c.execute("DELETE FROM batches WHERE id = ?", (victim[0],))
+            self._batches -= 1
+            self._readings -= victim[3]
+            self._bytes -= victim[4]
+            self.dropped_readings += victim[3]
+            log.error("spool full (%d bytes > limit %d): dropped batch %s/%d with %d readings",
+                      self._bytes + victim[4], self.max_bytes, victim[1], victim[2], victim[3])
+
+    # ------------------------------------------------------------------ the shipper's side
+
+    def next_batch(self) -> SpooledBatch | None:
+        """The oldest waiting batch (streams in the order they were spooled, seq order within)."""
+
+        def op() -> SpooledBatch | None:
+            row = self._db().execute(
+                "SELECT stream, seq, readings, body FROM batches ORDER BY id LIMIT 1").fetchone()
+            return None if row is None else SpooledBatch(row[0], row[1], row[2], bytes(row[3]))
+
+        found: SpooledBatch | None = self._guarded("read", op)
+        return found
+
+    @staticmethod
+    def _remove(c: sqlite3.Connection, batch: SpooledBatch) -> tuple[int, int] | None:
+        """Delete a waiting batch inside a transaction; its (readings, bytes), or None."""
+        row = c.execute("SELECT readings, bytes FROM batches WHERE stream = ? AND seq = ?",
+                        (batch.stream, batch.seq)).fetchone()
+        if row is not None:
+            c.execute("DELETE FROM batches WHERE stream = ? AND seq = ?", (batch.stream, batch.seq))
+        return None if row is None else (int(row[0]), int(row[1]))
+
+    def ack(self, batch: SpooledBatch) -> None:
+        """The collector committed ``batch`` (or had it already): it leaves the spool."""
+
+        def op() -> None:
+            with self._tx() as c:
+                row = self._remove(c, batch)
+                now = self._wall()
+                c.execute("INSERT OR REPLACE INTO meta VALUES ('last_success', ?)", (repr(now),))
+            self.last_success = now
+            if row is not None:
+                self._batches -= 1
+                self._readings -= row[0]
+                self._bytes -= row[1]
+
+        self._guarded("ack", op)
+
+    def dead_letter(self, batch: SpooledBatch, status: int, reason: str) -> None:
+        """Park a batch the collector refused as bad, with its answer, so the stream moves on."""
+
+        def op() -> None:
+            with self._tx() as c:
+                row = self._remove(c, batch)
+                if row is None:
+                    return
+                c.execute("INSERT INTO dead_letters (stream, seq, readings, bytes, status, reason, at, body) "
+                          "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                          (batch.stream, batch.seq, row[0], row[1], status, reason[:2000], self._wall(),
+                           batch.body))
+            self._batches -= 1
+            self._readings -= row[0]
+            self._dead += 1
+            self.dead_lettered_batches += 1
+
+        self._guarded("dead-letter", op)
+
+    def dead_letters(self) -> list[tuple[str, int, int, int, str]]:
+        """(stream, seq, readings, status, reason) of every parked batch, oldest first."""
+        with self._lock:
+            rows = self._db().execute(
+                "SELECT stream, seq, readings, status, reason FROM dead_letters ORDER BY id").fetchall()
+        return [(str(r[0]), int(r[1]), int(r[2]), int(r[3]), str(r[4])) for r in rows]
+
+    # ------------------------------------------------------------------ observation
+
+    def counts(self) -> SpoolCounts:
+        with self._lock:
+            return SpoolCounts(self._batches, self._readings, self._bytes, self._dead, self._open_readings)
+
+    def oldest_timestamp(self) -> float | None:
+        """Time of the oldest reading waiting to be shipped (delivery lag), if any."""
+        with self._lock:
+            if self._conn is None:
+                return None
+            # the oldest batch spooled (by id, an index walk of one row, not a scan)
+            row = self._conn.execute("SELECT first_ts FROM batches ORDER BY id LIMIT 1").fetchone()
+        return None if row is None or row[0] is None else float(row[0])
