@@ -1,0 +1,143 @@
+"""One sample: ask every source, keep the latest result for /metrics, hand readings on.
+
+A source that fails to open or to sample is marked down (``source_up`` 0) and does not stop
+the others; one that could not open is tried again every ``reopen_seconds``. The sampler has
+no timer of its own: the runtime calls :meth:`Sampler.sample` from APScheduler, tests and
+the simulator's backfill call it with the timestamps they want.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+from wattledger.agent.reading import DeviceReading
+from wattledger.agent.sources.base import (
+    HostStats,
+    Source,
+    SourceError,
+    SourceSample,
+)
+from wattledger.wire import DeviceInfo
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The latest sample, as /metrics shows it. Replaced whole, never mutated."""
+
+    ts: float | None = None
+    readings: tuple[DeviceReading, ...] = ()
+    down: tuple[DeviceInfo, ...] = ()
+    host: HostStats | None = None
+    source_up: dict[str, bool] = field(default_factory=dict)
+    readings_total: int = 0  # device readings taken since start
+    samples_total: int = 0
+    sample_seconds: float | None = None  # how long the last sample took
+    skipped_total: int = 0  # samples dropped because the clock went backwards
+
+
+class Sampler:
+    def __init__(
+        self,
+        sources: Sequence[Source],
+        on_readings: Callable[[Sequence[DeviceReading]], None] | None = None,
+        clock: Callable[[], float] = time.time,
+        timer: Callable[[], float] = time.perf_counter,
+        reopen_seconds: float = 60.0,
+    ) -> None:
+        self._sources = list(sources)
+        self._on_readings = on_readings
+        self._clock = clock
+        self._timer = timer
+        self._reopen_seconds = reopen_seconds
+        self._open: dict[str, bool] = {}
+        self._next_open: dict[str, float] = {}
+        self._failing: set[str] = set()  # sources whose failure was already logged
+        self._lock = threading.Lock()  # one sample at a time, whoever calls
+        self.snapshot = Snapshot(source_up={s.name: False for s in self._sources})
+
+    def open(self) -> None:
+        for source in self._sources:
+            self._try_open(source, self._timer())
+
+    def _try_open(self, source: Source, now: float) -> bool:
+        try:
+            source.open()
+        except SourceError as exc:
+            self._next_open[source.name] = now + self._reopen_seconds
+            if source.name not in self._failing:
+                self._failing.add(source.name)
+                log.warning("source %s off: %s; the other sources keep running (retried every %g s)",
+                            source.name, exc, self._reopen_seconds)
+            return False
+        if source.name in self._failing:
+            log.info("source %s is up", source.name)
+            self._failing.discard(source.name)
+        self._open[source.name] = True
+        return True
+
+    def close(self) -> None:
+        for source in self._sources:
+            if self._open.pop(source.name, False):
+                try:
+                    source.close()
+                except Exception as exc:  # closing must not stop the shutdown
+                    log.warning("source %s did not close cleanly: %s", source.name, exc)
+
+    def sample(self, ts: float | None = None) -> Snapshot:
+        with self._lock:
+            return self._sample(self._clock() if ts is None else ts)
+
+    def _sample(self, ts: float) -> Snapshot:
+        started = self._timer()
+        prev = self.snapshot
+        if prev.ts is not None and ts <= prev.ts:
+            log.warning("clock went back (%.3f after %.3f): sample skipped", ts, prev.ts)
+            self.snapshot = replace(prev, skipped_total=prev.skipped_total + 1)
+            return self.snapshot
+        readings: list[DeviceReading] = []
+        down: list[DeviceInfo] = []
+        host: HostStats | None = None
+        up: dict[str, bool] = {}
+        for source in self._sources:
+            result = self._sample_source(source, ts, started)
+            up[source.name] = result is not None
+            if result is not None:
+                readings.extend(result.readings)
+                down.extend(result.down)
+                host = result.host or host
+        duration = self._timer() - started
+        self.snapshot = Snapshot(
+            ts=ts, readings=tuple(readings), down=tuple(down), host=host, source_up=up,
+            readings_total=prev.readings_total + len(readings), samples_total=prev.samples_total + 1,
+            sample_seconds=duration, skipped_total=prev.skipped_total,
+        )
+        if readings and self._on_readings is not None:
+            try:
+                self._on_readings(readings)
+            except Exception as exc:  # delivery trouble must not stop the sampling or the scrape
+                log.error("could not hand %d readings to delivery: %s", len(readings), exc)
+        return self.snapshot
+
+    def _sample_source(self, source: Source, ts: float, now: float) -> SourceSample | None:
+        """The source's sample, or None when it is down (not open, or it failed)."""
+        name = source.name
+        closed = not self._open.get(name)
+        if closed and (now < self._next_open.get(name, 0.0) or not self._try_open(source, now)):
+            return None
+        try:
+            result = source.sample(ts)
+        except Exception as exc:  # any failure of one source: that source is down this time
+            if name not in self._failing:
+                self._failing.add(name)
+                log.warning("source %s failed: %s", name, exc)
+            return None
+        if name in self._failing:
+            self._failing.discard(name)
+            log.info("source %s is up", name)
+        return result

@@ -1,0 +1,84 @@
+"""The one small interface every source of readings implements, and the errors they raise.
+
+A source is opened once, then asked for a sample at a given timestamp (the sampler's clock, so
+the simulator can run on a virtual clock), and closed at the end. Vendor errors (NVML's,
+sysfs') never leave a source: they are mapped to the exception types below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from wattledger.agent.reading import DeviceReading
+from wattledger.wire import DeviceInfo
+
+#: NVML clock-event (throttle) reason bits and the ``reason`` label each one gets.
+CLOCK_EVENT_REASONS: tuple[tuple[int, str], ...] = (
+    (0x1, "gpu_idle"),
+    (0x2, "applications_clocks"),
+    (0x4, "sw_power_cap"),
+    (0x8, "hw_slowdown"),
+    (0x10, "sync_boost"),
+    (0x20, "sw_thermal"),
+    (0x40, "hw_thermal"),
+    (0x80, "hw_power_brake"),
+)
+GPU_IDLE, SW_POWER_CAP, SW_THERMAL, HW_THERMAL = 0x1, 0x4, 0x20, 0x40
+
+
+class SourceError(Exception):
+    """Something a source could not do; the message is one line for the operator."""
+
+
+class SourceUnavailable(SourceError):
+    """The source cannot run on this machine (no driver, no permission): it stays off."""
+
+
+class DeviceLost(SourceError):
+    """One device stopped answering (fell off the bus); the others go on."""
+
+
+class FieldUnsupported(SourceError):
+    """The device does not have this reading; it is reported absent, never as 0."""
+
+
+@dataclass(frozen=True, slots=True)
+class RaplDomain:
+    """One RAPL power domain's counter as seen by this agent."""
+
+    domain: str  # "package-0", "package-0/dram", ...
+    energy_j: float  # joules counted since the agent started (wrap-arounds unfolded)
+    power_w: float | None  # average over the last sample interval; None on the first
+
+
+@dataclass(frozen=True, slots=True)
+class HostStats:
+    cpu_util: float | None = None  # 0..1, all cores
+    mem_used_bytes: float | None = None
+    mem_total_bytes: float | None = None
+    rapl: tuple[RaplDomain, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSample:
+    """What one source yields for one sample."""
+
+    #: device readings, one per device that answered; these are exposed and delivered
+    readings: list[DeviceReading] = field(default_factory=list)
+    #: devices the source knows but which did not answer this time (reported down)
+    down: list[DeviceInfo] = field(default_factory=list)
+    host: HostStats | None = None
+
+
+class Source(Protocol):
+    """A named provider of readings. ``open`` may raise :class:`SourceUnavailable`;
+    ``sample`` may raise any :class:`SourceError` (the sampler marks the source down)."""
+
+    name: str
+
+    def open(self) -> None: ...
+
+    def sample(self, ts: float) -> SourceSample: ...
+
+    def close(self) -> None: ...

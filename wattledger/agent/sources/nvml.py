@@ -1,0 +1,220 @@
+"""NVIDIA GPUs through NVML. The only module of wattledger that imports ``pynvml``.
+
+Static facts (UUID, name, temperature thresholds) are read once when a GPU is discovered;
+each sample then makes one pass over each GPU for the values that change. A reading the board
+does not support is absent (``None``), never 0, and is not asked for again. A GPU that falls
+off the bus is reported down while the others go on; it is looked at again every sample.
+The ``pynvml`` module is injected so that tests can pass a fake with NVML's behaviour.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+from wattledger.agent.reading import DeviceReading
+from wattledger.agent.sources.base import (
+    DeviceLost,
+    FieldUnsupported,
+    SourceError,
+    SourceSample,
+    SourceUnavailable,
+)
+from wattledger.wire import DeviceInfo
+
+log = logging.getLogger(__name__)
+
+FIELD_MEMORY_TEMP = 82  # NVML_FI_DEV_MEMORY_TEMP (HBM temperature)
+MIB = 1 << 20
+
+# NVML return codes (stable across NVML versions), used to map errors to our own types
+SUCCESS, NOT_SUPPORTED, NO_PERMISSION, DRIVER_NOT_LOADED = 0, 3, 4, 9
+LIBRARY_NOT_FOUND, FUNCTION_NOT_FOUND, GPU_IS_LOST, RESET_REQUIRED = 12, 13, 15, 16
+LIB_RM_VERSION_MISMATCH, NO_DATA, GPU_NOT_FOUND = 18, 21, 28
+_ABSENT = {NOT_SUPPORTED, FUNCTION_NOT_FOUND, NO_DATA}
+_LOST = {GPU_IS_LOST, RESET_REQUIRED, GPU_NOT_FOUND}
+_NO_DRIVER = {LIBRARY_NOT_FOUND, DRIVER_NOT_LOADED, LIB_RM_VERSION_MISMATCH, NO_PERMISSION}
+
+
+def map_error(code: int, what: str) -> SourceError:
+    """An NVML return code as one of our exception types."""
+    if code in _ABSENT:
+        return FieldUnsupported(what)
+    if code in _LOST:
+        return DeviceLost(what)
+    if code in _NO_DRIVER:
+        return SourceUnavailable(what)
+    return SourceError(what)
+
+
+def _text(value: object) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+class _Gpu:
+    """What the source keeps about one GPU between samples."""
+
+    def __init__(self, index: int, handle: Any, info: DeviceInfo) -> None:
+        self.index = index
+        self.handle = handle
+        self.info = info
+        self.unsupported: set[str] = set()  # readings this board answered NotSupported to
+
+
+class NvmlSource:
+    name = "nvml"
+
+    def __init__(self, node: str, nvml: ModuleType | None = None) -> None:
+        self._node = node
+        self._nvml = nvml
+        self._gpus: list[_Gpu | None] = []  # None: not discovered yet (lost at start)
+        self._clock_events_fn: Callable[[Any], int] | None = None
+
+    # ---------------------------------------------------------------- errors
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Call NVML; its errors come out as our exception types."""
+        nvml = self._nvml
+        assert nvml is not None
+        try:
+            return fn(*args)
+        except nvml.NVMLError as exc:
+            raise map_error(int(getattr(exc, "value", -1)), f"{fn.__name__}: {exc}") from None
+
+    # ---------------------------------------------------------------- open / close
+
+    def open(self) -> None:
+        if self._nvml is None:
+            try:
+                import pynvml
+            except ImportError as exc:  # nvidia-ml-py missing from the install
+                raise SourceUnavailable(f"NVML bindings (nvidia-ml-py) missing: {exc}") from None
+            self._nvml = pynvml
+        nvml = self._nvml
+        try:
+            self._call(nvml.nvmlInit)
+        except SourceError as exc:
+            raise SourceUnavailable(f"no NVIDIA driver (NVML): {exc}") from None
+        count = int(self._call(nvml.nvmlDeviceGetCount))
+        self._clock_events_fn = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or getattr(
+            nvml, "nvmlDeviceGetCurrentClocksThrottleReasons", None)
+        self._gpus = [self._discover(i) for i in range(count)]
+        found = [g for g in self._gpus if g is not None]
+        log.info("NVML: %d GPU(s): %s", count, ", ".join(f"{g.index}={g.info.model}" for g in found))
+
+    def _discover(self, index: int) -> _Gpu | None:
+        nvml = self._nvml
+        assert nvml is not None
+        try:
+            handle = self._call(nvml.nvmlDeviceGetHandleByIndex, index)
+            uuid = _text(self._call(nvml.nvmlDeviceGetUUID, handle))
+            name = _text(self._call(nvml.nvmlDeviceGetName, handle))
+        except SourceError as exc:
+            log.warning("NVML: GPU %d does not answer (%s); reported down", index, exc)
+            return None
+        info = DeviceInfo(
+            id=uuid, kind="gpu", index=index, model=name[:128],
+            slowdown_c=self._optional(nvml.nvmlDeviceGetTemperatureThreshold, handle,
+                                      nvml.NVML_TEMPERATURE_THRESHOLD_SLOWDOWN),
+            shutdown_c=self._optional(nvml.nvmlDeviceGetTemperatureThreshold, handle,
+                                      nvml.NVML_TEMPERATURE_THRESHOLD_SHUTDOWN),
+        )
+        return _Gpu(index, handle, info)
+
+    def _optional(self, fn: Callable[..., Any], *args: Any) -> float | None:
+        try:
+            value = self._call(fn, *args)
+        except SourceError:
+            return None
+        return float(value) if value else None  # a 0 °C threshold means "not set"
+
+    def close(self) -> None:
+        if self._nvml is not None and self._gpus:
+            with contextlib.suppress(self._nvml.NVMLError):
+                self._nvml.nvmlShutdown()
+        self._gpus = []
+
+    # ---------------------------------------------------------------- sampling
+
+    def sample(self, ts: float) -> SourceSample:
+        out = SourceSample()
+        for i, gpu in enumerate(self._gpus):
+            if gpu is None:
+                gpu = self._gpus[i] = self._discover(i)
+                if gpu is None:
+                    out.down.append(DeviceInfo(id=f"{self._node}:gpu{i}", kind="gpu", index=i))
+                    continue
+            try:
+                out.readings.append(self._read(gpu, ts))
+            except DeviceLost:
+                out.down.append(gpu.info)
+        return out
+
+    def _field(self, gpu: _Gpu, key: str, fn: Callable[..., Any] | None, *args: Any) -> Any:
+        """One reading of one GPU; None if the board lacks it. DeviceLost propagates."""
+        if key in gpu.unsupported or fn is None:
+            return None
+        try:
+            return self._call(fn, gpu.handle, *args)
+        except FieldUnsupported:
+            gpu.unsupported.add(key)
+            log.debug("NVML: GPU %d has no %s", gpu.index, key)
+            return None
+        except DeviceLost:
+            raise
+        except SourceError as exc:  # a transient failure: absent this time, asked again next
+            log.debug("NVML: GPU %d %s failed: %s", gpu.index, key, exc)
+            return None
+
+    def _memory_temp(self, gpu: _Gpu) -> float | None:
+        nvml = self._nvml
+        assert nvml is not None
+        values = self._field(gpu, "mem_temp", getattr(nvml, "nvmlDeviceGetFieldValues", None),
+                             [FIELD_MEMORY_TEMP])
+        if not values:
+            return None
+        value = values[0]
+        code = int(value.nvmlReturn)
+        if code != SUCCESS:
+            if isinstance(map_error(code, ""), FieldUnsupported):
+                gpu.unsupported.add("mem_temp")
+            elif isinstance(map_error(code, ""), DeviceLost):
+                raise DeviceLost(f"GPU {gpu.index} field {FIELD_MEMORY_TEMP}")
+            return None
+        member = ("dVal", "uiVal", "ulVal", "ullVal", "sllVal", "siVal", "usVal")[int(value.valueType)]
+        return float(getattr(value.value, member))
+
+    def _read(self, gpu: _Gpu, ts: float) -> DeviceReading:
+        nvml = self._nvml
+        assert nvml is not None
+        f = self._field
+        power_mw = f(gpu, "power", nvml.nvmlDeviceGetPowerUsage)
+        energy_mj = f(gpu, "energy", nvml.nvmlDeviceGetTotalEnergyConsumption)
+        temp = f(gpu, "temp", nvml.nvmlDeviceGetTemperature, nvml.NVML_TEMPERATURE_GPU)
+        mem_temp = self._memory_temp(gpu)
+        rates = f(gpu, "utilization", nvml.nvmlDeviceGetUtilizationRates)
+        memory = f(gpu, "memory", nvml.nvmlDeviceGetMemoryInfo)
+        limit_mw = f(gpu, "power_limit", nvml.nvmlDeviceGetEnforcedPowerLimit)
+        clock_mhz = f(gpu, "sm_clock", nvml.nvmlDeviceGetClockInfo, nvml.NVML_CLOCK_SM)
+        events = f(gpu, "clock_events", self._clock_events_fn)
+
+        limit_w = float(limit_mw) / 1000.0 if limit_mw else None
+        if limit_w != gpu.info.power_limit_w:  # rare: keep one DeviceInfo while it holds
+            gpu.info = gpu.info.model_copy(update={"power_limit_w": limit_w})
+        return DeviceReading(
+            device=gpu.info,
+            ts=ts,
+            power_w=None if power_mw is None else power_mw / 1000.0,
+            energy_j=None if energy_mj is None else int(energy_mj) / 1000.0,  # 64-bit mJ counter
+            temp_c=None if temp is None else float(temp),
+            mem_temp_c=mem_temp,
+            util=None if rates is None else rates.gpu / 100.0,
+            mem_util=None if rates is None else rates.memory / 100.0,
+            sm_clock_hz=None if clock_mhz is None else clock_mhz * 1e6,
+            clock_events=None if events is None else int(events),
+            mem_used_bytes=None if memory is None else float(memory.used),
+            mem_total_bytes=None if memory is None else float(memory.total),
+        )

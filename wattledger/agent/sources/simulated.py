@@ -1,0 +1,228 @@
+"""Simulated GPUs (``--simulate N``): a named feature for demos and tests, never a fallback.
+
+Each GPU follows a small physical model driven by the timestamps it is sampled at (a virtual
+clock: ``sample(ts)`` for any increasing ``ts``, no sleeping), so a month of history can be
+generated in seconds and tests can compare against exact ground truth:
+
+* utilization comes from the workload (training, inference with a daily swing, idle, hot);
+* power = idle floor + (full draw - idle) x utilization, capped at the power limit, and
+  reduced by thermal throttling;
+* between two samples power is taken as linear, so the energy counter grows by exactly the
+  trapezoid of the two reported powers: the counter *is* the integral of the reported power;
+* temperature is a first-order model, dT/dt = (ambient + R x P - T) / tau, solved exactly
+  over each interval (so it never overshoots): it follows power and, when the cooling is
+  poor, climbs to the slowdown threshold where the GPU throttles (SwThermal, then HwThermal).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from wattledger.agent.reading import DeviceReading
+from wattledger.agent.sources.base import (
+    GPU_IDLE,
+    HW_THERMAL,
+    SW_POWER_CAP,
+    SW_THERMAL,
+    DeviceLost,
+    SourceSample,
+)
+from wattledger.wire import DeviceInfo
+
+GIB = 1 << 30
+
+
+@dataclass(frozen=True)
+class GpuModel:
+    name: str  # what NVML's nvmlDeviceGetName says
+    power_limit_w: float
+    idle_w: float
+    full_draw_w: float  # what the board would draw at 100 % if the limit did not cap it
+    slowdown_c: float
+    shutdown_c: float
+    mem_total_bytes: float
+    max_sm_clock_hz: float
+    idle_sm_clock_hz: float
+    thermal_resistance: float  # °C per W between the die and the inlet air
+    time_constant_s: float
+    has_mem_temp: bool = True  # HBM boards report field 82, GDDR boards do not
+
+
+MODELS: dict[str, GpuModel] = {
+    "h100-sxm": GpuModel("NVIDIA H100 80GB HBM3", 700.0, 70.0, 735.0, 87.0, 92.0, 80 * GIB,
+                         1980e6, 345e6, 0.062, 40.0),
+    "a100-sxm": GpuModel("NVIDIA A100-SXM4-80GB", 400.0, 55.0, 420.0, 85.0, 92.0, 80 * GIB,
+                         1410e6, 210e6, 0.11, 35.0),
+    "l40s": GpuModel("NVIDIA L40S", 350.0, 35.0, 365.0, 88.0, 93.0, 48 * GIB,
+                     2520e6, 210e6, 0.14, 30.0, has_mem_temp=False),
+}
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    ambient_c: float = 25.0
+    cooling: float = 1.0  # multiplies the thermal resistance (poor cooling > 1)
+
+
+WORKLOADS: dict[str, Workload] = {
+    "training": Workload("training"),
+    "inference": Workload("inference"),
+    "idle": Workload("idle"),
+    # a training job in a badly cooled slot: it settles just under its slowdown threshold
+    "hot": Workload("hot", ambient_c=35.0, cooling=1.4),
+}
+
+#: a training job pauses for a checkpoint this often, for this long
+CHECKPOINT_EVERY_S, CHECKPOINT_FOR_S = 1800.0, 60.0
+#: throttling starts this many °C below the slowdown threshold
+THROTTLE_MARGIN_C = 3.0
+
+
+def utilization(workload: str, ts: float, phase: float, noise: float) -> float:
+    """Target utilization (0..1) of a workload at ``ts``; ``noise`` is a N(0,1) draw."""
+    if workload == "idle":
+        return 0.0
+    if workload == "inference":
+        hour = (ts % 86400.0) / 3600.0
+        day = 0.5 - 0.5 * math.cos(2 * math.pi * (hour - 3.0) / 24.0)  # low at 03:00, high 15:00
+        value = 0.12 + 0.7 * day + 0.08 * noise
+    else:  # training, hot
+        in_checkpoint = (ts + phase) % CHECKPOINT_EVERY_S < CHECKPOINT_FOR_S
+        value = (0.15 if in_checkpoint else 0.97) + 0.02 * noise
+    return min(1.0, max(0.0, value))
+
+
+def fake_uuid(node: str, index: int, seed: int) -> str:
+    digest = hashlib.sha256(f"{node}:{index}:{seed}".encode()).digest()
+    return "GPU-" + str(uuid.UUID(bytes=digest[:16], version=4))
+
+
+class SimulatedGpu:
+    """One simulated GPU. ``counter_j`` is what NVML's energy counter would say (it restarts at
+    0 on a driver reload); ``drawn_j`` is the ground truth drawn since the simulation began."""
+
+    def __init__(self, node: str, index: int, model: GpuModel, workload: str, seed: int) -> None:
+        self.model = model
+        self.workload = WORKLOADS[workload]
+        self.info = DeviceInfo(id=fake_uuid(node, index, seed), kind="gpu", index=index,
+                               model=model.name, power_limit_w=model.power_limit_w,
+                               slowdown_c=model.slowdown_c, shutdown_c=model.shutdown_c)
+        self._rng = random.Random(f"{seed}:{node}:{index}")
+        # data-parallel jobs checkpoint together: one phase per node, not per GPU
+        self._phase = random.Random(f"{seed}:{node}").uniform(0, CHECKPOINT_EVERY_S)
+        self.counter_j = self._rng.uniform(1e5, 1e7)  # the driver was loaded a while ago
+        self.drawn_j = 0.0
+        self.temp_c = self.workload.ambient_c + self._resistance * model.idle_w
+        self.power_w = model.idle_w
+        self.last_ts: float | None = None
+        # faults, for tests
+        self.lost = False
+        self.unsupported: frozenset[str] = frozenset()
+
+    @property
+    def _resistance(self) -> float:
+        return self.model.thermal_resistance * self.workload.cooling
+
+    # ---------------------------------------------------------------- faults
+
+    def reset_counter(self) -> None:
+        """A driver reload: the hardware energy counter restarts at 0."""
+        self.counter_j = 0.0
+
+    def lose(self) -> None:
+        """The GPU falls off the bus: it stops answering (its model keeps running)."""
+        self.lost = True
+
+    def recover(self) -> None:
+        """Back after a GPU reset, which also restarts its energy counter."""
+        self.lost = False
+        self.reset_counter()
+
+    # ---------------------------------------------------------------- the model
+
+    def _throttle(self) -> float:
+        """Power factor (0.5..1) from the temperature: full below slowdown - margin."""
+        over = self.temp_c - (self.model.slowdown_c - THROTTLE_MARGIN_C)
+        return 1.0 - 0.5 * min(1.0, max(0.0, over / THROTTLE_MARGIN_C))
+
+    def advance(self, ts: float) -> DeviceReading:
+        """Move the model to ``ts`` and read it like NVML would. Raises DeviceLost if lost."""
+        m = self.model
+        util = utilization(self.workload.name, ts, self._phase, self._rng.gauss(0.0, 1.0))
+        factor = self._throttle()
+        demand = m.idle_w + (m.full_draw_w - m.idle_w) * util
+        power = round(min(demand, m.power_limit_w) * factor, 3)  # NVML reports whole mW
+        if self.last_ts is None:  # it was running before we looked: start at its steady state
+            self.temp_c = self.workload.ambient_c + self._resistance * power
+            factor = self._throttle()
+            power = round(min(demand, m.power_limit_w) * factor, 3)
+        elif ts > self.last_ts:
+            dt = ts - self.last_ts
+            energy = (self.power_w + power) / 2.0 * dt  # power is linear between samples
+            self.counter_j += energy
+            self.drawn_j += energy
+            steady = self.workload.ambient_c + self._resistance * energy / dt
+            self.temp_c = steady + (self.temp_c - steady) * math.exp(-dt / m.time_constant_s)
+        self.power_w = power
+        self.last_ts = ts if self.last_ts is None else max(ts, self.last_ts)
+        if self.lost:
+            raise DeviceLost(f"simulated GPU {self.info.index} is lost")
+
+        events = 0
+        if util < 0.01:
+            events |= GPU_IDLE
+        if demand > m.power_limit_w:
+            events |= SW_POWER_CAP
+        if factor < 1.0:
+            events |= SW_THERMAL
+        if self.temp_c >= m.slowdown_c:
+            events |= HW_THERMAL
+        clock = m.idle_sm_clock_hz if util < 0.01 else m.max_sm_clock_hz * factor
+        mem_used = 0.5 * GIB if util < 0.01 else m.mem_total_bytes * (0.9 if util > 0.5 else 0.6)
+        reading = DeviceReading(
+            device=self.info, ts=ts, power_w=power, energy_j=round(self.counter_j, 3),
+            temp_c=round(self.temp_c, 1),
+            mem_temp_c=round(self.temp_c + 2.0 + 6.0 * util, 1) if m.has_mem_temp else None,
+            util=round(util, 2), mem_util=round(util * 0.6, 2), sm_clock_hz=clock,
+            clock_events=events, mem_used_bytes=mem_used, mem_total_bytes=m.mem_total_bytes,
+        )
+        if self.unsupported:
+            reading = replace(reading, **dict.fromkeys(self.unsupported))  # type: ignore[arg-type]
+        return reading
+
+
+class SimulatedSource:
+    """N simulated GPUs of one model; ``workloads`` are assigned to the GPUs in turn."""
+
+    name = "simulated"
+
+    def __init__(self, node: str, count: int, *, model: str = "h100-sxm",
+                 workloads: Sequence[str] = ("training",), seed: int = 0) -> None:
+        if model not in MODELS:
+            raise ValueError(f"unknown GPU model {model!r} (known: {', '.join(MODELS)})")
+        unknown = [w for w in workloads if w not in WORKLOADS]
+        if unknown or not workloads:
+            raise ValueError(f"unknown workload {unknown!r} (known: {', '.join(WORKLOADS)})")
+        self.gpus = [SimulatedGpu(node, i, MODELS[model], workloads[i % len(workloads)], seed)
+                     for i in range(count)]
+
+    def open(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def sample(self, ts: float) -> SourceSample:
+        out = SourceSample()
+        for gpu in self.gpus:
+            try:
+                out.readings.append(gpu.advance(ts))
+            except DeviceLost:
+                out.down.append(gpu.info)
+        return out
