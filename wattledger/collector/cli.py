@@ -1,15 +1,99 @@
-"""`wattledger collector` (being built; see its issue)."""
+"""`wattledger collector`: serve the ledger over HTTP (docs/collector.md)."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import socket
+import sqlite3
+import sys
+from pathlib import Path
 
-HELP = "collector (not built yet)"
+from wattledger import config
+from wattledger.collector import settings as collector_settings
+
+HELP = "run the central collector: authenticated ingest, ledger of energy, cost, carbon and plan"
+log = logging.getLogger(__name__)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    del parser
+    collector_settings.add_flags(parser)
+    parser.add_argument("--hash-token", metavar="NODE", default=None,
+                        help="print a tokens_file line for NODE and exit: the token is read from stdin "
+                             "when stdin is not a terminal, else a new random one is made and printed")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise SystemExit("wattledger collector: not built yet")
+    if args.hash_token is not None:
+        return hash_token(args.hash_token)
+    settings = collector_settings.load_settings(args)
+    prepare_db_dir(settings.db)
+    sock = bind(settings.listen)
+    # imported here so that `--help` and config errors do not load the web stack
+    import uvicorn
+
+    from wattledger.collector.app import create_app, open_ledger
+
+    try:
+        ledger = open_ledger(settings)
+    except (OSError, sqlite3.Error) as exc:
+        sock.close()
+        raise config.ConfigError(f"db {settings.db}: cannot be opened: {exc}") from None
+    try:
+        app = create_app(settings, ledger=ledger)
+        scheme = "https" if settings.tls else "http"
+        log.info("collector: serving %s://%s (db %s, sites %s, %d plan entries)", scheme, settings.listen,
+                 settings.db, ",".join(settings.sites), len(settings.plan))
+        server = uvicorn.Server(uvicorn.Config(
+            app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=15,
+            ssl_certfile=settings.tls_cert, ssl_keyfile=settings.tls_key,
+            log_level=logging.getLogger().getEffectiveLevel(),
+        ))
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+        ledger.close()
+    return 0 if server.started else 1
+
+
+def bind(listen: config.HostPort) -> socket.socket:
+    """The listening socket, made here so that a port in use is one clear line (exit 2)."""
+    family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((listen.host, listen.port))
+    except OSError as exc:
+        sock.close()
+        raise config.ConfigError(f"cannot listen on {listen}: {exc.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def prepare_db_dir(db_url: str) -> None:
+    """Make the folder of a SQLite database (the default one lives in the state directory)."""
+    if not db_url.startswith("sqlite:///"):
+        return
+    path = Path(db_url.removeprefix("sqlite:///"))
+    try:
+        path.expanduser().parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise config.ConfigError(f"db {db_url}: cannot make its folder: {exc.strerror}") from None
+
+
+def hash_token(node: str) -> int:
+    from wattledger.collector.auth import NODE_RE, hash_line, new_token
+
+    if not NODE_RE.match(node):
+        raise config.ConfigError(f"--hash-token: {node!r} is not a valid node name")
+    if sys.stdin.isatty():
+        token = new_token()
+        print(f"# token for the agent of {node} (its --token-file):")
+        print(token)
+    else:
+        token = sys.stdin.read().strip()
+        if not token:
+            raise config.ConfigError("--hash-token: stdin held no token")
+    print("# line for the collector's tokens_file:")
+    print(hash_line(node, token))
+    return 0

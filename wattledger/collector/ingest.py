@@ -349,8 +349,11 @@ class BatchIngest:
     """Judges one push and, when it is good, waits for its commit."""
 
     def __init__(self, tokens: TokenBook, writer: BatchWriter, limits: IngestLimits,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 precheck: Callable[[ValidBatch], None] | None = None) -> None:
         self.tokens = tokens
+        # the ledger's own cheap check (an unknown site: 422), before the batch joins a group
+        self.precheck = precheck
         self.writer = writer
         self.limits = limits
         self.clock = clock
@@ -407,7 +410,10 @@ class BatchIngest:
         status, reason = TokenBook.check_node_name(token_node, batch.node)
         if status:
             raise Refusal(status, "forbidden", why("node", reason))
-        return ValidBatch(batch, check_batch(batch, self.clock()))
+        valid = ValidBatch(batch, check_batch(batch, self.clock()))
+        if self.precheck is not None:
+            self.precheck(valid)
+        return valid
 
 
 def _content_length(value: str | None) -> int | None:

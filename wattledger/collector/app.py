@@ -1,0 +1,294 @@
+"""The collector's HTTP service: ``create_app(settings)`` builds the FastAPI application.
+
+Nothing is made at import time. The lifespan opens the ledger (unless one is handed in), starts
+the ledger writer thread (group commit) and the periodic work, and closes them in reverse
+order, committing what is queued, when the server stops.
+
+Endpoints (docs/collector.md): POST /v1/batches, GET /v1/spend, GET /v1/nodes, GET /metrics,
+GET /healthz, GET /readyz, and the OpenAPI documents at /docs and /openapi.json. Every error is
+JSON ``{"error": ..., "detail": ...}``; only a fault of the server itself is a 500.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Protocol
+
+import orjson
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.registry import Collector
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+
+from wattledger import __version__
+from wattledger.collector.auth import TokenBook
+from wattledger.collector.httpstats import ServiceCollector, ServiceStats, outcome_of
+from wattledger.collector.ingest import (
+    Answer,
+    BatchIngest,
+    BatchWriter,
+    IngestLimits,
+    IngestResultLike,
+    RequestHead,
+    why,
+)
+from wattledger.collector.scheduler import PeriodicWork
+from wattledger.collector.settings import CollectorSettings
+from wattledger.collector.sites import Month
+from wattledger.wire import Batch, ValidBatch
+
+log = logging.getLogger(__name__)
+
+GroupBy = Literal["site", "cluster", "node", "device"]
+
+
+class LedgerService(Protocol):
+    """What the HTTP service needs of ``wattledger.collector.ledger.Ledger``."""
+
+    def check(self, batch: ValidBatch) -> None: ...
+    def ingest(self, batches: Sequence[ValidBatch]) -> Sequence[IngestResultLike]: ...
+    def collector(self) -> Collector: ...
+    def spend(self, *, site: str | None, month: str | None, group_by: GroupBy) -> list[dict[str, Any]]: ...
+    def nodes(self) -> list[dict[str, Any]]: ...
+    def refresh(self) -> None: ...
+    def close(self) -> None: ...
+
+
+def open_ledger(settings: CollectorSettings, clock: Callable[[], float] = time.time) -> LedgerService:
+    """The real ledger of these settings (imported here: the store is loaded only when needed)."""
+    from wattledger.collector.ledger import Ledger
+
+    return Ledger(settings.db, settings.sites, settings.plan, max_gap_seconds=settings.max_gap_seconds,
+                  clock=clock, stale_after_seconds=settings.stale_after_seconds)
+
+
+def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), status, headers,
+                    media_type="application/json")
+
+
+def error_response(status: int, error: str, detail: Any = None,
+                   headers: dict[str, str] | None = None) -> Response:
+    return json_response({"error": error, "detail": detail}, status, headers)
+
+
+@dataclass
+class Runtime:
+    """What the lifespan starts: the parts every request uses."""
+
+    ledger: LedgerService
+    ingest: BatchIngest
+    periodic: PeriodicWork
+    registry: CollectorRegistry
+
+
+def create_app(settings: CollectorSettings, *, ledger: LedgerService | None = None,
+               clock: Callable[[], float] = time.time) -> FastAPI:
+    """The collector application. ``ledger`` given: the caller opened it and closes it."""
+    stats = ServiceStats()
+    limits = IngestLimits(max_body_bytes=settings.max_body_bytes,
+                          max_queue_batches=settings.max_queue_batches,
+                          max_pending_bytes=settings.max_pending_bytes,
+                          max_group_batches=settings.max_group_batches)
+    tokens = TokenBook(settings.tokens, settings.hashed_tokens(),
+                       allow_unauthenticated=settings.allow_unauthenticated)
+    holder: dict[str, Runtime] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own = ledger is None
+        led = open_ledger(settings, clock) if ledger is None else ledger
+        writer = BatchWriter(led, max_queue=limits.max_queue_batches, max_group=limits.max_group_batches)
+        ingest = BatchIngest(tokens, writer, limits, clock, precheck=led.check)
+        periodic = PeriodicWork(led, settings.refresh_interval_seconds)
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(led.collector())
+        registry.register(ServiceCollector(stats, ingest.gauges))
+        writer.start()
+        await run_in_threadpool(periodic.run_once)  # month roll-over and stale nodes before serving
+        periodic.start()
+        holder["rt"] = Runtime(led, ingest, periodic, registry)
+        try:
+            yield
+        finally:
+            holder.pop("rt", None)
+            periodic.stop()
+            await run_in_threadpool(writer.stop)
+            if own:
+                led.close()
+
+    app = FastAPI(title="wattledger collector", version=__version__, lifespan=lifespan,
+                  description="Ingest of GPU power readings; energy, cost, carbon and plan of the fleet.")
+    install_error_handlers(app)
+
+    def runtime() -> Runtime:
+        rt = holder.get("rt")
+        if rt is None:  # a request before start-up finished or after shutdown began
+            raise StarletteHTTPException(503, "not ready")
+        return rt
+
+    @app.post("/v1/batches", tags=["ingest"], summary="Push one batch of readings (agents)",
+              openapi_extra=BATCH_OPENAPI, response_model=None)
+    async def post_batch(request: Request) -> Response:
+        started = time.perf_counter()
+        rt = runtime()
+        headers = request.headers
+        head = RequestHead(headers.get("authorization"), headers.get("content-type"),
+                           headers.get("content-encoding"), headers.get("content-length"))
+        try:
+            answer = await rt.ingest.handle(head, request.stream())
+        except ClientDisconnect:
+            answer = Answer(400, {"error": "client disconnected", "detail": None})
+        stats.count(outcome_of(answer.status, answer.duplicate))
+        stats.observe("/v1/batches", time.perf_counter() - started)
+        return json_response(answer.payload, answer.status, answer.headers)
+
+    @app.get("/v1/spend", tags=["finance"], response_model=None,
+             summary="Energy, cost and carbon by site, cluster, node or device")
+    def get_spend(
+        request: Request,
+        site: Annotated[str | None, Query(max_length=256, description="one site (default: all)")] = None,
+        month: Annotated[Month | None, Query(description="YYYY-MM (default: this month)")] = None,
+        group_by: GroupBy = "site",
+        format: Literal["json", "csv"] | None = None,
+    ) -> Response:
+        started = time.perf_counter()
+        rt = runtime()
+        if site is not None and site not in settings.sites:
+            return error_response(404, "unknown site", why("site", f"{site!r} is not configured"))
+        rows = rt.ledger.spend(site=site, month=month, group_by=group_by)
+        want_csv = format == "csv" or (format is None and "text/csv" in request.headers.get("accept", ""))
+        stats.observe("/v1/spend", time.perf_counter() - started)
+        if want_csv:
+            name = f"wattledger-spend-{month or 'current'}-{group_by}.csv"
+            return Response(rows_to_csv(rows), 200, {"Content-Disposition": f'attachment; filename="{name}"'},
+                            media_type="text/csv; charset=utf-8")
+        return json_response({"site": site, "month": month, "group_by": group_by, "rows": rows})
+
+    @app.get("/v1/nodes", tags=["fleet"], summary="Nodes: last seen, devices, latest readings",
+             response_model=None)
+    def get_nodes() -> Response:
+        return json_response({"nodes": runtime().ledger.nodes()})
+
+    @app.get("/metrics", tags=["monitoring"], summary="Prometheus metrics", response_model=None)
+    def get_metrics() -> Response:
+        started = time.perf_counter()
+        body = generate_latest(runtime().registry)
+        stats.observe("/metrics", time.perf_counter() - started)
+        return Response(body, 200, media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/healthz", tags=["monitoring"], summary="The process is up", response_model=None)
+    async def get_healthz() -> Response:
+        return json_response({"status": "ok"})
+
+    @app.get("/readyz", tags=["monitoring"], summary="Ready to ingest: writer, scheduler, database",
+             response_model=None)
+    async def get_readyz() -> Response:
+        rt = holder.get("rt")
+        if rt is None:
+            return error_response(503, "not ready", {"reason": "starting or stopping"})
+        refresh = rt.periodic.status()
+        checks = {"writer": rt.ingest.writer.alive, "scheduler": rt.periodic.running,
+                  "database": refresh.last_ok_at is not None and refresh.last_error is None}
+        if all(checks.values()):
+            return json_response({"status": "ready", "checks": checks})
+        return error_response(503, "not ready", {"checks": checks, "last_refresh_error": refresh.last_error})
+
+    install_openapi(app)
+    if settings.allow_unauthenticated:
+        log.warning("allow_unauthenticated is on: pushes without a token are accepted for any node")
+    elif not len(tokens):
+        log.warning("no tokens configured (tokens, tokens_file): every push will be refused with 401")
+    return app
+
+
+def rows_to_csv(rows: list[dict[str, Any]]) -> str:
+    """Rows as CSV, columns in first-seen order (finance tools open it as is)."""
+    columns: dict[str, None] = {}
+    for row in rows:
+        columns.update(dict.fromkeys(row))
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator="\r\n")
+    if columns:
+        writer.writeheader()
+        writer.writerows(rows)
+    return out.getvalue()
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_validation(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+        field = ".".join(str(part) for part in first.get("loc", ()))
+        return error_response(422, "invalid request", why(field or "request", str(first.get("msg"))))
+
+    async def on_http(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        return error_response(exc.status_code, str(exc.detail), None, dict(exc.headers or {}))
+
+    async def on_fault(request: Request, exc: Exception) -> Response:
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return error_response(500, "internal error", {"reason": "a fault of the collector; see its log"})
+
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(Exception, on_fault)
+
+
+# ---------------------------------------------------------------------------- OpenAPI
+
+_ERROR = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+BATCH_OPENAPI: dict[str, Any] = {
+    "requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/Batch"}}}},
+    "parameters": [{"name": "Content-Encoding", "in": "header", "required": False,
+                    "schema": {"type": "string", "enum": ["gzip", "identity"]}}],
+    "security": [{"bearer": []}],
+    "responses": {
+        "200": {"description": "committed, or a duplicate of a committed batch", "content": {
+            "application/json": {"schema": {
+                "type": "object", "required": ["accepted", "duplicate"],
+                "properties": {"accepted": {"type": "integer", "minimum": 0},
+                               "duplicate": {"type": "boolean"}},
+            }}}},
+        **{str(code): {"description": what, **_ERROR} for code, what in (
+            (400, "the body cannot be parsed (broken JSON or gzip)"), (401, "no or unknown token"),
+            (403, "the token of another node"), (413, "body over the limit, before or after gzip"),
+            (415, "not JSON, or an unknown Content-Encoding"), (422, "an invalid batch"),
+            (429, "overloaded: send again after Retry-After seconds"))},
+    },
+}
+
+
+def install_openapi(app: FastAPI) -> None:
+    """OpenAPI with the wire schema's Batch and the error shape among the components."""
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            doc = get_openapi(title=app.title, version=app.version, description=app.description,
+                              routes=app.routes)
+            schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+            batch = Batch.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas.update(batch.pop("$defs", {}))
+            schemas["Batch"] = batch
+            schemas["Error"] = {"type": "object", "required": ["error", "detail"],
+                                "properties": {"error": {"type": "string"}, "detail": {}}}
+            doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
