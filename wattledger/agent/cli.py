@@ -194,6 +194,7 @@ def build_agent(s: dict[str, Any]) -> Agent:
             spool_dir=s["spool"],
             collector_url=s["collector"],
             token=s["token"],
+            token_file=s["token_file"],
             node=s["node"],
             labels=s["labels"],
             batch_seconds=s["batch_seconds"],

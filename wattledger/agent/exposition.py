@@ -13,6 +13,7 @@ from prometheus_client.registry import Collector
 
 from wattledger.agent.reading import DeviceReading
 from wattledger.agent.sampler import Snapshot
+from wattledger.agent.shipper import Outcome
 from wattledger.agent.sources.base import CLOCK_EVENT_REASONS
 
 #: label names the agent sets itself; a --label may not take one of them
@@ -59,11 +60,14 @@ class AgentCollector(Collector):
             yield self._node_counter(
                 "wattledger_agent_dropped_readings_total", "Readings dropped because the spool was full.", 0.0
             )
-            yield CounterMetricFamily(
+            shipped = CounterMetricFamily(
                 "wattledger_agent_shipped_batches",
-                "Batches sent to the collector, by outcome.",
+                "Batch delivery attempts by outcome (no collector configured).",
                 labels=[*self._node_names, "outcome"],
             )
+            for outcome in Outcome:
+                shipped.add_metric([*self._node_values, outcome.value], 0.0)
+            yield shipped
 
     # ---------------------------------------------------------------- GPUs
 
