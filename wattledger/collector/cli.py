@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import socket
-import sqlite3
 import sys
 from pathlib import Path
 
@@ -36,8 +35,9 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         ledger = open_ledger(settings)
-    except (OSError, sqlite3.Error) as exc:
+    except Exception as exc:  # a database that cannot be opened is the operator's to fix: one line
         sock.close()
+        log.debug("opening the ledger failed", exc_info=True)
         raise config.ConfigError(f"db {settings.db}: cannot be opened: {exc}") from None
     try:
         app = create_app(settings, ledger=ledger)
@@ -71,14 +71,16 @@ def bind(listen: config.HostPort) -> socket.socket:
 
 
 def prepare_db_dir(db_url: str) -> None:
-    """Make the folder of a SQLite database (the default one lives in the state directory)."""
-    if not db_url.startswith("sqlite:///"):
+    """Make the folder of the SQLite database (the default one lives in the state directory)."""
+    path = db_url.removeprefix("sqlite:///")
+    if path == ":memory:":
         return
-    path = Path(db_url.removeprefix("sqlite:///"))
+    # the store reads the path after sqlite:/// as absolute, with or without its leading /
+    folder = Path("/" + path.lstrip("/")).parent
     try:
-        path.expanduser().parent.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise config.ConfigError(f"db {db_url}: cannot make its folder: {exc.strerror}") from None
+        raise config.ConfigError(f"db {db_url}: cannot make folder {str(folder)!r}: {exc.strerror}") from None
 
 
 def hash_token(node: str) -> int:

@@ -45,9 +45,7 @@ def db_url(raw: object) -> str:
     text = str(raw).strip()
     if text.startswith("sqlite:///") and len(text) > len("sqlite:///"):
         return text
-    if text.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
-        return text
-    raise ValueError(f"{text!r} is not sqlite:///PATH or postgresql://...")
+    raise ValueError(f"{text!r} is not sqlite:///PATH (the only store this version has)")
 
 
 class CollectorSettings(BaseModel):
