@@ -1,0 +1,129 @@
+"""The ledger's in-memory table of devices: one row (slot) per (node, device id).
+
+Columns the accounting reads for a whole ingest at once (last committed reading, power limit)
+are numpy arrays indexed by slot; what is only shown (model, thresholds) are Python lists.
+The table is a write-through cache of the store's ``devices`` table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from wattledger.wire import DeviceInfo
+
+Floats = npt.NDArray[np.float64]
+Ints = npt.NDArray[np.int64]
+
+#: the latest reading of each device (NaN = not reported), as shown on /metrics and /v1/nodes
+LATEST = ("temp_c", "mem_temp_c", "util", "mem_util", "sm_clock_hz", "clock_events", "mem_used_bytes")
+#: float columns: the accounting state, the latest reading and the all-time sums
+FLOATS = ("last_ts", "last_power_w", "last_energy_j", "power_limit_w", *LATEST, "energy_j",
+          "unmeasured_s")
+#: event counters
+COUNTS = ("resets", "anomalies", "late")
+
+
+class DeviceTable:
+    """Devices by slot; ``slot_of`` finds or adds the slot of (node, device id)."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.floats: dict[str, Floats] = {name: np.zeros(0) for name in FLOATS}
+        self.counts: dict[str, Ints] = {name: np.zeros(0, dtype=np.int64) for name in COUNTS}
+        self.node: list[str] = []
+        self.device: list[str] = []
+        self.kind: list[str] = []
+        self.index: list[int] = []
+        self.model: list[str | None] = []
+        self.slowdown_c: list[float | None] = []
+        self.shutdown_c: list[float | None] = []
+        self._slots: dict[tuple[str, str], int] = {}
+
+    def _grow(self, size: int) -> None:
+        capacity = self.floats["last_ts"].shape[0]
+        if size <= capacity:
+            return
+        new = max(size, 2 * capacity, 64)
+        for name, old in self.floats.items():
+            grown = np.full(new, np.nan)
+            grown[:capacity] = old
+            self.floats[name] = grown
+        for name, old_counts in self.counts.items():
+            grown_counts = np.zeros(new, dtype=np.int64)
+            grown_counts[:capacity] = old_counts
+            self.counts[name] = grown_counts
+
+    def add(self, node: str, device: str, kind: str, index: int, model: str | None,
+            power_limit_w: float | None, slowdown_c: float | None, shutdown_c: float | None) -> int:
+        slot = self.size
+        self._grow(slot + 1)
+        self.size += 1
+        self._slots[(node, device)] = slot
+        self.node.append(node)
+        self.device.append(device)
+        self.kind.append(kind)
+        self.index.append(index)
+        self.model.append(model)
+        self.slowdown_c.append(slowdown_c)
+        self.shutdown_c.append(shutdown_c)
+        for name in FLOATS:
+            self.floats[name][slot] = np.nan
+        self.floats["power_limit_w"][slot] = np.nan if power_limit_w is None else power_limit_w
+        self.floats["energy_j"][slot] = 0.0
+        self.floats["unmeasured_s"][slot] = 0.0
+        for name in COUNTS:
+            self.counts[name][slot] = 0
+        return slot
+
+    def slot_of(self, node: str, info: DeviceInfo) -> int:
+        """The slot of this device of this node, added if new; its metadata brought up to date."""
+        slot = self._slots.get((node, info.id))
+        if slot is None:
+            return self.add(node, info.id, info.kind, info.index, info.model, info.power_limit_w,
+                            info.slowdown_c, info.shutdown_c)
+        self.kind[slot] = info.kind
+        self.index[slot] = info.index
+        self.model[slot] = info.model
+        self.slowdown_c[slot] = info.slowdown_c
+        self.shutdown_c[slot] = info.shutdown_c
+        self.floats["power_limit_w"][slot] = (np.nan if info.power_limit_w is None
+                                              else info.power_limit_w)
+        return slot
+
+    def view(self, name: str) -> Floats:
+        """A float column, trimmed to the devices there are."""
+        return self.floats[name][:self.size]
+
+    def row(self, slot: int) -> tuple[Any, ...]:
+        """The store's ``devices`` row of a slot (store.DEVICE_COLUMNS order)."""
+        def num(value: float) -> float | None:
+            return None if np.isnan(value) else float(value)
+
+        f = self.floats
+        return (slot, self.node[slot], self.device[slot], self.kind[slot], self.index[slot],
+                self.model[slot], num(f["power_limit_w"][slot]), self.slowdown_c[slot],
+                self.shutdown_c[slot], num(f["last_ts"][slot]), num(f["last_power_w"][slot]),
+                num(f["last_energy_j"][slot]), *(num(f[name][slot]) for name in LATEST),
+                float(f["energy_j"][slot]), float(f["unmeasured_s"][slot]),
+                *(int(self.counts[name][slot]) for name in COUNTS))
+
+    def load(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Fill the table from the store's rows (DEVICE_COLUMNS order, by slot)."""
+        for row in sorted(rows, key=lambda r: int(r[0])):
+            (slot, node, device, kind, index, model, limit, slowdown, shutdown,
+             last_ts, last_power, last_energy, *rest) = row
+            latest, (energy, unmeasured, resets, anomalies, late) = rest[:len(LATEST)], rest[len(LATEST):]
+            if slot != self.size:
+                raise ValueError(f"devices table has a hole before slot {slot}")
+            self.add(node, device, kind, index, model, limit, slowdown, shutdown)
+            values = dict(zip(LATEST, latest, strict=True))
+            values.update(last_ts=last_ts, last_power_w=last_power, last_energy_j=last_energy,
+                          energy_j=energy, unmeasured_s=unmeasured)
+            for name, value in values.items():
+                self.floats[name][slot] = np.nan if value is None else value
+            for name, count in zip(COUNTS, (resets, anomalies, late), strict=True):
+                self.counts[name][slot] = count
