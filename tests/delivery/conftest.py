@@ -26,8 +26,8 @@ def make_devices(n: int, prefix: str = "GPU-test") -> list[DeviceInfo]:
 
 def make_sample(devices: list[DeviceInfo], k: int, t0: float = 1_700_000_000.0) -> list[DeviceReading]:
     """Sample number ``k`` (1 s apart): every device, a power and a growing energy counter."""
-    return [DeviceReading(device=d, ts=t0 + k, power_w=300.0 + d.index, energy_j=1000.0 + k * (300.0 + d.index),
-                          temp_c=60.0, util=0.9) for d in devices]
+    return [DeviceReading(device=d, ts=t0 + k, power_w=300.0 + d.index,
+                          energy_j=1000.0 + k * (300.0 + d.index), temp_c=60.0, util=0.9) for d in devices]
 
 
 @dataclass

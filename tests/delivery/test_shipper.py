@@ -158,7 +158,8 @@ def test_401_keeps_the_batch_until_the_collector_knows_the_token(tmp_path: Path,
     assert collector.readings == expected(range(2))
 
 
-def test_an_answer_lost_after_the_commit_is_not_counted_twice(tmp_path: Path, collector: FakeCollector) -> None:
+def test_an_answer_lost_after_the_commit_is_not_counted_twice(tmp_path: Path,
+                                                              collector: FakeCollector) -> None:
     collector.script.append(Scripted(0, commit=True))  # committed, then the connection drops
     delivery = make_delivery(tmp_path, collector.url)
     n = spool_batches(delivery, range(3))
@@ -191,7 +192,7 @@ def test_a_collector_that_is_not_there_yet(tmp_path: Path) -> None:
         collector.close()
 
 
-def test_records_are_cut_on_time_and_stop_ships_the_open_batch(tmp_path: Path, collector: FakeCollector) -> None:
+def test_stop_cuts_and_ships_the_open_batch(tmp_path: Path, collector: FakeCollector) -> None:
     delivery = make_delivery(tmp_path, collector.url, batch_seconds=3600.0)
     delivery.start()
     for k in range(5):
@@ -204,7 +205,8 @@ def test_records_are_cut_on_time_and_stop_ships_the_open_batch(tmp_path: Path, c
 
 def test_bad_configuration_is_one_line(tmp_path: Path, collector: FakeCollector) -> None:
     with pytest.raises(ConfigError, match="node name"):
-        Delivery(spool_dir=tmp_path / "s", collector_url=collector.url, token=None, node="bad node!", labels={})
+        Delivery(spool_dir=tmp_path / "s", collector_url=collector.url, token=None, node="bad node!",
+                 labels={})
     with pytest.raises(ConfigError, match="--collector"):
         Delivery(spool_dir=tmp_path / "s", collector_url="ftp://x", token=None, node="n", labels={})
     (tmp_path / "file").write_text("")
