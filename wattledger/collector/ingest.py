@@ -188,13 +188,13 @@ async def read_body(chunks: AsyncIterator[bytes], *, limit: int, gzip: bool, hol
             hold.ensure(raw_size)
             out += chunk
             continue
-        if inflater.eof:
-            raise Refusal(400, "malformed gzip", why("body", "data after the end of the gzip stream"))
         try:
             # never let one chunk inflate past the limit: max_length stops it there
             out += inflater.decompress(chunk, limit + 1 - len(out))
         except zlib.error as exc:
             raise Refusal(400, "malformed gzip", why("body", str(exc))) from None
+        if inflater.unused_data:  # bytes after the end of the stream (which ends it for zlib)
+            raise Refusal(400, "malformed gzip", why("body", "data after the end of the gzip stream"))
         if len(out) > limit:
             raise too_large(limit, "the body after gzip is")
         hold.ensure(raw_size + len(out))

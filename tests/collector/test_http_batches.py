@@ -1,0 +1,340 @@
+"""POST /v1/batches against the ASGI app: every answer of the contract, and what reaches the ledger."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import math
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from httpkit import AUTH, NOW, FakeLedger, batch, body, client, make_app
+
+pytestmark = pytest.mark.anyio
+MIB = 1 << 20
+
+
+async def post(c: Any, payload: bytes, **headers: str) -> Any:
+    return await c.post("/v1/batches", content=payload, headers={**AUTH, **headers})
+
+
+def assert_error(r: Any, status: int, error: str | None = None) -> dict[str, Any]:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/json"
+    doc = r.json()
+    assert set(doc) == {"error", "detail"}
+    if error is not None:
+        assert doc["error"] == error
+    return doc
+
+
+async def test_accepted_then_duplicate_counts_readings_once() -> None:
+    app, ledger = make_app()
+    async with client(app) as c:
+        first = await post(c, body(batch(seq=1, n=5)))
+        again = await post(c, body(batch(seq=1, n=5)))
+    assert first.status_code == 200 and first.json() == {"accepted": 5, "duplicate": False}
+    assert again.status_code == 200 and again.json() == {"accepted": 0, "duplicate": True}
+    assert ledger.readings == {"gpu-node-01": 5}
+
+
+async def test_gzip_body_is_accepted() -> None:
+    app, ledger = make_app()
+    async with client(app) as c:
+        r = await post(c, body(batch(n=3), gz=True), **{"Content-Encoding": "gzip"})
+    assert r.json() == {"accepted": 3, "duplicate": False}
+    assert ledger.readings == {"gpu-node-01": 3}
+
+
+async def test_json_with_charset_and_identity_encoding_are_accepted() -> None:
+    app, _ = make_app()
+    async with client(app) as c:
+        r = await post(c, body(batch()), **{"Content-Type": "application/json; charset=utf-8",
+                                            "Content-Encoding": "identity"})
+    assert r.status_code == 200
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer wrong-token", "Basic dG9rLW9uZQ==", "Bearer "])
+async def test_no_or_unknown_token_is_401(authorization: str | None) -> None:
+    app, ledger = make_app()
+    headers = {"Content-Type": "application/json"}
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    async with client(app) as c:
+        r = await c.post("/v1/batches", content=body(batch()), headers=headers)
+    doc = assert_error(r, 401, "unauthorized")
+    assert doc["detail"]["field"] == "Authorization"
+    assert r.headers["www-authenticate"].startswith("Bearer")
+    assert ledger.state() == ({}, {})
+
+
+async def test_token_of_another_node_is_403() -> None:
+    app, ledger = make_app()
+    async with client(app) as c:
+        r = await post(c, body(batch(node="gpu-node-02")))
+    doc = assert_error(r, 403, "forbidden")
+    assert doc["detail"]["field"] == "node"
+    assert ledger.state() == ({}, {})
+
+
+async def test_401_is_answered_without_reading_the_body() -> None:
+    app, _ = make_app()
+    pulled = 0
+
+    async def chunks() -> AsyncIterator[bytes]:
+        nonlocal pulled
+        for _ in range(1000):
+            pulled += 1
+            yield b" " * 65536
+
+    async with client(app) as c:
+        r = await c.post("/v1/batches", content=chunks(), headers={"Content-Type": "application/json"})
+    assert r.status_code == 401
+    assert pulled <= 1  # the transport may pull one chunk before the answer is seen
+
+
+async def test_content_length_over_the_limit_is_413_before_reading() -> None:
+    app, _ = make_app(max_body_bytes=MIB)
+    pulled = 0
+
+    async def chunks() -> AsyncIterator[bytes]:
+        nonlocal pulled
+        for _ in range(64):
+            pulled += 1
+            yield b" " * 65536
+
+    async with client(app) as c:
+        r = await c.post("/v1/batches", content=chunks(), headers={**AUTH, "Content-Length": str(4 * MIB)})
+    doc = assert_error(r, 413, "body too large")
+    assert "Content-Length" in doc["detail"]["reason"]
+    assert r.headers["connection"] == "close"
+    assert pulled <= 1
+
+
+async def test_streamed_body_over_the_limit_is_cut_short() -> None:
+    app, ledger = make_app(max_body_bytes=MIB)
+    chunk, pulled = 65536, 0
+
+    async def chunks() -> AsyncIterator[bytes]:  # 64 MiB, no Content-Length (chunked)
+        nonlocal pulled
+        for _ in range(1024):
+            pulled += 1
+            yield b" " * chunk
+
+    async with client(app) as c:
+        r = await c.post("/v1/batches", content=chunks(), headers=AUTH)
+    assert_error(r, 413, "body too large")
+    assert pulled * chunk <= MIB + 2 * chunk  # stopped right after the limit, not at 64 MiB
+    assert ledger.state() == ({}, {})
+
+
+async def test_gzip_bomb_is_413_after_gzip() -> None:
+    app, ledger = make_app(max_body_bytes=MIB)
+    bomb = gzip.compress(b"[" + b" " * (256 * MIB) + b"]", compresslevel=9)
+    assert len(bomb) < MIB  # small on the wire, 256 MiB inflated
+    async with client(app) as c:
+        r = await post(c, bomb, **{"Content-Encoding": "gzip"})
+    doc = assert_error(r, 413, "body too large")
+    assert "after gzip" in doc["detail"]["reason"]
+    assert ledger.state() == ({}, {})
+
+
+@pytest.mark.parametrize(("payload", "error"), [
+    (b'{"node": "gpu-node-01", ', "malformed JSON"),
+    (b"\xff\xfe not utf-8", "malformed JSON"),
+    (b"", "malformed JSON"),
+])
+async def test_unparseable_body_is_400(payload: bytes, error: str) -> None:
+    app, ledger = make_app()
+    async with client(app) as c:
+        r = await post(c, payload)
+    assert_error(r, 400, error)
+    assert ledger.state() == ({}, {})
+
+
+@pytest.mark.parametrize("payload", [
+    b"this is not gzip at all",
+    gzip.compress(json.dumps(batch()).encode())[:-12],  # cut short
+    gzip.compress(json.dumps(batch()).encode()) + b"trailing",
+])
+async def test_broken_gzip_is_400(payload: bytes) -> None:
+    app, ledger = make_app()
+    async with client(app) as c:
+        r = await post(c, payload, **{"Content-Encoding": "gzip"})
+    assert_error(r, 400, "malformed gzip")
+    assert ledger.state() == ({}, {})
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+async def test_content_type_other_than_json_is_415(content_type: str | None) -> None:
+    app, ledger = make_app()
+    headers = {"Authorization": AUTH["Authorization"]}
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    async with client(app) as c:
+        r = await c.post("/v1/batches", content=body(batch()), headers=headers)
+    doc = assert_error(r, 415)
+    assert doc["detail"]["field"] == "Content-Type"
+    assert ledger.state() == ({}, {})
+
+
+@pytest.mark.parametrize("encoding", ["br", "deflate", "gzip, br", "zstd"])
+async def test_unknown_content_encoding_is_415(encoding: str) -> None:
+    app, ledger = make_app()
+    async with client(app) as c:
+        r = await post(c, body(batch()), **{"Content-Encoding": encoding})
+    doc = assert_error(r, 415)
+    assert doc["detail"]["field"] == "Content-Encoding"
+    assert ledger.state() == ({}, {})
+
+
+def _with(change: dict[str, Any]) -> dict[str, Any]:
+    doc = batch(n=3)
+    for path, value in change.items():
+        where: Any = doc
+        *parents, last = path.split(".")
+        for part in parents:
+            where = where[int(part)] if isinstance(where, list) else where[part]
+        if isinstance(where, list):
+            where[int(last)] = value
+        else:
+            where[last] = value
+    return doc
+
+
+INVALID = {
+    "unequal lengths": ({"readings.power_w": [1.0, 2.0]}, "readings.power_w"),
+    "negative power": ({"readings.power_w.1": -5.0}, "readings.power_w.1"),
+    "negative energy": ({"readings.energy_j.0": -1.0}, "readings.energy_j.0"),
+    "util over 1": ({"readings.util.2": 1.5}, "readings.util.2"),
+    "unknown device index": ({"readings.device.1": 7}, "readings.device.1"),
+    "future timestamp": ({"readings.ts": [NOW + 400, NOW + 401, NOW + 402]}, "readings.ts.0"),
+    "readings not in time order": ({"readings.ts": [NOW - 5, NOW - 6, NOW - 4]}, "readings.ts.1"),
+    "seq 0": ({"seq": 0}, "seq"),
+    "bad node name": ({"node": "no spaces allowed"}, "node"),
+    "no devices": ({"devices": []}, "devices"),
+    "not an object": (None, "body"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INVALID))
+async def test_invalid_batch_is_422_naming_the_field(case: str) -> None:
+    change, field = INVALID[case]
+    doc = [1, 2] if change is None else _with(change)
+    app, ledger = make_app()
+    async with client(app) as c:
+        r = await post(c, json.dumps(doc).encode())
+    detail = assert_error(r, 422)["detail"]
+    assert detail["field"] == field and detail["reason"]
+    assert ledger.state() == ({}, {})
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+async def test_nan_and_inf_are_422(literal: str) -> None:
+    text = json.dumps(batch(n=2)).replace("500.0", literal, 1)
+    assert literal in text
+    app, ledger = make_app()
+    async with client(app) as c:
+        r = await post(c, text.encode())
+    assert assert_error(r, 422)["detail"]["field"] == "readings.power_w.0"
+    assert ledger.state() == ({}, {})
+
+
+async def test_unknown_site_is_422_from_the_ledger_check() -> None:
+    app, ledger = make_app()
+    async with client(app) as c:
+        r = await post(c, body(batch(site="mars")))
+    assert assert_error(r, 422, "unknown site")["detail"]["field"] == "labels.site"
+    assert ledger.state() == ({}, {})
+
+
+async def test_rejected_pushes_change_nothing_and_are_counted() -> None:
+    app, ledger = make_app()
+    async with client(app) as c:
+        await post(c, body(batch(seq=1)))
+        before_state = ledger.state()
+        before_nodes = (await c.get("/v1/nodes")).json()
+        bad = [
+            await c.post("/v1/batches", content=body(batch(seq=2)),
+                         headers={"Content-Type": "application/json"}),
+            await post(c, body(batch(node="gpu-node-02", seq=2))),
+            await post(c, b"{"),
+            await post(c, body(batch(seq=2)), **{"Content-Type": "text/plain"}),
+            await post(c, json.dumps(_with({"readings.util.0": 2.0}) | {"seq": 2}).encode()),
+        ]
+        assert [r.status_code for r in bad] == [401, 403, 400, 415, 422]
+        assert ledger.state() == before_state
+        assert (await c.get("/v1/nodes")).json() == before_nodes
+        metrics = (await c.get("/metrics")).text
+    for outcome, n in (("accepted", 1), ("rejected_401", 1), ("rejected_403", 1), ("rejected_400", 1),
+                       ("rejected_415", 1), ("rejected_422", 1), ("duplicate", 0)):
+        assert f'wattledger_ingest_batches_total{{outcome="{outcome}"}} {float(n)}' in metrics
+
+
+async def test_concurrent_pushes_share_transactions() -> None:
+    ledger = FakeLedger(delay=0.02)  # a slow commit: requests pile up behind it
+    app, _ = make_app(ledger)
+    async with client(app) as c:
+        answers = await asyncio.gather(*(post(c, body(batch(seq=1, stream=f"s-{i}"))) for i in range(40)))
+    assert all(r.status_code == 200 and r.json()["accepted"] == 4 for r in answers)
+    assert sum(ledger.transactions) == 40
+    assert len(ledger.transactions) < 40  # group commit: fewer transactions than batches
+    assert ledger.readings == {"gpu-node-01": 160}
+
+
+async def test_full_queue_is_429_with_retry_after_and_changes_nothing_it_refused() -> None:
+    ledger = FakeLedger(delay=0.05)
+    app, _ = make_app(ledger, max_queue_batches=1, max_group_batches=1)
+    async with client(app) as c:
+        answers = await asyncio.gather(*(post(c, body(batch(seq=1, stream=f"s-{i}"))) for i in range(12)))
+    codes = [r.status_code for r in answers]
+    assert set(codes) <= {200, 429} and 429 in codes and 200 in codes
+    for r in answers:
+        if r.status_code == 429:
+            assert_error(r, 429, "overloaded")
+            assert r.headers["retry-after"] == "1"
+    assert len(ledger.committed) == codes.count(200)
+
+
+async def test_pending_bytes_bound_is_429() -> None:
+    app, ledger = make_app(max_pending_bytes=1024, max_body_bytes=MIB)
+    gate, holding = asyncio.Event(), asyncio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:  # holds its bytes while the second push comes
+        yield json.dumps(batch(seq=1, n=40, stream="slow")).encode()[:2000]
+        holding.set()  # the app took the first 2000 bytes and asks for more
+        await gate.wait()
+
+    async with client(app) as c:
+        first = asyncio.create_task(c.post("/v1/batches", content=slow_body(), headers=AUTH))
+        await asyncio.wait_for(holding.wait(), 10)
+        second = await post(c, body(batch(seq=1, stream="other")))
+        gate.set()
+        await first
+    assert_error(second, 429, "overloaded")
+    assert second.headers["retry-after"] == "1"
+    assert ledger.state() == ({}, {})
+
+
+async def test_ledger_fault_is_500_json_and_the_batch_can_be_sent_again() -> None:
+    ledger = FakeLedger(fail_with=RuntimeError("disk on fire"))
+    app, _ = make_app(ledger)
+    async with client(app) as c:
+        r = await post(c, body(batch()))
+        assert_error(r, 500, "internal error")
+        ledger.fail_with = None
+        again = await post(c, body(batch()))
+        metrics = (await c.get("/metrics")).text
+    assert again.json() == {"accepted": 4, "duplicate": False}
+    assert 'wattledger_ingest_batches_total{outcome="error"} 1.0' in metrics
+
+
+async def test_big_batch_is_checked_off_the_event_loop_and_accepted() -> None:
+    app, ledger = make_app()
+    big = batch(n=30_000, t0=NOW - 40_000)  # about 1.5 MB of JSON: parsed in a worker thread
+    async with client(app) as c:
+        r = await post(c, body(big))
+    assert r.json() == {"accepted": 30_000, "duplicate": False}
+    assert math.isclose(ledger.readings["gpu-node-01"], 30_000)
