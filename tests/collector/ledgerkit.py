@@ -1,0 +1,81 @@
+"""Helpers of the ledger tests: sites from YAML-like dicts, batches from columns, clocks."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pydantic import TypeAdapter
+
+from wattledger.collector.ledger import Ledger
+from wattledger.collector.sites import PlanEntry, SiteConfig, Sites
+from wattledger.wire import Batch, ValidBatch, check_batch
+
+#: validation "now" far ahead, so that tests may use any past or future timestamps
+FAR_FUTURE = 4e9
+
+
+def at(text: str, tz: str = "UTC") -> float:
+    """Unix seconds of a local wall-clock time, e.g. at("2026-11-02 08:00")."""
+    return datetime.fromisoformat(text).replace(tzinfo=ZoneInfo(tz)).timestamp()
+
+
+def make_sites(raw: Mapping[str, Any] | None = None, **default: Any) -> dict[str, SiteConfig]:
+    """Sites as the configuration gives them; keyword arguments configure the site `default`."""
+    if raw is None:
+        raw = {"default": {"timezone": "UTC", "price_per_kwh": 0.10, "pue": 1.5, **default}}
+    return TypeAdapter(Sites).validate_python(raw)
+
+
+def make_batch(*, node: str = "n1", stream: str = "s1", seq: int = 1,
+               labels: Mapping[str, str] | None = None, devices: Sequence[Mapping[str, Any]] | None = None,
+               device: Sequence[int] | None = None, ts: Sequence[float],
+               power_w: Sequence[float | None] | None = None, energy_j: Sequence[float | None] | None = None,
+               **columns: Sequence[float | None]) -> ValidBatch:
+    """A validated batch; one GPU (index 0, 700 W limit) unless ``devices`` is given."""
+    n = len(ts)
+    readings: dict[str, Any] = {"device": list(device) if device is not None else [0] * n,
+                                "ts": list(ts),
+                                "power_w": list(power_w) if power_w is not None else [None] * n}
+    if energy_j is not None:
+        readings["energy_j"] = list(energy_j)
+    readings.update({k: list(v) for k, v in columns.items()})
+    body = {"node": node, "stream": stream, "seq": seq, "labels": dict(labels or {}),
+            "devices": list(devices or [{"id": "GPU-0", "kind": "gpu", "index": 0,
+                                         "power_limit_w": 700.0, "slowdown_c": 87.0,
+                                         "shutdown_c": 92.0}]),
+            "readings": readings}
+    batch = Batch.model_validate(body)
+    return ValidBatch(batch, check_batch(batch, FAR_FUTURE))
+
+
+def open_ledger(sites: Mapping[str, SiteConfig] | None = None, plan: Sequence[PlanEntry] = (),
+                db: str = "sqlite:///:memory:", now: float = 1_764_260_000.0, **kw: Any) -> Ledger:
+    """A ledger whose clock reads ``ledger.now`` (a settable attribute)."""
+    clock = Clock(now)
+    ledger = Ledger(db, sites if sites is not None else make_sites(), plan, clock=clock, **kw)
+    return ledger
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def device_totals(ledger: Ledger, slot: int = 0) -> dict[str, float]:
+    d = ledger.devices
+    return {"energy_j": float(d.floats["energy_j"][slot]),
+            "unmeasured_s": float(d.floats["unmeasured_s"][slot]),
+            "resets": int(d.counts["resets"][slot]), "anomalies": int(d.counts["anomalies"][slot]),
+            "late": int(d.counts["late"][slot])}
+
+
+def site_row(ledger: Ledger, month: str, site: str = "default") -> dict[str, Any]:
+    rows = ledger.spend(site=site, month=month, group_by="site")
+    assert len(rows) == 1
+    return rows[0]
