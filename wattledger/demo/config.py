@@ -1,0 +1,137 @@
+"""What the demo hands its child processes: the collector's YAML, each agent's command line,
+Prometheus' configuration. Plain data made from the :class:`Scenario`; nothing starts here."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from wattledger.demo.layout import DemoState, Ports
+from wattledger.demo.scenario import Scenario, Server
+
+HOST = "127.0.0.1"
+#: Prometheus job names, as the project's scrape examples and rules use them
+COLLECTOR_JOB = "wattledger-collector"
+AGENT_JOB = "wattledger-agent"
+
+
+def collector_url(ports: Ports) -> str:
+    return f"http://{HOST}:{ports.collector}"
+
+
+def prometheus_url(ports: Ports) -> str:
+    return f"http://{HOST}:{ports.prometheus}"
+
+
+def plan_months(scenario: Scenario, now: float) -> list[str]:
+    """This month and the next, so a demo left running over midnight on the last day has a plan."""
+    zone = scenario.site.zone
+    this = datetime.fromtimestamp(now, zone).replace(day=1)
+    following = (this + timedelta(days=32)).replace(day=1)
+    return [this.strftime("%Y-%m"), following.strftime("%Y-%m")]
+
+
+def collector_config(scenario: Scenario, state: DemoState, ports: Ports,
+                     tokens: Mapping[str, str], now: float) -> dict[str, Any]:
+    site = scenario.site
+    return {
+        "listen": f"{HOST}:{ports.collector}",
+        "db": state.db_url,
+        "tokens": dict(tokens),
+        "sites": {
+            site.name: {
+                "timezone": site.timezone,
+                "currency": site.currency,
+                "pue": site.pue,
+                "tariff": [band.as_config() for band in site.tariff],
+                "demand_charge_per_kw": site.demand_charge_per_kw,
+                "carbon_g_per_kwh": site.carbon_g_per_kwh,
+            },
+        },
+        "max_gap_seconds": scenario.max_gap_seconds,
+        "plan": [
+            {"site": site.name, "month": month, "cost": site.plan_cost,
+             "it_energy_kwh": site.plan_it_energy_kwh}
+            for month in plan_months(scenario, now)
+        ],
+    }
+
+
+def write_yaml(path: Path, data: Mapping[str, Any]) -> None:
+    path.write_text(yaml.safe_dump(dict(data), sort_keys=False), encoding="utf-8")
+    path.chmod(0o600)  # it holds the tokens
+
+
+def collector_args(state: DemoState) -> list[str]:
+    return ["collector", "--config", str(state.collector_yaml)]
+
+
+def agent_args(scenario: Scenario, server: Server, state: DemoState, ports: Ports) -> list[str]:
+    args = [
+        "agent",
+        "--node", server.node,
+        "--simulate", str(server.gpus),
+        "--workload", server.workload,
+        "--seed", str(server.seed),
+        # the simulated servers share this machine: its real CPU power is none of theirs
+        "--disable-source", "host",
+        "--listen", f"{HOST}:{ports.agents[server.node]}",
+        "--collector", collector_url(ports),
+        "--token-file", str(state.token_file(server.node)),
+        "--spool", str(state.spool(server.node)),
+    ]
+    for key, value in server.labels(scenario.site.name).items():
+        args += ["--label", f"{key}={value}"]
+    return args
+
+
+def rules_files(repo_root: Path | None = None) -> list[Path]:
+    """The project's Prometheus rule files (``deploy/prometheus/**/*rules*.yml``), where present.
+
+    They exist in a clone (the demo is run from one with ``make demo``); an installed wheel
+    has none, and Prometheus then runs without rules.
+    """
+    root = repo_root if repo_root is not None else Path(__file__).resolve().parents[2]
+    folder = root / "deploy" / "prometheus"
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.rglob("*rules*.y*ml")
+                  if p.is_file() and "tests" not in p.relative_to(folder).parts)
+
+
+def prometheus_config(scenario: Scenario, ports: Ports, rules: list[Path],
+                      interval_s: float = 5.0) -> dict[str, Any]:
+    every = f"{interval_s:g}s"
+    # no target labels: the agents' series carry node, site and cluster themselves
+    agent_targets = [{"targets": [f"{HOST}:{ports.agents[s.node]}" for s in scenario.servers]}]
+    return {
+        "global": {"scrape_interval": every, "evaluation_interval": every},
+        "rule_files": [str(p) for p in rules],
+        "scrape_configs": [
+            {"job_name": COLLECTOR_JOB,
+             "static_configs": [{"targets": [f"{HOST}:{ports.collector}"]}]},
+            {"job_name": AGENT_JOB, "static_configs": agent_targets},
+        ],
+    }
+
+
+def prometheus_args(binary: str, state: DemoState, ports: Ports) -> list[str]:
+    folder = state.prometheus_dir
+    return [
+        binary,
+        f"--config.file={folder / 'prometheus.yml'}",
+        f"--storage.tsdb.path={folder / 'data'}",
+        f"--web.listen-address={HOST}:{ports.prometheus}",
+        "--storage.tsdb.retention.time=45d",
+    ]
+
+
+def grafana_provisioning(repo_root: Path | None = None) -> Path | None:
+    """The project's Grafana provisioning folder (``dashboards/provisioning``), where present."""
+    root = repo_root if repo_root is not None else Path(__file__).resolve().parents[2]
+    folder = root / "dashboards" / "provisioning"
+    return folder if folder.is_dir() else None

@@ -1,0 +1,329 @@
+"""The demo's run: prepare the state folder, start the children, backfill, show, stop.
+
+Order of events:
+
+1. the state folder is made (``--fresh`` wipes it) and locked against a second demo;
+2. the collector starts on the generated YAML, and the demo waits for its ``/healthz``;
+3. Prometheus starts, when its binary is on PATH (else one line says how to get it);
+4. the backfill runs in a thread while the view already shows what the collector has;
+5. when the history has caught up with now, the live agents start (so that the ledger sees
+   every device's readings in time order: history first, then live);
+6. on Ctrl-C / SIGTERM: backfill stopped, agents stopped first (they ship what they spooled),
+   then Prometheus, then the collector; exit 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+
+import httpx
+from rich.console import Console
+from rich.live import Live
+
+from wattledger.config import ConfigError
+from wattledger.demo import config as democonfig
+from wattledger.demo.backfill import NodePlan, Progress, run_backfill
+from wattledger.demo.fetch import Fetcher
+from wattledger.demo.layout import DemoState, Ports, choose_ports
+from wattledger.demo.processes import Child, Supervisor
+from wattledger.demo.scenario import Scenario, default_scenario
+from wattledger.demo.snapshot import BackfillState, Snapshot, Urls
+from wattledger.demo.view import plain_lines, render
+
+log = logging.getLogger(__name__)
+
+COLLECTOR_START_TIMEOUT_S = 60.0
+AGENT_STOP_TIMEOUT_S = 13.0  # an agent ships what it spooled for up to 10 s
+PROMETHEUS_STOP_TIMEOUT_S = 5.0
+COLLECTOR_STOP_TIMEOUT_S = 10.0
+INSTALL_PROMETHEUS = "Prometheus is not installed, so no alert rules run: apt-get install prometheus"
+
+
+class Demo:
+    def __init__(self, settings: dict[str, Any], scenario: Scenario | None = None,
+                 console: Console | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.s = settings
+        self.scenario = scenario or default_scenario()
+        self.console = console or Console()
+        self.clock = clock
+        self.interactive = self.console.is_terminal and not settings["plain"]
+        self.refresh = settings["refresh"] or (1.0 if self.interactive else 5.0)
+        self.state = DemoState(Path(settings["state_dir"]))
+        self.sup = Supervisor()
+        self.stop = threading.Event()
+        self.backfill_stop = threading.Event()
+        self.progress = Progress()
+        self.backfill_thread: threading.Thread | None = None
+        self.notes: list[str] = []
+        self.agents_started = False
+        self.collector: Child | None = None
+        self.prometheus: Child | None = None
+        self._lock_file: IO[str] | None = None
+        self._signals = 0
+        self.last: Snapshot | None = None  # what the view showed last
+
+    # ------------------------------------------------------------------ output
+
+    def say(self, line: str) -> None:
+        """One line for the operator (stdout), readable both on a terminal and in a log."""
+        if self.interactive:
+            self.console.print(line, highlight=False, markup=False)
+        else:
+            print(line, flush=True)
+
+    # ------------------------------------------------------------------ set-up
+
+    def prepare(self) -> Ports:
+        self.state.prepare(self.s["fresh"])
+        self._lock_state()
+        servers = self.scenario.servers
+        ports = choose_ports([s.node for s in servers], self.s["collector_port"],
+                             self.s["prometheus_port"], self.s["agent_port"])
+        tokens = self.state.tokens(s.node for s in servers)
+        cfg = democonfig.collector_config(self.scenario, self.state, ports, tokens, self.clock())
+        democonfig.write_yaml(self.state.collector_yaml, cfg)
+        return ports
+
+    def _lock_state(self) -> None:
+        f = (self.state.root / "demo.lock").open("w")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            raise ConfigError(f"another wattledger demo is running on {str(self.state.root)!r} "
+                              "(stop it, or give this one another --state-dir)") from None
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        self._lock_file = f
+
+    def prometheus_binary(self) -> str | None:
+        return None if self.s["no_prometheus"] else shutil.which("prometheus")
+
+    # ------------------------------------------------------------------ signals
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._signals += 1
+        self.stop.set()
+        self.backfill_stop.set()
+        if self._signals > 1:  # asked twice: no more waiting for graceful stops
+            self.sup.kill_all()
+
+    def _install_signals(self) -> dict[int, Any]:
+        old: dict[int, Any] = {}
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            old[sig] = signal.signal(sig, self._on_signal)
+        return old
+
+    # ------------------------------------------------------------------ the run
+
+    def run(self) -> int:
+        ports = self.prepare()
+        old = self._install_signals()
+        # httpx logs every request at INFO; the view polls every second
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+        try:
+            return self._run(ports)
+        finally:
+            self._shutdown()
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+            if self._lock_file is not None:
+                self._lock_file.close()
+
+    def _run(self, ports: Ports) -> int:
+        collector_url = democonfig.collector_url(ports)
+        self.say(f"wattledger demo: state in {self.state.root} (logs in {self.state.logs})")
+        self.say(f"starting the collector on {collector_url}")
+        self.collector = self.sup.start("collector", "wattledger", democonfig.collector_args(self.state),
+                                        self.state.log("collector"))
+        if not self._wait_collector(collector_url):
+            return 0 if self.stop.is_set() else 1
+
+        prometheus_url = self._start_prometheus(ports)
+        plans = self._backfill_plans(collector_url)
+        if plans and not self.s["no_backfill"]:
+            self.say("backfilling the month so far (simulated history through POST /v1/batches)")
+            end = self.clock()
+            self.backfill_thread = threading.Thread(
+                target=run_backfill, name="backfill", daemon=True,
+                args=(plans, collector_url, end, self.s["backfill_step"], self.progress,
+                      self.backfill_stop))
+            self.backfill_thread.start()
+        else:
+            self.progress.done = True
+            self._start_agents(ports)
+
+        provisioning = democonfig.grafana_provisioning()
+        urls = Urls(collector_url, prometheus_url, str(provisioning) if provisioning else None)
+        fetcher = Fetcher(collector_url, prometheus_url, self.scenario)
+        try:
+            return self._show(ports, urls, fetcher)
+        finally:
+            fetcher.close()
+
+    def _wait_collector(self, url: str) -> bool:
+        deadline = time.monotonic() + COLLECTOR_START_TIMEOUT_S
+        assert self.collector is not None
+        while not self.stop.is_set():
+            if not self.collector.running():
+                self.collector.reported = True
+                self.say(f"demo: the collector exited at start (exit {self.collector.proc.returncode}): "
+                         f"{self.collector.last_line() or 'no output'} (log: {self.collector.log_path})")
+                return False
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
+                    return True
+            if time.monotonic() > deadline:
+                self.say(f"demo: the collector did not answer on {url} within "
+                         f"{COLLECTOR_START_TIMEOUT_S:.0f} s (log: {self.collector.log_path})")
+                return False
+            self.stop.wait(0.2)
+        return False
+
+    def _start_prometheus(self, ports: Ports) -> str | None:
+        binary = self.prometheus_binary()
+        if binary is None:
+            if not self.s["no_prometheus"]:
+                self.say(INSTALL_PROMETHEUS)
+            return None
+        rules = democonfig.rules_files()
+        cfg = democonfig.prometheus_config(self.scenario, ports, rules)
+        democonfig.write_yaml(self.state.prometheus_dir / "prometheus.yml", cfg)
+        url = democonfig.prometheus_url(ports)
+        self.say(f"starting Prometheus on {url} with {len(rules)} rule file(s)")
+        self.prometheus = self.sup.start("prometheus", binary,
+                                         democonfig.prometheus_args(binary, self.state, ports)[1:],
+                                         self.state.log("prometheus"))
+        return url
+
+    def _backfill_plans(self, collector_url: str) -> list[NodePlan]:
+        """Where each node's history starts: the first of the month (site time), or just after
+        what the ledger already holds for it (a demo started again without --fresh)."""
+        now = self.clock()
+        month_start = self.scenario.site.month_start(now)
+        last: dict[str, float] = {}
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            for node in Fetcher(collector_url, None, self.scenario).nodes():
+                seen = [d["latest"]["ts"] for d in node.get("devices", [])
+                        if (d.get("latest") or {}).get("ts") is not None]
+                if seen:
+                    last[str(node["node"])] = max(seen)
+        tokens = self.state.tokens(s.node for s in self.scenario.servers)
+        plans = []
+        for server in self.scenario.servers:
+            start = max(month_start, last.get(server.node, month_start - 1) + 1.0)
+            if now - start > self.s["backfill_step"]:
+                plans.append(NodePlan(server, server.labels(self.scenario.site.name),
+                                      tokens[server.node], start))
+        return plans
+
+    def _start_agents(self, ports: Ports) -> None:
+        self.agents_started = True
+        for server in self.scenario.servers:
+            self.sup.start(f"agent {server.node}", "wattledger",
+                           democonfig.agent_args(self.scenario, server, self.state, ports),
+                           self.state.log(f"agent-{server.node}"))
+
+    # ------------------------------------------------------------------ the loop
+
+    def _show(self, ports: Ports, urls: Urls, fetcher: Fetcher) -> int:
+        if not self.interactive:
+            return self._loop(ports, urls, fetcher, lambda snap: self.say("\n".join(plain_lines(snap))))
+        with Live(console=self.console, auto_refresh=False, screen=True, transient=False,
+                  redirect_stdout=False, redirect_stderr=False) as live:
+            rc = self._loop(ports, urls, fetcher, lambda snap: live.update(render(snap), refresh=True))
+        if self.last is not None:  # what the screen showed last, kept in the scrollback
+            self.console.print(render(self.last))
+        return rc
+
+    def _loop(self, ports: Ports, urls: Urls, fetcher: Fetcher, show: Callable[[Snapshot], None]) -> int:
+        while not self.stop.is_set():
+            if not self._supervise(ports):
+                return 1
+            snap = self._snapshot(urls, fetcher)
+            self.last = snap
+            show(snap)
+            self.stop.wait(self.refresh)
+        return 0
+
+    def _supervise(self, ports: Ports) -> bool:
+        """Start the agents once the backfill is over; report a child that died. False: the
+        collector died, and the demo cannot go on."""
+        thread = self.backfill_thread
+        if not self.agents_started and (thread is None or not thread.is_alive()):
+            p = self.progress
+            if p.error:
+                self._note(f"backfill failed: {p.error}")
+            elif thread is not None:
+                self.say(f"backfill done: {p.sent:,} readings; starting the live agents")
+            self._start_agents(ports)
+        for child in self.sup.newly_dead():
+            line = child.last_line() or "no output"
+            self._note(f"{child.name} exited unexpectedly (exit {child.proc.returncode}): {line[-160:]} "
+                       f"(log: {child.log_path})")
+            if child is self.collector:
+                return False
+        return True
+
+    def _note(self, line: str) -> None:
+        self.notes.append(line)
+        if self.interactive:
+            return  # shown in the view's header
+        self.say(f"demo: {line}")
+
+    def _snapshot(self, urls: Urls, fetcher: Fetcher) -> Snapshot:
+        servers, sites, problem = fetcher.collector_figures()
+        alerts, prom_problem = fetcher.alerts()
+        notes = list(self.notes)
+        for extra in (problem, prom_problem):
+            if extra:
+                notes.append(extra)
+        if urls.prometheus is None and not self.s["no_prometheus"]:
+            notes.append(INSTALL_PROMETHEUS)
+        p = self.progress
+        backfill = None
+        if self.backfill_thread is not None:
+            backfill = BackfillState(p.fraction, p.sent, p.done or not self.backfill_thread.is_alive(),
+                                     p.error, p.until)
+        return Snapshot(at=self.clock(), urls=urls, servers=servers, sites=sites, alerts=alerts,
+                        backfill=backfill, notes=notes)
+
+    # ------------------------------------------------------------------ shutdown
+
+    def _shutdown(self) -> None:
+        self.backfill_stop.set()
+        if self.backfill_thread is not None:
+            self.backfill_thread.join(timeout=35)
+        agents = [c for c in self.sup.children if c.name.startswith("agent")]
+        if not self.sup.children:
+            return
+        self.say("stopping: the agents first (they ship what they spooled), then Prometheus, "
+                 "then the collector")
+        self._stop_and_report(agents, AGENT_STOP_TIMEOUT_S, "stopped:")
+        if self.prometheus is not None:
+            self._stop_and_report([self.prometheus], PROMETHEUS_STOP_TIMEOUT_S, "")
+        if self.collector is not None:
+            self._stop_and_report([self.collector], COLLECTOR_STOP_TIMEOUT_S, "")
+        self.say(f"demo stopped; its state is kept in {self.state.root} (--fresh starts afresh)")
+
+    def _stop_and_report(self, children: list[Child], timeout: float, summary: str) -> None:
+        killed = self.sup.stop(children, timeout)
+        for child in children:
+            if child in killed:
+                self.say(f"  {child.name}: did not stop within {timeout:.0f} s, killed")
+            elif summary and (line := child.last_line(summary)):
+                self.say(f"  {child.name}: {line[line.index(summary):]}")
+            else:
+                self.say(f"  {child.name}: stopped (exit {child.proc.returncode})")
+

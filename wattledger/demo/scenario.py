@@ -1,0 +1,106 @@
+"""The demo's fleet and site: who runs what, where, at what price, against which plan.
+
+One site (``dc-east``, New York time) buys power on a time-of-use tariff (a weekday day band
+and an off-peak price), pays a demand charge on its highest quarter-hour, and holds a monthly
+plan. Four servers of eight simulated GPUs each run different workloads; one of them runs hot
+so that the thermal alerts have something to show. Everything here is data: the collector's
+YAML and the agents' command lines are made from it by :mod:`wattledger.demo.config`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+
+@dataclass(frozen=True)
+class Server:
+    node: str
+    workload: str  # a workload name of the simulated source
+    cluster: str
+    gpus: int = 8
+    seed: int = 0
+
+    def labels(self, site: str) -> dict[str, str]:
+        return {"site": site, "cluster": self.cluster}
+
+
+@dataclass(frozen=True)
+class TariffBand:
+    price_per_kwh: float
+    days: tuple[str, ...] = ()  # empty: every day
+    start: str | None = None  # "HH:MM" local time; None with `end`: all day
+    end: str | None = None
+
+    def as_config(self) -> dict[str, object]:
+        out: dict[str, object] = {"price_per_kwh": self.price_per_kwh}
+        if self.days:
+            out["days"] = list(self.days)
+        if self.start is not None and self.end is not None:
+            out["from"] = self.start
+            out["to"] = self.end
+        return out
+
+
+@dataclass(frozen=True)
+class Site:
+    name: str
+    timezone: str
+    currency: str
+    pue: float
+    tariff: tuple[TariffBand, ...]
+    demand_charge_per_kw: float
+    carbon_g_per_kwh: float
+    #: the monthly plan (budget) for cost and IT energy
+    plan_cost: float
+    plan_it_energy_kwh: float
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def month_start(self, now: float) -> float:
+        """Unix time of 00:00 on the first of ``now``'s month, in the site's local time."""
+        local = datetime.fromtimestamp(now, self.zone)
+        return local.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()
+
+    def month(self, now: float) -> str:
+        return datetime.fromtimestamp(now, self.zone).strftime("%Y-%m")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    site: Site
+    servers: tuple[Server, ...]
+    max_gap_seconds: float = 30.0
+
+    @property
+    def gpu_count(self) -> int:
+        return sum(s.gpus for s in self.servers)
+
+
+def default_scenario() -> Scenario:
+    """The fleet ``wattledger demo`` runs."""
+    site = Site(
+        name="dc-east",
+        timezone="America/New_York",
+        currency="USD",
+        pue=1.4,
+        tariff=(
+            TariffBand(0.21, days=("mon", "tue", "wed", "thu", "fri"), start="08:00", end="20:00"),
+            TariffBand(0.09),
+        ),
+        demand_charge_per_kw=12.0,
+        carbon_g_per_kwh=380.0,
+        # a plan a little below what this fleet draws, so the forecast runs over it
+        plan_cost=2000.0,
+        plan_it_energy_kwh=9500.0,
+    )
+    servers = (
+        Server("demo-gpu-01", "training", "train-a", seed=1),
+        Server("demo-gpu-02", "hot", "train-a", seed=2),
+        Server("demo-gpu-03", "inference", "serve-a", seed=3),
+        Server("demo-gpu-04", "idle", "dev", seed=4),
+    )
+    return Scenario(site=site, servers=servers)

@@ -1,0 +1,105 @@
+"""What the demo's view shows at one moment, independent of where it came from.
+
+:mod:`wattledger.demo.fetch` fills a :class:`Snapshot` from the collector's ``/v1/nodes`` and
+``/v1/spend`` and Prometheus' ``/api/v1/alerts``; :mod:`wattledger.demo.view` draws it.
+Base units: W, °C, J; money in the site's currency.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class GpuHeat:
+    node: str
+    gpu: str  # the GPU's index (or id when it has none)
+    temp_c: float
+    slowdown_c: float | None
+
+    @property
+    def margin_c(self) -> float | None:
+        return None if self.slowdown_c is None else self.slowdown_c - self.temp_c
+
+
+@dataclass(frozen=True)
+class ServerRow:
+    node: str
+    cluster: str | None
+    workload: str | None
+    gpus: int
+    power_w: float | None  # sum of the latest power of its GPUs
+    util: float | None  # mean of the latest utilization, 0..1
+    hottest: GpuHeat | None
+    last_seen: float | None  # unix seconds of its latest reading
+    stale: bool = False
+
+
+@dataclass(frozen=True)
+class SiteRow:
+    site: str
+    currency: str
+    it_energy_j: float
+    cost: float  # month to date: energy (IT + cooling) and the demand charge so far
+    plan_cost: float | None  # the month's budget
+    plan_to_date: float | None
+    forecast: float | None
+    demand_charge: float | None = None
+    carbon_g: float | None = None
+
+    @property
+    def used_of_plan_to_date(self) -> float | None:
+        if not self.plan_to_date:
+            return None
+        return self.cost / self.plan_to_date
+
+
+@dataclass(frozen=True)
+class AlertRow:
+    name: str
+    state: str  # "firing" | "pending"
+    severity: str | None
+    subject: str  # node / gpu / site it is about
+    summary: str | None = None
+
+
+@dataclass(frozen=True)
+class Urls:
+    collector: str
+    prometheus: str | None  # None when Prometheus does not run
+    grafana_provisioning: str | None  # the folder of provisioning files, when present
+
+
+@dataclass(frozen=True)
+class BackfillState:
+    fraction: float
+    readings: int
+    done: bool
+    error: str | None = None
+    until: float | None = None  # unix seconds the history reaches so far
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    at: float
+    urls: Urls
+    servers: list[ServerRow] = field(default_factory=list)
+    sites: list[SiteRow] = field(default_factory=list)
+    #: None when no Prometheus runs; else the alerts it has pending or firing
+    alerts: list[AlertRow] | None = None
+    backfill: BackfillState | None = None
+    #: one-line notes: a child that died, a source that does not answer, how to get Prometheus
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def fleet_power_w(self) -> float | None:
+        known = [s.power_w for s in self.servers if s.power_w is not None]
+        return sum(known) if known else None
+
+    @property
+    def hottest(self) -> GpuHeat | None:
+        """The GPU closest to its slowdown threshold (highest temperature where none is known)."""
+        heats = [s.hottest for s in self.servers if s.hottest is not None]
+        if not heats:
+            return None
+        return min(heats, key=lambda h: (h.margin_c if h.margin_c is not None else 1e9, -h.temp_c))
