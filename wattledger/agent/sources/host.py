@@ -39,10 +39,6 @@ class _Zone:
     counted_j: float = 0.0
 
 
-def _read_int(path: Path) -> int:
-    return int(path.read_text().strip())
-
-
 class HostSource:
     name = "host"
 
@@ -52,13 +48,18 @@ class HostSource:
         sysfs_root: Path = Path("/sys"),
         cpu_percent: Callable[[], float] | None = None,
         virtual_memory: Callable[[], Any] | None = None,
+        read_text: Callable[[Path], str] = Path.read_text,
     ) -> None:
         self._node = node
         self._powercap = Path(sysfs_root) / "class" / "powercap"
         # psutil.cpu_percent(None) measures since its previous call: exactly one sample interval
         self._cpu_percent = cpu_percent or (lambda: psutil.cpu_percent(interval=None))
         self._virtual_memory = virtual_memory or psutil.virtual_memory
+        self._read_text = read_text  # injectable: tests stand in for root-only files
         self._zones: list[_Zone] = []
+
+    def _read_int(self, path: Path) -> int:
+        return int(self._read_text(path).strip())
 
     def open(self) -> None:
         self._cpu_percent()  # prime the CPU-time baseline
@@ -75,7 +76,7 @@ class HostSource:
         candidates: list[tuple[str, Path]] = []
         for path in sorted(self._powercap.glob("intel-rapl:*")):
             try:
-                name = path.joinpath("name").read_text().strip()
+                name = self._read_text(path / "name").strip()
             except OSError:
                 continue
             names[path.name] = name
@@ -86,8 +87,8 @@ class HostSource:
         unreadable: list[str] = []
         for domain, path in candidates:
             try:
-                max_range = _read_int(path / "max_energy_range_uj")
-                _read_int(path / "energy_uj")
+                max_range = self._read_int(path / "max_energy_range_uj")
+                self._read_int(path / "energy_uj")
             except PermissionError:
                 unreadable.append(domain)
                 continue
@@ -109,7 +110,7 @@ class HostSource:
 
     def _read_zone(self, zone: _Zone, ts: float) -> RaplDomain | None:
         try:
-            raw = _read_int(zone.path / "energy_uj")
+            raw = self._read_int(zone.path / "energy_uj")
         except (OSError, ValueError):
             return None
         power = None

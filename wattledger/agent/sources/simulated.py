@@ -146,31 +146,52 @@ class SimulatedGpu:
 
     # ---------------------------------------------------------------- the model
 
-    def _throttle(self) -> float:
-        """Power factor (0.5..1) from the temperature: full below slowdown - margin."""
-        over = self.temp_c - (self.model.slowdown_c - THROTTLE_MARGIN_C)
+    def _throttle(self, temp_c: float) -> float:
+        """Power factor (0.5..1) at a temperature: 1 below slowdown - margin, 0.5 at slowdown."""
+        over = temp_c - (self.model.slowdown_c - THROTTLE_MARGIN_C)
         return 1.0 - 0.5 * min(1.0, max(0.0, over / THROTTLE_MARGIN_C))
+
+    def _temp_after(self, power: float, ts: float) -> float:
+        """Temperature at ``ts`` if the power goes linearly from the last sample's to ``power``."""
+        if self.last_ts is None:  # it was running before we looked: start at its steady state
+            return self.workload.ambient_c + self._resistance * power
+        dt = ts - self.last_ts
+        steady = self.workload.ambient_c + self._resistance * (self.power_w + power) / 2.0
+        return steady + (self.temp_c - steady) * math.exp(-dt / self.model.time_constant_s)
+
+    def _power(self, wanted: float, ts: float) -> float:
+        """The power the board settles on by ``ts``: ``wanted``, unless the temperature that
+        would give calls for throttling; then the p for which p = wanted x factor(T(p)).
+        (The throttle reacts within milliseconds on a real board: solving for the end of the
+        interval keeps the model stable however far apart the samples are.)"""
+        if self._throttle(self._temp_after(wanted, ts)) == 1.0:
+            return wanted
+        lo, hi = 0.5 * wanted, wanted  # g(p) = wanted x factor(T(p)) - p falls with p
+        for _ in range(24):
+            mid = (lo + hi) / 2.0
+            if wanted * self._throttle(self._temp_after(mid, ts)) > mid:
+                lo = mid
+            else:
+                hi = mid
+        return lo
 
     def advance(self, ts: float) -> DeviceReading:
         """Move the model to ``ts`` and read it like NVML would. Raises DeviceLost if lost."""
         m = self.model
         util = utilization(self.workload.name, ts, self._phase, self._rng.gauss(0.0, 1.0))
-        factor = self._throttle()
         demand = m.idle_w + (m.full_draw_w - m.idle_w) * util
-        power = round(min(demand, m.power_limit_w) * factor, 3)  # NVML reports whole mW
-        if self.last_ts is None:  # it was running before we looked: start at its steady state
-            self.temp_c = self.workload.ambient_c + self._resistance * power
-            factor = self._throttle()
-            power = round(min(demand, m.power_limit_w) * factor, 3)
-        elif ts > self.last_ts:
-            dt = ts - self.last_ts
-            energy = (self.power_w + power) / 2.0 * dt  # power is linear between samples
-            self.counter_j += energy
-            self.drawn_j += energy
-            steady = self.workload.ambient_c + self._resistance * energy / dt
-            self.temp_c = steady + (self.temp_c - steady) * math.exp(-dt / m.time_constant_s)
-        self.power_w = power
-        self.last_ts = ts if self.last_ts is None else max(ts, self.last_ts)
+        wanted = min(demand, m.power_limit_w)
+        if self.last_ts is not None and ts <= self.last_ts:  # no time passed: read it again
+            power = self.power_w
+        else:
+            power = round(self._power(wanted, ts), 3)  # NVML reports whole mW
+            self.temp_c = self._temp_after(power, ts)
+            if self.last_ts is not None:
+                energy = (self.power_w + power) / 2.0 * (ts - self.last_ts)  # power is linear
+                self.counter_j += energy
+                self.drawn_j += energy
+            self.power_w, self.last_ts = power, ts
+        factor = power / wanted
         if self.lost:
             raise DeviceLost(f"simulated GPU {self.info.index} is lost")
 
@@ -179,7 +200,7 @@ class SimulatedGpu:
             events |= GPU_IDLE
         if demand > m.power_limit_w:
             events |= SW_POWER_CAP
-        if factor < 1.0:
+        if factor < 0.999:
             events |= SW_THERMAL
         if self.temp_c >= m.slowdown_c:
             events |= HW_THERMAL
