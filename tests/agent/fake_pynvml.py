@@ -18,12 +18,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 CODES = {
-    "Uninitialized": 1, "InvalidArgument": 2, "NotSupported": 3, "NoPermission": 4,
-    "DriverNotLoaded": 9, "LibraryNotFound": 12, "FunctionNotFound": 13, "GpuIsLost": 15,
+    "Uninitialized": 1,
+    "InvalidArgument": 2,
+    "NotSupported": 3,
+    "NoPermission": 4,
+    "DriverNotLoaded": 9,
+    "LibraryNotFound": 12,
+    "FunctionNotFound": 13,
+    "GpuIsLost": 15,
     "Unknown": 999,
 }
-TEXT = {1: "Uninitialized", 3: "Not Supported", 9: "Driver Not Loaded",
-        12: "NVML Shared Library Not Found", 13: "Function Not Found", 15: "GPU is lost", 999: "Unknown Error"}
+TEXT = {
+    1: "Uninitialized",
+    3: "Not Supported",
+    9: "Driver Not Loaded",
+    12: "NVML Shared Library Not Found",
+    13: "Function Not Found",
+    15: "GPU is lost",
+    999: "Unknown Error",
+}
 
 
 class NVMLError(Exception):
@@ -77,9 +90,9 @@ class Board:
 
 @dataclass
 class _FieldValue:
-    fieldId: int  # noqa: N815 - NVML's names
-    nvmlReturn: int  # noqa: N815
-    valueType: int = 1  # noqa: N815 - NVML_VALUE_TYPE_UNSIGNED_INT
+    fieldId: int
+    nvmlReturn: int
+    valueType: int = 1
     value: Any = None
 
 
@@ -185,11 +198,24 @@ def make_nvml(boards: list[Board], *, driver: str | None = None) -> types.Module
                 out.append(_FieldValue(fid, CODES["NotSupported"]))
         return out
 
-    for fn in (nvmlInit, nvmlShutdown, nvmlDeviceGetCount, nvmlDeviceGetHandleByIndex, nvmlDeviceGetUUID,
-               nvmlDeviceGetName, nvmlDeviceGetTemperatureThreshold, nvmlDeviceGetPowerUsage,
-               nvmlDeviceGetTotalEnergyConsumption, nvmlDeviceGetTemperature, nvmlDeviceGetUtilizationRates,
-               nvmlDeviceGetMemoryInfo, nvmlDeviceGetEnforcedPowerLimit, nvmlDeviceGetClockInfo,
-               nvmlDeviceGetCurrentClocksEventReasons, nvmlDeviceGetFieldValues):
+    for fn in (
+        nvmlInit,
+        nvmlShutdown,
+        nvmlDeviceGetCount,
+        nvmlDeviceGetHandleByIndex,
+        nvmlDeviceGetUUID,
+        nvmlDeviceGetName,
+        nvmlDeviceGetTemperatureThreshold,
+        nvmlDeviceGetPowerUsage,
+        nvmlDeviceGetTotalEnergyConsumption,
+        nvmlDeviceGetTemperature,
+        nvmlDeviceGetUtilizationRates,
+        nvmlDeviceGetMemoryInfo,
+        nvmlDeviceGetEnforcedPowerLimit,
+        nvmlDeviceGetClockInfo,
+        nvmlDeviceGetCurrentClocksEventReasons,
+        nvmlDeviceGetFieldValues,
+    ):
         setattr(m, fn.__name__, fn)
     m.initialized = lambda: state["init"] > 0  # type: ignore[attr-defined]
     return m

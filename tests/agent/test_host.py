@@ -57,7 +57,11 @@ def test_rapl_counts_joules_since_start_and_power(tmp_path: Path, two_sockets: d
     first = src.sample(TS)
     assert first.host is not None
     assert {d.domain: d.energy_j for d in first.host.rapl} == {
-        "package-0": 0.0, "package-0/core": 0.0, "package-0/dram": 0.0, "package-1": 0.0}
+        "package-0": 0.0,
+        "package-0/core": 0.0,
+        "package-0/dram": 0.0,
+        "package-1": 0.0,
+    }
     assert all(d.power_w is None for d in first.host.rapl)
     set_energy(two_sockets["package-0"], 1_000_000 + 150_000_000)  # 150 J in 1 s
     set_energy(two_sockets["package-1"], 3_000_000 + 100_000_000)
@@ -83,12 +87,17 @@ def test_wrap_around_is_unfolded(tmp_path: Path) -> None:
     assert out.readings[0].energy_j == pytest.approx(90.0)  # never goes back
 
 
-def test_only_non_overlapping_domains_become_device_readings(tmp_path: Path, two_sockets: dict[str, Path]) -> None:
+def test_only_non_overlapping_domains_become_device_readings(
+    tmp_path: Path, two_sockets: dict[str, Path]
+) -> None:
     readings = host(tmp_path).sample(TS).readings
     devices = [(r.device.id, r.device.kind, r.device.index) for r in readings]
     # core is part of package-0: exposed on /metrics but never delivered (no double count)
-    assert devices == [("n1:rapl:package-0", "cpu", 0), ("n1:rapl:package-0/dram", "host", 1),
-                       ("n1:rapl:package-1", "cpu", 2)]
+    assert devices == [
+        ("n1:rapl:package-0", "cpu", 0),
+        ("n1:rapl:package-0/dram", "host", 1),
+        ("n1:rapl:package-1", "cpu", 2),
+    ]
 
 
 def test_psys_is_delivered_only_without_packages(tmp_path: Path) -> None:
