@@ -204,7 +204,7 @@ class SimulatedGpu:
             events |= SW_THERMAL
         if self.temp_c >= m.slowdown_c:
             events |= HW_THERMAL
-        clock = m.idle_sm_clock_hz if util < 0.01 else m.max_sm_clock_hz * factor
+        clock = m.idle_sm_clock_hz if util < 0.01 else round(m.max_sm_clock_hz * factor / 1e6) * 1e6  # MHz
         mem_used = 0.5 * GIB if util < 0.01 else m.mem_total_bytes * (0.9 if util > 0.5 else 0.6)
         reading = DeviceReading(
             device=self.info, ts=ts, power_w=power, energy_j=round(self.counter_j, 3),

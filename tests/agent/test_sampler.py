@@ -1,0 +1,100 @@
+"""The sampler: one failing source never stops the others, delivery trouble never stops
+sampling, a clock that steps back is not followed, closed sources are retried."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from wattledger.agent.reading import DeviceReading
+from wattledger.agent.sampler import Sampler
+from wattledger.agent.sources.base import SourceError, SourceSample, SourceUnavailable
+from wattledger.agent.sources.simulated import SimulatedSource
+
+TS = 1_764_000_000.0
+
+
+class Broken:
+    """A source that fails to sample (or to open) while ``broken`` is set."""
+
+    name = "broken"
+
+    def __init__(self, *, on_open: bool = False) -> None:
+        self.broken = True
+        self.on_open = on_open
+        self.opens = 0
+
+    def open(self) -> None:
+        self.opens += 1
+        if self.on_open and self.broken:
+            raise SourceUnavailable("not here")
+
+    def close(self) -> None: ...
+
+    def sample(self, ts: float) -> SourceSample:
+        if self.broken:
+            raise SourceError("read failed")
+        return SourceSample()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_failing_source_is_down_and_the_others_go_on() -> None:
+    broken = Broken()
+    sampler = Sampler([broken, SimulatedSource("n1", 2)])
+    sampler.open()
+    snap = sampler.sample(TS)
+    assert snap.source_up == {"broken": False, "simulated": True}
+    assert len(snap.readings) == 2 and snap.readings_total == 2
+    broken.broken = False
+    assert sampler.sample(TS + 1).source_up == {"broken": True, "simulated": True}
+
+
+def test_a_source_that_cannot_open_is_retried_after_a_while() -> None:
+    timer = Clock()
+    broken = Broken(on_open=True)
+    sampler = Sampler([broken], timer=timer, reopen_seconds=60)
+    sampler.open()
+    broken.broken = False
+    timer.now = 30
+    assert sampler.sample(TS).source_up == {"broken": False}
+    assert broken.opens == 1  # not yet
+    timer.now = 61
+    assert sampler.sample(TS + 1).source_up == {"broken": True}
+    assert broken.opens == 2
+
+
+def test_readings_reach_delivery_and_its_failure_does_not_stop_sampling() -> None:
+    got: list[int] = []
+
+    def record(readings: Sequence[DeviceReading]) -> None:
+        got.append(len(readings))
+        if len(got) == 2:
+            raise OSError("disk full")
+
+    sampler = Sampler([SimulatedSource("n1", 3)], on_readings=record)
+    sampler.open()
+    for k in range(3):
+        sampler.sample(TS + k)
+    assert got == [3, 3, 3]
+    assert sampler.snapshot.readings_total == 9 and sampler.snapshot.samples_total == 3
+
+
+def test_a_clock_stepping_back_skips_the_sample() -> None:
+    sampler = Sampler([SimulatedSource("n1", 1)])
+    sampler.open()
+    sampler.sample(TS)
+    snap = sampler.sample(TS - 5)
+    assert snap.ts == TS and snap.skipped_total == 1 and snap.readings_total == 1
+
+
+def test_sample_duration_is_measured_with_the_injected_timer() -> None:
+    ticks = iter([0.0, 10.0, 10.25])
+    sampler = Sampler([SimulatedSource("n1", 1)], timer=lambda: next(ticks))
+    sampler.open()
+    assert sampler.sample(TS).sample_seconds == 0.25
