@@ -98,18 +98,31 @@ class DeviceTable:
         """A float column, trimmed to the devices there are."""
         return self.floats[name][:self.size]
 
-    def row(self, slot: int) -> tuple[Any, ...]:
-        """The store's ``devices`` row of a slot (store.DEVICE_COLUMNS order)."""
-        def num(value: float) -> float | None:
-            return None if np.isnan(value) else float(value)
+    def rows(self, slots: Sequence[int]) -> list[tuple[Any, ...]]:
+        """The store's ``devices`` rows of these slots (store.DEVICE_COLUMNS order).
 
+        Built column-wise from the arrays; NaN goes to SQLite as NULL (which it is there).
+        """
+        take = np.asarray(slots, dtype=np.int64)
         f = self.floats
-        return (slot, self.node[slot], self.device[slot], self.kind[slot], self.index[slot],
-                self.model[slot], num(f["power_limit_w"][slot]), self.slowdown_c[slot],
-                self.shutdown_c[slot], num(f["last_ts"][slot]), num(f["last_power_w"][slot]),
-                num(f["last_energy_j"][slot]), *(num(f[name][slot]) for name in LATEST),
-                float(f["energy_j"][slot]), float(f["unmeasured_s"][slot]),
-                *(int(self.counts[name][slot]) for name in COUNTS))
+
+        def floats(name: str) -> list[float]:
+            values: list[float] = f[name][take].tolist()
+            return values
+
+        def counts(name: str) -> list[int]:
+            values: list[int] = self.counts[name][take].tolist()
+            return values
+
+        meta = [(s, self.node[s], self.device[s], self.kind[s], self.index[s], self.model[s])
+                for s in slots]
+        limits = floats("power_limit_w")
+        thresholds = [(self.slowdown_c[s], self.shutdown_c[s]) for s in slots]
+        columns = zip(*(floats(name) for name in ("last_ts", "last_power_w", "last_energy_j", *LATEST,
+                                                    "energy_j", "unmeasured_s")),
+                      *(counts(name) for name in COUNTS), strict=True)
+        return [(*m, limit, *t, *rest)
+                for m, limit, t, rest in zip(meta, limits, thresholds, columns, strict=True)]
 
     def load(self, rows: Sequence[tuple[Any, ...]]) -> None:
         """Fill the table from the store's rows (DEVICE_COLUMNS order, by slot)."""

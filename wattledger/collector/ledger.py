@@ -274,7 +274,7 @@ class Ledger:
                       s.readings) for n in sorted(touched_nodes) for s in [self.node_states[n]]]
         self.store.commit_ingest(
             streams=stream_rows, seqs_added=seqs_added, seqs_dropped=seqs_dropped,
-            nodes=node_rows, devices=[self.devices.row(s) for s in touched_slots],
+            nodes=node_rows, devices=self.devices.rows(touched_slots),
             usage=usage_rows, quarters=quarter_rows)
 
     def _advance_streams(self, batches: Sequence[ValidBatch]
