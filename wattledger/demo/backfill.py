@@ -202,5 +202,5 @@ def run_backfill(plans: Sequence[NodePlan], collector_url: str, end: float, step
         t.join()
     progress.error = errors[0] if errors else None
     progress.done = not errors and not stop.is_set()
-    log.info("backfill: %d readings in %.1f s%s", progress.sent, time.monotonic() - began,
+    log.debug("backfill: %d readings in %.1f s%s", progress.sent, time.monotonic() - began,
              f" ({progress.error})" if progress.error else "")

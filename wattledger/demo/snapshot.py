@@ -64,6 +64,35 @@ class AlertRow:
 
 
 @dataclass(frozen=True)
+class AlertGroup:
+    """Alerts of one name and state together (eight GPUs of one hot server are one line)."""
+
+    name: str
+    state: str
+    severity: str | None
+    subjects: tuple[str, ...]
+    summary: str | None
+
+    @property
+    def where(self) -> str:
+        if len(self.subjects) == 1:
+            return self.subjects[0]
+        # "dc-east demo-gpu-02 GPU 3" x 8 -> "dc-east demo-gpu-02 (8)"
+        nodes = sorted({s.split(" GPU ")[0] for s in self.subjects})
+        return ", ".join(nodes) + f" ({len(self.subjects)})"
+
+
+def group_alerts(alerts: list[AlertRow]) -> list[AlertGroup]:
+    groups: dict[tuple[str, str], list[AlertRow]] = {}
+    for a in alerts:
+        groups.setdefault((a.state, a.name), []).append(a)
+    ordered = sorted(groups.items(), key=lambda kv: (kv[0][0] != "firing", kv[0][1]))
+    return [AlertGroup(name, state, rows[0].severity, tuple(r.subject for r in rows),
+                       rows[0].summary if len(rows) == 1 else None)
+            for (state, name), rows in ordered]
+
+
+@dataclass(frozen=True)
 class Urls:
     collector: str
     prometheus: str | None  # None when Prometheus does not run

@@ -15,7 +15,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from wattledger.demo.snapshot import GpuHeat, ServerRow, SiteRow, Snapshot
+from wattledger.demo.snapshot import GpuHeat, ServerRow, SiteRow, Snapshot, group_alerts
 
 SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥"}
 #: margins to the slowdown threshold below which a temperature is shown as a warning / danger
@@ -140,9 +140,9 @@ def alerts_panel(snap: Snapshot) -> RenderableType:
     table.add_column("severity")
     table.add_column("on")
     table.add_column("summary")
-    for a in snap.alerts:
-        style = "bold red" if a.state == "firing" else "yellow"
-        table.add_row(Text(a.state, style=style), a.name, a.severity or "-", a.subject, a.summary or "")
+    for g in group_alerts(snap.alerts):
+        style = "bold red" if g.state == "firing" else "yellow"
+        table.add_row(Text(g.state, style=style), g.name, g.severity or "-", g.where, g.summary or "")
     return table
 
 
@@ -216,7 +216,7 @@ def plain_lines(snap: Snapshot) -> list[str]:
     lines += [_server_line(s) for s in snap.servers]
     lines += [_site_line(site) for site in snap.sites]
     if snap.alerts is not None:
-        names = [f"{a.name}[{a.state}] {a.subject}" for a in snap.alerts]
-        lines.append("  alerts: " + (", ".join(names) if names else "none pending or firing"))
+        names = [f"{g.name} {g.state} on {g.where}" for g in group_alerts(snap.alerts)]
+        lines.append("  alerts: " + ("; ".join(names) if names else "none pending or firing"))
     lines += [f"  {note}" for note in snap.notes]
     return lines
