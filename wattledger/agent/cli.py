@@ -19,6 +19,7 @@ from wattledger.agent.sources import REGISTRY, SourceSettings, build_sources, de
 from wattledger.agent.sources.simulated import MODELS, WORKLOADS
 from wattledger.config import (
     ConfigError,
+    HostPort,
     Option,
     add_options,
     default_state_dir,
@@ -80,7 +81,7 @@ def byte_size(raw: object) -> int:
 OPTIONS = [
     Option("--node", text, None, "node name (default: this host's name)"),
     Option("--interval", positive_float, 1.0, "seconds between samples"),
-    Option("--listen", host_port, "0.0.0.0:9860", "HOST:PORT for /metrics"),
+    Option("--listen", host_port, HostPort("0.0.0.0", 9860), "HOST:PORT for /metrics"),
     Option("--collector", http_url, None, "collector base URL; without it the agent only exports"),
     Option(
         "--token-file", existing_file, None, "file holding this node's bearer token (needed with --collector)"
