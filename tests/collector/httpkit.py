@@ -119,15 +119,15 @@ def settings(**over: Any) -> CollectorSettings:
 
 
 def batch(node: str = "gpu-node-01", seq: int = 1, n: int = 4, *, stream: str = "s-1",
-          t0: float = NOW - 60, **labels: str) -> dict[str, Any]:
-    """A valid batch of ``n`` readings of one GPU, one second apart."""
+          t0: float = NOW - 60, e0: float = 1000.0, **labels: str) -> dict[str, Any]:
+    """A valid batch of ``n`` readings of one GPU, one second apart, its counter from ``e0`` J."""
     return {
         "node": node, "stream": stream, "seq": seq, "labels": dict(labels),
         "devices": [{"id": "GPU-0000", "kind": "gpu", "index": 0, "model": "NVIDIA H100 80GB HBM3",
                      "power_limit_w": 700.0, "slowdown_c": 87.0, "shutdown_c": 92.0}],
         "readings": {"device": [0] * n, "ts": [t0 + i for i in range(n)],
                      "power_w": [500.0 + i for i in range(n)],
-                     "energy_j": [1000.0 + 500.0 * i for i in range(n)],
+                     "energy_j": [e0 + 500.0 * i for i in range(n)],
                      "temp_c": [60.0] * n, "util": [0.9] * n},
     }
 
@@ -179,6 +179,12 @@ class Collector_:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
         return int(self.proc.returncode)
+
+
+def trace(count: int, t0: float, node: str = "gpu-node-01", stream: str = "s-1") -> list[dict[str, Any]]:
+    """``count`` consecutive batches of one GPU's continuous trace (4 readings, 1 s apart each)."""
+    return [batch(node, seq, 4, stream=stream, t0=t0 + 4 * (seq - 1), e0=1000.0 + 2000.0 * (seq - 1))
+            for seq in range(1, count + 1)]
 
 
 def start_collector(workdir: Path, cfg: dict[str, Any], *, name: str = "collector",

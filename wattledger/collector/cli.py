@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -26,6 +27,8 @@ def run(args: argparse.Namespace) -> int:
     if args.hash_token is not None:
         return hash_token(args.hash_token)
     settings = collector_settings.load_settings(args)
+    # APScheduler logs every run at INFO; its warnings (missed runs) are what an operator needs
+    logging.getLogger("apscheduler").setLevel(max(logging.WARNING, logging.getLogger().level))
     prepare_db_dir(settings.db)
     sock = bind(settings.listen)
     # imported here so that `--help` and config errors do not load the web stack
@@ -49,10 +52,17 @@ def run(args: argparse.Namespace) -> int:
             ssl_certfile=settings.tls_cert, ssl_keyfile=settings.tls_key,
             log_level=logging.getLogger().getEffectiveLevel(),
         ))
-        server.run(sockets=[sock])
+        # uvicorn stops on SIGTERM, then re-raises it to the handler it found: a quiet one here,
+        # so that a stop asked for by systemd or Kubernetes ends with status 0
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+        try:
+            server.run(sockets=[sock])
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     finally:
         sock.close()
         ledger.close()
+    log.info("collector: stopped")
     return 0 if server.started else 1
 
 
