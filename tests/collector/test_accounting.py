@@ -224,3 +224,11 @@ def test_late_readings_add_nothing_and_are_counted() -> None:
     totals = device_totals(led)
     assert totals["energy_j"] == 3000.0
     assert totals["late"] == 3
+
+
+def test_an_interval_over_a_month_long_is_unmeasured_even_with_counters() -> None:
+    led = open_ledger()
+    led.ingest([make_batch(ts=[T0, T0 + 32 * 86400], power_w=[100.0, 100.0], energy_j=[0.0, 1e8])])
+    # 32 days > 31 days: one counter delta is not trusted over so long (docs/accounting.md)
+    assert device_totals(led)["energy_j"] == 0.0
+    assert device_totals(led)["unmeasured_s"] == 32 * 86400.0

@@ -246,3 +246,21 @@ def test_nodes_show_latest_readings_and_staleness() -> None:
     assert gpu["latest"]["mem_temp_c"] is None
     led.clock.now = t + 60 + 121  # type: ignore[attr-defined]
     assert led.nodes()[0]["stale"] is True
+
+
+def test_refresh_notes_month_roll_over_and_stale_nodes(caplog: pytest.LogCaptureFixture) -> None:
+    t = at("2026-11-30 23:58")
+    led = open_ledger(now=t)
+    led.ingest([make_batch(ts=[t - 10, t], power_w=[100.0, 100.0])])
+    led.refresh()
+    led.clock.now = t + 180  # type: ignore[attr-defined]
+    with caplog.at_level("INFO", logger="wattledger.collector.ledger"):
+        led.refresh()
+        led.refresh()  # said once, not at every refresh
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == ["site default: billing month 2026-12 begins",
+                        "node n1 is stale: no batch for over 120 s"]
+    led.clock.now = t + 90 * 86400  # type: ignore[attr-defined]
+    led.refresh()
+    assert led.quarters == {}  # quarter-hours older than needed leave memory (not the store)
+    assert site_row(led, "2026-11")["it_energy_j"] == 1000.0

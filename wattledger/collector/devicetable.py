@@ -94,6 +94,16 @@ class DeviceTable:
                                               else info.power_limit_w)
         return slot
 
+    def snapshot(self) -> DeviceTable:
+        """A copy to read without the ledger's lock (e.g. while /metrics is being written)."""
+        copy = DeviceTable()
+        copy.size = self.size
+        copy.floats = {name: values[:self.size].copy() for name, values in self.floats.items()}
+        copy.counts = {name: values[:self.size].copy() for name, values in self.counts.items()}
+        for name in ("node", "device", "kind", "index", "model", "slowdown_c", "shutdown_c"):
+            setattr(copy, name, list(getattr(self, name)))
+        return copy
+
     def view(self, name: str) -> Floats:
         """A float column, trimmed to the devices there are."""
         return self.floats[name][:self.size]

@@ -9,12 +9,14 @@ and month summaries. Latest-reading gauges of a stale node are left out (a dead 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from wattledger.collector.devicetable import DeviceTable
 from wattledger.collector.spend import current_month, month_summary
 
 if TYPE_CHECKING:
@@ -26,6 +28,15 @@ CLOCK_EVENTS = {0x1: "gpu_idle", 0x2: "applications_clocks", 0x4: "sw_power_cap"
                 0x10: "sync_boost", 0x20: "sw_thermal", 0x40: "hw_thermal", 0x80: "hw_power_brake"}
 
 
+@dataclass(frozen=True)
+class NodeView:
+    site: str
+    cluster: str
+    last_seen: float
+    readings: int
+    stale: bool
+
+
 class LedgerCollector(Collector):
     def __init__(self, ledger: Ledger) -> None:
         self._ledger = ledger
@@ -35,11 +46,16 @@ class LedgerCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         ledger = self._ledger
+        # hold the lock only to copy (ingest waits for it); write the text without it
         with ledger.lock:
             now = ledger.clock()
-            yield from _site_families(ledger, now)
-            yield from _node_families(ledger, now)
-            yield from _device_families(ledger, now)
+            site_families = list(_site_families(ledger, now))
+            nodes = {name: NodeView(s.site, s.cluster, s.last_seen, s.readings, ledger.is_stale(s, now))
+                     for name, s in ledger.node_states.items()}
+            devices = ledger.devices.snapshot()
+        yield from site_families
+        yield from _node_families(nodes, devices)
+        yield from _device_families(nodes, devices)
 
 
 def _site_families(ledger: Ledger, now: float) -> Iterator[Metric]:
@@ -78,7 +94,7 @@ def _site_families(ledger: Ledger, now: float) -> Iterator[Metric]:
     yield from (cooling, cost, carbon, *gauges.values(), peak)
 
 
-def _node_families(ledger: Ledger, now: float) -> Iterator[Metric]:
+def _node_families(nodes: dict[str, NodeView], dev: DeviceTable) -> Iterator[Metric]:
     seen = GaugeMetricFamily("wattledger_node_last_seen_timestamp_seconds",
                              "When the collector last committed a batch of the node.",
                              labels=["site", "cluster", "node"])
@@ -89,26 +105,23 @@ def _node_families(ledger: Ledger, now: float) -> Iterator[Metric]:
     power = GaugeMetricFamily("wattledger_it_power_watts",
                               "IT power of the node: sum of its devices' latest power.",
                               labels=["site", "cluster", "node"])
-    dev = ledger.devices
     node_power: dict[str, float] = {}
     last_power = dev.view("last_power_w")
     for slot in range(dev.size):
         value = float(last_power[slot])
         if not np.isnan(value):
             node_power[dev.node[slot]] = node_power.get(dev.node[slot], 0.0) + value
-    for node, state in sorted(ledger.node_states.items()):
+    for node, state in sorted(nodes.items()):
         labels = [state.site, state.cluster, node]
-        is_stale = ledger.is_stale(state, now)
         seen.add_metric(labels, state.last_seen)
-        stale.add_metric(labels, 1.0 if is_stale else 0.0)
+        stale.add_metric(labels, 1.0 if state.stale else 0.0)
         readings.add_metric([node], state.readings)
-        if not is_stale and node in node_power:
+        if not state.stale and node in node_power:
             power.add_metric(labels, node_power[node])
     yield from (seen, stale, readings, power)
 
 
-def _device_families(ledger: Ledger, now: float) -> Iterator[Metric]:
-    dev = ledger.devices
+def _device_families(nodes: dict[str, NodeView], dev: DeviceTable) -> Iterator[Metric]:
     counters = {
         "energy_j": CounterMetricFamily("wattledger_device_energy_joules",
                                         "IT energy of the device, as accounted.", labels=DEVICE_LABELS),
@@ -142,7 +155,7 @@ def _device_families(ledger: Ledger, now: float) -> Iterator[Metric]:
                    ("reason",))
     f = dev.floats
     for slot in range(dev.size):
-        node = ledger.node_states.get(dev.node[slot])
+        node = nodes.get(dev.node[slot])
         if node is None:
             continue
         labels = [node.site, node.cluster, dev.node[slot], dev.device[slot]]
@@ -156,7 +169,7 @@ def _device_families(ledger: Ledger, now: float) -> Iterator[Metric]:
             slowdown.add_metric(labels, float(dev.slowdown_c[slot] or 0.0))
         if dev.shutdown_c[slot] is not None:
             shutdown.add_metric(labels, float(dev.shutdown_c[slot] or 0.0))
-        if ledger.is_stale(node, now):
+        if node.stale:
             continue
         for latest, key in ((power, "last_power_w"), (util, "util")):
             if not np.isnan(f[key][slot]):

@@ -17,6 +17,9 @@ Ints = npt.NDArray[np.int64]
 Bools = npt.NDArray[np.bool_]
 
 SECONDS_PER_MINUTE = 60
+#: an interval longer than this (a device silent for over a month) is unmeasured even when its
+#: counter moved: too long to trust one counter delta, and too many minutes to split it over
+MAX_INTERVAL_SECONDS = 31 * 86400.0
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,7 @@ def account(slot: Ints, ts: Floats, power_w: Floats, energy_j: Floats, *, state_
     b_p, b_e = power_w[reading], energy_j[reading]
     dt = b_ts - a_ts
 
-    counters = ~np.isnan(a_e) & ~np.isnan(b_e)
+    counters = ~np.isnan(a_e) & ~np.isnan(b_e) & (dt <= MAX_INTERVAL_SECONDS)
     delta = np.where(counters, b_e - a_e, 0.0)
     reset = counters & (delta < 0)
     delta = np.where(reset, b_e, delta)  # the counter restarted at 0: b is what was used since

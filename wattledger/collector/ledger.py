@@ -138,6 +138,8 @@ class Ledger:
         self._carbon = np.array([self.sites[n].carbon_g_per_kwh for n in self.site_names])
         self.lock = threading.RLock()
         self.store = Store(db_url)
+        self._months_seen: dict[str, int] = {}
+        self._stale_seen: set[str] = set()
         self._load()
 
     # ---- state ------------------------------------------------------------------------------
@@ -205,10 +207,11 @@ class Ledger:
         site, _ = site_and_cluster(b)
         if site not in self.sites:
             raise UnknownSite(site)
-        with self.lock:
-            owner = self.streams.get(b.stream)
-            if owner is not None and owner.node != b.node:
-                raise StreamOfAnotherNode(b.stream, owner.node)
+        # no lock: called on the service's event loop, and a dict read is atomic; a stream's
+        # node never changes once it is set
+        owner = self.streams.get(b.stream)
+        if owner is not None and owner.node != b.node:
+            raise StreamOfAnotherNode(b.stream, owner.node)
 
     def ingest(self, batches: Sequence[ValidBatch]) -> list[IngestResult]:
         """Dedupe, account and commit the batches in ONE transaction; one result per batch.
@@ -406,16 +409,25 @@ class Ledger:
             return node_rows(self, now=self.clock())
 
     def refresh(self) -> None:
-        """Periodic upkeep: forget quarter-hours no longer needed in memory, log stale nodes."""
+        """Periodic upkeep: note month roll-overs and stale nodes, forget old quarter-hours.
+
+        Months, plan to date and forecasts need no recomputation here: every reading is filed
+        under the month of its own minute, and /metrics derives the rest from the clock.
+        """
         now = self.clock()
         with self.lock:
             horizon_minute = (now - KEEP_QUARTERS_SECONDS) / 60.0
             for key in [k for k in self.quarters if k[1] < horizon_minute]:
                 del self.quarters[key]
-            stale = [n for n, s in self.node_states.items() if self.is_stale(s, now)]
-        if stale:
-            log.debug("stale nodes (no batch for %.0f s): %s", self.stale_after_seconds,
-                      ", ".join(sorted(stale)))
+            stale = {n for n, s in self.node_states.items() if self.is_stale(s, now)}
+            months = {site: self.site_clock(site).month_at(now) for site in self.site_names}
+        for site, month in months.items():
+            if self._months_seen.get(site, month) != month:
+                log.info("site %s: billing month %s begins", site, month_text(month))
+        self._months_seen = months
+        for node in sorted(stale - self._stale_seen):
+            log.warning("node %s is stale: no batch for over %.0f s", node, self.stale_after_seconds)
+        self._stale_seen = stale
 
     def is_stale(self, node: NodeState, now: float) -> bool:
         return now - node.last_seen > self.stale_after_seconds
