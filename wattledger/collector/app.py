@@ -27,6 +27,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.registry import Collector
+from pydantic import AfterValidator
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
@@ -51,6 +52,16 @@ from wattledger.wire import Batch, ValidBatch
 log = logging.getLogger(__name__)
 
 GroupBy = Literal["site", "cluster", "node", "device"]
+
+
+def _plausible_month(month: str) -> str:
+    # the pattern allows year 0000, which no calendar (or datetime) in the ledger can place
+    if not 1970 <= int(month[:4]) <= 9998:
+        raise ValueError("the year must be between 1970 and 9998")
+    return month
+
+
+QueryMonth = Annotated[Month, AfterValidator(_plausible_month)]
 
 
 class LedgerService(Protocol):
@@ -159,7 +170,7 @@ def create_app(settings: CollectorSettings, *, ledger: LedgerService | None = No
     def get_spend(
         request: Request,
         site: Annotated[str | None, Query(max_length=256, description="one site (default: all)")] = None,
-        month: Annotated[Month | None, Query(description="YYYY-MM (default: this month)")] = None,
+        month: Annotated[QueryMonth | None, Query(description="YYYY-MM (default: this month)")] = None,
         group_by: GroupBy = "site",
         format: Literal["json", "csv"] | None = None,
     ) -> Response:
