@@ -79,52 +79,35 @@ def byte_size(raw: object) -> int:
 
 
 OPTIONS = [
-    Option("--node", text, None, "node name (default: this host's name)"),
-    Option("--interval", positive_float, 1.0, "seconds between samples"),
-    Option("--listen", host_port, HostPort("0.0.0.0", 9860), "HOST:PORT for /metrics"),
-    Option("--collector", http_url, None, "collector base URL; without it the agent only exports"),
-    Option(
-        "--token-file", existing_file, None, "file holding this node's bearer token (needed with --collector)"
-    ),
-    Option(
-        "--spool",
-        lambda raw: Path(text(raw)).expanduser(),
-        None,
-        "spool directory (default: <state dir>/spool); used only with --collector",
-    ),
-    Option(
-        "--label",
-        key_value,
-        [],
-        "KEY=VALUE label on every series and batch (repeatable)",
-        multiple=True,
-        metavar="KEY=VALUE",
-    ),
+    Option("--node", text, None, "node name (default: this host's name)", metavar="NAME"),
+    Option("--interval", positive_float, 1.0, "seconds between samples", metavar="SECONDS"),
+    Option("--listen", host_port, HostPort("0.0.0.0", 9860), "where /metrics is served", metavar="HOST:PORT"),
+    Option("--collector", http_url, None, "collector base URL; without it the agent only exports",
+           metavar="URL"),
+    Option("--token-file", existing_file, None, "file holding this node's bearer token (needed with "
+           "--collector)", metavar="FILE"),
+    Option("--spool", lambda raw: Path(text(raw)).expanduser(), None,
+           "spool directory (default: <state dir>/spool); used only with --collector", metavar="DIR"),
+    Option("--label", key_value, [], "label on every series and batch (repeatable)", multiple=True,
+           metavar="KEY=VALUE"),
     Option("--simulate", non_negative_int, 0, "simulate N GPUs instead of reading NVML", metavar="N"),
-    Option(
-        "--simulate-model",
-        one_of(list(MODELS), "GPU model"),
-        "h100-sxm",
-        f"model of the simulated GPUs ({', '.join(MODELS)})",
-    ),
-    Option(
-        "--workload",
-        names_of(list(WORKLOADS), "workload"),
-        ["training"],
-        f"simulated workload(s), comma-separated, given to the GPUs in turn ({', '.join(WORKLOADS)})",
-    ),
-    Option("--seed", non_negative_int, 0, "seed of the simulation (same seed, same GPUs and values)"),
-    Option(
-        "--sources",
-        names_of(list(REGISTRY), "source"),
-        None,
-        f"sources to run, comma-separated ({', '.join(REGISTRY)}; default: nvml,host, "
-        "or simulated,host with --simulate)",
-    ),
-    Option("--disable-source", names_of(list(REGISTRY), "source"), [], "sources not to run, comma-separated"),
-    Option("--sysfs-root", lambda raw: Path(text(raw)), Path("/sys"), "where sysfs is mounted (RAPL)"),
-    Option("--batch-seconds", positive_float, 10.0, "seconds of readings per batch sent to the collector"),
-    Option("--spool-max-bytes", byte_size, 1 << 30, "the most disk the spool may use (e.g. 1GiB)"),
+    Option("--simulate-model", one_of(list(MODELS), "GPU model"), "h100-sxm",
+           f"model of the simulated GPUs: {', '.join(MODELS)}", metavar="MODEL"),
+    Option("--workload", names_of(list(WORKLOADS), "workload"), "training",
+           f"simulated workloads, given to the GPUs in turn: {', '.join(WORKLOADS)}", metavar="LIST"),
+    Option("--seed", non_negative_int, 0, "seed of the simulation (same seed, same GPUs and values)",
+           metavar="N"),
+    Option("--sources", names_of(list(REGISTRY), "source"), None,
+           f"sources to run: {', '.join(REGISTRY)} (default: nvml,host, or simulated,host with --simulate)",
+           metavar="LIST"),
+    Option("--disable-source", names_of(list(REGISTRY), "source"), [], "sources not to run",
+           metavar="LIST"),
+    Option("--sysfs-root", lambda raw: Path(text(raw)), Path("/sys"), "where sysfs is mounted (RAPL)",
+           metavar="DIR"),
+    Option("--batch-seconds", positive_float, 10.0, "seconds of readings per batch sent to the collector",
+           metavar="SECONDS"),
+    Option("--spool-max-bytes", byte_size, 1 << 30, "the most disk the spool may use (e.g. 1GiB)",
+           metavar="BYTES"),
 ]
 
 
@@ -154,6 +137,8 @@ def settings(args: argparse.Namespace, env: dict[str, str] | None = None) -> dic
     if clash:
         raise ConfigError(f"--label: {clash[0]!r} is set by the agent itself; choose another label name")
     s["labels"] = labels
+    if isinstance(s["workload"], str):  # the default
+        s["workload"] = [s["workload"]]
     names = s["sources"] or default_sources(s["simulate"])
     names = [n for n in names if n not in s["disable_source"]]
     if "simulated" in names and s["simulate"] == 0:
