@@ -232,3 +232,32 @@ def test_an_interval_over_a_month_long_is_unmeasured_even_with_counters() -> Non
     # 32 days > 31 days: one counter delta is not trusted over so long (docs/accounting.md)
     assert device_totals(led)["energy_j"] == 0.0
     assert device_totals(led)["unmeasured_s"] == 32 * 86400.0
+
+
+def test_the_worked_example_of_docs_accounting() -> None:
+    """docs/accounting.md section 9, number for number."""
+    berlin = "Europe/Berlin"
+    sites = make_sites({"fra1": {"timezone": berlin, "currency": "EUR", "pue": 1.4,
+                                 "demand_charge_per_kw": 9.5, "carbon_g_per_kwh": 380, "tariff": [
+                                     {"price_per_kwh": 0.28, "days": ["mon", "tue", "wed", "thu", "fri"],
+                                      "from": "08:00", "to": "20:00"}, {"price_per_kwh": 0.16}]}})
+    table = [("07:59:00", 10_000_000, 600), ("07:59:40", 10_024_000, 600), ("08:00:20", 10_048_000, 600),
+             ("08:00:50", 1_200, 40), ("08:01:10", None, 500), ("08:02:00", 1_300_000, 650),
+             ("08:02:10", 1_400_000, 640), ("08:02:20", 1_406_400, 640)]
+    led = open_ledger(sites, now=at("2026-12-16 00:00", berlin))
+    led.ingest([make_batch(labels={"site": "fra1", "cluster": "train-a"},
+                           devices=[{"id": "GPU-8c2e", "kind": "gpu", "index": 0, "power_limit_w": 700}],
+                           ts=[at(f"2026-12-01 {t}", berlin) for t, _, _ in table],
+                           energy_j=[e for _, e, _ in table], power_w=[p for _, _, p in table])])
+    assert device_totals(led) == {"energy_j": 67450.0, "unmeasured_s": 50.0, "resets": 1,
+                                  "anomalies": 1, "late": 0}
+    row = site_row(led, "2026-12", "fra1")
+    assert row["it_cost"] == pytest.approx(0.01 * 0.16 + 31450 / KWH * 0.28)
+    assert row["it_cost"] == pytest.approx(0.0040461, abs=1e-7)
+    assert row["cooling_cost"] == pytest.approx(0.0016184, abs=1e-7)
+    assert row["energy_cost"] == pytest.approx(0.0056646, abs=1e-7)
+    assert row["carbon_kg"] * 1000 == pytest.approx(9.968, abs=1e-3)
+    assert row["peak_demand_kw"] == pytest.approx(0.056)
+    assert row["demand_charge"] == pytest.approx(0.532)
+    assert row["total_cost"] == pytest.approx(0.5376646, abs=1e-7)
+    assert row["currency"] == "EUR"
