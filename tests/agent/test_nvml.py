@@ -151,3 +151,17 @@ def test_close_shuts_nvml_down() -> None:
     assert nvml.initialized()
     src.close()
     assert not nvml.initialized()
+
+
+def test_temperature_falls_back_to_the_versioned_call() -> None:
+    nvml = make_nvml([h100()])
+
+    def gone(handle: object, sensor: int) -> int:
+        raise nvml.NVMLError(13)  # FunctionNotFound, as when a driver drops the deprecated call
+
+    nvml.nvmlDeviceGetTemperature = gone
+    nvml.nvmlDeviceGetTemperatureV = lambda handle, sensor: 64
+    src = NvmlSource("n1", nvml=nvml)
+    src.open()
+    assert src.sample(TS).readings[0].temp_c == 64.0
+    assert src.sample(TS + 1).readings[0].temp_c == 64.0

@@ -193,7 +193,10 @@ class NvmlSource:
         f = self._field
         power_mw = f(gpu, "power", nvml.nvmlDeviceGetPowerUsage)
         energy_mj = f(gpu, "energy", nvml.nvmlDeviceGetTotalEnergyConsumption)
-        temp = f(gpu, "temp", nvml.nvmlDeviceGetTemperature, nvml.NVML_TEMPERATURE_GPU)
+        die = nvml.NVML_TEMPERATURE_GPU
+        temp = f(gpu, "temp", getattr(nvml, "nvmlDeviceGetTemperature", None), die)
+        if temp is None and "temp" in gpu.unsupported:  # the old call is gone from future NVML
+            temp = f(gpu, "temp_v", getattr(nvml, "nvmlDeviceGetTemperatureV", None), die)
         mem_temp = self._memory_temp(gpu)
         rates = f(gpu, "utilization", nvml.nvmlDeviceGetUtilizationRates)
         memory = f(gpu, "memory", nvml.nvmlDeviceGetMemoryInfo)
