@@ -122,22 +122,20 @@ def _node_families(nodes: dict[str, NodeView], dev: DeviceTable) -> Iterator[Met
 
 
 def _device_families(nodes: dict[str, NodeView], dev: DeviceTable) -> Iterator[Metric]:
-    counters = {
-        "energy_j": CounterMetricFamily("wattledger_device_energy_joules",
-                                        "IT energy of the device, as accounted.", labels=DEVICE_LABELS),
-        "unmeasured_s": CounterMetricFamily("wattledger_unmeasured_seconds",
-                                            "Time between readings that no rule could measure.",
-                                            labels=DEVICE_LABELS),
+    def counter(name: str, text: str) -> CounterMetricFamily:
+        return CounterMetricFamily(name, text, labels=DEVICE_LABELS)
+
+    counters = {  # float sums, by DeviceTable column
+        "energy_j": counter("wattledger_device_energy_joules", "IT energy of the device, as accounted."),
+        "unmeasured_s": counter("wattledger_unmeasured_seconds",
+                                "Time between readings that no rule could measure."),
     }
-    counts = {
-        "resets": CounterMetricFamily("wattledger_counter_resets",
-                                      "Energy counter resets (driver reload).", labels=DEVICE_LABELS),
-        "anomalies": CounterMetricFamily("wattledger_energy_anomalies",
-                                         "Counter deltas above 2 x power limit x dt (power used).",
-                                         labels=DEVICE_LABELS),
-        "late": CounterMetricFamily("wattledger_late_readings",
-                                    "Readings older than the device's last committed one (no energy).",
-                                    labels=DEVICE_LABELS),
+    counts = {  # event counts, by DeviceTable column
+        "resets": counter("wattledger_counter_resets", "Energy counter resets (driver reload)."),
+        "anomalies": counter("wattledger_energy_anomalies",
+                             "Counter deltas above 2 x power limit x dt (power used instead)."),
+        "late": counter("wattledger_late_readings",
+                        "Readings not newer than the device's last committed one (no energy)."),
     }
 
     def gauge(name: str, text: str, extra: tuple[str, ...] = ()) -> GaugeMetricFamily:
