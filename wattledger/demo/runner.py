@@ -324,8 +324,9 @@ class Demo:
                 self.say(f"  {child.name}: did not stop within {timeout:.0f} s, killed")
             elif summary and (line := child.last_line(summary)):
                 self.say(f"  {child.name}: {line[line.index(summary):]}")
-            elif child.proc.returncode in (0, -signal.SIGTERM):  # uvicorn re-raises the SIGTERM
-                self.say(f"  {child.name}: stopped")
+            elif child.proc.returncode == 0 or (child is self.collector
+                                                 and child.proc.returncode == -signal.SIGTERM):
+                self.say(f"  {child.name}: stopped")  # (uvicorn re-raises the SIGTERM it handled)
             else:
                 self.say(f"  {child.name}: stopped (exit {child.proc.returncode})")
 

@@ -1,0 +1,115 @@
+"""`wattledger demo` as a real process: live figures in plain lines, Ctrl-C stops every child and
+exits 0; a demo killed outright takes its children with it."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+WATTLEDGER = str(Path(sys.executable).parent / "wattledger")
+
+
+def pids_mentioning(text: str) -> list[int]:
+    """Live processes whose command line mentions ``text`` (the demo's unique state folder)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def wait_for(predicate: object, timeout: float, what: str, log: Path | None = None) -> None:
+    assert callable(predicate)
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.3)
+    tail = log.read_text(errors="replace")[-1500:] if log else ""
+    raise AssertionError(f"{what} did not happen within {timeout:.0f} s; output tail: {tail}")
+
+
+def start_demo(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[bytes], Path, Path]:
+    state = tmp_path / "state"
+    out = tmp_path / "demo.out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WATTLEDGER_")}
+    with out.open("wb") as f:
+        proc = subprocess.Popen(
+            [WATTLEDGER, "demo", "--state-dir", str(state), "--fresh", "--collector-port", "0",
+             "--prometheus-port", "0", "--agent-port", "0", "--refresh", "1", *extra],
+            stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            start_new_session=True)
+    return proc, state, out
+
+
+@pytest.fixture
+def cleanup() -> Iterator[list[subprocess.Popen[bytes]]]:
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(5)
+
+
+LIVE_LINE = re.compile(r"fleet power [\d,.]+ k?W, hottest GPU [\d.]+ °C")
+
+
+def test_demo_shows_live_figures_and_ctrl_c_stops_everything(
+        tmp_path: Path, cleanup: list[subprocess.Popen[bytes]]) -> None:
+    proc, state, out = start_demo(tmp_path)
+    cleanup.append(proc)
+    text = lambda: out.read_text(errors="replace")  # noqa: E731
+    wait_for(lambda: "backfill done" in text(), 60, "the backfill", out)
+    after = lambda: text().split("backfill done", 1)[1]  # noqa: E731
+    wait_for(lambda: LIVE_LINE.search(after()) and "cost so far $" in after(), 30, "a live line", out)
+    children = 6 if shutil.which("prometheus") else 5
+    wait_for(lambda: len(pids_mentioning(str(state))) >= children, 20, "every child running", out)
+    agent_logs = [state / "logs" / f"agent-demo-gpu-0{i}.log" for i in range(1, 5)]
+    wait_for(lambda: all(p.exists() and "delivering to" in p.read_text() for p in agent_logs), 30,
+             "the agents sampling", out)
+    time.sleep(2)  # a few samples each, still in their open batch: the stop must ship them
+
+    os.killpg(proc.pid, signal.SIGINT)
+    rc = proc.wait(45)
+    output = text()
+    assert rc == 0, output[-1500:]
+    assert "Traceback" not in output
+    # every figure the acceptance check looks for, with units
+    assert re.search(r"\bW\b", output) and "°C" in output and "USD" in output and "plan" in output
+    # the agents stopped first and shipped everything they had taken
+    stops = re.findall(r"agent (demo-gpu-\d+): stopped: readings=(\d+) shipped=(\d+) spooled=(\d+)", output)
+    assert len(stops) == 4, output[-1500:]
+    for _, readings, shipped, spooled in stops:
+        assert int(readings) > 0 and readings == shipped and spooled == "0"
+    assert "collector: stopped" in output and "demo stopped" in output
+    assert pids_mentioning(str(state)) == []
+
+
+def test_a_killed_demo_takes_its_children_with_it(
+        tmp_path: Path, cleanup: list[subprocess.Popen[bytes]]) -> None:
+    proc, state, out = start_demo(tmp_path, "--no-backfill", "--no-prometheus")
+    cleanup.append(proc)
+    wait_for(lambda: LIVE_LINE.search(out.read_text(errors="replace")), 40, "a live line", out)
+    wait_for(lambda: len(pids_mentioning(str(state))) >= 5, 20, "every child running", out)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(5)
+    # each child gets SIGTERM when the demo dies; agents may try to ship for up to 10 s
+    wait_for(lambda: pids_mentioning(str(state)) == [], 30, "the children's exit", out)
