@@ -264,3 +264,18 @@ def test_refresh_notes_month_roll_over_and_stale_nodes(caplog: pytest.LogCapture
     led.refresh()
     assert led.quarters == {}  # quarter-hours older than needed leave memory (not the store)
     assert site_row(led, "2026-11")["it_energy_j"] == 1000.0
+
+
+def test_devices_without_readings_are_stored_too(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path}/l.db"
+    t = at("2026-11-02 10:00")
+    led = open_ledger(db=db)
+    # GPU-b is declared but never measured; then another node's GPU is
+    led.ingest([make_batch(devices=TWO_GPUS, device=[0], ts=[t], power_w=[100.0])])
+    led.ingest([make_batch(node="n2", stream="s2", ts=[t, t + 10], power_w=[50.0, 50.0])])
+    led.close()
+    again = open_ledger(db=db)
+    assert [(again.devices.node[s], again.devices.device[s]) for s in range(again.devices.size)] == \
+        [("n1", "GPU-a"), ("n1", "GPU-b"), ("n2", "GPU-0")]
+    assert device_totals(again, 2)["energy_j"] == 500.0
+    again.close()

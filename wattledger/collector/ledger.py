@@ -252,6 +252,7 @@ class Ledger:
         now = self.clock()
         stream_rows, seqs_added, seqs_dropped = self._advance_streams(batches)
         touched_nodes: set[str] = set()
+        declared: set[int] = set()
         parts: dict[str, list[Any]] = {k: [] for k in ("slot", "group", "ts", "power_w", "energy_j",
                                                        *LATEST)}
         for vb in batches:
@@ -266,18 +267,19 @@ class Ledger:
             touched_nodes.add(b.node)
             by_index = np.zeros(max(d.index for d in b.devices) + 1, dtype=np.int64)
             for info in b.devices:
-                by_index[info.index] = self.devices.slot_of(b.node, info)
+                by_index[info.index] = slot = self.devices.slot_of(b.node, info)
+                declared.add(slot)  # written even without readings: metadata may have changed
             parts["slot"].append(by_index[cols.device])
             parts["group"].append(np.full(len(cols), self._group(site, cluster), dtype=np.int64))
             for name in ("ts", "power_w", "energy_j", *LATEST):
                 parts[name].append(getattr(cols, name))
         r = {name: np.concatenate(arrays) for name, arrays in parts.items()}
-        usage_rows, quarter_rows, touched_slots = self._account(r)
+        usage_rows, quarter_rows = self._account(r)
         node_rows = [(n, s.site, s.cluster, json.dumps(s.labels, sort_keys=True), s.last_seen,
                       s.readings) for n in sorted(touched_nodes) for s in [self.node_states[n]]]
         self.store.commit_ingest(
             streams=stream_rows, seqs_added=seqs_added, seqs_dropped=seqs_dropped,
-            nodes=node_rows, devices=self.devices.rows(touched_slots),
+            nodes=node_rows, devices=self.devices.rows(sorted(declared)),
             usage=usage_rows, quarters=quarter_rows)
 
     def _advance_streams(self, batches: Sequence[ValidBatch]
@@ -308,14 +310,12 @@ class Ledger:
         rows = [(s, self.streams[s].node, self.streams[s].low) for s in sorted(touched)]
         return rows, added, dropped
 
-    def _account(self, r: dict[str, Any]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]],
-                                                   list[int]]:
+    def _account(self, r: dict[str, Any]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         """Account readings of many batches; update memory; return the store rows to write."""
         dev = self.devices
         order = np.lexsort((r["ts"], r["slot"]))
         r = {name: values[order] for name, values in r.items()}
         slot: Ints = r["slot"]
-        touched_slots = np.unique(slot).tolist()
         late = intervals.late_readings(slot, r["ts"], dev.view("last_ts"))
         if late.any():
             np.add.at(dev.counts["late"], slot[late], 1)
@@ -339,7 +339,7 @@ class Ledger:
         np.add.at(dev.counts["resets"], iv.slot[iv.reset], 1)
         np.add.at(dev.counts["anomalies"], iv.slot[iv.anomaly], 1)
         usage_rows, quarter_rows = self._price(iv, r["group"][iv.reading])
-        return usage_rows, quarter_rows, touched_slots
+        return usage_rows, quarter_rows
 
     def _price(self, iv: intervals.Intervals, group: Ints
                ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:

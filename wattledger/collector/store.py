@@ -199,7 +199,8 @@ class Store:
             db.executemany(_ADD_QUARTER, quarters)
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # SQLite may have rolled back already (e.g. disk full)
+                db.execute("ROLLBACK")
             raise
 
     def close(self) -> None:
