@@ -83,6 +83,8 @@ def agent_args(scenario: Scenario, server: Server, state: DemoState, ports: Port
         "--collector", collector_url(ports),
         "--token-file", str(state.token_file(server.node)),
         "--spool", str(state.spool(server.node)),
+        # short batches, so the collector's figures in the view follow the agents closely
+        "--batch-seconds", "2",
     ]
     for key, value in server.labels(scenario.site.name).items():
         args += ["--label", f"{key}={value}"]

@@ -149,15 +149,16 @@ def alerts_panel(snap: Snapshot) -> RenderableType:
 def footer(snap: Snapshot) -> Text:
     u = snap.urls
     text = Text()
-    text.append("collector ", style="bold")
-    text.append(f"{u.collector}   metrics {u.collector}/metrics   spend {u.collector}/v1/spend"
-                f"   nodes {u.collector}/v1/nodes\n")
-    text.append("prometheus ", style="bold")
-    text.append(f"{u.prometheus}\n" if u.prometheus else "not running (apt-get install prometheus)\n")
-    text.append("grafana ", style="bold")
+    text.append("collector   ", style="bold")
+    text.append(f"{u.collector}   {u.collector}/metrics   {u.collector}/v1/spend   "
+                f"{u.collector}/v1/nodes   {u.collector}/docs\n")
+    text.append("prometheus  ", style="bold")
+    text.append(f"{u.prometheus}   {u.prometheus}/alerts\n" if u.prometheus
+                else "not running (apt-get install prometheus)\n")
+    text.append("grafana     ", style="bold")
     if u.prometheus and u.grafana_provisioning:
-        text.append(f"add a Prometheus datasource at {u.prometheus} and the dashboards of "
-                    f"{u.grafana_provisioning} (see docs/demo.md)\n")
+        text.append(f"provision {u.grafana_provisioning} with WATTLEDGER_PROMETHEUS_URL={u.prometheus} "
+                    "(docs/demo.md has the command)\n")
     else:
         text.append("see docs/demo.md\n")
     text.append("Ctrl-C stops the demo and every process it started", style="dim")
