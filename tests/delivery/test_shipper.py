@@ -212,3 +212,35 @@ def test_bad_configuration_is_one_line(tmp_path: Path, collector: FakeCollector)
     (tmp_path / "file").write_text("")
     with pytest.raises(ConfigError, match="--spool"):
         Delivery(spool_dir=tmp_path / "file", collector_url=collector.url, token=None, node="n", labels={})
+
+
+def test_a_batch_is_cut_every_batch_seconds(tmp_path: Path, collector: FakeCollector) -> None:
+    now = [0.0]
+    delivery = make_delivery(tmp_path, collector.url, batch_seconds=10.0, clock=lambda: now[0])
+    for k, t in enumerate([0.0, 4.0, 9.9, 10.0, 15.0, 24.9]):
+        now[0] = t
+        delivery.record(make_sample(DEVICES, k))
+    counts = delivery.spool.counts()
+    # cut at t=10 (samples at 0, 4, 9.9, 10); the next batch opened at 15 is not due yet
+    assert (counts.batches, counts.readings, counts.open_readings) == (1, 16, 8)
+    now[0] = 25.0
+    delivery._cut_if_due()  # what the shipper does while idle: no sample needed
+    assert delivery.spool.counts().batches == 2
+    delivery.stop(timeout=0)
+
+
+def test_self_health_metrics(tmp_path: Path, collector: FakeCollector) -> None:
+    delivery = make_delivery(tmp_path, collector.url)
+    spool_batches(delivery, range(3))
+    families = {m.name: m for m in delivery.collect()}
+    assert families["wattledger_agent_spool_batches"].samples[0].value == 3
+    assert families["wattledger_agent_spool_readings"].samples[0].value == 12
+    assert families["wattledger_agent_spool_bytes"].samples[0].value > 0
+    assert families["wattledger_agent_spool_oldest_timestamp_seconds"].samples[0].value == 1_700_000_000.0
+    assert families["wattledger_agent_dropped_readings"].type == "counter"
+    assert families["wattledger_agent_spool_corruptions"].type == "counter"
+    assert families["wattledger_agent_spool_batches"].samples[0].labels == {"node": "node-a", "site": "s1"}
+    outcomes = {s.labels["outcome"] for s in families["wattledger_agent_shipped_batches"].samples}
+    assert outcomes == {"ok", "duplicate", "retry", "auth_error", "dead_letter"}
+    run_until(delivery, collector, 12)
+    assert delivery.shipper.shipped_readings == 12
