@@ -146,9 +146,10 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
             yield c
 
 
-def make_app(ledger: FakeLedger | None = None, **over: Any) -> tuple[FastAPI, FakeLedger]:
+def make_app(ledger: FakeLedger | None = None, *, fast_ingest: bool = True,
+             **over: Any) -> tuple[FastAPI, FakeLedger]:
     ledger = ledger or FakeLedger()
-    return create_app(settings(**over), ledger=ledger, clock=lambda: NOW), ledger
+    return create_app(settings(**over), ledger=ledger, clock=lambda: NOW, fast_ingest=fast_ingest), ledger
 
 
 # ---------------------------------------------------------------------------- real process

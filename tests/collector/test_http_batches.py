@@ -30,8 +30,9 @@ def assert_error(r: Any, status: int, error: str | None = None) -> dict[str, Any
     return doc
 
 
-async def test_accepted_then_duplicate_counts_readings_once() -> None:
-    app, ledger = make_app()
+@pytest.mark.parametrize("fast_ingest", [True, False], ids=["asgi-fast-path", "fastapi-route"])
+async def test_accepted_then_duplicate_counts_readings_once(fast_ingest: bool) -> None:
+    app, ledger = make_app(fast_ingest=fast_ingest)
     async with client(app) as c:
         first = await post(c, body(batch(seq=1, n=5)))
         again = await post(c, body(batch(seq=1, n=5)))
@@ -70,8 +71,9 @@ async def test_no_or_unknown_token_is_401(authorization: str | None) -> None:
     assert ledger.state() == ({}, {})
 
 
-async def test_token_of_another_node_is_403() -> None:
-    app, ledger = make_app()
+@pytest.mark.parametrize("fast_ingest", [True, False], ids=["asgi-fast-path", "fastapi-route"])
+async def test_token_of_another_node_is_403(fast_ingest: bool) -> None:
+    app, ledger = make_app(fast_ingest=fast_ingest)
     async with client(app) as c:
         r = await post(c, body(batch(node="gpu-node-02")))
     doc = assert_error(r, 403, "forbidden")
@@ -113,8 +115,9 @@ async def test_content_length_over_the_limit_is_413_before_reading() -> None:
     assert pulled <= 1
 
 
-async def test_streamed_body_over_the_limit_is_cut_short() -> None:
-    app, ledger = make_app(max_body_bytes=MIB)
+@pytest.mark.parametrize("fast_ingest", [True, False], ids=["asgi-fast-path", "fastapi-route"])
+async def test_streamed_body_over_the_limit_is_cut_short(fast_ingest: bool) -> None:
+    app, ledger = make_app(max_body_bytes=MIB, fast_ingest=fast_ingest)
     chunk, pulled = 65536, 0
 
     async def chunks() -> AsyncIterator[bytes]:  # 64 MiB, no Content-Length (chunked)
