@@ -52,8 +52,12 @@ INSTALL_PROMETHEUS = "Prometheus is not installed, so no alert rules run: apt-ge
 
 class Demo:
     def __init__(self, settings: dict[str, Any], scenario: Scenario | None = None,
-                 console: Console | None = None, clock: Callable[[], float] = time.time) -> None:
+                 console: Console | None = None, clock: Callable[[], float] = time.time,
+                 observer: Callable[[Snapshot], bool] | None = None) -> None:
+        """``observer`` sees every snapshot shown; when it returns True the demo stops (as on
+        Ctrl-C). The README picture is taken this way."""
         self.s = settings
+        self.observer = observer
         self.scenario = scenario or default_scenario()
         self.console = console or Console()
         self.clock = clock
@@ -165,6 +169,8 @@ class Demo:
             self._start_agents(ports)
 
         provisioning = democonfig.grafana_provisioning()
+        if provisioning is not None and provisioning.is_relative_to(Path.cwd()):
+            provisioning = provisioning.relative_to(Path.cwd())  # as `make demo` users see it
         urls = Urls(collector_url, prometheus_url, str(provisioning) if provisioning else None)
         fetcher = Fetcher(collector_url, prometheus_url, self.scenario)
         try:
@@ -254,6 +260,9 @@ class Demo:
             snap = self._snapshot(urls, fetcher)
             self.last = snap
             show(snap)
+            if self.observer is not None and self.observer(snap):
+                self.stop.set()
+                break
             self.stop.wait(self.refresh)
         return 0
 
