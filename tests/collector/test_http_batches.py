@@ -68,6 +68,7 @@ async def test_no_or_unknown_token_is_401(authorization: str | None) -> None:
     doc = assert_error(r, 401, "unauthorized")
     assert doc["detail"]["field"] == "Authorization"
     assert r.headers["www-authenticate"].startswith("Bearer")
+    assert r.headers["connection"] == "close"  # the body was not read: not drained either
     assert ledger.state() == ({}, {})
 
 

@@ -56,7 +56,7 @@ class LedgerWriter(Protocol):
 class IngestLimits:
     max_body_bytes: int = 8 * MIB  # before and after gzip
     max_queue_batches: int = 1024  # validated batches waiting for the writer
-    max_pending_bytes: int = 256 * MIB  # body bytes (raw + un-gzipped) of requests in progress
+    max_pending_bytes: int = 128 * MIB  # body bytes (raw + un-gzipped) of requests in progress
     max_group_batches: int = 512  # batches in one ledger transaction
     inline_check_bytes: int = 256 * 1024  # bigger bodies are parsed in a worker thread
     retry_after_seconds: int = 1
@@ -374,13 +374,18 @@ class BatchIngest:
 
     async def _handle(self, head: RequestHead, chunks: AsyncIterator[bytes]) -> Answer:
         limits = self.limits
-        identity = self.tokens.identify(head.authorization)
-        if identity.status:
-            raise Refusal(identity.status, "unauthorized", why("Authorization", identity.reason),
-                          {"WWW-Authenticate": 'Bearer realm="wattledger"'})
-        check_content_type(head.content_type)
-        gzip = check_content_encoding(head.content_encoding)
-        declared = _content_length(head.content_length)
+        try:
+            identity = self.tokens.identify(head.authorization)
+            if identity.status:
+                raise Refusal(identity.status, "unauthorized", why("Authorization", identity.reason),
+                              {"WWW-Authenticate": 'Bearer realm="wattledger"'})
+            check_content_type(head.content_type)
+            gzip = check_content_encoding(head.content_encoding)
+            declared = _content_length(head.content_length)
+        except Refusal as refusal:
+            # answered without reading the body: close rather than let the client send it all
+            refusal.headers.setdefault("Connection", "close")
+            raise
         if declared is not None and declared > limits.max_body_bytes:
             raise too_large(limits.max_body_bytes, f"Content-Length {declared} is")
         if self.writer.full():

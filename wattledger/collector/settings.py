@@ -65,7 +65,7 @@ class CollectorSettings(BaseModel):
     refresh_interval_seconds: Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)] = 15.0
     max_body_bytes: Annotated[int, Field(ge=1024)] = 8 * MIB
     max_queue_batches: Annotated[int, Field(ge=1)] = 1024
-    max_pending_bytes: Annotated[int, Field(ge=1024)] = 256 * MIB
+    max_pending_bytes: Annotated[int, Field(ge=1024)] = 128 * MIB
     max_group_batches: Annotated[int, Field(ge=1)] = 512
     tls_cert: Annotated[Path, _converted(config.existing_file)] | None = None
     tls_key: Annotated[Path, _converted(config.existing_file)] | None = None
