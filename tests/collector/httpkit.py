@@ -190,7 +190,7 @@ def trace(count: int, t0: float, node: str = "gpu-node-01", stream: str = "s-1")
 
 def start_collector(workdir: Path, cfg: dict[str, Any], *, name: str = "collector",
                     ready: Callable[[httpx.Response], bool] = lambda r: r.status_code == 200,
-                    timeout: float = 40.0) -> Collector_:
+                    timeout: float = 40.0, scheme: str = "http") -> Collector_:
     port = free_port()
     cfg = {**cfg, "listen": f"127.0.0.1:{port}"}
     conf = workdir / f"{name}.yaml"
@@ -199,13 +199,13 @@ def start_collector(workdir: Path, cfg: dict[str, Any], *, name: str = "collecto
     with open(log, "ab") as out:
         proc = subprocess.Popen([WATTLEDGER, "collector", "--config", str(conf)], stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    url = f"{scheme}://127.0.0.1:{port}"
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if proc.poll() is not None:
             raise AssertionError(f"collector exited {proc.returncode}: {log.read_text()[-800:]}")
         try:
-            if ready(httpx.get(f"{url}/readyz", timeout=2)):
+            if ready(httpx.get(f"{url}/readyz", timeout=2, verify=False)):  # a test's own cert
                 return Collector_(proc, url, log)
         except httpx.HTTPError:
             pass
