@@ -104,8 +104,9 @@ def fake_uuid(node: str, index: int, seed: int) -> str:
 
 
 class SimulatedGpu:
-    """One simulated GPU. ``counter_j`` is what NVML's energy counter would say (it restarts at
-    0 on a driver reload); ``drawn_j`` is the ground truth drawn since the simulation began."""
+    """One simulated GPU. ``counter_j`` is what NVML's energy counter would say (0 when the
+    simulation begins, and again after a driver reload); ``drawn_j`` is the ground truth drawn
+    since the simulation began."""
 
     def __init__(self, node: str, index: int, model: GpuModel, workload: str, seed: int) -> None:
         self.model = model
@@ -116,7 +117,10 @@ class SimulatedGpu:
         self._rng = random.Random(f"{seed}:{node}:{index}")
         # data-parallel jobs checkpoint together: one phase per node, not per GPU
         self._phase = random.Random(f"{seed}:{node}").uniform(0, CHECKPOINT_EVERY_S)
-        self.counter_j = self._rng.uniform(1e5, 1e7)  # the driver was loaded a while ago
+        # The counter starts at 0, as if the driver had just been loaded: a restarted simulation
+        # (the demo's live agent after its backfill) then looks like a driver reload to the
+        # collector, which adds exactly the energy since the restart, never a made-up offset.
+        self.counter_j = 0.0
         self.drawn_j = 0.0
         self.temp_c = self.workload.ambient_c + self._resistance * model.idle_w
         self.power_w = model.idle_w
