@@ -100,7 +100,8 @@ def test_rich_view_shows_every_figure_with_its_unit(ledger: Ledger, scenario: Sc
     assert "kWh" in text and "plan" in text
     assert "backfilling the month so far: 42 %" in text
     assert "GpuThermalSlowdownNear" in text and "firing" in text
-    assert "http://127.0.0.1:9861/metrics" in text and "http://127.0.0.1:9090" in text
+    assert "http://127.0.0.1:9861" in text and "/metrics" in text and "/v1/spend" in text
+    assert "http://127.0.0.1:9090" in text
     assert "dashboards/provisioning" in text
 
 

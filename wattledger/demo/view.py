@@ -150,15 +150,14 @@ def footer(snap: Snapshot) -> Text:
     u = snap.urls
     text = Text()
     text.append("collector   ", style="bold")
-    text.append(f"{u.collector}   {u.collector}/metrics   {u.collector}/v1/spend   "
-                f"{u.collector}/v1/nodes   {u.collector}/docs\n")
+    text.append(f"{u.collector}   (/metrics  /v1/spend  /v1/nodes  /docs)\n")
     text.append("prometheus  ", style="bold")
     text.append(f"{u.prometheus}   {u.prometheus}/alerts\n" if u.prometheus
                 else "not running (apt-get install prometheus)\n")
     text.append("grafana     ", style="bold")
     if u.prometheus and u.grafana_provisioning:
-        text.append(f"provision {u.grafana_provisioning} with WATTLEDGER_PROMETHEUS_URL={u.prometheus} "
-                    "(docs/demo.md has the command)\n")
+        text.append(f"{u.grafana_provisioning}/ with WATTLEDGER_PROMETHEUS_URL={u.prometheus} "
+                    "(see docs/demo.md)\n")
     else:
         text.append("see docs/demo.md\n")
     text.append("Ctrl-C stops the demo and every process it started", style="dim")
