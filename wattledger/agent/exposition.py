@@ -15,6 +15,7 @@ from wattledger.agent.reading import DeviceReading
 from wattledger.agent.sampler import Snapshot
 from wattledger.agent.shipper import Outcome
 from wattledger.agent.sources.base import CLOCK_EVENT_REASONS
+from wattledger.wire import DeviceInfo
 
 #: label names the agent sets itself; a --label may not take one of them
 RESERVED_LABELS = frozenset(
@@ -71,14 +72,9 @@ class AgentCollector(Collector):
 
     # ---------------------------------------------------------------- GPUs
 
-    def _gpu_labels(self, r: DeviceReading) -> list[str]:
-        return [
-            self._node_values[0],
-            str(r.device.index),
-            r.device.id,
-            r.device.model or "",
-            *self._node_values[1:],
-        ]
+    def _gpu_labels(self, info: DeviceInfo) -> list[str]:
+        node, *extra = self._node_values
+        return [node, str(info.index), info.id, info.model or "", *extra]
 
     def _gpu_families(self, gpus: list[DeviceReading], snap: Snapshot) -> Iterator[Metric]:
         names = self._gpu_names
@@ -88,26 +84,17 @@ class AgentCollector(Collector):
             for r in gpus:
                 v = value(r)
                 if v is not None:
-                    fam.add_metric(self._gpu_labels(r), v)
+                    fam.add_metric(self._gpu_labels(r.device), v)
             return fam
 
         up = GaugeMetricFamily(
             "wattledger_gpu_up", "1 if the GPU answered the last sample, 0 if lost.", labels=names
         )
         for r in gpus:
-            up.add_metric(self._gpu_labels(r), 1.0)
+            up.add_metric(self._gpu_labels(r.device), 1.0)
         for info in snap.down:
             if info.kind == "gpu":
-                up.add_metric(
-                    [
-                        self._node_values[0],
-                        str(info.index),
-                        info.id,
-                        info.model or "",
-                        *self._node_values[1:],
-                    ],
-                    0.0,
-                )
+                up.add_metric(self._gpu_labels(info), 0.0)
         yield up
         yield gauge("wattledger_gpu_power_watts", "Power draw.", lambda r: r.power_w)
         energy = CounterMetricFamily(
@@ -117,7 +104,7 @@ class AgentCollector(Collector):
         )
         for r in gpus:
             if r.energy_j is not None:
-                energy.add_metric(self._gpu_labels(r), r.energy_j)
+                energy.add_metric(self._gpu_labels(r.device), r.energy_j)
         yield energy
         temp = GaugeMetricFamily(
             "wattledger_gpu_temperature_celsius",
@@ -126,9 +113,9 @@ class AgentCollector(Collector):
         )
         for r in gpus:
             if r.temp_c is not None:
-                temp.add_metric([*self._gpu_labels(r), "gpu"], r.temp_c)
+                temp.add_metric([*self._gpu_labels(r.device), "gpu"], r.temp_c)
             if r.mem_temp_c is not None:
-                temp.add_metric([*self._gpu_labels(r), "memory"], r.mem_temp_c)
+                temp.add_metric([*self._gpu_labels(r.device), "memory"], r.mem_temp_c)
         yield temp
         yield gauge(
             "wattledger_gpu_slowdown_temperature_celsius",
@@ -165,8 +152,9 @@ class AgentCollector(Collector):
         )
         for r in gpus:
             if r.clock_events is not None:
+                labels = self._gpu_labels(r.device)
                 for bit, reason in CLOCK_EVENT_REASONS:
-                    events.add_metric([*self._gpu_labels(r), reason], 1.0 if r.clock_events & bit else 0.0)
+                    events.add_metric([*labels, reason], 1.0 if r.clock_events & bit else 0.0)
         yield events
 
     # ---------------------------------------------------------------- host and self-health
@@ -214,7 +202,7 @@ class AgentCollector(Collector):
                 if value is not None:
                     fam.add_metric(self._node_values, value)
             for d in host.rapl:
-                values = [self._node_values[0], *self._node_values[1:], d.domain]
+                values = [*self._node_values, d.domain]
                 energy.add_metric(values, d.energy_j)
                 if d.power_w is not None:
                     power.add_metric(values, d.power_w)
