@@ -82,55 +82,50 @@ async def test_token_of_another_node_is_403(fast_ingest: bool) -> None:
     assert ledger.state() == ({}, {})
 
 
+class Upload:
+    """A body of ``count`` chunks of 64 KiB that counts how many the server pulled."""
+
+    CHUNK = 65536
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.pulled = 0
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        for _ in range(self.count):
+            self.pulled += 1
+            yield b" " * self.CHUNK
+
+
 async def test_401_is_answered_without_reading_the_body() -> None:
     app, _ = make_app()
-    pulled = 0
-
-    async def chunks() -> AsyncIterator[bytes]:
-        nonlocal pulled
-        for _ in range(1000):
-            pulled += 1
-            yield b" " * 65536
-
+    upload = Upload(1000)
     async with client(app) as c:
-        r = await c.post("/v1/batches", content=chunks(), headers={"Content-Type": "application/json"})
+        r = await c.post("/v1/batches", content=upload.chunks(), headers={"Content-Type": "application/json"})
     assert r.status_code == 401
-    assert pulled <= 1  # the transport may pull one chunk before the answer is seen
+    assert upload.pulled <= 1  # the transport may pull one chunk before the answer is seen
 
 
 async def test_content_length_over_the_limit_is_413_before_reading() -> None:
     app, _ = make_app(max_body_bytes=MIB)
-    pulled = 0
-
-    async def chunks() -> AsyncIterator[bytes]:
-        nonlocal pulled
-        for _ in range(64):
-            pulled += 1
-            yield b" " * 65536
-
+    upload = Upload(64)
     async with client(app) as c:
-        r = await c.post("/v1/batches", content=chunks(), headers={**AUTH, "Content-Length": str(4 * MIB)})
+        r = await c.post("/v1/batches", content=upload.chunks(),
+                         headers={**AUTH, "Content-Length": str(4 * MIB)})
     doc = assert_error(r, 413, "body too large")
     assert "Content-Length" in doc["detail"]["reason"]
     assert r.headers["connection"] == "close"
-    assert pulled <= 1
+    assert upload.pulled <= 1
 
 
 @pytest.mark.parametrize("fast_ingest", [True, False], ids=["asgi-fast-path", "fastapi-route"])
 async def test_streamed_body_over_the_limit_is_cut_short(fast_ingest: bool) -> None:
     app, ledger = make_app(max_body_bytes=MIB, fast_ingest=fast_ingest)
-    chunk, pulled = 65536, 0
-
-    async def chunks() -> AsyncIterator[bytes]:  # 64 MiB, no Content-Length (chunked)
-        nonlocal pulled
-        for _ in range(1024):
-            pulled += 1
-            yield b" " * chunk
-
+    upload = Upload(1024)  # 64 MiB, no Content-Length (chunked)
     async with client(app) as c:
-        r = await c.post("/v1/batches", content=chunks(), headers=AUTH)
+        r = await c.post("/v1/batches", content=upload.chunks(), headers=AUTH)
     assert_error(r, 413, "body too large")
-    assert pulled * chunk <= MIB + 2 * chunk  # stopped right after the limit, not at 64 MiB
+    assert upload.pulled * Upload.CHUNK <= MIB + 2 * Upload.CHUNK  # stopped right after the limit
     assert ledger.state() == ({}, {})
 
 
