@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 from demokit import NOW
@@ -38,6 +39,6 @@ def test_the_moment_settles_without_an_alert() -> None:
 def test_save_svg_draws_the_view(tmp_path: Path) -> None:
     out = tmp_path / "images" / "demo.svg"
     save_svg(snap(4600.0, backfill_done=True, firing=True), out, width=132)
-    svg = out.read_text()
+    svg = html.unescape(out.read_text()).replace("\xa0", " ")  # rich writes spaces as &#160;
     assert svg.startswith("<svg") and "wattledger demo" in svg
     assert "demo-gpu-02" in svg and "°C" in svg and "GpuThermalThrottling" in svg
