@@ -3,7 +3,10 @@ sampling, a clock that steps back is not followed, closed sources are retried.""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+
+import pytest
 
 from wattledger.agent.reading import DeviceReading
 from wattledger.agent.sampler import Sampler
@@ -85,12 +88,16 @@ def test_readings_reach_delivery_and_its_failure_does_not_stop_sampling() -> Non
     assert sampler.snapshot.readings_total == 9 and sampler.snapshot.samples_total == 3
 
 
-def test_a_clock_stepping_back_skips_the_sample() -> None:
+def test_a_clock_stepping_back_skips_samples_until_it_catches_up(caplog: pytest.LogCaptureFixture) -> None:
     sampler = Sampler([SimulatedSource("n1", 1)])
     sampler.open()
     sampler.sample(TS)
-    snap = sampler.sample(TS - 5)
-    assert snap.ts == TS and snap.skipped_total == 1 and snap.readings_total == 1
+    with caplog.at_level(logging.WARNING):
+        for back in (5, 4, 3):
+            snap = sampler.sample(TS - back)
+    assert snap.ts == TS and snap.skipped_total == 3 and snap.readings_total == 1
+    assert len(caplog.records) == 1 and "went back 5.0 s" in caplog.records[0].getMessage()
+    assert sampler.sample(TS + 1).readings_total == 2
 
 
 def test_sample_duration_is_measured_with_the_injected_timer() -> None:

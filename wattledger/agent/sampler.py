@@ -58,6 +58,7 @@ class Sampler:
         self._open: dict[str, bool] = {}
         self._next_open: dict[str, float] = {}
         self._failing: set[str] = set()  # sources whose failure was already logged
+        self._clock_behind = False  # skipping samples until the wall clock catches up
         self._lock = threading.Lock()  # one sample at a time, whoever calls
         self.snapshot = Snapshot(source_up={s.name: False for s in self._sources})
 
@@ -97,9 +98,15 @@ class Sampler:
         started = self._timer()
         prev = self.snapshot
         if prev.ts is not None and ts <= prev.ts:
-            log.warning("clock went back (%.3f after %.3f): sample skipped", ts, prev.ts)
+            # Readings of a device must stay in time order, so wait for the clock to catch up.
+            # Energy is not lost: the next reading's counter covers the skipped time.
+            if not self._clock_behind:
+                log.warning("the clock went back %.1f s: samples are skipped until it catches up",
+                            prev.ts - ts)
+            self._clock_behind = True
             self.snapshot = replace(prev, skipped_total=prev.skipped_total + 1)
             return self.snapshot
+        self._clock_behind = False
         readings: list[DeviceReading] = []
         down: list[DeviceInfo] = []
         host: HostStats | None = None
