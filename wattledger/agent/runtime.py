@@ -5,7 +5,6 @@ runs at import."""
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -94,8 +93,3 @@ class Agent:
             self._server.server_close()
             self._server = None
         return RunSummary(self.sampler.snapshot.readings_total, shipped, spooled)
-
-    def run_until(self, stop: threading.Event) -> RunSummary:
-        self.start()
-        stop.wait()
-        return self.stop()
