@@ -81,18 +81,19 @@ def _plan_style(site: SiteRow) -> str:
 # ----------------------------------------------------------------------------- rich layout
 
 
+def _table(title: str, names: list[str], figures: list[str]) -> Table:
+    """A table of name columns (left) then figure columns (right-aligned)."""
+    table = Table(title=title, box=box.SIMPLE_HEAVY, expand=True, title_justify="left")
+    for name in names:
+        table.add_column(name)
+    for figure in figures:
+        table.add_column(figure, justify="right")
+    return table
+
+
 def servers_table(snap: Snapshot) -> Table:
-    table = Table(title="Servers (latest readings)", box=box.SIMPLE_HEAVY, expand=True,
-                  title_justify="left")
-    table.add_column("server")
-    table.add_column("cluster")
-    table.add_column("workload")
-    table.add_column("GPUs", justify="right")
-    table.add_column("power", justify="right")
-    table.add_column("util", justify="right")
-    table.add_column("hottest GPU", justify="right")
-    table.add_column("temperature / slowdown", justify="right")
-    table.add_column("last reading", justify="right")
+    table = _table("Servers (latest readings)", ["server", "cluster", "workload"],
+                   ["GPUs", "power", "util", "hottest GPU", "temperature / slowdown", "last reading"])
     for s in snap.servers:
         gpu = f"GPU {s.hottest.gpu}" if s.hottest else "-"
         table.add_row(s.node, s.cluster or "-", s.workload or "-", str(s.gpus), watts(s.power_w),
@@ -106,16 +107,9 @@ def servers_table(snap: Snapshot) -> Table:
 
 
 def money_table(snap: Snapshot) -> Table:
-    table = Table(title="Energy and cost this month (IT + cooling + demand charge)",
-                  box=box.SIMPLE_HEAVY, expand=True, title_justify="left")
-    table.add_column("site")
-    table.add_column("IT energy", justify="right")
-    table.add_column("cost so far", justify="right")
-    table.add_column("plan to date", justify="right")
-    table.add_column("of plan to date", justify="right")
-    table.add_column("month-end forecast", justify="right")
-    table.add_column("monthly plan", justify="right")
-    table.add_column("carbon", justify="right")
+    table = _table("Energy and cost this month (IT + cooling + demand charge)", ["site"],
+                   ["IT energy", "cost so far", "plan to date", "of plan to date", "month-end forecast",
+                    "monthly plan", "carbon"])
     for site in snap.sites:
         forecast_style = ("bold red" if site.forecast is not None and site.plan_cost is not None
                           and site.forecast > site.plan_cost else "")
