@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from agent.stub_collector import StubCollector
+
 pytestmark = pytest.mark.integration
 WATTLEDGER = str(Path(sys.executable).parent / "wattledger")
 
@@ -93,6 +95,29 @@ def test_simulated_agent_is_scraped_and_stops_cleanly(tmp_path: Path, agents: li
     assert "Traceback" not in log
     stopped = [line for line in log.splitlines() if "stopped: readings=" in line]
     assert len(stopped) == 1 and stopped[0].endswith("shipped=0 spooled=0")
+
+
+def test_sigterm_ships_what_is_spooled_and_reports_it(tmp_path: Path, agents: list[Agent]) -> None:
+    stub = StubCollector("tok-it")
+    token = tmp_path / "token"
+    token.write_text("tok-it\n")
+    try:
+        # a batch every 60 s: at SIGTERM the open batch is cut and shipped before exit
+        agent = Agent(tmp_path, "--simulate", "2", "--interval", "0.2", "--node", "it-2",
+                      "--sources", "simulated", "--collector", stub.url, "--token-file", str(token),
+                      "--spool", str(tmp_path / "spool"), "--batch-seconds", "60")
+        agents.append(agent)
+        agent.scrape()
+        time.sleep(1.0)
+        assert stub.readings == 0
+        assert agent.stop() == 0
+    finally:
+        stub.close()
+    stopped = [line for line in agent.log.read_text().splitlines() if "stopped: readings=" in line]
+    assert len(stopped) == 1
+    readings = int(stopped[0].split("readings=")[1].split()[0])
+    assert readings >= 8 and stopped[0].endswith(f"readings={readings} shipped={readings} spooled=0")
+    assert stub.readings == readings
 
 
 def test_without_a_driver_it_says_so_once_and_keeps_host(tmp_path: Path, agents: list[Agent]) -> None:
