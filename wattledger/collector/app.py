@@ -130,7 +130,7 @@ def create_app(settings: CollectorSettings, *, ledger: LedgerService | None = No
         periodic = PeriodicWork(led, settings.refresh_interval_seconds)
         registry = CollectorRegistry(auto_describe=False)
         registry.register(led.collector())
-        registry.register(ServiceCollector(stats, ingest.gauges))
+        registry.register(ServiceCollector(stats, ingest.gauges, ingest.counters))
         writer.start()
         await run_in_threadpool(periodic.run_once)  # month roll-over and stale nodes before serving
         periodic.start()

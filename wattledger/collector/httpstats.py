@@ -75,9 +75,11 @@ class ServiceStats:
 class ServiceCollector(Collector):
     """Yields the service's metric families at scrape time."""
 
-    def __init__(self, stats: ServiceStats, gauges: Callable[[], dict[str, float]]) -> None:
+    def __init__(self, stats: ServiceStats, gauges: Callable[[], dict[str, float]],
+                 counters: Callable[[], dict[str, float]] = dict) -> None:
         self._stats = stats
         self._gauges = gauges  # e.g. the ingest queue's length and bytes pending, read now
+        self._counters = counters  # e.g. ledger transactions made, read now
 
     def collect(self) -> Iterable[Metric]:
         outcomes, latency = self._stats.snapshot()
@@ -97,10 +99,13 @@ class ServiceCollector(Collector):
             hist.add_metric([handler], buckets, total)
         yield hist
         for name, level in sorted(self._gauges().items()):
-            yield GaugeMetricFamily(name, _GAUGE_HELP.get(name, name), value=level)
+            yield GaugeMetricFamily(name, _HELP.get(name, name), value=level)
+        for name, count in sorted(self._counters().items()):
+            yield CounterMetricFamily(name, _HELP.get(name, name), value=count)
 
 
-_GAUGE_HELP = {
+_HELP = {
+    "wattledger_ingest_transactions": "ledger transactions made by the writer (batches / this = group size)",
     "wattledger_ingest_queue_batches": "validated batches waiting for the ledger writer",
     "wattledger_ingest_pending_bytes": "request bytes held by batches being read, checked or written",
     "wattledger_ingest_queue_capacity_batches": "the most batches the ingest queue holds before 429",

@@ -364,6 +364,9 @@ class BatchIngest:
                 "wattledger_ingest_queue_capacity_batches": float(self.writer.capacity),
                 "wattledger_ingest_pending_bytes": float(self.pending.used)}
 
+    def counters(self) -> dict[str, float]:
+        return {"wattledger_ingest_transactions": float(self.writer.groups)}
+
     async def handle(self, head: RequestHead, chunks: AsyncIterator[bytes]) -> Answer:
         try:
             return await self._handle(head, chunks)
