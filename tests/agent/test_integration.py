@@ -145,12 +145,17 @@ def test_a_bad_flag_is_refused_at_once_in_one_line() -> None:
     assert r.stdout == "" and len(r.stderr.strip().splitlines()) == 1 and "--interval" in r.stderr
 
 
-def test_a_taken_port_is_one_line_and_exit_2(tmp_path: Path) -> None:
+def test_a_taken_port_is_one_line_and_exit_2_and_opens_no_spool(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("t\n")
+    spool = tmp_path / "spool"
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        r = subprocess.run([WATTLEDGER, "agent", "--simulate", "1", "--listen", f"127.0.0.1:{port}"],
-                           capture_output=True, text=True, timeout=30)
+        argv = [WATTLEDGER, "agent", "--simulate", "1", "--listen", f"127.0.0.1:{port}",
+                "--collector", "http://127.0.0.1:9", "--token-file", str(token), "--spool", str(spool)]
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     assert r.returncode == 2
     assert r.stderr.startswith("wattledger agent: error: cannot listen on") and r.stderr.count("\n") == 1
+    assert not spool.exists()

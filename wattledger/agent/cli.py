@@ -11,7 +11,7 @@ import signal
 import socket
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wattledger.agent.exposition import RESERVED_LABELS
 from wattledger.agent.runtime import Agent
@@ -33,6 +33,9 @@ from wattledger.config import (
     resolve,
     text,
 )
+
+if TYPE_CHECKING:
+    from wattledger.agent.delivery import Delivery
 
 HELP = "sample GPUs and host power, expose them on /metrics, ship them to a collector"
 log = logging.getLogger(__name__)
@@ -172,27 +175,30 @@ def build_agent(s: dict[str, Any]) -> Agent:
         sysfs_root=s["sysfs_root"],
     )
     sources = build_sources(s["source_names"], source_settings)
-    delivery = None
+    delivery_factory = None
     if s["collector"]:  # only then: exporter-only agents never touch the disk
-        from wattledger.agent.delivery import Delivery
 
-        delivery = Delivery(
-            spool_dir=s["spool"],
-            collector_url=s["collector"],
-            token=s["token"],
-            token_file=s["token_file"],
-            node=s["node"],
-            labels=s["labels"],
-            batch_seconds=s["batch_seconds"],
-            max_spool_bytes=s["spool_max_bytes"],
-        )
+        def delivery_factory() -> Delivery:
+            from wattledger.agent.delivery import Delivery
+
+            return Delivery(
+                spool_dir=s["spool"],
+                collector_url=s["collector"],
+                token=s["token"],
+                token_file=s["token_file"],
+                node=s["node"],
+                labels=s["labels"],
+                batch_seconds=s["batch_seconds"],
+                max_spool_bytes=s["spool_max_bytes"],
+            )
+
     return Agent(
         node=s["node"],
         labels=s["labels"],
         sources=sources,
         interval=s["interval"],
         listen=s["listen"],
-        delivery=delivery,
+        delivery_factory=delivery_factory,
     )
 
 
@@ -208,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     try:
         agent.start()
-    except OSError as exc:
+    except (OSError, ConfigError) as exc:
         agent.stop(delivery_timeout=0)
         raise ConfigError(str(exc)) from None
     log.info(

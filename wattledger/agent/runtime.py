@@ -5,7 +5,7 @@ runs at import."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from wsgiref.simple_server import WSGIServer
@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.process_collector import ProcessCollector
 
 from wattledger.agent.exposition import AgentCollector
+from wattledger.agent.reading import DeviceReading
 from wattledger.agent.sampler import Sampler
 from wattledger.agent.sources.base import Source
 from wattledger.config import HostPort
@@ -44,24 +45,36 @@ class Agent:
         sources: Sequence[Source],
         interval: float,
         listen: HostPort,
-        delivery: Delivery | None = None,
+        delivery_factory: Callable[[], Delivery] | None = None,
     ) -> None:
+        """``delivery_factory`` (with a collector) is called once the port is ours, so that
+        an agent that cannot listen never opens a spool."""
         self.interval = interval
         self.listen = listen
-        self.delivery = delivery
-        self.sampler = Sampler(sources, on_readings=delivery.record if delivery is not None else None)
+        self._node, self._labels = node, labels
+        self._delivery_factory = delivery_factory
+        self.delivery: Delivery | None = None
+        self.sampler = Sampler(sources, on_readings=self._deliver)
         self.registry = CollectorRegistry()
-        self.registry.register(AgentCollector(lambda: self.sampler.snapshot, node, labels, delivery))
         ProcessCollector(registry=self.registry)  # the agent's own CPU and memory
         self._server: WSGIServer | None = None
         self._scheduler: BackgroundScheduler | None = None
 
+    def _deliver(self, readings: Sequence[DeviceReading]) -> None:
+        if self.delivery is not None:
+            self.delivery.record(readings)
+
     def start(self) -> None:
-        """Listen, open the sources, take a first sample, then sample every ``interval``."""
+        """Listen, open the delivery and the sources, take a first sample, then sample every
+        ``interval``. Raises OSError (cannot listen) or ConfigError (from the delivery)."""
         try:
             self._server, _ = start_http_server(self.listen.port, self.listen.host, registry=self.registry)
         except OSError as exc:
             raise OSError(f"cannot listen on {self.listen}: {exc.strerror or exc}") from None
+        if self._delivery_factory is not None:
+            self.delivery = self._delivery_factory()
+        self.registry.register(AgentCollector(lambda: self.sampler.snapshot, self._node, self._labels,
+                                              self.delivery))
         log.info("serving /metrics on http://%s/metrics", self.listen)
         self.sampler.open()
         self.sampler.sample()
