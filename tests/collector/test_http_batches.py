@@ -241,12 +241,31 @@ async def test_nan_and_inf_are_422(literal: str) -> None:
     assert ledger.state() == ({}, {})
 
 
-async def test_unknown_site_is_422_from_the_ledger_check() -> None:
+async def test_unknown_site_is_422_before_the_batch_joins_a_group() -> None:
     app, ledger = make_app()
     async with client(app) as c:
         r = await post(c, body(batch(site="mars")))
     assert assert_error(r, 422, "unknown site")["detail"]["field"] == "labels.site"
-    assert ledger.state() == ({}, {})
+    assert ledger.state() == ({}, {}) and ledger.transactions == []
+
+
+async def test_a_batch_the_ledger_refuses_inside_a_group_does_not_sink_the_others() -> None:
+    # the collector knows site "lab" but the ledger refuses it (as it refuses a stream of another
+    # node): the group fails, and the writer commits its batches one by one instead
+    ledger = FakeLedger(sites=("default",), delay=0.05)
+    lab = {"timezone": "UTC", "price_per_kwh": 0.1}
+    app, _ = make_app(ledger, sites={"default": lab, "lab": lab})
+    async with client(app) as c:
+        first = asyncio.create_task(post(c, body(batch(seq=1, stream="first"))))  # keeps the writer busy
+        await asyncio.sleep(0.01)
+        others = await asyncio.gather(
+            *(post(c, body(batch(seq=1, stream=f"s-{i}"))) for i in range(4)),
+            post(c, body(batch(seq=1, stream="lab", site="lab"))))
+        await first
+    assert [r.status_code for r in others] == [200, 200, 200, 200, 422]
+    assert assert_error(others[-1], 422, "unknown site")
+    assert sorted(ledger.committed) == sorted([("first", 1)] + [(f"s-{i}", 1) for i in range(4)])
+    assert ledger.transactions[1:] == [1, 1, 1, 1]  # after the failed group: one by one
 
 
 async def test_rejected_pushes_change_nothing_and_are_counted() -> None:

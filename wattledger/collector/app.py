@@ -68,7 +68,6 @@ QueryMonth = Annotated[Month, AfterValidator(_plausible_month)]
 class LedgerService(Protocol):
     """What the HTTP service needs of ``wattledger.collector.ledger.Ledger``."""
 
-    def check(self, batch: ValidBatch) -> None: ...
     def ingest(self, batches: Sequence[ValidBatch]) -> Sequence[IngestResultLike]: ...
     def collector(self) -> Collector: ...
     def spend(self, *, site: str | None, month: str | None, group_by: GroupBy) -> list[dict[str, Any]]: ...
@@ -83,6 +82,26 @@ def open_ledger(settings: CollectorSettings, clock: Callable[[], float] = time.t
 
     return Ledger(settings.db, settings.sites, settings.plan, max_gap_seconds=settings.max_gap_seconds,
                   clock=clock, stale_after_seconds=settings.stale_after_seconds)
+
+
+def site_check(settings: CollectorSettings) -> Callable[[ValidBatch], None]:
+    """Refuse (422) a batch of a site this collector does not have, before it joins a group.
+
+    Not ``Ledger.check``: that one takes the ledger's lock, which a commit holds through its
+    fsync, and the event loop must never wait for a commit. The rarer refusals (a stream of
+    another node) come from ``Ledger.ingest`` in the writer thread, which then commits the
+    rest of the group without the refused batch.
+    """
+    from wattledger.collector.ledger import UnknownSite, site_and_cluster
+
+    known = frozenset(settings.sites)
+
+    def check(valid: ValidBatch) -> None:
+        site, _ = site_and_cluster(valid.batch)
+        if site not in known:
+            raise UnknownSite(site)
+
+    return check
 
 
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -126,7 +145,7 @@ def create_app(settings: CollectorSettings, *, ledger: LedgerService | None = No
         own = ledger is None
         led = open_ledger(settings, clock) if ledger is None else ledger
         writer = BatchWriter(led, max_queue=limits.max_queue_batches, max_group=limits.max_group_batches)
-        ingest = BatchIngest(tokens, writer, limits, clock, precheck=led.check)
+        ingest = BatchIngest(tokens, writer, limits, clock, precheck=site_check(settings))
         periodic = PeriodicWork(led, settings.refresh_interval_seconds)
         registry = CollectorRegistry(auto_describe=False)
         registry.register(led.collector())

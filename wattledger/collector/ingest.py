@@ -352,7 +352,7 @@ class BatchIngest:
                  clock: Callable[[], float] = time.time,
                  precheck: Callable[[ValidBatch], None] | None = None) -> None:
         self.tokens = tokens
-        # the ledger's own cheap check (an unknown site: 422), before the batch joins a group
+        # a cheap check that needs no lock (an unknown site: 422), before the batch joins a group
         self.precheck = precheck
         self.writer = writer
         self.limits = limits
