@@ -73,6 +73,15 @@ def final_counters(collector: Collector) -> dict[str, float]:
     return {d["id"]: d["latest"]["energy_j"] for d in collector.node(NODE)["devices"]}
 
 
+def stop_and_check_ledger(agent: Agent, collector: Collector) -> None:
+    """Stop the agent (one run, nothing dropped): every reading it took is in the ledger
+    once, nothing is left spooled, and the energy is the simulator's."""
+    readings, shipped, spooled = agent.stop()
+    assert spooled == 0 and shipped == readings
+    assert collector.readings(NODE) == readings
+    assert_energy(collector, agent, [final_counters(collector)])
+
+
 # ---------------------------------------------------------------------------- the tests
 
 
@@ -87,10 +96,7 @@ def test_collector_down_for_30_seconds(tmp_path: Path, collector: Collector, cle
     collector.start()
     wait_until("the backlog to drain", lambda: agent.metric("wattledger_agent_spool_batches") <= 1,
                timeout=60)
-    readings, shipped, spooled = agent.stop()
-    assert spooled == 0 and shipped == readings
-    assert collector.readings(NODE) == readings
-    assert_energy(collector, agent, [final_counters(collector)])
+    stop_and_check_ledger(agent, collector)
 
 
 def test_answers_lost_after_the_commit(tmp_path: Path, collector: Collector, proxy: Proxy,
@@ -99,11 +105,8 @@ def test_answers_lost_after_the_commit(tmp_path: Path, collector: Collector, pro
     agent = agent_at(tmp_path, proxy.url, cleanup)
     agent.start()
     wait_until("answers to be swallowed", lambda: proxy.swallowed >= 3)
-    readings, shipped, spooled = agent.stop()
-    assert spooled == 0 and shipped == readings
-    assert collector.readings(NODE) == readings  # each re-sent batch counted once
+    stop_and_check_ledger(agent, collector)  # each re-sent batch counted once
     assert metric_sum(collector.metrics(), "wattledger_ingest_batches_total", outcome="duplicate") >= 3
-    assert_energy(collector, agent, [final_counters(collector)])
 
 
 def test_agent_kill_9_with_unacknowledged_batches_then_restart(tmp_path: Path, collector: Collector,
@@ -137,10 +140,7 @@ def test_collector_kill_9_mid_stream(tmp_path: Path, collector: Collector, clean
         collector.signal(signal.SIGKILL)
         collector.start()
     readings_grow(agent, 10)
-    readings, shipped, spooled = agent.stop()
-    assert spooled == 0 and shipped == readings
-    assert collector.readings(NODE) == readings
-    assert_energy(collector, agent, [final_counters(collector)])
+    stop_and_check_ledger(agent, collector)
 
 
 def test_a_full_spool_drops_the_oldest_batches_counted(tmp_path: Path, collector: Collector, proxy: Proxy,
@@ -172,9 +172,6 @@ def test_a_corrupt_spool_is_moved_aside_and_a_new_stream_started(tmp_path: Path,
     agent.start()
     readings_grow(agent, 6)
     assert agent.metric("wattledger_agent_spool_corruptions_total") == 1
-    readings, shipped, spooled = agent.stop()
-    assert spooled == 0 and shipped == readings
+    stop_and_check_ledger(agent, collector)
     assert list(agent.spool.glob("spool.db.corrupt-*"))
     assert "is damaged" in agent.text()
-    assert collector.readings(NODE) == readings
-    assert_energy(collector, agent, [final_counters(collector)])
