@@ -321,8 +321,7 @@ class BatchWriter:
 
     @staticmethod
     def _settle(group: list[_Item], outcomes: Sequence[IngestResultLike | BaseException]) -> None:
-        if len(outcomes) == 1 and len(group) > 1:
-            outcomes = list(outcomes) * len(group)
+        """Hand each request its result, on the event loop it waits in."""
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Item, Any]]] = {}
         for item, outcome in zip(group, outcomes, strict=True):
             by_loop.setdefault(item.loop, []).append((item, outcome))
