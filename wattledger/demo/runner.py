@@ -75,16 +75,23 @@ class Demo:
         self.prometheus: Child | None = None
         self._lock_file: IO[str] | None = None
         self._signals = 0
+        self._output_gone = False
         self.last: Snapshot | None = None  # what the view showed last
 
     # ------------------------------------------------------------------ output
 
     def say(self, line: str) -> None:
         """One line for the operator (stdout), readable both on a terminal and in a log."""
-        if self.interactive:
-            self.console.print(line, highlight=False, markup=False)
-        else:
-            print(line, flush=True)
+        if self._output_gone:
+            return
+        try:
+            if self.interactive:
+                self.console.print(line, highlight=False, markup=False)
+            else:
+                print(line, flush=True)
+        except OSError:  # stdout closed (`| head`) or its terminal hung up: stop, as `yes | head` does
+            self._output_gone = True
+            self.stop.set()
 
     # ------------------------------------------------------------------ set-up
 
@@ -293,7 +300,9 @@ class Demo:
 
     def _snapshot(self, urls: Urls, fetcher: Fetcher) -> Snapshot:
         servers, sites, problem = fetcher.collector_figures()
-        alerts, prom_problem = fetcher.alerts()
+        alerts, prom_problem = None, None
+        if self.prometheus is not None and self.prometheus.running():  # a dead one is a note already
+            alerts, prom_problem = fetcher.alerts()
         notes = list(self.notes)
         for extra in (problem, prom_problem):
             if extra:
