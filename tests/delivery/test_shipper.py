@@ -244,3 +244,25 @@ def test_self_health_metrics(tmp_path: Path, collector: FakeCollector) -> None:
     assert outcomes == {"ok", "duplicate", "retry", "auth_error", "dead_letter"}
     run_until(delivery, collector, 12)
     assert delivery.shipper.shipped_readings == 12
+
+
+def test_a_failing_spool_disk_does_not_end_delivery(tmp_path: Path, collector: FakeCollector,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    from wattledger.agent import shipper as shipper_module
+
+    monkeypatch.setattr(shipper_module, "ERROR_PAUSE", 0.01)
+    delivery = make_delivery(tmp_path, collector.url)
+    n = spool_batches(delivery, range(2))
+    real_next = delivery.spool.next_batch
+    failures = [sqlite3.OperationalError("disk I/O error")] * 2
+
+    def flaky_next() -> object:
+        if failures:
+            raise failures.pop()
+        return real_next()
+
+    monkeypatch.setattr(delivery.spool, "next_batch", flaky_next)
+    run_until(delivery, collector, n)
+    assert collector.readings == expected(range(2)) and not failures

@@ -119,7 +119,7 @@ class Delivery:
             return
         try:
             full = self.spool.append(readings)
-        except (SpoolError, OSError, Exception) as exc:  # never let the spool stop the sampler
+        except Exception as exc:  # a full or failing disk must never stop the sampler
             self._lost(len(readings), exc)
             return
         with self._cut_lock:

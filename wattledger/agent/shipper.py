@@ -37,6 +37,8 @@ MAX_ANSWER_BYTES = 64 * 1024
 MAX_RETRY_AFTER = 600.0
 #: while retrying, log a warning on the first failure and then every this many attempts
 LOG_EVERY = 10
+#: after an unexpected error (the spool's disk failing), wait this long before going on
+ERROR_PAUSE = 5.0
 
 
 class Outcome(StrEnum):
@@ -256,24 +258,31 @@ class Shipper:
                 remaining = self._remaining()
                 if remaining is not None and remaining <= 0:
                     return
-                self._cut_if_due()
-                batch = self.spool.next_batch()
-                if batch is None:
-                    if remaining is not None:
-                        return  # draining and nothing left
-                    self._work.wait(self._idle_wait)
-                    self._work.clear()
-                    continue
-                delay = self.ship(batch)
+                try:
+                    delay = self._step(remaining)
+                except SpoolError:
+                    return  # the spool was closed under us by stop(): what is left ships next start
+                except Exception:  # a disk error (or a bug) must not end delivery for good
+                    log.exception("shipper: unexpected error; trying again in %.0f s", ERROR_PAUSE)
+                    delay = ERROR_PAUSE
+                if delay is None:
+                    return  # draining and nothing left
                 if delay > 0:
                     self._pause(delay)
-        except SpoolError:
-            return  # the spool was closed under us by stop(): what is left ships next start
-        except Exception:  # a bug must not end delivery silently
-            log.exception("shipper stopped by an unexpected error")
-            raise
         finally:
             self._sender.close()
+
+    def _step(self, remaining: float | None) -> float | None:
+        """One turn of the loop: the wait before the next, or None to leave."""
+        self._cut_if_due()
+        batch = self.spool.next_batch()
+        if batch is not None:
+            return self.ship(batch)
+        if remaining is not None:
+            return None
+        self._work.wait(self._idle_wait)
+        self._work.clear()
+        return 0.0
 
     def _pause(self, delay: float) -> None:
         remaining = self._remaining()

@@ -287,7 +287,12 @@ class Spool:
                 if not is_corruption(exc):
                     self._close_conn()
                     raise SpoolError(f"cannot open spool {self.path}: {exc}") from None
-                self._rotate(str(exc))
+                try:
+                    self._rotate(str(exc))
+                except (sqlite3.Error, OSError) as again:
+                    self._close_conn()
+                    raise SpoolError(f"spool {self.path} is damaged and cannot be replaced: {again}"
+                                     ) from None
         if self._open_readings:
             log.info("spool: %d readings of an interrupted batch found; cutting them now",
                      self._open_readings)
