@@ -125,3 +125,38 @@ def test_loaded_yaml_round_trips(scenario: Scenario, state: DemoState, ports: Po
     data = load_yaml(state.collector_yaml)
     assert data["sites"]["dc-east"]["tariff"][0] == {
         "price_per_kwh": 0.21, "days": ["mon", "tue", "wed", "thu", "fri"], "from": "08:00", "to": "20:00"}
+
+
+def test_one_demo_per_state_folder(tmp_path: Path) -> None:
+    state = DemoState(tmp_path / "demo")
+    held = state.lock()
+    assert held is not None
+    try:
+        assert DemoState(tmp_path / "demo").lock() is None
+        assert not state.root.exists()  # the lock lives beside the folder, which --fresh may wipe
+    finally:
+        held.close()
+    again = state.lock()
+    assert again is not None
+    again.close()
+
+
+def demo_settings(state_dir: Path, given: bool) -> dict[str, object]:
+    return {"state_dir": state_dir, "state_dir_given": given, "plain": True, "refresh": None,
+            "fresh": False}
+
+
+def test_a_busy_default_folder_moves_the_second_demo_next_door(tmp_path: Path) -> None:
+    from wattledger.demo.runner import Demo
+
+    first = DemoState(tmp_path / "demo").lock()
+    try:
+        second = Demo(demo_settings(tmp_path / "demo", given=False))
+        second._lock_state()
+        assert second.state.root == tmp_path / "demo-2"
+        third = Demo(demo_settings(tmp_path / "demo", given=True))
+        with pytest.raises(ConfigError, match="another wattledger demo is running"):
+            third._lock_state()
+    finally:
+        assert first is not None
+        first.close()

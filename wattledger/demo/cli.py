@@ -79,6 +79,7 @@ def settings(args: argparse.Namespace, env: dict[str, str] | None = None) -> dic
     env = dict(os.environ) if env is None else env
     s = resolve(OPTIONS, args, {}, env)
     raw_dir = getattr(args, "state_dir", None) or env.get(STATE_DIR_ENV)
+    s["state_dir_given"] = raw_dir is not None
     try:
         s["state_dir"] = Path(text(raw_dir)).expanduser() if raw_dir is not None else (
             default_state_dir() / "demo")

@@ -4,6 +4,7 @@ Everything the demo writes lives in one folder (``<state dir>/demo`` unless ``--
 says otherwise), so that ``--fresh`` can wipe it and nothing else::
 
     .wattledger-demo          marker: this folder belongs to the demo (``--fresh`` checks it)
+    (../.<folder>.lock)       held while a demo runs on the folder
     collector.yaml            the generated collector configuration (holds the tokens)
     ledger.db                 the collector's embedded SQLite ledger
     tokens/<node>.token       each simulated server's bearer token
@@ -15,6 +16,7 @@ says otherwise), so that ``--fresh`` can wipe it and nothing else::
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import secrets
 import shutil
@@ -22,6 +24,7 @@ import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from wattledger.config import ConfigError
 
@@ -62,6 +65,28 @@ class DemoState:
 
     def token_file(self, node: str) -> Path:
         return self.root / "tokens" / f"{node}.token"
+
+    @property
+    def lock_path(self) -> Path:
+        # beside the folder, not in it: --fresh wipes the folder while the lock is held
+        return self.root.parent / f".{self.root.name}.lock"
+
+    def lock(self) -> IO[str] | None:
+        """Hold this folder for one demo: the open lock file, or None when another demo holds it."""
+        try:
+            self.root.parent.mkdir(parents=True, exist_ok=True)
+            f = self.lock_path.open("a+")
+        except OSError as exc:
+            raise ConfigError(f"cannot lock the state folder {str(self.root)!r}: {exc.strerror}") from None
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            return None
+        f.truncate(0)
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        return f
 
     def prepare(self, fresh: bool) -> None:
         """Create the folder (wiping it first with ``fresh``); refuse a folder that is not ours."""

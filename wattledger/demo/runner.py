@@ -15,9 +15,7 @@ Order of events:
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
-import os
 import shutil
 import signal
 import threading
@@ -96,8 +94,8 @@ class Demo:
     # ------------------------------------------------------------------ set-up
 
     def prepare(self) -> Ports:
-        self.state.prepare(self.s["fresh"])
         self._lock_state()
+        self.state.prepare(self.s["fresh"])
         servers = self.scenario.servers
         ports = choose_ports([s.node for s in servers], self.s["collector_port"],
                              self.s["prometheus_port"], self.s["agent_port"])
@@ -107,16 +105,22 @@ class Demo:
         return ports
 
     def _lock_state(self) -> None:
-        f = (self.state.root / "demo.lock").open("w")
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.close()
-            raise ConfigError(f"another wattledger demo is running on {str(self.state.root)!r} "
-                              "(stop it, or give this one another --state-dir)") from None
-        f.write(f"{os.getpid()}\n")
-        f.flush()
-        self._lock_file = f
+        """Hold the state folder; with the default folder in use by another demo, take demo-2,
+        demo-3, ... (a folder given with --state-dir is that folder or nothing)."""
+        root = self.state.root
+        folders = [root] if self.s.get("state_dir_given") else [
+            root, *(root.with_name(f"{root.name}-{i}") for i in range(2, 10))]
+        for folder in folders:
+            state = DemoState(folder)
+            held = state.lock()
+            if held is not None:
+                self._lock_file = held
+                if folder != root:
+                    self.say(f"another wattledger demo is running on {root}; this one uses {folder}")
+                self.state = state
+                return
+        raise ConfigError(f"another wattledger demo is running on {str(root)!r} "
+                          "(stop it, or give this one another --state-dir)")
 
     def prometheus_binary(self) -> str | None:
         return None if self.s["no_prometheus"] else shutil.which("prometheus")
