@@ -10,7 +10,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from httpkit import AUTH, NOW, FakeLedger, batch, body, client, make_app
+from httpkit import AUTH, NOW, FakeLedger, batch, body, client, make_app, settings
+from prometheus_client.parser import text_string_to_metric_families
+
+from wattledger.collector.app import create_app, open_ledger
 
 pytestmark = pytest.mark.anyio
 MIB = 1 << 20
@@ -356,3 +359,43 @@ async def test_big_batch_is_checked_off_the_event_loop_and_accepted() -> None:
         r = await post(c, body(big))
     assert r.json() == {"accepted": 30_000, "duplicate": False}
     assert math.isclose(ledger.readings["gpu-node-01"], 30_000)
+
+
+SERVICE_FAMILIES = ("wattledger_ingest_batches", "wattledger_collector_request_duration_seconds",
+                    "wattledger_ingest_pending_bytes", "wattledger_ingest_queue_batches")
+
+
+async def test_every_refusal_leaves_the_real_ledger_unchanged(tmp_path: Any) -> None:
+    s = settings(db=f"sqlite:///{tmp_path}/ledger.db", max_body_bytes=MIB)
+    ledger = open_ledger(s, clock=lambda: NOW)
+    app = create_app(s, ledger=ledger, clock=lambda: NOW)
+
+    async def books(c: Any) -> Any:
+        spend = (await c.get("/v1/spend", params={"group_by": "device", "month": "2025-11"})).json()
+        text = (await c.get("/metrics")).text
+        ledger_series = sorted((smp.name, tuple(sorted(smp.labels.items())), smp.value)
+                               for fam in text_string_to_metric_families(text)
+                               if fam.name not in SERVICE_FAMILIES for smp in fam.samples)
+        return spend, ledger_series, (await c.get("/v1/nodes")).json()
+
+    refusals = [
+        ({"Authorization": "Bearer nope"}, body(batch(seq=2, t0=NOW - 30, e0=3000)), 401),
+        ({}, body(batch(node="gpu-node-02", seq=2)), 403),
+        ({"Content-Length": str(2 * MIB)}, b"{}", 413),
+        ({"Content-Encoding": "gzip"}, gzip.compress(b"[" + b" " * (4 * MIB) + b"]"), 413),
+        ({"Content-Type": "text/csv"}, body(batch(seq=2)), 415),
+        ({}, b'{"node": ', 400),
+        ({"Content-Encoding": "gzip"}, b"\x1f\x8b broken", 400),
+        ({}, json.dumps(_with({"readings.power_w.0": -1.0}) | {"seq": 2}).encode(), 422),
+        ({}, body(batch(seq=2, site="mars")), 422),
+    ]
+    try:
+        async with client(app) as c:
+            assert (await post(c, body(batch(seq=1, t0=NOW - 60)))).status_code == 200
+            before = await books(c)
+            for headers, payload, status in refusals:
+                r = await post(c, payload, **headers)
+                assert r.status_code == status, (headers, r.text)
+                assert await books(c) == before, (headers, status)
+    finally:
+        ledger.close()
