@@ -3,6 +3,7 @@ early, a refused push keeps or closes the connection as it should, and TLS is on
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import socket
@@ -114,3 +115,40 @@ def test_tls_is_one_setting_away(tmp_path: Path) -> None:
         c.stop()
     assert ready.status_code == 200
     assert pushed.json() == {"accepted": 4, "duplicate": False}
+
+
+def test_a_flood_of_agents_gets_429_then_everything_exactly_once(tmp_path: Path) -> None:
+    # a small queue and byte budget: a fleet reconnecting at once must be pushed back, not buffered
+    tokens = {f"n{k}": f"tok-n{k}" for k in range(40)}
+    c = start_collector(tmp_path, {**config(tmp_path), "tokens": tokens, "max_queue_batches": 2,
+                                   "max_pending_bytes": 64 * 1024})
+    docs = {k: trace(3, time.time() - 600, node=f"n{k}", stream=f"s{k}") for k in range(40)}
+    codes: dict[int, int] = {}
+
+    async def agent(k: int) -> None:
+        headers = {**AUTH, "Authorization": f"Bearer tok-n{k}"}
+        async with httpx.AsyncClient(base_url=c.url, timeout=30) as client:
+            for doc in docs[k]:
+                while True:
+                    r = await client.post("/v1/batches", content=json.dumps(doc), headers=headers)
+                    codes[r.status_code] = codes.get(r.status_code, 0) + 1
+                    if r.status_code != 429:
+                        break
+                    assert r.headers["retry-after"] == "1"
+                    await asyncio.sleep(0.05)  # sooner than asked: the flood keeps pressing
+
+    async def fleet() -> None:
+        await asyncio.gather(*(agent(k) for k in range(40)))
+
+    try:
+        asyncio.run(asyncio.wait_for(fleet(), 90))
+        metrics = httpx.get(f"{c.url}/metrics", timeout=10).text
+    finally:
+        c.stop()
+    assert set(codes) <= {200, 429} and codes[200] == 40 * 3
+    assert codes.get(429, 0) > 0  # 40 pushes at once against a queue of 2
+    readings = sum(float(line.split()[-1]) for line in metrics.splitlines()
+                   if line.startswith("wattledger_ingest_readings_total{"))
+    assert readings == 40 * 3 * 4
+    overloaded = [line for line in metrics.splitlines() if 'outcome="overloaded"' in line]
+    assert float(overloaded[0].split()[-1]) == codes.get(429, 0)
