@@ -33,7 +33,7 @@ def traces(draw: st.DrawFn) -> list[Reading]:
     readings: list[Reading] = []
     for device in (0, 1):
         ts, energy = T0 + draw(st.integers(0, 20)), float(draw(st.integers(0, 10**6)))
-        for _ in range(draw(st.integers(1, 25))):
+        for _ in range(draw(st.integers(1, 15))):
             ts += draw(st.sampled_from([0.5, 1.0, 7.0, 29.0, 30.0, 31.0, 95.0]))
             step = draw(st.sampled_from(["normal", "normal", "normal", "reset", "jump", "none"]))
             energy = {"normal": energy + draw(st.floats(0, 2000)), "reset": draw(st.floats(0, 500)),
@@ -44,58 +44,73 @@ def traces(draw: st.DrawFn) -> list[Reading]:
     return readings
 
 
-def as_batch(readings: list[Reading], seq: int, stream: str = "s1") -> ValidBatch:
-    return make_batch(stream=stream, seq=seq, devices=TWO_GPUS, device=[r[0] for r in readings],
-                      ts=[r[1] for r in readings], power_w=[r[2] for r in readings],
-                      energy_j=[r[3] for r in readings])
-
-
 def ledger_state(led: Ledger) -> dict[str, Any]:
-    """Everything the ledger holds, with floats rounded to a nano-unit (sums in another order)."""
-    def rounded(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-        return [tuple(round(v, 6) if isinstance(v, float) else v for v in row) for row in rows]
+    """Everything the ledger holds, devices by (node, id) (slots are numbered in arrival order),
+    floats rounded to a micro-unit (the same sums, added in another order)."""
+    def name(slot: int) -> str:
+        return f"{led.devices.node[slot]}/{led.devices.device[slot]}"
 
+    def rounded(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        return sorted(tuple(round(v, 6) if isinstance(v, float) else v for v in row) for row in rows)
+
+    usage = led.store.query("SELECT month, slot, site, cluster, it_j, cooling_j, it_cost, cooling_cost, "
+                            "carbon_g, unmeasured_s FROM usage")
     return {
-        "devices": [device_totals(led, slot) for slot in range(led.devices.size)],
-        "usage": rounded(led.store.query("SELECT month, slot, site, cluster, it_j, cooling_j, it_cost, "
-                                         "cooling_cost, carbon_g, unmeasured_s FROM usage ORDER BY 1, 2")),
+        "devices": {name(slot): device_totals(led, slot) for slot in range(led.devices.size)},
+        "usage": rounded([(month, name(slot), *rest) for month, slot, *rest in usage]),
         "quarters": rounded(led.store.query("SELECT site, cluster, start_minute, month, it_j, facility_j, "
-                                            "cost FROM quarters ORDER BY 1, 2, 3")),
+                                            "cost FROM quarters")),
         "demand": [round(site_row(led, m)["demand_charge"], 6) for m in ("2026-11", "2026-12")],
     }
 
 
 def approx_state(state: dict[str, Any]) -> dict[str, Any]:
     out = dict(state)
-    out["devices"] = [{k: pytest.approx(v, rel=1e-12, abs=1e-6) for k, v in d.items()}
-                      for d in state["devices"]]
+    out["devices"] = {device: {k: pytest.approx(v, rel=1e-12, abs=1e-6) for k, v in d.items()}
+                      for device, d in state["devices"].items()}
     return out
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(trace=traces(), data=st.data())
-def test_any_split_and_any_resend_gives_the_totals_of_one_batch(trace: list[Reading],
-                                                                 data: st.DataObject) -> None:
-    sites = make_sites(SITES)
-    whole = open_ledger(sites)
-    whole.ingest([as_batch(trace, 1)])
+def as_batch(readings: list[Reading], seq: int, stream: str = "s1", node: str = "n1") -> ValidBatch:
+    return make_batch(node=node, stream=stream, seq=seq, devices=TWO_GPUS, labels={"cluster": node},
+                      device=[r[0] for r in readings], ts=[r[1] for r in readings],
+                      power_w=[r[2] for r in readings], energy_j=[r[3] for r in readings])
 
-    cuts = sorted(data.draw(st.sets(st.integers(1, max(1, len(trace) - 1)), max_size=8)))
-    pieces = [trace[a:b] for a, b in zip([0, *cuts], [*cuts, len(trace)], strict=True) if trace[a:b]]
-    batches = [as_batch(piece, seq) for seq, piece in enumerate(pieces, start=1)]
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.large_base_example])
+@given(traces_by_node=st.tuples(traces(), traces()), data=st.data())
+def test_any_split_and_any_resend_gives_the_totals_of_one_batch(
+        traces_by_node: tuple[list[Reading], list[Reading]], data: st.DataObject) -> None:
+    """Two nodes, each trace cut anywhere into its stream's batches; group commits mix the two
+    streams (each in seq order), shuffled, with re-sends of anything sent before."""
+    sites = make_sites(SITES)
+    nodes = {"n1": traces_by_node[0], "n2": traces_by_node[1]}
+    whole = open_ledger(sites)
+    whole.ingest([as_batch(trace, 1, f"s-{node}", node) for node, trace in nodes.items()])
+
+    queues: dict[str, list[ValidBatch]] = {}
+    for node, trace in nodes.items():
+        cuts = sorted(data.draw(st.sets(st.integers(1, max(1, len(trace) - 1)), max_size=8)))
+        pieces = [trace[a:b] for a, b in zip([0, *cuts], [*cuts, len(trace)], strict=True) if trace[a:b]]
+        queues[node] = [as_batch(piece, seq, f"s-{node}", node) for seq, piece in enumerate(pieces, 1)]
     split = open_ledger(sites)
-    sent = 0
-    while sent < len(batches):
-        take = data.draw(st.integers(1, len(batches) - sent))
-        call = batches[sent:sent + take]
-        resends = data.draw(st.lists(st.sampled_from(batches[:sent + take]), max_size=3))
-        call = data.draw(st.permutations(call + resends))
-        results = split.ingest(call)
-        assert sum(r.accepted for r in results) == sum(len(b.columns) for b in batches[sent:sent + take])
-        sent += take
+    sent: list[ValidBatch] = []
+    while any(queues.values()):
+        call: list[ValidBatch] = []
+        first = data.draw(st.sampled_from([node for node, queue in queues.items() if queue]))
+        for node, queue in queues.items():  # at least one batch of one stream, any of the other
+            take = data.draw(st.integers(1 if node == first else 0, len(queue)))
+            call += queue[:take]
+            del queue[:take]
+        resends = data.draw(st.lists(st.sampled_from(sent + call), max_size=3)) if sent + call else []
+        results = split.ingest(data.draw(st.permutations(call + resends)))
+        assert sum(r.accepted for r in results) == sum(len(b.columns) for b in call)
+        sent += call
 
     assert ledger_state(split) == approx_state(ledger_state(whole))
-    assert split.node_states["n1"].readings == len(trace)
+    for node, trace in nodes.items():
+        assert split.node_states[node].readings == len(trace)
 
 
 def test_duplicates_are_answered_and_change_nothing() -> None:
