@@ -111,7 +111,8 @@ class Processes:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if proc.poll() is not None:
-                raise AssertionError(f"{name} exited ({proc.returncode}) before {url} answered:\n{self.log(name)}")
+                raise AssertionError(
+                    f"{name} exited ({proc.returncode}) before {url} answered:\n{self.log(name)}")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(url, timeout=2).status_code < 500:
                     return

@@ -25,8 +25,9 @@ def test_generation_writes_the_same_files_elsewhere(tmp_path: Path) -> None:
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in tmp_path.glob("*.json")) == sorted(dashboards())
-    eur = subprocess.run([sys.executable, "-m", "dashboards.build", "--out", str(tmp_path), "--currency", "EUR"],
-                         capture_output=True, text=True, cwd=ROOT)
+    eur = subprocess.run(
+        [sys.executable, "-m", "dashboards.build", "--out", str(tmp_path), "--currency", "EUR"],
+        capture_output=True, text=True, cwd=ROOT)
     assert eur.returncode == 0, eur.stderr
     assert '"currencyEUR"' in (tmp_path / "energy-cost-plan.json").read_text()
 
@@ -81,14 +82,16 @@ def _exprs(name: str) -> str:
 
 
 def test_the_boards_show_what_they_promise() -> None:
-    fleet, cost, health = (_exprs(n) for n in ("fleet-power-thermal.json", "energy-cost-plan.json", "health.json"))
+    fleet, cost, health = (_exprs(n) for n in
+                           ("fleet-power-thermal.json", "energy-cost-plan.json", "health.json"))
     for metric in ("wattledger_gpu_power_watts", "wattledger_it_power_watts",
                    "wattledger_gpu_slowdown_temperature_celsius", 'sensor="memory"',
                    "wattledger_gpu_clock_event_active", "wattledger_gpu_utilization_ratio", "topk("):
         assert metric in fleet, metric
     for metric in ("wattledger_month_cost", "wattledger_plan_cost_to_date", "wattledger_plan_cost",
-                   "wattledger_forecast_cost", "wattledger_energy_cost_total", "wattledger_cooling_energy_joules_total",
-                   "wattledger_demand_charge", "wattledger_peak_demand_watts", "wattledger_carbon_grams_total",
+                   "wattledger_forecast_cost", "wattledger_energy_cost_total",
+                   "wattledger_cooling_energy_joules_total", "wattledger_demand_charge",
+                   "wattledger_peak_demand_watts", "wattledger_carbon_grams_total",
                    "cluster", "node"):
         assert metric in cost, metric
     for metric in ("wattledger_node_last_seen_timestamp_seconds", "wattledger_agent_spool_batches",

@@ -70,7 +70,8 @@ def test_agent_daemonset_runs_on_gpu_nodes_as_the_node() -> None:
     assert "--token-file=/etc/wattledger/tokens/$(NODE_NAME)" in c["args"]
     secrets = {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
     assert secrets == {s["metadata"]["name"] for s in by_kind("Secret") if "agent" in s["metadata"]["name"]}
-    assert c["securityContext"]["readOnlyRootFilesystem"] and not c["securityContext"]["allowPrivilegeEscalation"]
+    security = c["securityContext"]
+    assert security["readOnlyRootFilesystem"] and not security["allowPrivilegeEscalation"]
 
 
 def test_collector_deployment_keeps_its_ledger_and_config() -> None:
@@ -146,7 +147,8 @@ def test_systemd_analyze_verify(unit: Path, tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------------- prometheus, compose
 
-@pytest.mark.parametrize("config", sorted((DEPLOY / "prometheus").glob("prometheus*.yml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("config", sorted((DEPLOY / "prometheus").glob("prometheus*.yml")),
+                         ids=lambda p: p.name)
 def test_prometheus_configs_load_with_the_projects_rules(config: Path, tmp_path: Path) -> None:
     cfg = yaml.safe_load(config.read_text())
     cfg["rule_files"] = [str(DEPLOY / "prometheus" / "rules" / "wattledger.rules.yml")]
@@ -173,7 +175,8 @@ def test_compose_services_and_mounts_hang_together() -> None:
             source = vol.split(":", 1)[0]
             if source.startswith(".") and source not in created_by_operator:
                 assert (COMPOSE / source).resolve().exists(), f"{name}: {source} does not exist"
-    grafana_mounts = dict(v.split(":")[:2] for v in compose["services"]["grafana"]["volumes"] if v.startswith("."))
+    grafana_mounts = dict(v.split(":")[:2] for v in compose["services"]["grafana"]["volumes"]
+                          if v.startswith("."))
     provider = yaml.safe_load((ROOT / "dashboards/provisioning/dashboards/wattledger.yml").read_text())
     assert provider["providers"][0]["options"]["path"] in grafana_mounts.values()
     agent = yaml.safe_load((COMPOSE / "agent.compose.yml").read_text())["services"]["agent"]
