@@ -311,8 +311,6 @@ class Demo:
         for extra in (problem, prom_problem):
             if extra:
                 notes.append(extra)
-        if urls.prometheus is None and not self.s["no_prometheus"]:
-            notes.append(INSTALL_PROMETHEUS)
         p = self.progress
         backfill = None
         if self.backfill_thread is not None:
@@ -330,8 +328,8 @@ class Demo:
         agents = [c for c in self.sup.children if c.name.startswith("agent")]
         if not self.sup.children:
             return
-        self.say("stopping: the agents first (they ship what they spooled), then Prometheus, "
-                 "then the collector")
+        then = ", then Prometheus" if self.prometheus is not None else ""
+        self.say(f"stopping: the agents first (they ship what they spooled){then}, then the collector")
         self._stop_and_report(agents, AGENT_STOP_TIMEOUT_S, "stopped:")
         if self.prometheus is not None:
             self._stop_and_report([self.prometheus], PROMETHEUS_STOP_TIMEOUT_S, "")
