@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from ledgerkit import device_totals, make_sites, open_ledger
 
-from wattledger.collector.store import SCHEMA_VERSION, Store, StoreError, sqlite_path
+from wattledger.collector.store import MIGRATIONS, SCHEMA_VERSION, Store, StoreError, sqlite_path
 
 HERE = Path(__file__).parent
 
@@ -96,3 +96,20 @@ def test_kill_9_loses_nothing_acknowledged(tmp_path: Path) -> None:
     assert device_totals(led)["energy_j"] == 1000.0 * committed - 500.0
     assert led.node_states["n1"].readings == 2 * committed
     led.close()
+
+
+def test_schema_1_is_migrated_with_its_totals(tmp_path: Path) -> None:
+    raw = sqlite3.connect(tmp_path / "l.db")
+    for statement in MIGRATIONS[0]:
+        raw.execute(statement)
+    raw.execute("PRAGMA user_version = 1")
+    raw.execute("INSERT INTO usage VALUES ('2026-11', 0, 'default', '', 3.6e6, 1.8e6, 0.1, 0.05, 600, 0)")
+    raw.execute("INSERT INTO usage VALUES ('2026-12', 0, 'default', '', 3.6e6, 1.8e6, 0.2, 0.1, 600, 0)")
+    raw.commit()
+    raw.close()
+    store = Store(f"sqlite:///{tmp_path}/l.db")
+    assert store.schema_version == SCHEMA_VERSION >= 2
+    ((site, cooling_j, it_cost, cooling_cost, carbon_g),) = store.query("SELECT * FROM site_totals")
+    assert (site, cooling_j, carbon_g) == ("default", 3.6e6, 1200.0)
+    assert (it_cost, cooling_cost) == pytest.approx((0.3, 0.15))
+    store.close()

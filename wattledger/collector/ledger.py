@@ -25,7 +25,7 @@ from wattledger.collector import intervals
 from wattledger.collector.devicetable import LATEST, DeviceTable, Floats, Ints
 from wattledger.collector.siteclock import SiteClock, month_text, parse_month
 from wattledger.collector.sites import PlanEntry, SiteConfig
-from wattledger.collector.store import Store
+from wattledger.collector.store import DEVICE_COLUMNS, Store
 from wattledger.wire import Batch, BatchError, ValidBatch
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ class Ledger:
         """(Re)build every in-memory structure from the store."""
         store = self.store
         self.devices = DeviceTable()
-        self.devices.load(store.query("SELECT * FROM devices"))
+        self.devices.load(store.query(f"SELECT {', '.join(DEVICE_COLUMNS)} FROM devices"))
         self.streams = {s: StreamState(node, int(low))
                         for s, node, low in store.query("SELECT stream, node, low_seq FROM streams")}
         for stream, seq in store.query("SELECT stream, seq FROM stream_seqs"):
@@ -160,16 +160,18 @@ class Ledger:
         #: groups: the (site, cluster) pairs readings are attributed to, numbered
         self._groups: list[tuple[str, str]] = []
         self._group_index: dict[tuple[str, str], int] = {}
-        #: per site: all-time sums (the counters of /metrics) and per-month sums
+        #: per site: all-time sums (the counters of /metrics, exactly as stored) and per month
         self.site_totals: dict[str, SiteMonth] = {name: SiteMonth() for name in self.site_names}
+        for site, cool_j, it_cost, cool_cost, carbon in store.query(
+                "SELECT site, cooling_j, it_cost, cooling_cost, carbon_g FROM site_totals"):
+            if site in self.site_totals:
+                self.site_totals[site] = SiteMonth(0.0, cool_j, it_cost, cool_cost, carbon)
         self.site_months: dict[tuple[str, int], SiteMonth] = {}
         for site, month, it_j, cool_j, it_cost, cool_cost, carbon in store.query(
                 "SELECT site, month, SUM(it_j), SUM(cooling_j), SUM(it_cost), SUM(cooling_cost), "
                 "SUM(carbon_g) FROM usage GROUP BY site, month"):
-            sums = SiteMonth(it_j, cool_j, it_cost, cool_cost, carbon)
-            self.site_months[(site, parse_month(month))] = sums
-            if site in self.site_totals:
-                self._add_sums(self.site_totals[site], sums)
+            self.site_months[(site, parse_month(month))] = SiteMonth(it_j, cool_j, it_cost, cool_cost,
+                                                                     carbon)
         #: per (site, quarter start minute): facility joules and energy cost, all clusters
         self.quarters: dict[tuple[str, int], list[float]] = {}
         for site, month, start, facility_j, cost in store.query(
@@ -277,10 +279,13 @@ class Ledger:
         usage_rows, quarter_rows = self._account(r)
         node_rows = [(n, s.site, s.cluster, json.dumps(s.labels, sort_keys=True), s.last_seen,
                       s.readings) for n in sorted(touched_nodes) for s in [self.node_states[n]]]
+        sites = sorted({row[2] for row in usage_rows})
+        totals = [(site, t.cooling_j, t.it_cost, t.cooling_cost, t.carbon_g)
+                  for site in sites for t in [self.site_totals[site]]]
         self.store.commit_ingest(
             streams=stream_rows, seqs_added=seqs_added, seqs_dropped=seqs_dropped,
             nodes=node_rows, devices=self.devices.rows(sorted(declared)),
-            usage=usage_rows, quarters=quarter_rows)
+            usage=usage_rows, quarters=quarter_rows, site_totals=totals)
 
     def _advance_streams(self, batches: Sequence[ValidBatch]
                          ) -> tuple[list[tuple[Any, ...]], list[tuple[str, int]], list[tuple[str, int]]]:

@@ -10,6 +10,7 @@ Tables (all money and energy in base units; see docs/accounting.md):
   their cost, carbon and unmeasured time.
 - ``quarters``: per (site, cluster, local quarter-hour): IT and facility energy and cost, for
   demand charges and the trailing-24 h cost rate of forecasts.
+- ``site_totals``: per site, the all-time sums shown as /metrics counters (schema 2).
 
 Every write of one ingest happens in ONE transaction with ``synchronous=FULL``: when the agent
 hears 200, the batch, its seq and its money are on disk together. The SQL is kept to what
@@ -92,6 +93,20 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
              PRIMARY KEY (site, cluster, start_minute))""",
         "CREATE INDEX quarters_by_month ON quarters (site, month)",
     ),
+    (
+        # the all-time sums behind /metrics counters, stored as the exact values shown: a sum of
+        # usage rows re-added at start could come out a rounding error lower, and a counter
+        # that goes down is a reset to Prometheus
+        """CREATE TABLE site_totals (
+             site TEXT PRIMARY KEY,
+             cooling_j DOUBLE PRECISION NOT NULL,
+             it_cost DOUBLE PRECISION NOT NULL,
+             cooling_cost DOUBLE PRECISION NOT NULL,
+             carbon_g DOUBLE PRECISION NOT NULL)""",
+        """INSERT INTO site_totals (site, cooling_j, it_cost, cooling_cost, carbon_g)
+             SELECT site, SUM(cooling_j), SUM(it_cost), SUM(cooling_cost), SUM(carbon_g)
+             FROM usage GROUP BY site""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -132,6 +147,8 @@ _UPSERT_STREAM = _upsert("streams", ("stream", "node", "low_seq"), ("stream",), 
 _UPSERT_NODE = _upsert("nodes", ("node", "site", "cluster", "labels", "last_seen", "readings"),
                        ("node",), add=False)
 _UPSERT_DEVICE = _upsert("devices", DEVICE_COLUMNS, ("slot",), add=False)
+_UPSERT_SITE_TOTALS = _upsert("site_totals", ("site", "cooling_j", "it_cost", "cooling_cost", "carbon_g"),
+                              ("site",), add=False)
 _ADD_USAGE = _upsert("usage", ("month", "slot", "site", "cluster", "it_j", "cooling_j", "it_cost",
                                "cooling_cost", "carbon_g", "unmeasured_s"),
                      ("month", "slot", "site", "cluster"), add=True)
@@ -185,7 +202,7 @@ class Store:
 
     def commit_ingest(self, *, streams: Iterable[Row], seqs_added: Iterable[Row],
                       seqs_dropped: Iterable[Row], nodes: Iterable[Row], devices: Iterable[Row],
-                      usage: Iterable[Row], quarters: Iterable[Row]) -> None:
+                      usage: Iterable[Row], quarters: Iterable[Row], site_totals: Iterable[Row]) -> None:
         """Write everything one ingest changed, in one transaction (all or nothing)."""
         db = self._db
         db.execute("BEGIN IMMEDIATE")
@@ -197,6 +214,7 @@ class Store:
             db.executemany(_UPSERT_DEVICE, devices)
             db.executemany(_ADD_USAGE, usage)
             db.executemany(_ADD_QUARTER, quarters)
+            db.executemany(_UPSERT_SITE_TOTALS, site_totals)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:  # SQLite may have rolled back already (e.g. disk full)
