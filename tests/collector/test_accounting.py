@@ -261,3 +261,18 @@ def test_the_worked_example_of_docs_accounting() -> None:
     assert row["demand_charge"] == pytest.approx(0.532)
     assert row["total_cost"] == pytest.approx(0.5376646, abs=1e-7)
     assert row["currency"] == "EUR"
+
+
+def test_a_backfill_into_a_quarter_older_than_memory_keeps_adds_to_what_is_stored() -> None:
+    big = [{"id": "GPU-0", "kind": "gpu", "index": 0, "power_limit_w": 5000.0}]
+    start = at("2026-08-03 10:00")
+    led = open_ledger(make_sites(demand_charge_per_kw=1.0, pue=1.0), now=start + 600)
+    led.ingest([make_batch(devices=big, ts=[start, start + 450], power_w=[0, 0], energy_j=[0.0, 900000.0])])
+    # months later the quarter-hour has left memory; another node's agent backfills the rest of it
+    led.clock.now = at("2026-11-20 00:00")  # type: ignore[attr-defined]
+    led.refresh()
+    assert led.quarters == {}
+    led.ingest([make_batch(node="n2", stream="s2", devices=big, ts=[start + 450, start + 900],
+                           power_w=[0, 0], energy_j=[0.0, 900000.0])])
+    # the quarter holds 1.8 MJ / 900 s = 2 kW (not the 1 kW of either part)
+    assert site_row(led, "2026-08")["peak_demand_kw"] == pytest.approx(2.0)

@@ -387,12 +387,21 @@ class Ledger:
             start, mid = int(q_start[i]), int(q_month[i])
             it_q, facility_q, cost_q = (float(v[i]) for v in q_sums)
             quarter_rows.append((site_name, cluster, start, month_text(mid), it_q, facility_q, cost_q))
-            held = self.quarters.setdefault((site_name, start), [0.0, 0.0])
+            held = self.quarters.get((site_name, start))
+            if held is None:  # new, or older than memory keeps (a late backfill): ask the store
+                held = self.quarters[(site_name, start)] = self._stored_quarter(site_name, start)
             held[0] += facility_q
             held[1] += cost_q
             sm = self.site_months.setdefault((site_name, mid), SiteMonth())
             sm.peak_quarter_facility_j = max(sm.peak_quarter_facility_j, held[0])
         return usage_rows, quarter_rows
+
+    def _stored_quarter(self, site: str, start: int) -> list[float]:
+        """[facility J, cost] of a site's quarter-hour as committed (all clusters)."""
+        ((facility_j, cost),) = self.store.query(
+            "SELECT COALESCE(SUM(facility_j), 0), COALESCE(SUM(cost), 0) FROM quarters "
+            "WHERE site = ? AND start_minute = ?", (site, start))
+        return [float(facility_j), float(cost)]
 
     # ---- reading ----------------------------------------------------------------------------
 
