@@ -53,8 +53,13 @@ def test_kubernetes_objects_pass_the_api_schema(item: tuple[str, dict[str, Any]]
 
 def test_kustomization_lists_every_manifest() -> None:
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-    manifests = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    manifests = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml", "secrets.example.yaml"}
     assert set(kustomization["resources"]) == manifests
+    # the example Secrets are what the workloads mount, by name
+    secrets = {s["metadata"]["name"] for s in by_kind("Secret")}
+    mounted = {v["secret"]["secretName"] for kind in ("DaemonSet", "Deployment") for w in by_kind(kind)
+               for v in w["spec"]["template"]["spec"]["volumes"] if "secret" in v}
+    assert mounted == secrets
 
 
 def test_agent_daemonset_runs_on_gpu_nodes_as_the_node() -> None:
