@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ledgerkit import at, device_totals, make_batch, make_sites, open_ledger, site_row
 
-from wattledger.collector.ledger import Ledger, StreamOfAnotherNode, UnknownSite
+from wattledger.collector.ledger import IngestResult, Ledger, StreamOfAnotherNode, UnknownSite
 from wattledger.collector.sites import PlanEntry
 from wattledger.wire import ValidBatch
 
@@ -294,3 +294,12 @@ def test_devices_without_readings_are_stored_too(tmp_path: Path) -> None:
         [("n1", "GPU-a"), ("n1", "GPU-b"), ("n2", "GPU-0")]
     assert device_totals(again, 2)["energy_j"] == 500.0
     again.close()
+
+
+def test_an_empty_batch_commits_its_seq_and_devices() -> None:
+    led = open_ledger()
+    assert led.ingest([make_batch(ts=[], power_w=[])]) == [IngestResult(0, False)]
+    assert led.ingest([make_batch(ts=[], power_w=[])]) == [IngestResult(0, True)]
+    assert led.ingest([]) == []
+    (node,) = led.nodes()
+    assert node["devices"][0]["id"] == "GPU-0" and node["devices"][0]["latest"]["ts"] is None
