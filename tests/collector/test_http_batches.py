@@ -345,9 +345,14 @@ async def test_ledger_fault_is_500_json_and_the_batch_can_be_sent_again() -> Non
     async with client(app) as c:
         r = await post(c, body(batch()))
         assert_error(r, 500, "internal error")
+        not_ready = await c.get("/readyz")
         ledger.fail_with = None
         again = await post(c, body(batch()))
+        ready = await c.get("/readyz")
         metrics = (await c.get("/metrics")).text
+    assert not_ready.status_code == 503
+    assert "disk on fire" in not_ready.json()["detail"]["last_commit_error"]
+    assert ready.status_code == 200  # the next commit that succeeds makes it ready again
     assert again.json() == {"accepted": 4, "duplicate": False}
     assert 'wattledger_ingest_batches_total{outcome="error"} 1.0' in metrics
 

@@ -246,12 +246,14 @@ def create_app(settings: CollectorSettings, *, ledger: LedgerService | None = No
         rt = holder.get("rt")
         if rt is None:
             return error_response(503, "not ready", {"reason": "starting or stopping"})
-        refresh = rt.periodic.status()
-        checks = {"writer": rt.ingest.writer.alive, "scheduler": rt.periodic.running,
-                  "database": refresh.last_ok_at is not None and refresh.last_error is None}
+        refresh, writer = rt.periodic.status(), rt.ingest.writer
+        checks = {"writer": writer.alive, "scheduler": rt.periodic.running,
+                  "database": refresh.last_ok_at is not None and refresh.last_error is None
+                  and writer.last_fault is None}
         if all(checks.values()):
             return json_response({"status": "ready", "checks": checks})
-        return error_response(503, "not ready", {"checks": checks, "last_refresh_error": refresh.last_error})
+        return error_response(503, "not ready", {"checks": checks, "last_refresh_error": refresh.last_error,
+                                                 "last_commit_error": writer.last_fault})
 
     install_openapi(app)
     if settings.allow_unauthenticated:

@@ -229,6 +229,9 @@ class BatchWriter:
         self._closing = False
         self.capacity = max_queue
         self.groups = 0  # ledger transactions made (for tests and logs)
+        #: why the last transaction failed, when it failed for the server's own reasons (a broken
+        #: database); cleared by the next one that succeeds. /readyz reports it.
+        self.last_fault: str | None = None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
@@ -314,9 +317,11 @@ class BatchWriter:
                 return
             if not isinstance(exc, BatchError):
                 log.exception("ledger: a batch of node %s could not be committed", group[0].batch.batch.node)
+                self.last_fault = f"{type(exc).__name__}: {exc}"
             self._settle(group, [exc])
             return
         self.groups += 1
+        self.last_fault = None
         self._settle(group, results)
 
     @staticmethod
