@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
+from pathlib import Path
 
 import pytest
-from httpkit import AUTH, FakeLedger, batch, body, client, make_app
+from httpkit import AUTH, NOW, FakeLedger, batch, body, client, make_app, settings
 from prometheus_client.parser import text_string_to_metric_families
+
+from wattledger.collector.app import create_app
 
 pytestmark = pytest.mark.anyio
 
@@ -130,3 +133,17 @@ async def test_lifespan_leaves_a_given_ledger_open_and_commits_the_queue_at_shut
     assert r.status_code == 200
     assert ledger.closed is False  # the caller opened it, the caller closes it
     assert ledger.readings == {"gpu-node-01": 4}
+
+
+async def test_without_a_ledger_the_lifespan_opens_and_closes_the_real_one(tmp_path: Path) -> None:
+    s = settings(db=f"sqlite:///{tmp_path}/ledger.db")
+    app = create_app(s, clock=lambda: NOW)  # nothing is opened yet
+    assert not (tmp_path / "ledger.db").exists()
+    async with client(app) as c:
+        r = await c.post("/v1/batches", content=body(batch(t0=NOW - 60)), headers=AUTH)
+        nodes = (await c.get("/v1/nodes")).json()["nodes"]
+    assert r.json() == {"accepted": 4, "duplicate": False}
+    assert [n["node"] for n in nodes] == ["gpu-node-01"]
+    async with client(create_app(s, clock=lambda: NOW)) as c:  # closed, and opened again
+        again = await c.post("/v1/batches", content=body(batch(t0=NOW - 60)), headers=AUTH)
+    assert again.json() == {"accepted": 0, "duplicate": True}
