@@ -11,7 +11,7 @@ from demokit import NOW, as_json
 from rich.console import Console
 
 from wattledger.collector.ledger import Ledger
-from wattledger.demo.fetch import alerts_from_prometheus, servers_from_nodes, sites_from_spend
+from wattledger.demo.fetch import alerts_from_prometheus, servers_from_nodes, sites_from_spend, unwrap
 from wattledger.demo.scenario import Scenario
 from wattledger.demo.snapshot import BackfillState, Snapshot, Urls, group_alerts
 from wattledger.demo.view import money, plain_lines, render, watts
@@ -34,9 +34,16 @@ ALERTS = {"status": "success", "data": {"alerts": [
 ]}}
 
 
+def answers(ledger: Ledger) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The rows of GET /v1/nodes and GET /v1/spend?group_by=site, as the collector wraps them."""
+    nodes = as_json({"nodes": ledger.nodes()})
+    spend = as_json({"site": None, "month": None, "group_by": "site",
+                     "rows": ledger.spend(site=None, month=None, group_by="site")})
+    return unwrap(nodes, "nodes"), unwrap(spend, "rows")
+
+
 def snapshot(ledger: Ledger, scenario: Scenario, **over: Any) -> Snapshot:
-    nodes = as_json(ledger.nodes())
-    spend = as_json(ledger.spend(site=None, month=None, group_by="site"))
+    nodes, spend = answers(ledger)
     values: dict[str, Any] = {
         "at": NOW, "urls": URLS, "servers": servers_from_nodes(nodes, scenario),
         "sites": sites_from_spend(spend), "alerts": alerts_from_prometheus(ALERTS)}
@@ -45,7 +52,7 @@ def snapshot(ledger: Ledger, scenario: Scenario, **over: Any) -> Snapshot:
 
 
 def test_servers_from_the_ledgers_nodes(ledger: Ledger, scenario: Scenario) -> None:
-    nodes = as_json(ledger.nodes())
+    nodes, _ = answers(ledger)
     rows = servers_from_nodes(nodes, scenario)
     assert [r.node for r in rows] == [s.node for s in scenario.servers]
     by_node = {n["node"]: n for n in nodes}
@@ -62,7 +69,7 @@ def test_servers_from_the_ledgers_nodes(ledger: Ledger, scenario: Scenario) -> N
 
 
 def test_sites_from_the_ledgers_spend(ledger: Ledger) -> None:
-    spend = as_json(ledger.spend(site=None, month=None, group_by="site"))
+    _, spend = answers(ledger)
     [site] = sites_from_spend(spend)
     assert site.site == "dc-east" and site.currency == "USD"
     assert site.cost == pytest.approx(spend[0]["total_cost"]) and site.cost > 0

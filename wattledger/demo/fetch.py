@@ -100,6 +100,12 @@ def alerts_from_prometheus(payload: Mapping[str, Any]) -> list[AlertRow]:
     return out
 
 
+def unwrap(body: Any, key: str) -> list[dict[str, Any]]:
+    """The rows of an answer: ``{"nodes": [...]}`` of /v1/nodes, ``{"rows": [...]}`` of /v1/spend."""
+    rows = body.get(key) if isinstance(body, dict) else body
+    return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+
+
 class Fetcher:
     """Reads the collector (and Prometheus) with short timeouts; a failure is a note, not an error."""
 
@@ -113,8 +119,7 @@ class Fetcher:
     def nodes(self) -> list[dict[str, Any]]:
         answer = self._client.get(f"{self._collector}/v1/nodes")
         answer.raise_for_status()
-        data = answer.json()
-        return data if isinstance(data, list) else list(data.get("nodes", []))
+        return unwrap(answer.json(), "nodes")
 
     def collector_figures(self) -> tuple[list[ServerRow], list[SiteRow], str | None]:
         try:
@@ -125,8 +130,7 @@ class Fetcher:
         except (httpx.HTTPError, ValueError) as exc:
             log.debug("collector read failed: %s", exc)
             return servers_from_nodes([], self._scenario), [], f"collector not answering ({exc})"
-        rows = body if isinstance(body, list) else list(body.get("rows", []))
-        return servers_from_nodes(nodes, self._scenario), sites_from_spend(rows), None
+        return servers_from_nodes(nodes, self._scenario), sites_from_spend(unwrap(body, "rows")), None
 
     def alerts(self) -> tuple[list[AlertRow] | None, str | None]:
         if self._prometheus is None:
