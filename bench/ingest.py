@@ -1,0 +1,205 @@
+"""Ingest, side by side: the collector's full path against VictoriaMetrics and against parsing.
+
+One run, three servers on loopback, the same readings:
+- the collector (HTTP, auth, validation, dedupe, accounting, durable group commit), fed agent
+  batches (``--gpus`` GPUs x ``--batch-seconds`` 1-s readings) by ``--nodes`` streams over
+  ``--conns`` keep-alive connections, each stream in seq order, one batch in flight;
+- VictoriaMetrics (``victoria-metrics``, Debian package) importing the same readings as
+  Prometheus text (``/api/v1/import/prometheus``, 5 samples per reading), sent the same way;
+- a null server that reads each request and answers at once: what the sender alone can do.
+Then ``wire.validate`` on the same bodies in this process: parsing alone.
+
+Each repeat uses fresh streams and devices; the servers take turns in a rotating order. The
+figures are medians over the repeats and ratios of medians (this machine is shared and noisy).
+
+    .venv/bin/python bench/ingest.py [--repeats 5] [--nodes 100] [--rounds 20] [--conns 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shlex
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from benchkit import (
+    Proc,
+    SendStats,
+    batch_body,
+    free_port,
+    collector_request,
+    median,
+    post,
+    scrape_total,
+    send_in_order,
+    start_collector,
+    start_null_server,
+    wait_http,
+    workdir,
+)
+
+COLLECTOR_TARGET, PARSE_TARGET = 1.0, 0.5
+
+
+def vm_request(node: str, seq: int, gpus: int, seconds: int, t0: float) -> bytes:
+    """The readings of one batch as Prometheus text: 5 samples (series) per GPU reading."""
+    lines = []
+    for g in range(gpus):
+        labels = f'node="{node}",gpu="{g}",uuid="GPU-{node}-{g}"'
+        for s in range(seconds):
+            ms = int((t0 + s) * 1000)
+            p = 300.0 + 10 * g + s
+            e = 1e6 + (seq * seconds + s) * 400.0
+            lines += [f"gpu_power_watts{{{labels}}} {p} {ms}",
+                      f"gpu_energy_joules_total{{{labels}}} {e} {ms}",
+                      f"gpu_temperature_celsius{{{labels}}} 60.5 {ms}",
+                      f"gpu_utilization_ratio{{{labels}}} 0.87 {ms}",
+                      f"gpu_memory_temperature_celsius{{{labels}}} 70.0 {ms}"]
+    return post("/api/v1/import/prometheus", ("\n".join(lines) + "\n").encode(), {})
+
+
+class Load:
+    """One repeat's requests: per node, its batches in seq order, for both servers."""
+
+    def __init__(self, tag: str, args: argparse.Namespace, t0: float) -> None:
+        self.nodes = [f"n{tag}-{n}" for n in range(args.nodes)]
+        self.tokens = {node: f"token-{node}" for node in self.nodes}
+        self.bodies: list[list[bytes]] = []
+        self.collector: list[list[bytes]] = []
+        self.vm: list[list[bytes]] = []
+        for node in self.nodes:
+            bodies = [batch_body(node, f"stream-{node}", r + 1, args.gpus, args.batch_seconds,
+                                 t0 + r * args.batch_seconds) for r in range(args.rounds)]
+            self.bodies.append(bodies)
+            self.collector.append([collector_request(b, self.tokens[node]) for b in bodies])
+            self.vm.append([vm_request(node, r + 1, args.gpus, args.batch_seconds,
+                                       t0 + r * args.batch_seconds) for r in range(args.rounds)])
+        self.readings = args.nodes * args.rounds * args.gpus * args.batch_seconds
+
+
+async def _blast(port: int, per_node: Sequence[Sequence[bytes]], conns: int) -> SendStats:
+    """Each connection carries some nodes' streams, round by round (every stream in seq order)."""
+    stats = SendStats()
+    rounds = len(per_node[0])
+
+    def connection_requests(c: int) -> list[bytes]:
+        mine = range(c, len(per_node), conns)
+        return [per_node[n][r] for r in range(rounds) for n in mine]
+
+    await asyncio.wait_for(asyncio.gather(
+        *(send_in_order(port, connection_requests(c), stats) for c in range(conns))), timeout=600)
+    return stats
+
+
+def blast(name: str, port: int, per_node: Sequence[Sequence[bytes]], conns: int,
+          readings: int, good: int) -> float:
+    """Readings per second of one server; every batch must have been answered ``good``."""
+    started = time.perf_counter()
+    stats = asyncio.run(_blast(port, per_node, conns))
+    elapsed = time.perf_counter() - started
+    batches = sum(len(requests) for requests in per_node)
+    if stats.codes.get(good, 0) != batches:
+        raise SystemExit(f"{name} answered {stats.codes} to {batches} batches")
+    return readings / elapsed
+
+
+def parse_alone(bodies: Sequence[Sequence[bytes]], readings: int) -> float:
+    """Readings per second of ``wire.validate`` on the same bodies (one thread, this process)."""
+    from wattledger.wire import validate
+
+    now = time.time()
+    started = time.perf_counter()
+    for node_bodies in bodies:
+        for body in node_bodies:
+            validate(body, now)
+    return readings / (time.perf_counter() - started)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--nodes", type=int, default=100, help="streams (agents)")
+    parser.add_argument("--gpus", type=int, default=8)
+    parser.add_argument("--batch-seconds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=20, help="batches per stream per repeat")
+    parser.add_argument("--conns", type=int, default=16, help="concurrent keep-alive connections")
+    parser.add_argument("--wrap", default="", help="command prefix for the collector (a profiler)")
+    parser.add_argument("--no-vm", action="store_true", help="skip VictoriaMetrics")
+    args = parser.parse_args(argv)
+
+    vm_bin = shutil.which("victoria-metrics") or shutil.which("victoria-metrics-prod")
+    if vm_bin is None and not args.no_vm:
+        raise SystemExit("victoria-metrics is not installed (apt-get install victoria-metrics), "
+                         "or pass --no-vm")
+    d = workdir("wl-bench-ingest-")
+    now = time.time()
+    loads = [Load(str(k), args, now - 86400 + k * (args.rounds + 1) * args.batch_seconds)
+             for k in range(args.repeats)]
+    tokens = {node: token for load in loads for node, token in load.tokens.items()}
+    procs: list[Proc] = []
+    try:
+        collector, cport = start_collector(d, tokens, wrap=shlex.split(args.wrap))
+        procs.append(collector)
+        null, nport = start_null_server(d)
+        procs.append(null)
+        vport = 0
+        if not args.no_vm:
+            assert vm_bin is not None
+            vport = free_port()
+            vm = Proc([vm_bin, f"-storageDataPath={d}/vm", f"-httpListenAddr=127.0.0.1:{vport}",
+                       "-retentionPeriod=100y", "-loggerLevel=ERROR"], d / "vm.log")
+            procs.append(vm)
+            wait_http(f"http://127.0.0.1:{vport}/health", vm)
+        rates: dict[str, list[float]] = {"collector": [], "victoria-metrics": [], "sender alone": [],
+                                         "parsing alone": []}
+        for k, load in enumerate(loads):
+            turns = [("collector", cport, load.collector, 200), ("sender alone", nport, load.collector, 200)]
+            if not args.no_vm:
+                turns.append(("victoria-metrics", vport, load.vm, 204))
+            turns = turns[k % len(turns):] + turns[:k % len(turns)]
+            for name, port, requests, good in turns:
+                rates[name].append(blast(name, port, requests, args.conns, load.readings, good))
+            rates["parsing alone"].append(parse_alone(load.bodies, load.readings))
+            print(f"repeat {k + 1}/{args.repeats}: " + ", ".join(
+                f"{name} {values[-1] / 1e3:.0f}k/s" for name, values in rates.items() if values),
+                flush=True)
+        committed = scrape_total(cport, "wattledger_ingest_readings_total")
+        expected = sum(load.readings for load in loads)
+        if committed != expected:
+            raise SystemExit(f"the ledger holds {committed:.0f} readings of {expected} sent")
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+    report(args, rates)
+    shutil.rmtree(d, ignore_errors=True)
+    return 0
+
+
+def report(args: argparse.Namespace, rates: dict[str, list[float]]) -> None:
+    med = {name: median(values) for name, values in rates.items() if values}
+    print(f"\ningest: {args.nodes} streams x {args.rounds} batches of {args.gpus} GPUs x "
+          f"{args.batch_seconds} s, {args.conns} connections, {args.repeats} repeats "
+          f"(median readings/s; {os.cpu_count()} cores)")
+    for name, value in med.items():
+        print(f"  {name:<17} {value / 1e3:8.0f}k readings/s")
+    c = med["collector"]
+    if "victoria-metrics" in med:
+        v = med["victoria-metrics"]
+        print(f"  collector / VictoriaMetrics = {c / v:.2f}x (target >= {COLLECTOR_TARGET:.1f}x)"
+              f"{'' if c / v >= COLLECTOR_TARGET else '  MISSES'}")
+    top = max(c, med.get("victoria-metrics", 0.0))
+    print(f"  sender alone / fastest server = {med['sender alone'] / top:.1f}x "
+          f"(> 1: the load generator is not the bottleneck)")
+    ratio = c / med["parsing alone"]
+    print(f"  collector / parsing alone = {ratio:.0%} (target >= {PARSE_TARGET:.0%})"
+          f"{'' if ratio >= PARSE_TARGET else '  MISSES'}")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    sys.exit(main())
