@@ -32,7 +32,7 @@ from rich.live import Live
 from wattledger.config import ConfigError
 from wattledger.demo import config as democonfig
 from wattledger.demo.backfill import NodePlan, Progress, run_backfill
-from wattledger.demo.fetch import Fetcher
+from wattledger.demo.fetch import Fetcher, servers_from_nodes
 from wattledger.demo.layout import DemoState, Ports, choose_ports
 from wattledger.demo.processes import Child, Supervisor
 from wattledger.demo.scenario import Scenario, default_scenario
@@ -230,12 +230,17 @@ class Demo:
         now = self.clock()
         month_start = self.scenario.site.month_start(now)
         last: dict[str, float] = {}
-        with contextlib.suppress(httpx.HTTPError, ValueError):
-            for node in Fetcher(collector_url, None, self.scenario).nodes():
-                seen = [d["latest"]["ts"] for d in node.get("devices", [])
-                        if (d.get("latest") or {}).get("ts") is not None]
-                if seen:
-                    last[str(node["node"])] = max(seen)
+        fetcher = Fetcher(collector_url, None, self.scenario)
+        try:
+            for server in servers_from_nodes(fetcher.nodes(), self.scenario):
+                if server.last_seen is not None:
+                    last[server.node] = server.last_seen
+        except (httpx.HTTPError, ValueError) as exc:
+            # then the whole month goes again; readings the ledger already holds are late for it
+            # (not after its latest reading of that device): dropped and counted, never added twice
+            log.debug("cannot read the ledger's nodes: %s", exc)
+        finally:
+            fetcher.close()
         tokens = self.state.tokens(s.node for s in self.scenario.servers)
         plans = []
         for server in self.scenario.servers:
