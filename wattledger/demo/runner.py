@@ -232,9 +232,9 @@ class Demo:
         last: dict[str, float] = {}
         fetcher = Fetcher(collector_url, None, self.scenario)
         try:
-            for server in servers_from_nodes(fetcher.nodes(), self.scenario):
-                if server.last_seen is not None:
-                    last[server.node] = server.last_seen
+            for row in servers_from_nodes(fetcher.nodes(), self.scenario):
+                if row.last_seen is not None:
+                    last[row.node] = row.last_seen
         except (httpx.HTTPError, ValueError) as exc:
             # then the whole month goes again; readings the ledger already holds are late for it
             # (not after its latest reading of that device): dropped and counted, never added twice
