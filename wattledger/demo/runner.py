@@ -168,7 +168,10 @@ class Demo:
         prometheus_url = self._start_prometheus(ports)
         plans = self._backfill_plans(collector_url)
         if plans and not self.s["no_backfill"]:
-            self.say("backfilling the month so far (simulated history through POST /v1/batches)")
+            month_start = self.scenario.site.month_start(self.clock())
+            since = ("the first of the month" if min(p.start for p in plans) <= month_start
+                     else "the ledger's last readings")
+            self.say(f"backfilling simulated history since {since} through POST /v1/batches")
             end = self.clock()
             self.backfill_thread = threading.Thread(
                 target=run_backfill, name="backfill", daemon=True,
