@@ -369,15 +369,20 @@ class Ledger:
 
         (u_month, u_slot, u_group), sums = sum_by(
             (month, slot, grp), (it_j, cooling_j, it_cost, cooling_cost, carbon_g, unmeasured))
-        usage_rows = []
-        for i in range(len(u_month)):
-            site_name, cluster = self._groups[int(u_group[i])]
-            values = [float(v[i]) for v in sums]
-            usage_rows.append((month_text(int(u_month[i])), int(u_slot[i]), site_name, cluster,
-                               *values))
+        # rows built column-wise (one .tolist() per column, not one float() per value)
+        names = [self._groups[g] for g in u_group.tolist()]
+        texts = {m: month_text(m) for m in np.unique(u_month).tolist()}
+        usage_rows = list(zip([texts[m] for m in u_month.tolist()], u_slot.tolist(),
+                              [site for site, _ in names], [cluster for _, cluster in names],
+                              *(v.tolist() for v in sums), strict=True))
+        # the site sums take one addition per (site and cluster, month), not one per device
+        (s_group, s_month), s_sums = sum_by((u_group, u_month), sums[:5])
+        for g, m, *values in zip(s_group.tolist(), s_month.tolist(), *(v.tolist() for v in s_sums),
+                                 strict=True):
+            site_name = self._groups[g][0]
             for sm in (self.site_totals[site_name],
-                       self.site_months.setdefault((site_name, int(u_month[i])), SiteMonth())):
-                self._add_sums(sm, SiteMonth(*values[:5]))
+                       self.site_months.setdefault((site_name, m), SiteMonth())):
+                self._add_sums(sm, SiteMonth(*values))
 
         (q_group, q_start, q_month), q_sums = sum_by(
             (grp, quarter, month), (it_j, it_j + cooling_j, it_cost + cooling_cost))
