@@ -8,21 +8,29 @@ and month summaries. Latest-reading gauges of a stale node are left out (a dead 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString as _untyped_float_text
 
-from wattledger.collector.devicetable import DeviceTable
+from wattledger.collector.devicetable import DeviceTable, Floats, Ints
 from wattledger.collector.spend import current_month, month_summary
 
 if TYPE_CHECKING:
+    import numpy.typing as npt
+
     from wattledger.collector.ledger import Ledger
 
+    Bools = npt.NDArray[np.bool_]
+
 DEVICE_LABELS = ["site", "cluster", "node", "device"]
+#: a sample value as client_python writes it (Go's float formatting)
+float_text = cast(Callable[[float], str], _untyped_float_text)
 #: NVML clock-event (throttle) reasons, by bit (FIELD-NOTES.md)
 CLOCK_EVENTS = {0x1: "gpu_idle", 0x2: "applications_clocks", 0x4: "sw_power_cap",
                 0x10: "sync_boost", 0x20: "sw_thermal", 0x40: "hw_thermal", 0x80: "hw_power_brake"}
@@ -38,13 +46,22 @@ class NodeView:
 
 
 class LedgerCollector(Collector):
+    """The ledger's families; ``render`` writes the same as Prometheus text, fast.
+
+    A site of 10,000 GPUs has ~150,000 series: client_python formats each sample on its own
+    (a dict of labels, sorted, escaped), which takes seconds. ``render`` writes the per-device
+    families from whole columns with each device's label text made once and kept (until its
+    node changes site or cluster).
+    """
+
     def __init__(self, ledger: Ledger) -> None:
         self._ledger = ledger
+        self._label_cache: list[tuple[str, str, list[str], str]] = []  # by slot
 
     def describe(self) -> list[Metric]:
         return []  # families depend on the ledger's contents: collected at scrape time only
 
-    def collect(self) -> Iterator[Metric]:
+    def _state(self) -> tuple[list[Metric], dict[str, NodeView], DeviceTable]:
         ledger = self._ledger
         # hold the lock only to copy (ingest waits for it); write the text without it
         with ledger.lock:
@@ -53,9 +70,52 @@ class LedgerCollector(Collector):
             nodes = {name: NodeView(s.site, s.cluster, s.last_seen, s.readings, ledger.is_stale(s, now))
                      for name, s in ledger.node_states.items()}
             devices = ledger.devices.snapshot()
+        return site_families, nodes, devices
+
+    def collect(self) -> Iterator[Metric]:
+        site_families, nodes, devices = self._state()
         yield from site_families
         yield from _node_families(nodes, devices)
-        yield from _device_families(nodes, devices)
+        labels = [values for _, _, values, _ in self._labels(nodes, devices)]
+        for family in _device_families(nodes, devices):
+            yield family.metric(labels)
+
+    def render(self) -> bytes:
+        """Prometheus text of every family (what generate_latest makes of ``collect``)."""
+        site_families, nodes, devices = self._state()
+        head = generate_latest(_Families([*site_families, *_node_families(nodes, devices)]))
+        labels = [text for _, _, _, text in self._labels(nodes, devices)]
+        return head + "".join(family.text(labels)
+                              for family in _device_families(nodes, devices)).encode()
+
+    def _labels(self, nodes: dict[str, NodeView], dev: DeviceTable
+                ) -> list[tuple[str, str, list[str], str]]:
+        """Per slot: (site, cluster, label values, label text), remade where the node moved."""
+        cache = self._label_cache
+        del cache[dev.size:]  # a reload of the ledger may have fewer devices
+        for slot in range(dev.size):
+            view = nodes.get(dev.node[slot])
+            site, cluster = (view.site, view.cluster) if view is not None else ("", "")
+            if slot < len(cache) and cache[slot][0] == site and cache[slot][1] == cluster \
+                    and cache[slot][2][2:] == [dev.node[slot], dev.device[slot]]:
+                continue
+            values = [site, cluster, dev.node[slot], dev.device[slot]]
+            text = ",".join(f'{key}="{_escape(value)}"' for key, value in zip(DEVICE_LABELS, values,
+                                                                              strict=True))
+            entry = (site, cluster, values, text)
+            if slot < len(cache):
+                cache[slot] = entry
+            else:
+                cache.append(entry)
+        return cache
+
+
+class _Families(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)
 
 
 def _site_families(ledger: Ledger, now: float) -> Iterator[Metric]:
@@ -121,67 +181,112 @@ def _node_families(nodes: dict[str, NodeView], dev: DeviceTable) -> Iterator[Met
     yield from (seen, stale, readings, power)
 
 
-def _device_families(nodes: dict[str, NodeView], dev: DeviceTable) -> Iterator[Metric]:
-    def counter(name: str, text: str) -> CounterMetricFamily:
-        return CounterMetricFamily(name, text, labels=DEVICE_LABELS)
+@dataclass(frozen=True)
+class Chunk:
+    """Series of one device family: one per slot in ``slots``, with extra label values."""
 
-    counters = {  # float sums, by DeviceTable column
-        "energy_j": counter("wattledger_device_energy_joules", "IT energy of the device, as accounted."),
-        "unmeasured_s": counter("wattledger_unmeasured_seconds",
-                                "Time between readings that no rule could measure."),
-    }
-    counts = {  # event counts, by DeviceTable column
-        "resets": counter("wattledger_counter_resets", "Energy counter resets (driver reload)."),
-        "anomalies": counter("wattledger_energy_anomalies",
-                             "Counter deltas above 2 x power limit x dt (power used instead)."),
-        "late": counter("wattledger_late_readings",
-                        "Readings not newer than the device's last committed one (no energy)."),
-    }
+    slots: Ints
+    values: Floats
+    extra: tuple[str, ...] = ()
 
-    def gauge(name: str, text: str, extra: tuple[str, ...] = ()) -> GaugeMetricFamily:
-        return GaugeMetricFamily(name, text, labels=[*DEVICE_LABELS, *extra])
 
-    power = gauge("wattledger_device_power_watts", "Latest power of the device.")
-    temp = gauge("wattledger_device_temperature_celsius", "Latest temperature.", ("sensor",))
-    margin = gauge("wattledger_device_slowdown_margin_celsius",
-                   "Slowdown threshold minus latest GPU temperature.")
-    slowdown = gauge("wattledger_device_slowdown_temperature_celsius", "Thermal slowdown threshold.")
-    shutdown = gauge("wattledger_device_shutdown_temperature_celsius", "Thermal shutdown threshold.")
-    util = gauge("wattledger_device_utilization_ratio", "Latest utilization, 0..1.")
-    limit = gauge("wattledger_device_power_limit_watts", "Power limit of the device.")
-    events = gauge("wattledger_device_clock_event_active", "1 while a clock-event reason is active.",
-                   ("reason",))
+@dataclass(frozen=True)
+class DeviceFamily:
+    name: str  # counters without their _total
+    kind: str  # "counter" | "gauge"
+    help: str
+    extra_labels: tuple[str, ...]
+    chunks: list[Chunk]
+
+    def metric(self, labels: list[list[str]]) -> Metric:
+        """As a client_python family (``labels``: the label values of each slot)."""
+        cls = CounterMetricFamily if self.kind == "counter" else GaugeMetricFamily
+        family = cls(self.name, self.help, labels=[*DEVICE_LABELS, *self.extra_labels])
+        for chunk in self.chunks:
+            extra = list(chunk.extra)
+            for slot, value in zip(chunk.slots.tolist(), chunk.values.tolist(), strict=True):
+                family.add_metric([*labels[slot], *extra], value)
+        return family
+
+    def text(self, labels: list[str]) -> str:
+        """As Prometheus text (``labels``: the label text of each slot, without braces)."""
+        name = f"{self.name}_total" if self.kind == "counter" else self.name
+        lines = [f"# HELP {name} {_escape_help(self.help)}\n# TYPE {name} {self.kind}\n"]
+        for chunk in self.chunks:
+            extra = "".join(f',{key}="{_escape(value)}"'
+                            for key, value in zip(self.extra_labels, chunk.extra, strict=True))
+            lines.extend(f"{name}{{{labels[slot]}{extra}}} {float_text(value)}\n"
+                         for slot, value in zip(chunk.slots.tolist(), chunk.values.tolist(), strict=True))
+        return "".join(lines)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r'\"')
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", r"\\").replace("\n", r"\n")
+
+
+def _device_families(nodes: dict[str, NodeView], dev: DeviceTable) -> list[DeviceFamily]:
+    """Every per-device family, computed column-wise over the device table.
+
+    Devices of nodes not (yet) known are left out; the latest-reading gauges of stale nodes too.
+    """
     f = dev.floats
-    for slot in range(dev.size):
-        node = nodes.get(dev.node[slot])
-        if node is None:
-            continue
-        labels = [node.site, node.cluster, dev.node[slot], dev.device[slot]]
-        for key, family in counters.items():
-            family.add_metric(labels, float(f[key][slot]))
-        for key, family in counts.items():
-            family.add_metric(labels, int(dev.counts[key][slot]))
-        if not np.isnan(f["power_limit_w"][slot]):
-            limit.add_metric(labels, float(f["power_limit_w"][slot]))
-        if dev.slowdown_c[slot] is not None:
-            slowdown.add_metric(labels, float(dev.slowdown_c[slot] or 0.0))
-        if dev.shutdown_c[slot] is not None:
-            shutdown.add_metric(labels, float(dev.shutdown_c[slot] or 0.0))
-        if node.stale:
-            continue
-        for latest, key in ((power, "last_power_w"), (util, "util")):
-            if not np.isnan(f[key][slot]):
-                latest.add_metric(labels, float(f[key][slot]))
-        gpu_temp, mem_temp = float(f["temp_c"][slot]), float(f["mem_temp_c"][slot])
-        if not np.isnan(gpu_temp):
-            temp.add_metric([*labels, "gpu"], gpu_temp)
-            if dev.slowdown_c[slot] is not None:
-                margin.add_metric(labels, float(dev.slowdown_c[slot] or 0.0) - gpu_temp)
-        if not np.isnan(mem_temp):
-            temp.add_metric([*labels, "memory"], mem_temp)
-        mask = float(f["clock_events"][slot])
-        if not np.isnan(mask):
-            for bit, reason in CLOCK_EVENTS.items():
-                events.add_metric([*labels, reason], 1.0 if int(mask) & bit else 0.0)
-    yield from (*counters.values(), *counts.values(), power, temp, margin, slowdown, shutdown,
-                util, limit, events)
+    views = [nodes.get(node) for node in dev.node]
+    known = np.array([v is not None for v in views], dtype=bool)
+    fresh = np.array([v is not None and not v.stale for v in views], dtype=bool)
+    slots = np.arange(dev.size, dtype=np.int64)
+
+    def having(column: Floats, among: Bools) -> Chunk:
+        take = among & ~np.isnan(column)
+        return Chunk(slots[take], column[take])
+
+    def threshold(values: list[float | None]) -> Floats:
+        return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+    def family(name: str, kind: str, text: str, chunks: list[Chunk],
+               extra: tuple[str, ...] = ()) -> DeviceFamily:
+        return DeviceFamily(name, kind, text, extra, chunks)
+
+    everything = [Chunk(slots[known], f[key][known]) for key in ("energy_j", "unmeasured_s")]
+    counts = [Chunk(slots[known], dev.counts[key][known].astype(np.float64))
+              for key in ("resets", "anomalies", "late")]
+    slowdown, shutdown = threshold(dev.slowdown_c), threshold(dev.shutdown_c)
+    temp = f["temp_c"]
+    margin = having(slowdown - temp, fresh)
+    events = f["clock_events"]
+    with_events = fresh & ~np.isnan(events)
+    masks = np.where(with_events, events, 0).astype(np.int64)[with_events]
+    return [
+        family("wattledger_device_energy_joules", "counter", "IT energy of the device, as accounted.",
+               [everything[0]]),
+        family("wattledger_unmeasured_seconds", "counter",
+               "Time between readings that no rule could measure.", [everything[1]]),
+        family("wattledger_counter_resets", "counter", "Energy counter resets (driver reload).",
+               [counts[0]]),
+        family("wattledger_energy_anomalies", "counter",
+               "Counter deltas above 2 x power limit x dt (power used instead).", [counts[1]]),
+        family("wattledger_late_readings", "counter",
+               "Readings not newer than the device's last committed one (no energy).", [counts[2]]),
+        family("wattledger_device_power_watts", "gauge", "Latest power of the device.",
+               [having(f["last_power_w"], fresh)]),
+        family("wattledger_device_temperature_celsius", "gauge", "Latest temperature.",
+               [Chunk(c.slots, c.values, (sensor,)) for sensor, c in
+                (("gpu", having(temp, fresh)), ("memory", having(f["mem_temp_c"], fresh)))],
+               ("sensor",)),
+        family("wattledger_device_slowdown_margin_celsius", "gauge",
+               "Slowdown threshold minus latest GPU temperature.", [margin]),
+        family("wattledger_device_slowdown_temperature_celsius", "gauge", "Thermal slowdown threshold.",
+               [having(slowdown, known)]),
+        family("wattledger_device_shutdown_temperature_celsius", "gauge", "Thermal shutdown threshold.",
+               [having(shutdown, known)]),
+        family("wattledger_device_utilization_ratio", "gauge", "Latest utilization, 0..1.",
+               [having(f["util"], fresh)]),
+        family("wattledger_device_power_limit_watts", "gauge", "Power limit of the device.",
+               [having(f["power_limit_w"], known)]),
+        family("wattledger_device_clock_event_active", "gauge", "1 while a clock-event reason is active.",
+               [Chunk(slots[with_events], ((masks & bit) != 0).astype(np.float64), (reason,))
+                for bit, reason in CLOCK_EVENTS.items()], ("reason",)),
+    ]
