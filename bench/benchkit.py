@@ -41,8 +41,10 @@ def workdir(prefix: str) -> Path:
 class Proc:
     """A child process in its own session, stopped (and its group killed) on ``stop``."""
 
-    def __init__(self, args: Sequence[str], log: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, args: Sequence[str], log: Path, env: dict[str, str] | None = None,
+                 stop_signal: int = signal.SIGTERM) -> None:
         self.args = list(args)
+        self.stop_signal = stop_signal
         self.log = log
         with open(log, "ab") as out:
             self.popen = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT,
@@ -58,7 +60,7 @@ class Proc:
     def stop(self, timeout: float = 20.0) -> int | None:
         if self.popen.poll() is None:
             try:
-                os.killpg(self.popen.pid, signal.SIGTERM)
+                os.killpg(self.popen.pid, self.stop_signal)
                 self.popen.wait(timeout)
             except ProcessLookupError:
                 pass

@@ -20,19 +20,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shlex
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import psutil
 from benchkit import (
     Proc,
     SendStats,
     batch_body,
-    free_port,
     collector_request,
+    free_port,
     median,
     post,
     scrape_total,
@@ -97,15 +98,19 @@ async def _blast(port: int, per_node: Sequence[Sequence[bytes]], conns: int) -> 
 
 
 def blast(name: str, port: int, per_node: Sequence[Sequence[bytes]], conns: int,
-          readings: int, good: int) -> float:
-    """Readings per second of one server; every batch must have been answered ``good``."""
+          readings: int, good: int, server: psutil.Process) -> tuple[float, float]:
+    """Readings per second of one server, and its CPU (% of one core) meanwhile; every batch
+    must have been answered ``good``."""
+    cpu = server.cpu_times()
     started = time.perf_counter()
     stats = asyncio.run(_blast(port, per_node, conns))
     elapsed = time.perf_counter() - started
+    after = server.cpu_times()
     batches = sum(len(requests) for requests in per_node)
     if stats.codes.get(good, 0) != batches:
         raise SystemExit(f"{name} answered {stats.codes} to {batches} batches")
-    return readings / elapsed
+    used = (after.user - cpu.user) + (after.system - cpu.system)
+    return readings / elapsed, 100.0 * used / elapsed
 
 
 def parse_alone(bodies: Sequence[Sequence[bytes]], readings: int) -> float:
@@ -128,7 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=20, help="batches per stream per repeat")
     parser.add_argument("--conns", type=int, default=16, help="concurrent keep-alive connections")
-    parser.add_argument("--wrap", default="", help="command prefix for the collector (a profiler)")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="record the collector with py-spy (raw folded stacks) into FILE")
     parser.add_argument("--no-vm", action="store_true", help="skip VictoriaMetrics")
     args = parser.parse_args(argv)
 
@@ -143,8 +149,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     tokens = {node: token for load in loads for node, token in load.tokens.items()}
     procs: list[Proc] = []
     try:
-        collector, cport = start_collector(d, tokens, wrap=shlex.split(args.wrap))
+        collector, cport = start_collector(d, tokens)
         procs.append(collector)
+        if args.profile:
+            procs.append(Proc(["py-spy", "record", "--pid", str(collector.pid), "--rate", "250",
+                               "--format", "raw", "--threads", "--gil", "--output", args.profile],
+                              d / "py-spy.log", stop_signal=signal.SIGINT))
         null, nport = start_null_server(d)
         procs.append(null)
         vport = 0
@@ -157,13 +167,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             wait_http(f"http://127.0.0.1:{vport}/health", vm)
         rates: dict[str, list[float]] = {"collector": [], "victoria-metrics": [], "sender alone": [],
                                          "parsing alone": []}
+        cpu: dict[str, list[float]] = {name: [] for name in rates}
         for k, load in enumerate(loads):
-            turns = [("collector", cport, load.collector, 200), ("sender alone", nport, load.collector, 200)]
+            turns = [("collector", cport, load.collector, 200, collector),
+                     ("sender alone", nport, load.collector, 200, null)]
             if not args.no_vm:
-                turns.append(("victoria-metrics", vport, load.vm, 204))
+                turns.append(("victoria-metrics", vport, load.vm, 204, vm))
             turns = turns[k % len(turns):] + turns[:k % len(turns)]
-            for name, port, requests, good in turns:
-                rates[name].append(blast(name, port, requests, args.conns, load.readings, good))
+            for name, port, requests, good, server in turns:
+                rate, busy = blast(name, port, requests, args.conns, load.readings, good,
+                                   psutil.Process(server.pid))
+                rates[name].append(rate)
+                cpu[name].append(busy)
             rates["parsing alone"].append(parse_alone(load.bodies, load.readings))
             print(f"repeat {k + 1}/{args.repeats}: " + ", ".join(
                 f"{name} {values[-1] / 1e3:.0f}k/s" for name, values in rates.items() if values),
@@ -175,18 +190,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         for proc in reversed(procs):
             proc.stop()
-    report(args, rates)
+    report(args, rates, cpu)
     shutil.rmtree(d, ignore_errors=True)
     return 0
 
 
-def report(args: argparse.Namespace, rates: dict[str, list[float]]) -> None:
+def report(args: argparse.Namespace, rates: dict[str, list[float]],
+           cpu: dict[str, list[float]]) -> None:
     med = {name: median(values) for name, values in rates.items() if values}
     print(f"\ningest: {args.nodes} streams x {args.rounds} batches of {args.gpus} GPUs x "
           f"{args.batch_seconds} s, {args.conns} connections, {args.repeats} repeats "
           f"(median readings/s; {os.cpu_count()} cores)")
     for name, value in med.items():
-        print(f"  {name:<17} {value / 1e3:8.0f}k readings/s")
+        busy = f"   server CPU {median(cpu[name]):4.0f} % of one core" if cpu[name] else ""
+        print(f"  {name:<17} {value / 1e3:8.0f}k readings/s{busy}")
     c = med["collector"]
     if "victoria-metrics" in med:
         v = med["victoria-metrics"]
