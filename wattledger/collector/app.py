@@ -31,10 +31,11 @@ from pydantic import AfterValidator
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp
 
 from wattledger import __version__
 from wattledger.collector.auth import TokenBook
-from wattledger.collector.fastpath import BatchFastPath
+from wattledger.collector.fastpath import BatchFastPath, Push
 from wattledger.collector.httpstats import ServiceCollector, ServiceStats, outcome_of
 from wattledger.collector.ingest import (
     Answer,
@@ -114,6 +115,19 @@ def error_response(status: int, error: str, detail: Any = None,
     return json_response({"error": error, "detail": detail}, status, headers)
 
 
+class CollectorApp(FastAPI):
+    """FastAPI, with POST /v1/batches answered ahead of its whole middleware stack when
+    ``batch_push`` is set: agents push thousands of batches a second, and each layer (error
+    and exception middleware, telemetry, body limit) costs per request about what checking a
+    batch does. The fast path answers its own faults (JSON 500), as the stack would."""
+
+    batch_push: Push | None = None
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        return stack if self.batch_push is None else BatchFastPath(stack, self.batch_push)
+
+
 @dataclass
 class Runtime:
     """What the lifespan starts: the parts every request uses."""
@@ -121,7 +135,26 @@ class Runtime:
     ledger: LedgerService
     ingest: BatchIngest
     periodic: PeriodicWork
-    registry: CollectorRegistry
+    metrics: Callable[[], bytes]  # the text of /metrics
+
+
+def metrics_text(collectors: Sequence[Collector]) -> Callable[[], bytes]:
+    """/metrics: a collector that writes its own Prometheus text (``render``, as the ledger's
+    does: at 10,000 GPUs ~10x faster than client_python's formatting of each sample) writes it;
+    the others go through ``generate_latest``."""
+    own: list[Callable[[], bytes]] = []
+    registry = CollectorRegistry(auto_describe=False)
+    for collector in collectors:
+        render = getattr(collector, "render", None)
+        if callable(render):
+            own.append(render)
+        else:
+            registry.register(collector)
+
+    def text() -> bytes:
+        return b"".join([*(render() for render in own), generate_latest(registry)])
+
+    return text
 
 
 def create_app(settings: CollectorSettings, *, ledger: LedgerService | None = None,
@@ -147,13 +180,11 @@ def create_app(settings: CollectorSettings, *, ledger: LedgerService | None = No
         writer = BatchWriter(led, max_queue=limits.max_queue_batches, max_group=limits.max_group_batches)
         ingest = BatchIngest(tokens, writer, limits, clock, precheck=site_check(settings))
         periodic = PeriodicWork(led, settings.refresh_interval_seconds)
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(led.collector())
-        registry.register(ServiceCollector(stats, ingest.gauges, ingest.counters))
+        metrics = metrics_text([led.collector(), ServiceCollector(stats, ingest.gauges, ingest.counters)])
         writer.start()
         await run_in_threadpool(periodic.run_once)  # month roll-over and stale nodes before serving
         periodic.start()
-        holder["rt"] = Runtime(led, ingest, periodic, registry)
+        holder["rt"] = Runtime(led, ingest, periodic, metrics)
         try:
             yield
         finally:
@@ -163,8 +194,9 @@ def create_app(settings: CollectorSettings, *, ledger: LedgerService | None = No
             if own:
                 led.close()
 
-    app = FastAPI(title="wattledger collector", version=__version__, lifespan=lifespan,
-                  description="Ingest of GPU power readings; energy, cost, carbon and plan of the fleet.")
+    app = CollectorApp(title="wattledger collector", version=__version__, lifespan=lifespan,
+                       description="Ingest of GPU power readings; energy, cost, carbon and plan of "
+                                   "the fleet.")
     install_error_handlers(app)
 
     def runtime() -> Runtime:
@@ -200,7 +232,7 @@ def create_app(settings: CollectorSettings, *, ledger: LedgerService | None = No
         return json_response(answer.payload, answer.status, answer.headers)
 
     if fast_ingest:
-        app.add_middleware(BatchFastPath, push=push)
+        app.batch_push = push
 
     @app.get("/v1/spend", tags=["finance"], response_model=None,
              summary="Energy, cost and carbon by site, cluster, node or device")
@@ -232,7 +264,7 @@ def create_app(settings: CollectorSettings, *, ledger: LedgerService | None = No
     @app.get("/metrics", tags=["monitoring"], summary="Prometheus metrics", response_model=None)
     def get_metrics() -> Response:
         started = time.perf_counter()
-        body = generate_latest(runtime().registry)
+        body = runtime().metrics()
         stats.observe("/metrics", time.perf_counter() - started)
         return Response(body, 200, media_type=CONTENT_TYPE_LATEST)
 

@@ -9,6 +9,7 @@ passes every other request on untouched.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import orjson
@@ -16,6 +17,8 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wattledger.collector.ingest import Answer, RequestHead
+
+log = logging.getLogger(__name__)
 
 PATH = "/v1/batches"
 Push = Callable[[RequestHead, AsyncIterator[bytes]], Awaitable[Answer]]
@@ -61,7 +64,12 @@ class BatchFastPath:
         if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        answer = await self.push(head_of(scope), body_chunks(receive))
+        try:
+            answer = await self.push(head_of(scope), body_chunks(receive))
+        except Exception:  # a fault of the collector: what the app's error handler would answer
+            log.exception("POST %s failed", PATH)
+            answer = Answer(500, {"error": "internal error",
+                                  "detail": {"reason": "a fault of the collector; see its log"}})
         headers, body = encode_answer(answer)
         await send({"type": "http.response.start", "status": answer.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
