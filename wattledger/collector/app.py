@@ -82,7 +82,8 @@ def open_ledger(settings: CollectorSettings, clock: Callable[[], float] = time.t
     from wattledger.collector.ledger import Ledger
 
     return Ledger(settings.db, settings.sites, settings.plan, max_gap_seconds=settings.max_gap_seconds,
-                  clock=clock, stale_after_seconds=settings.stale_after_seconds)
+                  clock=clock, stale_after_seconds=settings.stale_after_seconds,
+                  rollup_after_days=settings.rollup_after_days)
 
 
 def site_check(settings: CollectorSettings) -> Callable[[ValidBatch], None]:

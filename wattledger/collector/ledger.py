@@ -36,6 +36,8 @@ JOULES_PER_KWH = 3.6e6
 QUARTER_SECONDS = 900.0
 #: quarter-hours kept in memory: this month and the last (demand, trailing 24 h), with margin
 KEEP_QUARTERS_SECONDS = 70 * 86400.0
+#: the roll-up never touches the last two days (forecasts read the trailing 24 h)
+MIN_ROLLUP_DAYS = 2.0
 
 
 @dataclass(frozen=True)
@@ -125,8 +127,12 @@ class Ledger:
 
     def __init__(self, db_url: str, sites: Mapping[str, SiteConfig], plan: Sequence[PlanEntry], *,
                  max_gap_seconds: float = 30.0, clock: Callable[[], float] = time.time,
-                 stale_after_seconds: float = 120.0) -> None:
+                 stale_after_seconds: float = 120.0, rollup_after_days: float | None = None) -> None:
+        if rollup_after_days is not None and rollup_after_days < MIN_ROLLUP_DAYS:
+            raise ValueError(f"rollup_after_days must be at least {MIN_ROLLUP_DAYS} "
+                             "(forecasts read the last 24 h of quarter-hours)")
         self.sites = dict(sites)
+        self.rollup_after_days = rollup_after_days
         self.plan = list(plan)
         self.max_gap_seconds = max_gap_seconds
         self.clock = clock
@@ -181,6 +187,10 @@ class Ledger:
             sm.peak_quarter_facility_j = max(sm.peak_quarter_facility_j, facility_j)
             if start * 60.0 >= self.clock() - KEEP_QUARTERS_SECONDS:
                 self.quarters[(site, int(start))] = [facility_j, cost]
+        # the peaks of quarter-hours rolled up into hours (kept before they went)
+        for site, month, facility_j in store.query("SELECT site, month, facility_j FROM month_peaks"):
+            sm = self.site_months.setdefault((site, parse_month(month)), SiteMonth())
+            sm.peak_quarter_facility_j = max(sm.peak_quarter_facility_j, facility_j)
 
     @staticmethod
     def _add_sums(into: SiteMonth, sums: SiteMonth) -> None:
@@ -440,6 +450,10 @@ class Ledger:
                 del self.quarters[key]
             stale = {n for n, s in self.node_states.items() if self.is_stale(s, now)}
             months = {site: self.site_clock(site).month_at(now) for site in self.site_names}
+        rolled = self.roll_up()
+        if rolled:
+            log.info("roll-up: %d quarter-hour rows older than %g days summed into hours", rolled,
+                     self.rollup_after_days)
         for site, month in months.items():
             if self._months_seen.get(site, month) != month:
                 log.info("site %s: billing month %s begins", site, month_text(month))
@@ -447,6 +461,17 @@ class Ledger:
         for node in sorted(stale - self._stale_seen):
             log.warning("node %s is stale: no batch for over %.0f s", node, self.stale_after_seconds)
         self._stale_seen = stale
+
+    def roll_up(self) -> int:
+        """Roll quarter-hours older than ``rollup_after_days`` up into hours (docs/accounting.md,
+        "Roll-up"); returns the quarter rows rolled up. Totals, spend, demand peaks, plan and
+        forecast read the same afterwards: usage rows are never rolled up, each month's peak
+        quarter-hour is kept first, and the last day's quarter-hours stay."""
+        if self.rollup_after_days is None:
+            return 0
+        cutoff_minute = (self.clock() - self.rollup_after_days * 86400.0) / 60.0
+        with self.lock:
+            return self.store.roll_up(int(cutoff_minute // 60) * 60)
 
     def is_stale(self, node: NodeState, now: float) -> bool:
         return now - node.last_seen > self.stale_after_seconds

@@ -63,6 +63,8 @@ class CollectorSettings(BaseModel):
     max_gap_seconds: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 30.0
     stale_after_seconds: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 120.0
     refresh_interval_seconds: Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)] = 15.0
+    #: quarter-hours older than this are summed into hours (docs/accounting.md, "Roll-up"); off by default
+    rollup_after_days: Annotated[float, Field(ge=2, allow_inf_nan=False)] | None = None
     max_body_bytes: Annotated[int, Field(ge=1024)] = 8 * MIB
     max_queue_batches: Annotated[int, Field(ge=1)] = 1024
     max_pending_bytes: Annotated[int, Field(ge=1024)] = 128 * MIB

@@ -11,6 +11,8 @@ Tables (all money and energy in base units; see docs/accounting.md):
 - ``quarters``: per (site, cluster, local quarter-hour): IT and facility energy and cost, for
   demand charges and the trailing-24 h cost rate of forecasts.
 - ``site_totals``: per site, the all-time sums shown as /metrics counters (schema 2).
+- ``hours`` and ``month_peaks`` (schema 3): where the roll-up puts old quarter-hours — summed
+  per UTC hour, and the month's highest quarter-hour (the demand charge's peak) kept first.
 
 Every write of one ingest happens in ONE transaction with ``synchronous=FULL``: when the agent
 hears 200, the batch, its seq and its money are on disk together. The SQL is kept to what
@@ -107,6 +109,25 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
              SELECT site, SUM(cooling_j), SUM(it_cost), SUM(cooling_cost), SUM(carbon_g)
              FROM usage GROUP BY site""",
     ),
+    (
+        # the roll-up of old quarter-hours (rollup_after_days): their sums per UTC hour (every
+        # quarter-hour of a site's clock lies in one UTC hour: offsets are multiples of 15 min),
+        # and, kept before they go, each month's highest site quarter-hour
+        """CREATE TABLE hours (
+             site TEXT NOT NULL,
+             cluster TEXT NOT NULL,
+             month TEXT NOT NULL,
+             start_minute BIGINT NOT NULL,
+             it_j DOUBLE PRECISION NOT NULL,
+             facility_j DOUBLE PRECISION NOT NULL,
+             cost DOUBLE PRECISION NOT NULL,
+             PRIMARY KEY (site, cluster, month, start_minute))""",
+        """CREATE TABLE month_peaks (
+             site TEXT NOT NULL,
+             month TEXT NOT NULL,
+             facility_j DOUBLE PRECISION NOT NULL,
+             PRIMARY KEY (site, month))""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -157,6 +178,24 @@ _ADD_QUARTER = (
     "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (site, cluster, start_minute) DO UPDATE SET "
     "it_j = quarters.it_j + excluded.it_j, facility_j = quarters.facility_j + excluded.facility_j, "
     "cost = quarters.cost + excluded.cost")
+
+# the month's highest site quarter-hour (all clusters) among those about to be rolled up, kept
+# if higher than the one kept before
+_KEEP_PEAKS = (
+    "INSERT INTO month_peaks (site, month, facility_j) "
+    "SELECT site, month, MAX(facility_j) FROM (SELECT site, month, SUM(facility_j) AS facility_j "
+    "FROM quarters WHERE start_minute < ? GROUP BY site, month, start_minute) AS site_quarters "
+    "GROUP BY site, month "
+    "ON CONFLICT (site, month) DO UPDATE SET "
+    "facility_j = CASE WHEN excluded.facility_j > month_peaks.facility_j "
+    "THEN excluded.facility_j ELSE month_peaks.facility_j END")
+_ADD_HOURS = (
+    "INSERT INTO hours (site, cluster, month, start_minute, it_j, facility_j, cost) "
+    "SELECT site, cluster, month, (start_minute / 60) * 60, SUM(it_j), SUM(facility_j), SUM(cost) "
+    "FROM quarters WHERE start_minute < ? GROUP BY site, cluster, month, start_minute / 60 "
+    "ON CONFLICT (site, cluster, month, start_minute) DO UPDATE SET "
+    "it_j = hours.it_j + excluded.it_j, facility_j = hours.facility_j + excluded.facility_j, "
+    "cost = hours.cost + excluded.cost")
 
 
 class Store:
@@ -220,6 +259,30 @@ class Store:
             if db.in_transaction:  # SQLite may have rolled back already (e.g. disk full)
                 db.execute("ROLLBACK")
             raise
+
+    def roll_up(self, before_minute: int) -> int:
+        """Roll quarter-hours that start before ``before_minute`` (a UTC hour) up into ``hours``,
+        keeping each month's highest site quarter-hour in ``month_peaks`` first; one transaction.
+        Returns the quarter rows rolled up."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(_KEEP_PEAKS, (before_minute,))
+            db.execute(_ADD_HOURS, (before_minute,))
+            rolled = db.execute("DELETE FROM quarters WHERE start_minute < ?", (before_minute,)).rowcount
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return int(rolled)
+
+    def size_bytes(self) -> int:
+        """Bytes the database takes (pages in use, WAL folded in first)."""
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        pages = int(self._db.execute("PRAGMA page_count").fetchone()[0])
+        free = int(self._db.execute("PRAGMA freelist_count").fetchone()[0])
+        return (pages - free) * int(self._db.execute("PRAGMA page_size").fetchone()[0])
 
     def close(self) -> None:
         self._db.close()
