@@ -252,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--find-max", action="store_true",
                         help="grow the fleet by --growth per step until it is not sustained")
     parser.add_argument("--growth", type=float, default=1.5)
+    parser.add_argument("--max-agents", type=int, default=20000, help="find-max stops here")
     args = parser.parse_args(argv)
     if not args.find_max:
         show(run_site(args.agents, args.gpus, args.minutes, args.warmup))
@@ -263,13 +264,16 @@ def main(argv: list[str] | None = None) -> int:
         if not result.sustained():
             break
         best = result
-        agents = int(agents * args.growth)
+        agents = max(agents + 1, int(agents * args.growth))
+        if agents > args.max_agents:
+            print(f"\nfind-max: stopped at --max-agents {args.max_agents}")
+            break
     if best is None:
         print(f"\nfind-max: not even {args.agents * args.gpus} GPUs are sustained")
     else:
-        print(f"\nfind-max: largest fleet sustained {best.gpus} GPUs ({best.agents} agents; "
-              f"{best.cpu_pct:.0f} % of one core, p99 {best.p99_ms:.0f} ms); "
-              f"{agents * args.gpus} GPUs were not")
+        print(f"find-max: largest fleet sustained {best.gpus} GPUs ({best.agents} agents; "
+              f"{best.cpu_pct:.0f} % of one core, p99 {best.p99_ms:.0f} ms)"
+              + ("" if agents > args.max_agents else f"; {agents * args.gpus} GPUs were not"))
     return 0
 
 
