@@ -7,15 +7,18 @@ and ``run(args) -> int``. Modules are imported only for the sub-command that run
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import ModuleType
 
 from wattledger import __version__
-from wattledger.config import ConfigError, OneLineParser
+from wattledger.config import ConfigError, OneLineParser, load_yaml
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
 COMMANDS: dict[str, str] = {
     "agent": "wattledger.agent.cli",
     "collector": "wattledger.collector.cli",
@@ -41,10 +44,28 @@ def build_parser() -> OneLineParser:
         module = _module(name)
         cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
         cmd.add_argument("--version", action="version", version=f"wattledger {__version__}")
-        cmd.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
-                         help="log verbosity (default: info)")
+        # no argparse default: an absent flag falls back to WATTLEDGER_LOG_LEVEL, then the YAML
+        cmd.add_argument("--log-level", default=argparse.SUPPRESS, choices=LOG_LEVELS,
+                         help="log verbosity (default: info) [env WATTLEDGER_LOG_LEVEL]")
         module.configure(cmd)
     return parser
+
+
+def log_level(args: argparse.Namespace, env: Mapping[str, str]) -> str:
+    """``--log-level`` > ``WATTLEDGER_LOG_LEVEL`` > the ``--config`` YAML's ``log_level`` > info."""
+    if getattr(args, "log_level", None):
+        return str(args.log_level)
+    source, raw = "WATTLEDGER_LOG_LEVEL", env.get("WATTLEDGER_LOG_LEVEL")
+    if raw is None:
+        path = getattr(args, "config", None) or env.get("WATTLEDGER_CONFIG")
+        values = load_yaml(path) if path else {}
+        source, raw = "config key 'log_level'", values.get("log_level", values.get("log-level"))
+    if raw is None:
+        return "info"
+    level = str(raw).strip().lower()
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"{source}: {raw!r} is not one of {', '.join(LOG_LEVELS)}")
+    return level
 
 
 def setup_logging(level: str) -> None:
@@ -61,8 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
-    setup_logging(args.log_level)
     try:
+        setup_logging(log_level(args, os.environ))
         return int(_module(args.command).run(args))
     except ConfigError as exc:
         sys.stderr.write(f"wattledger {args.command}: error: {exc}\n")

@@ -127,6 +127,7 @@ def settings(args: argparse.Namespace, env: dict[str, str] | None = None) -> dic
     config_path = getattr(args, "config", None) or env.get("WATTLEDGER_CONFIG")
     file_values = load_yaml(config_path) if config_path else {}
     known = {opt.dest for opt in OPTIONS} | {opt.dest.replace("_", "-") for opt in OPTIONS}
+    known |= {"log_level", "log-level"}  # read by the dispatcher (wattledger.cli.log_level)
     unknown = sorted(str(k) for k in file_values if str(k) not in known)
     if unknown:
         raise ConfigError(f"config file {config_path!r}: unknown key {unknown[0]!r}")
@@ -158,6 +159,8 @@ def settings(args: argparse.Namespace, env: dict[str, str] | None = None) -> dic
             token = Path(s["token_file"]).read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ConfigError(f"--token-file: cannot read {str(s['token_file'])!r}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"--token-file: {str(s['token_file'])!r} is not UTF-8 text") from None
         if not token or any(c.isspace() for c in token):
             raise ConfigError(f"--token-file: {str(s['token_file'])!r} must hold one token (no spaces)")
         s["token"] = token

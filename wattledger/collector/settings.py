@@ -75,6 +75,9 @@ class CollectorSettings(BaseModel):
     @model_validator(mode="after")
     def _cross_checks(self) -> CollectorSettings:
         # "[key] " tells describe() which key a cross-check is about (a model check has no loc)
+        if not self.sites:
+            raise ValueError("[sites] needs at least one site (a node without a site label belongs to "
+                             "'default')")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("[tls_key] tls_cert and tls_key go together: give both or neither")
         try:
@@ -125,6 +128,7 @@ def load_settings(args: argparse.Namespace, env: Mapping[str, str] | None = None
     env = os.environ if env is None else env
     path = getattr(args, "config", None) or env.get("WATTLEDGER_CONFIG")
     file_values = {str(k).replace("-", "_"): v for k, v in config.load_yaml(path).items()} if path else {}
+    file_values.pop("log_level", None)  # read by the dispatcher (wattledger.cli.log_level)
     given = config.resolve(OPTIONS, args, file_values, env)
     merged = {**file_values, **{key: value for key, value in given.items() if value is not None}}
     return settings_from(merged)

@@ -14,6 +14,7 @@ from wattledger.config import (
     add_options,
     boolean,
     default_state_dir,
+    load_yaml,
     positive_float,
     resolve,
     text,
@@ -59,7 +60,14 @@ OPTIONS = [
 STATE_DIR_ENV = "WATTLEDGER_DEMO_STATE_DIR"
 
 
+#: the on/off flags; each also reads WATTLEDGER_<FLAG> and the YAML key of its name
+SWITCHES = ("fresh", "no_backfill", "no_prometheus", "plain")
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", default=None,
+                        help="YAML file of settings (keys as the flags, e.g. collector_port: 19861) "
+                             "[env WATTLEDGER_CONFIG]")
     parser.add_argument("--state-dir", metavar="DIR", default=None,
                         help="folder for the demo's ledger, spools, tokens, logs and Prometheus data "
                              f"(default: <state dir>/demo, e.g. {default_state_dir() / 'demo'}) "
@@ -77,21 +85,30 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def settings(args: argparse.Namespace, env: dict[str, str] | None = None) -> dict[str, Any]:
     env = dict(os.environ) if env is None else env
-    s = resolve(OPTIONS, args, {}, env)
-    raw_dir = getattr(args, "state_dir", None) or env.get(STATE_DIR_ENV)
+    config_path = getattr(args, "config", None) or env.get("WATTLEDGER_CONFIG")
+    raw_values = load_yaml(config_path) if config_path else {}
+    file_values = {str(k).replace("-", "_"): v for k, v in raw_values.items()}
+    known = {opt.dest for opt in OPTIONS} | set(SWITCHES) | {"state_dir", "log_level"}
+    unknown = sorted(k for k in file_values if k not in known)
+    if unknown:
+        raise ConfigError(f"config file {config_path!r}: unknown key {unknown[0]!r}")
+    s = resolve(OPTIONS, args, file_values, env)
+    raw_dir = getattr(args, "state_dir", None) or env.get(STATE_DIR_ENV) or file_values.get("state_dir")
     s["state_dir_given"] = raw_dir is not None
     try:
         s["state_dir"] = Path(text(raw_dir)).expanduser() if raw_dir is not None else (
             default_state_dir() / "demo")
     except ValueError as exc:
         raise ConfigError(f"--state-dir: {exc}") from None
-    for flag in ("fresh", "no_backfill", "no_prometheus", "plain"):
+    for flag in SWITCHES:
         given = bool(getattr(args, flag, False))
-        env_value = env.get(f"WATTLEDGER_{flag.upper()}")
+        source, raw = f"WATTLEDGER_{flag.upper()}", env.get(f"WATTLEDGER_{flag.upper()}")
+        if raw is None:
+            source, raw = f"config key {flag!r}", file_values.get(flag)
         try:
-            s[flag] = given or (env_value is not None and boolean(env_value))
+            s[flag] = given or (raw is not None and boolean(raw))
         except ValueError as exc:
-            raise ConfigError(f"WATTLEDGER_{flag.upper()}: {exc}") from None
+            raise ConfigError(f"{source}: {exc}") from None
     ports = [s[k] for k in ("collector_port", "prometheus_port", "agent_port") if s[k]]
     if len(set(ports)) != len(ports):
         raise ConfigError("--collector-port, --prometheus-port and --agent-port must differ")

@@ -1,0 +1,144 @@
+"""DESIGN.md "Command line" held against the dispatcher: every flag of every sub-command also
+reads from ``WATTLEDGER_<FLAG>`` and from the ``--config`` YAML (flags win), and every bad value
+is one line on stderr with exit status 2, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from wattledger import cli
+from wattledger.config import OneLineParser
+from wattledger.demo import cli as demo_cli
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for var in ("WATTLEDGER_CONFIG", "WATTLEDGER_LOG_LEVEL", "WATTLEDGER_DEMO_STATE_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    root.setLevel(level)
+    root.handlers[:] = handlers
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def parsed(argv: list[str]) -> argparse.Namespace:
+    return cli.build_parser().parse_args(argv)
+
+
+# ---------------------------------------------------------------------------- --log-level
+
+
+def test_log_level_flag_beats_env_beats_yaml(tmp_path: Path) -> None:
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text("log_level: error\nsimulate: 1\n")
+    env = {"WATTLEDGER_CONFIG": str(cfg)}
+    assert cli.log_level(parsed(["agent"]), {}) == "info"
+    assert cli.log_level(parsed(["agent"]), env) == "error"
+    assert cli.log_level(parsed(["agent", "--config", str(cfg)]), {}) == "error"
+    assert cli.log_level(parsed(["agent"]), {**env, "WATTLEDGER_LOG_LEVEL": "WARNING"}) == "warning"
+    assert cli.log_level(parsed(["agent", "--log-level", "debug"]),
+                         {**env, "WATTLEDGER_LOG_LEVEL": "warning"}) == "debug"
+
+
+def test_log_level_key_is_known_to_every_sub_command(tmp_path: Path) -> None:
+    from wattledger.agent import cli as agent_cli
+    from wattledger.collector import settings as collector_settings
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("log_level: debug\n")
+    args = parsed(["agent", "--config", str(cfg), "--simulate", "1", "--node", "n"])
+    assert agent_cli.settings(args, {})["simulate"] == 1
+    args = parsed(["collector", "--config", str(cfg)])
+    assert collector_settings.load_settings(args, {}).max_gap_seconds == 30.0
+    assert demo_cli.settings(parsed(["demo", "--config", str(cfg)]), {})["collector_port"] == 9861
+
+
+def test_bad_log_level_from_env_is_one_line(capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WATTLEDGER_LOG_LEVEL", "loud")
+    assert "WATTLEDGER_LOG_LEVEL: 'loud'" in one_line_error(capsys, ["agent", "--simulate", "1"])
+
+
+# ---------------------------------------------------------------------------- demo --config
+
+
+def demo_settings(argv: list[str], env: dict[str, str] | None = None) -> dict[str, object]:
+    parser = OneLineParser(prog="wattledger demo")
+    demo_cli.configure(parser)
+    return demo_cli.settings(parser.parse_args(argv), env or {})
+
+
+def test_demo_reads_every_flag_from_yaml_env_and_flags(tmp_path: Path) -> None:
+    cfg = tmp_path / "demo.yaml"
+    cfg.write_text(f"collector-port: 19001\nprometheus_port: 19002\nagent_port: 19003\n"
+                   f"backfill_step: 600\nrefresh: 2\nstate_dir: {tmp_path / 'st'}\n"
+                   "fresh: true\nno_backfill: yes\nno_prometheus: true\nplain: true\n")
+    s = demo_settings(["--config", str(cfg)])
+    assert (s["collector_port"], s["prometheus_port"], s["agent_port"]) == (19001, 19002, 19003)
+    assert (s["backfill_step"], s["refresh"], s["state_dir"]) == (600.0, 2.0, tmp_path / "st")
+    assert s["fresh"] and s["no_backfill"] and s["no_prometheus"] and s["plain"]
+    s = demo_settings(["--collector-port", "19101"], env={
+        "WATTLEDGER_CONFIG": str(cfg), "WATTLEDGER_COLLECTOR_PORT": "19201", "WATTLEDGER_REFRESH": "3"})
+    assert (s["collector_port"], s["refresh"], s["prometheus_port"]) == (19101, 3.0, 19002)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("collector_prot: 1\n", "unknown key 'collector_prot'"),
+    ("- a\n", "must hold a mapping"),
+    ("plain: sometimes\n", "config key 'plain'"),
+    ("agent_port: 70000\n", "config key 'agent_port'"),
+])
+def test_demo_bad_yaml_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str,
+                                   message: str) -> None:
+    cfg = tmp_path / "demo.yaml"
+    cfg.write_text(text)
+    assert message in one_line_error(capsys, ["demo", "--config", str(cfg)])
+
+
+# ---------------------------------------------------------------------------- bad values
+
+
+def test_collector_without_sites_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("sites: {}\n")
+    assert "config key sites: needs at least one site" in one_line_error(
+        capsys, ["collector", "--config", str(cfg), "--listen", "127.0.0.1:0"])
+
+
+def test_token_file_that_is_not_text_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    token = tmp_path / "token"
+    token.write_bytes(b"\xff\xfe\x00tok")
+    err = one_line_error(capsys, ["agent", "--simulate", "1", "--listen", "127.0.0.1:0",
+                                  "--collector", "http://127.0.0.1:9", "--token-file", str(token)])
+    assert "is not UTF-8 text" in err
+
+
+@pytest.mark.parametrize("argv", [
+    ["agent", "--listen", "127.0.0.1:70000"],
+    ["agent", "--label", "site"],
+    ["agent", "--interval", "nan"],
+    ["collector", "--db", "postgres://x"],
+    ["collector", "--max-gap-seconds", "-3"],
+    ["demo", "--backfill-step", "0.5"],
+    ["nonsense"],
+])
+def test_the_real_console_script_never_shows_a_traceback(argv: list[str]) -> None:
+    done = subprocess.run([sys.executable, "-m", "wattledger.cli", *argv], capture_output=True, text=True,
+                          timeout=60, env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent"})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
