@@ -296,7 +296,7 @@ def test_agent_stop_line_matches_the_ledger(fleet: Fleet) -> None:
     """Last in the module: SIGTERM ships what is spooled, logs one stop line and exits 0, and
     its readings= is exactly what the collector committed for the node (it never ran before)."""
     log = fleet.agent.log_text()
-    assert "simulated" in log  # --simulate is said, never silent
+    assert "SIMULATED GPUs: 2 x h100-sxm" in log  # --simulate is said, never silent
     assert fleet.agent.stop(signal.SIGTERM) == 0
     lines = [line for line in fleet.agent.log_text().splitlines() if "stopped: " in line]
     assert len(lines) == 1, lines

@@ -220,6 +220,10 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ConfigError) as exc:
         agent.stop(delivery_timeout=0)
         raise ConfigError(str(exc)) from None
+    if "simulated" in s["source_names"]:
+        # a named feature, never a silent stand-in for real GPUs: say so where operators look
+        log.warning("SIMULATED GPUs: %d x %s (workload %s, seed %d); these readings are not from real "
+                    "hardware", s["simulate"], s["simulate_model"], ",".join(s["workload"]), s["seed"])
     log.info(
         "agent %s: sources %s, every %g s%s",
         s["node"],
