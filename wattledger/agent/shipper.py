@@ -183,6 +183,16 @@ class HttpSender:
             self._conn = None
 
 
+def _unknown_site(answer: Answer) -> bool:
+    """Is this the collector's refusal of a site it is not configured for (DESIGN.md: a node
+    belongs to the site its ``site`` label names)?"""
+    try:
+        error = orjson.loads(answer.body)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(error, dict) and error.get("error") == "unknown site"
+
+
 def _reason(answer: Answer) -> str:
     """The collector's error, in one line, for logs and the dead-letter table."""
     text = answer.body[:500].decode("utf-8", "replace").replace("\n", " ").strip()
@@ -311,6 +321,8 @@ class Shipper:
             self._done(batch, answer)
             return 0.0
         outcome = classify(answer.status)
+        if outcome is Outcome.DEAD_LETTER and _unknown_site(answer):
+            return self._site_missing(batch, answer)
         if outcome is Outcome.DEAD_LETTER:
             reason = _reason(answer)
             self.spool.dead_letter(batch, answer.status, reason)
@@ -333,6 +345,19 @@ class Shipper:
         if answer.status in (404, 405) or 300 <= answer.status < 400:
             what += f" (is the collector URL right? POST {self._sender.path})"
         return self._retry(batch, what, retry_after)
+
+    def _site_missing(self, batch: SpooledBatch, answer: Answer) -> float:
+        """The collector has no site for this node's ``site`` label: a configuration mismatch,
+        as a wrong token is. Parking the backlog as dead letters would keep every reading out of
+        the ledger once the collector's ``sites`` are fixed, so the batch stays and is retried."""
+        self._failures += 1
+        self.outcomes[Outcome.RETRY] += 1
+        delay = self._backoff.delay(self._failures, parse_retry_after(answer.retry_after, self._wall()))
+        self._note(Outcome.RETRY, delay)
+        log.error("collector does not know this node's site (%s); batch %s/%d and everything after it stay "
+                  "spooled; add the site to the collector's sites or fix --label site; retrying in %.1f s",
+                  _reason(answer), batch.stream, batch.seq, delay)
+        return delay
 
     def _retry(self, batch: SpooledBatch, what: str, retry_after: float | None) -> float:
         self._failures += 1
