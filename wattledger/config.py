@@ -135,6 +135,16 @@ def existing_file(raw: object) -> Path:
     return path
 
 
+def bearer_token(raw: str) -> str:
+    """A bearer token as it travels in an HTTP header: printable ASCII, no spaces."""
+    token = raw.strip()
+    if not token:
+        raise ValueError("it is empty")
+    if not (token.isascii() and token.isprintable()) or any(c.isspace() for c in token):
+        raise ValueError("printable ASCII characters only, no spaces")
+    return token
+
+
 def text(raw: object) -> str:
     value = str(raw).strip()
     if not value:

@@ -142,3 +142,46 @@ def test_the_real_console_script_never_shows_a_traceback(argv: list[str]) -> Non
                           timeout=60, env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent"})
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"\n", "must hold one token: it is empty"),
+    (b"two words\n", "printable ASCII characters only, no spaces"),
+    ("t\u00f6k\n".encode(), "printable ASCII characters only, no spaces"),
+])
+def test_token_file_must_hold_one_header_safe_token(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                    content: bytes, message: str) -> None:
+    token = tmp_path / "token"
+    token.write_bytes(content)
+    err = one_line_error(capsys, ["agent", "--simulate", "1", "--listen", "127.0.0.1:0",
+                                  "--collector", "http://127.0.0.1:9", "--token-file", str(token)])
+    assert message in err
+
+
+@pytest.mark.parametrize(("stdin", "message"), [
+    (b"x\xff\n", "--hash-token: stdin"),
+    (b"a b\n", "printable ASCII characters only"),
+    (b"", "stdin held no token"),
+])
+def test_hash_token_refuses_what_no_agent_could_send(stdin: bytes, message: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "wattledger.cli", "collector", "--hash-token", "n1"],
+                          input=stdin, capture_output=True, timeout=60)
+    err = done.stderr.decode()
+    assert done.returncode == 2 and err.count("\n") == 1 and message in err, err
+
+
+def test_hash_token_prints_the_tokens_file_line() -> None:
+    done = subprocess.run([sys.executable, "-m", "wattledger.cli", "collector", "--hash-token", "n1"],
+                          input=b"s3cret\n", capture_output=True, timeout=60)
+    assert done.returncode == 0
+    assert done.stdout.decode().splitlines()[-1] == (
+        "n1:sha256:1ec1c26b50d5d3c58d9583181af8076655fe00756bf7285940ba3670f99fcba0")
+
+
+@pytest.mark.parametrize(("token", "message"), [("a b", "printable ASCII"), ("", "it is empty")])
+def test_collector_tokens_must_be_sendable(tmp_path: Path, capsys: pytest.CaptureFixture[str], token: str,
+                                           message: str) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"tokens:\n  n1: {token!r}\n")
+    assert f"config key tokens.n1: {message}" in one_line_error(
+        capsys, ["collector", "--config", str(cfg), "--listen", "127.0.0.1:0"])

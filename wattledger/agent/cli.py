@@ -22,6 +22,7 @@ from wattledger.config import (
     HostPort,
     Option,
     add_options,
+    bearer_token,
     default_state_dir,
     existing_file,
     host_port,
@@ -161,9 +162,10 @@ def settings(args: argparse.Namespace, env: dict[str, str] | None = None) -> dic
             raise ConfigError(f"--token-file: cannot read {str(s['token_file'])!r}: {exc.strerror}") from None
         except UnicodeDecodeError:
             raise ConfigError(f"--token-file: {str(s['token_file'])!r} is not UTF-8 text") from None
-        if not token or any(c.isspace() for c in token):
-            raise ConfigError(f"--token-file: {str(s['token_file'])!r} must hold one token (no spaces)")
-        s["token"] = token
+        try:
+            s["token"] = bearer_token(token)
+        except ValueError as exc:
+            raise ConfigError(f"--token-file: {str(s['token_file'])!r} must hold one token: {exc}") from None
         s["spool"] = s["spool"] or default_state_dir() / "spool"
     return s
 

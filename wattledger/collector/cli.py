@@ -14,6 +14,7 @@ from wattledger.collector import settings as collector_settings
 
 HELP = "run the central collector: authenticated ingest, ledger of energy, cost, carbon and plan"
 log = logging.getLogger(__name__)
+SWITCH_INTERVAL_SECONDS = 0.0005
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +43,10 @@ def run(args: argparse.Namespace) -> int:
         sock.close()
         log.debug("opening the ledger failed", exc_info=True)
         raise config.ConfigError(f"db {settings.db}: cannot be opened: {exc}") from None
+    # The ledger writer gives the GIL up at every SQLite step of a commit and must win it back
+    # each time; while /metrics is being written in a worker thread, each win waits up to the
+    # switch interval (5 ms by default), which at 20,000+ GPUs made a commit take 100s of ms.
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     try:
         app = create_app(settings, ledger=ledger)
         scheme = "https" if settings.tls else "http"
@@ -103,9 +108,16 @@ def hash_token(node: str) -> int:
         print(f"# token for the agent of {node} (its --token-file):")
         print(token)
     else:
-        token = sys.stdin.read().strip()
+        try:
+            token = sys.stdin.read().strip()
+        except UnicodeDecodeError:
+            raise config.ConfigError("--hash-token: stdin is not text") from None
         if not token:
             raise config.ConfigError("--hash-token: stdin held no token")
+        try:
+            token = config.bearer_token(token)
+        except ValueError as exc:
+            raise config.ConfigError(f"--hash-token: stdin must hold one token: {exc}") from None
     print("# line for the collector's tokens_file:")
     print(hash_line(node, token))
     return 0

@@ -55,7 +55,8 @@ class CollectorSettings(BaseModel):
 
     listen: Annotated[config.HostPort, _converted(config.host_port)] = config.host_port(DEFAULT_LISTEN)
     db: Annotated[str, BeforeValidator(db_url)] = Field(default_factory=default_db_url)
-    tokens: dict[NodeName, Annotated[str, Field(min_length=1)]] = {}
+    #: tokens travel in an HTTP header: printable ASCII without spaces (as the agent's --token-file)
+    tokens: dict[NodeName, Annotated[str, BeforeValidator(lambda raw: config.bearer_token(str(raw)))]] = {}
     tokens_file: Annotated[Path, _converted(config.existing_file)] | None = None
     allow_unauthenticated: bool = False
     sites: Sites = Field(default_factory=lambda: {"default": SiteConfig(name="default", **DEFAULT_SITE)})
