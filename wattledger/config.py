@@ -196,6 +196,8 @@ def load_yaml(path: Path | str) -> dict[str, Any]:
         raise ConfigError(f"config file {str(path)!r} does not exist") from None
     except OSError as exc:
         raise ConfigError(f"config file {str(path)!r} cannot be read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text (byte {exc.start})") from None
     try:
         data = yaml.safe_load(raw)
     except yaml.YAMLError as exc:

@@ -185,3 +185,21 @@ def test_collector_tokens_must_be_sendable(tmp_path: Path, capsys: pytest.Captur
     cfg.write_text(f"tokens:\n  n1: {token!r}\n")
     assert f"config key tokens.n1: {message}" in one_line_error(
         capsys, ["collector", "--config", str(cfg), "--listen", "127.0.0.1:0"])
+
+
+@pytest.mark.parametrize("command", ["agent", "collector", "demo"])
+def test_config_file_that_is_not_utf8_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                  command: str) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_bytes(b"listen: \xff\n")
+    assert "is not UTF-8 text" in one_line_error(capsys, [command, "--config", str(cfg)])
+
+
+def test_a_tls_pair_that_does_not_load_is_one_line(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    pem = tmp_path / "bad.pem"
+    pem.write_text("-----BEGIN CERTIFICATE-----\nnot a certificate\n")
+    err = one_line_error(capsys, ["collector", "--listen", "127.0.0.1:0", "--db", f"sqlite:///{tmp_path}/l.db",
+                                  "--tls-cert", str(pem), "--tls-key", str(pem)])
+    assert "cannot be used" in err
+    assert not (tmp_path / "l.db").exists()  # refused before anything was opened

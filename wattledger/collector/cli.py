@@ -30,6 +30,8 @@ def run(args: argparse.Namespace) -> int:
     settings = collector_settings.load_settings(args)
     # APScheduler logs every run at INFO; its warnings (missed runs) are what an operator needs
     logging.getLogger("apscheduler").setLevel(max(logging.WARNING, logging.getLogger().level))
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        check_tls(settings.tls_cert, settings.tls_key)
     prepare_db_dir(settings.db)
     sock = bind(settings.listen)
     # imported here so that `--help` and config errors do not load the web stack
@@ -83,6 +85,17 @@ def bind(listen: config.HostPort) -> socket.socket:
         raise config.ConfigError(f"cannot listen on {listen}: {exc.strerror}") from None
     sock.set_inheritable(True)
     return sock
+
+
+def check_tls(cert: Path, key: Path) -> None:
+    """Load the certificate and key as uvicorn will, so that a bad pair is one line (exit 2)."""
+    import ssl
+
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as exc:
+        raise config.ConfigError(f"tls_cert {str(cert)!r} / tls_key {str(key)!r} cannot be used: "
+                                 f"{getattr(exc, 'reason', None) or exc}") from None
 
 
 def prepare_db_dir(db_url: str) -> None:
