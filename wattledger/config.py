@@ -130,7 +130,11 @@ def key_value(raw: object) -> tuple[str, str]:
 
 def existing_file(raw: object) -> Path:
     path = Path(str(raw)).expanduser()
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except OSError as exc:  # a name too long, a loop of links: as good as missing
+        raise ValueError(f"{str(path)[:200]!r}: {exc.strerror}") from None
+    if not found:
         raise ValueError(f"{str(path)!r}: no such file")
     return path
 

@@ -203,3 +203,10 @@ def test_a_tls_pair_that_does_not_load_is_one_line(tmp_path: Path,
                                   "--tls-cert", str(pem), "--tls-key", str(pem)])
     assert "cannot be used" in err
     assert not (tmp_path / "l.db").exists()  # refused before anything was opened
+
+
+def test_a_file_name_too_long_is_a_value_error_not_a_crash() -> None:
+    from wattledger.config import existing_file
+
+    with pytest.raises(ValueError, match="too long"):
+        existing_file("x" * 5000)
