@@ -210,3 +210,43 @@ def test_a_file_name_too_long_is_a_value_error_not_a_crash() -> None:
 
     with pytest.raises(ValueError, match="too long"):
         existing_file("x" * 5000)
+
+
+DESIGN_COLLECTOR_YAML = """
+listen: 127.0.0.1:9861
+db: sqlite:///var/lib/wattledger/ledger.db
+tokens:                       # node name -> token; a token is valid for its node only
+  gpu-node-01: "s3cret"       # (a tokens_file of hashed tokens is also accepted)
+sites:
+  default:                    # a node belongs to the site named by its `site` label;
+                              # a node without one belongs to `default`
+    timezone: UTC             # tariffs, months and demand windows follow local time
+    currency: USD
+    pue: 1.5                  # facility energy = IT energy x pue; cooling = IT x (pue - 1)
+    price_per_kwh: 0.12       # a flat price; or, instead, time-of-use bands:
+    # tariff:                 # the first band that matches the minute (local time) wins
+    #   - {price_per_kwh: 0.30, days: [mon, tue, wed, thu, fri], from: "08:00", to: "20:00"}
+    #   - {price_per_kwh: 0.10}
+    demand_charge_per_kw: 0   # per billing month, on the highest 15-minute average facility kW
+    carbon_g_per_kwh: 400
+max_gap_seconds: 30           # power-only readings further apart than this are not bridged
+plan:
+  - {site: default, month: 2026-12, cost: 50000, it_energy_kwh: 300000}
+"""
+
+
+def test_design_md_collector_example_loads_both_ways(tmp_path: Path) -> None:
+    """DESIGN.md's configuration, as printed, and with its time-of-use bands instead of the flat price."""
+    from wattledger.collector.settings import settings_from
+    from wattledger.config import load_yaml
+
+    flat = tmp_path / "flat.yaml"
+    flat.write_text(DESIGN_COLLECTOR_YAML)
+    settings = settings_from(load_yaml(flat))
+    assert str(settings.listen) == "127.0.0.1:9861" and settings.tokens == {"gpu-node-01": "s3cret"}
+    assert settings.max_gap_seconds == 30 and len(settings.plan) == 1
+    tou = tmp_path / "tou.yaml"
+    tou.write_text(DESIGN_COLLECTOR_YAML.replace("    price_per_kwh: 0.12 ", "    # price_per_kwh: 0.12 ")
+                   .replace("    # tariff:", "    tariff:").replace("    #   - {", "      - {"))
+    site = settings_from(load_yaml(tou)).sites["default"]
+    assert site.tariff is not None and len(site.tariff) == 2 and site.price_per_kwh is None
