@@ -1,0 +1,118 @@
+"""DESIGN.md: "Every flag also reads from an environment variable WATTLEDGER_<FLAG> and from
+--config FILE (YAML); flags win." Checked for every option of every sub-command: a value from
+the YAML alone, the environment over the YAML, and the flag over both."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from wattledger import cli
+from wattledger.agent import cli as agent_cli
+from wattledger.collector import settings as collector_settings
+from wattledger.config import Option
+from wattledger.demo import cli as demo_cli
+
+#: for each option: three distinct valid raw values (YAML, environment, flag); "{tmp}" = a folder
+#: holding files a, b and c
+SAMPLES: dict[str, tuple[Any, str, str]] = {
+    "node": ("n-yaml", "n-env", "n-flag"),
+    "interval": (2, "3", "4"),
+    "listen": ("127.0.0.1:1001", "127.0.0.1:1002", "127.0.0.1:1003"),
+    "collector": ("http://c1:9861", "http://c2:9861", "http://c3:9861"),
+    "token_file": ("{tmp}/a", "{tmp}/b", "{tmp}/c"),
+    "spool": ("{tmp}/s1", "{tmp}/s2", "{tmp}/s3"),
+    "label": ({"k": "yaml"}, "k=env", "k=flag"),
+    "simulate": (2, "3", "4"),
+    "simulate_model": ("a100-sxm", "l40s", "h100-sxm"),
+    "workload": ("idle", "inference", "hot"),
+    "seed": (1, "2", "3"),
+    "sources": ("host", "simulated,host", "simulated"),
+    "disable_source": ("nvml", "host", "nvml"),
+    "sysfs_root": ("/s1", "/s2", "/s3"),
+    "batch_seconds": (5, "6", "7"),
+    "spool_max_bytes": ("1MiB", "2MiB", "3MiB"),
+    "db": ("sqlite:///{tmp}/1.db", "sqlite:///{tmp}/2.db", "sqlite:///{tmp}/3.db"),
+    "tokens_file": ("{tmp}/a", "{tmp}/b", "{tmp}/c"),
+    "allow_unauthenticated": (True, "false", "true"),
+    "max_body_bytes": (2048, "4096", "8192"),
+    "max_gap_seconds": (10, "20", "40"),
+    "stale_after_seconds": (60, "90", "30"),
+    "tls_cert": ("{tmp}/a", "{tmp}/b", "{tmp}/c"),
+    "tls_key": ("{tmp}/a", "{tmp}/b", "{tmp}/c"),
+    "collector_port": (19001, "19002", "19003"),
+    "prometheus_port": (19011, "19012", "19013"),
+    "agent_port": (19021, "19022", "19023"),
+    "backfill_step": (60, "120", "180"),
+    "refresh": (2, "3", "4"),
+}
+#: what each sub-command needs besides the option under test to be valid
+BASE: dict[str, dict[str, Any]] = {
+    "agent": {"simulate": 1, "collector": "http://c0:9861", "token_file": "{tmp}/a"},
+    "collector": {"tls_cert": "{tmp}/a", "tls_key": "{tmp}/a"},
+    "demo": {},
+}
+
+
+def agent_value(settings: dict[str, Any], dest: str) -> Any:
+    return settings["labels"] if dest == "label" else settings[dest]
+
+
+READERS: dict[str, tuple[list[Option], Callable[[argparse.Namespace, dict[str, str]], Any],
+                         Callable[[Any, str], Any]]] = {
+    "agent": (agent_cli.OPTIONS, agent_cli.settings, agent_value),
+    "collector": (list(collector_settings.OPTIONS), collector_settings.load_settings,
+                  lambda s, dest: getattr(s, dest)),
+    "demo": (demo_cli.OPTIONS, demo_cli.settings, lambda s, dest: s[dest]),
+}
+CASES = [(command, opt) for command, (options, _, _) in READERS.items() for opt in options]
+
+
+def fill(value: Any, tmp: Path) -> Any:
+    if isinstance(value, str):
+        return value.replace("{tmp}", str(tmp))
+    if isinstance(value, dict):
+        return {k: fill(v, tmp) for k, v in value.items()}
+    return value
+
+
+@pytest.mark.parametrize(("command", "opt"), CASES, ids=[f"{c}{o.flag}" for c, o in CASES])
+def test_yaml_then_env_then_flag(tmp_path: Path, command: str, opt: Option) -> None:
+    for name in "abc":  # a token for the agent, an (empty) tokens_file, a TLS file: exists is enough
+        (tmp_path / name).write_text("tok\n" if command == "agent" else "")
+    options, read, pick = READERS[command]
+    from_yaml, from_env, from_flag = (fill(v, tmp_path) for v in SAMPLES[opt.dest])
+    base = {k: fill(v, tmp_path) for k, v in BASE[command].items() if k != opt.dest}
+    if opt.dest == "sources":
+        base["disable_source"] = "nvml"
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump({**base, opt.dest: from_yaml}))
+
+    def value(env: dict[str, str], *flag: str) -> Any:
+        args = cli.build_parser().parse_args([command, "--config", str(cfg), *flag])
+        return pick(read(args, env), opt.dest)
+
+    def converted(raw: Any) -> Any:
+        if not opt.multiple:
+            return opt.convert(raw)
+        out = [opt.convert(item) for item in (raw if isinstance(raw, list) else raw.split(","))]
+        return dict(out) if opt.dest == "label" else out
+
+    def raw_list(raw: Any) -> Any:
+        if isinstance(raw, dict):
+            return [f"{k}={v}" for k, v in raw.items()]
+        return raw
+
+    in_yaml = value({})
+    in_env = value({opt.env: from_env})
+    by_flag = value({opt.env: from_env}, f"{opt.flag}={from_flag}")
+    expected = [converted(raw_list(from_yaml)), converted(from_env), converted(from_flag)]
+    if command == "collector" and opt.dest == "db":
+        expected = [str(v) for v in expected]
+    assert [in_yaml, in_env, by_flag] == expected
+    assert expected[0] != expected[1] != expected[2], "each source must change the value"
