@@ -85,7 +85,7 @@ def fill(value: Any, tmp: Path) -> Any:
 def test_yaml_then_env_then_flag(tmp_path: Path, command: str, opt: Option) -> None:
     for name in "abc":  # a token for the agent, an (empty) tokens_file, a TLS file: exists is enough
         (tmp_path / name).write_text("tok\n" if command == "agent" else "")
-    options, read, pick = READERS[command]
+    _, read, pick = READERS[command]
     from_yaml, from_env, from_flag = (fill(v, tmp_path) for v in SAMPLES[opt.dest])
     base = {k: fill(v, tmp_path) for k, v in BASE[command].items() if k != opt.dest}
     if opt.dest == "sources":
