@@ -8,15 +8,14 @@ and month summaries. Latest-reading gauges of a stale node are left out (a dead 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString as _untyped_float_text
 
 from wattledger.collector.devicetable import DeviceTable, Floats, Ints
 from wattledger.collector.spend import current_month, month_summary
@@ -29,8 +28,6 @@ if TYPE_CHECKING:
     Bools = npt.NDArray[np.bool_]
 
 DEVICE_LABELS = ["site", "cluster", "node", "device"]
-#: a sample value as client_python writes it (Go's float formatting)
-float_text = cast(Callable[[float], str], _untyped_float_text)
 #: NVML clock-event (throttle) reasons, by bit (FIELD-NOTES.md)
 CLOCK_EVENTS = {0x1: "gpu_idle", 0x2: "applications_clocks", 0x4: "sw_power_cap",
                 0x10: "sync_boost", 0x20: "sw_thermal", 0x40: "hw_thermal", 0x80: "hw_power_brake"}
@@ -215,7 +212,9 @@ class DeviceFamily:
         for chunk in self.chunks:
             extra = "".join(f',{key}="{_escape(value)}"'
                             for key, value in zip(self.extra_labels, chunk.extra, strict=True))
-            lines.extend(f"{name}{{{labels[slot]}{extra}}} {float_text(value)}\n"
+            # Python's float repr (not client_python's Go-like format: 3x slower), which every
+            # Prometheus text parser reads as the same number; values here are never NaN or inf
+            lines.extend(f"{name}{{{labels[slot]}{extra}}} {value!r}\n"
                          for slot, value in zip(chunk.slots.tolist(), chunk.values.tolist(), strict=True))
         return "".join(lines)
 
