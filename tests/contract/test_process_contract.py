@@ -4,7 +4,8 @@
 Checks the contract's metric names and labels on both /metrics pages, docs/metrics.md against
 what is actually exposed, every HTTP answer of POST /v1/batches (with the JSON error shape and
 an unchanged ledger), the read endpoints, and the agent's stop line against the collector's
-count. (429 + Retry-After under a flood: tests/collector/test_flood*.py / test_process_*.)"""
+count. (429 + Retry-After under a flood is held by
+tests/collector/test_process_http.py::test_a_flood_of_agents_gets_429_then_everything_exactly_once.)"""
 
 from __future__ import annotations
 
