@@ -35,13 +35,13 @@ def test_ingest_compares_collector_sender_and_parsing() -> None:
 
 
 def test_site_reports_cost_of_a_small_fleet_and_finds_its_max() -> None:
-    out = run("site.py", "--minutes", "0.2", "--warmup", "1", "--agents", "6")
+    out = run("site.py", "--minutes", "0.15", "--warmup", "1", "--agents", "6")
     for line in ("collector CPU", "collector RSS", "answer time", "/metrics", "load generator CPU"):
         assert line in out
     answers = next(line for line in out.splitlines() if line.strip().startswith("answers"))
     assert "{200: " in answers and ", 5" not in answers  # every batch answered, none 5xx
-    out = run("site.py", "--find-max", "--minutes", "0.2", "--warmup", "1", "--agents", "4",
-              "--growth", "2", "--max-agents", "8")
+    out = run("site.py", "--find-max", "--minutes", "0.1", "--warmup", "1", "--agents", "3",
+              "--max-agents", "3")  # one step, then the cap
     assert "find-max:" in out
 
 
