@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     Bools = npt.NDArray[np.bool_]
 
 DEVICE_LABELS = ["site", "cluster", "node", "device"]
+Labels = tuple[str, str, str, str]  # values of DEVICE_LABELS
 #: NVML clock-event (throttle) reasons, by bit (FIELD-NOTES.md)
 CLOCK_EVENTS = {0x1: "gpu_idle", 0x2: "applications_clocks", 0x4: "sw_power_cap",
                 0x10: "sync_boost", 0x20: "sw_thermal", 0x40: "hw_thermal", 0x80: "hw_power_brake"}
@@ -53,7 +54,7 @@ class LedgerCollector(Collector):
 
     def __init__(self, ledger: Ledger) -> None:
         self._ledger = ledger
-        self._label_cache: list[tuple[str, str, list[str], str]] = []  # by slot
+        self._label_cache: list[tuple[Labels, str]] = []  # by slot
 
     def describe(self) -> list[Metric]:
         return []  # families depend on the ledger's contents: collected at scrape time only
@@ -73,7 +74,7 @@ class LedgerCollector(Collector):
         site_families, nodes, devices = self._state()
         yield from site_families
         yield from _node_families(nodes, devices)
-        labels = [values for _, _, values, _ in self._labels(nodes, devices)]
+        labels = [values for values, _ in self._labels(nodes, devices)]
         for family in _device_families(nodes, devices):
             yield family.metric(labels)
 
@@ -81,29 +82,26 @@ class LedgerCollector(Collector):
         """Prometheus text of every family (what generate_latest makes of ``collect``)."""
         site_families, nodes, devices = self._state()
         head = generate_latest(_Families([*site_families, *_node_families(nodes, devices)]))
-        labels = [text for _, _, _, text in self._labels(nodes, devices)]
+        labels = [text for _, text in self._labels(nodes, devices)]
         return head + "".join(family.text(labels)
                               for family in _device_families(nodes, devices)).encode()
 
-    def _labels(self, nodes: dict[str, NodeView], dev: DeviceTable
-                ) -> list[tuple[str, str, list[str], str]]:
-        """Per slot: (site, cluster, label values, label text), remade where the node moved."""
+    def _labels(self, nodes: dict[str, NodeView], dev: DeviceTable) -> list[tuple[Labels, str]]:
+        """Per slot: its label values and their text, made again only where the values changed."""
         cache = self._label_cache
         del cache[dev.size:]  # a reload of the ledger may have fewer devices
         for slot in range(dev.size):
             view = nodes.get(dev.node[slot])
-            site, cluster = (view.site, view.cluster) if view is not None else ("", "")
-            if slot < len(cache) and cache[slot][0] == site and cache[slot][1] == cluster \
-                    and cache[slot][2][2:] == [dev.node[slot], dev.device[slot]]:
+            values = (view.site if view else "", view.cluster if view else "", dev.node[slot],
+                      dev.device[slot])
+            if slot < len(cache) and cache[slot][0] == values:
                 continue
-            values = [site, cluster, dev.node[slot], dev.device[slot]]
-            text = ",".join(f'{key}="{_escape(value)}"' for key, value in zip(DEVICE_LABELS, values,
-                                                                              strict=True))
-            entry = (site, cluster, values, text)
+            text = ",".join(f'{key}="{_escape(value)}"'
+                            for key, value in zip(DEVICE_LABELS, values, strict=True))
             if slot < len(cache):
-                cache[slot] = entry
+                cache[slot] = (values, text)
             else:
-                cache.append(entry)
+                cache.append((values, text))
         return cache
 
 
@@ -189,13 +187,15 @@ class Chunk:
 
 @dataclass(frozen=True)
 class DeviceFamily:
+    """One per-device family: its series as chunks of slots, written either way below."""
+
     name: str  # counters without their _total
     kind: str  # "counter" | "gauge"
     help: str
-    extra_labels: tuple[str, ...]
     chunks: list[Chunk]
+    extra_labels: tuple[str, ...] = ()
 
-    def metric(self, labels: list[list[str]]) -> Metric:
+    def metric(self, labels: list[Labels]) -> Metric:
         """As a client_python family (``labels``: the label values of each slot)."""
         cls = CounterMetricFamily if self.kind == "counter" else GaugeMetricFamily
         family = cls(self.name, self.help, labels=[*DEVICE_LABELS, *self.extra_labels])
@@ -245,47 +245,45 @@ def _device_families(nodes: dict[str, NodeView], dev: DeviceTable) -> list[Devic
     def threshold(values: list[float | None]) -> Floats:
         return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
 
-    def family(name: str, kind: str, text: str, chunks: list[Chunk],
-               extra: tuple[str, ...] = ()) -> DeviceFamily:
-        return DeviceFamily(name, kind, text, extra, chunks)
+    def of_known(values: Floats) -> Chunk:
+        return Chunk(slots[known], values[known])
 
-    everything = [Chunk(slots[known], f[key][known]) for key in ("energy_j", "unmeasured_s")]
-    counts = [Chunk(slots[known], dev.counts[key][known].astype(np.float64))
-              for key in ("resets", "anomalies", "late")]
     slowdown, shutdown = threshold(dev.slowdown_c), threshold(dev.shutdown_c)
-    temp = f["temp_c"]
-    margin = having(slowdown - temp, fresh)
     events = f["clock_events"]
     with_events = fresh & ~np.isnan(events)
-    masks = np.where(with_events, events, 0).astype(np.int64)[with_events]
+    masks = events[with_events].astype(np.int64)
+    counter, gauge = "counter", "gauge"
     return [
-        family("wattledger_device_energy_joules", "counter", "IT energy of the device, as accounted.",
-               [everything[0]]),
-        family("wattledger_unmeasured_seconds", "counter",
-               "Time between readings that no rule could measure.", [everything[1]]),
-        family("wattledger_counter_resets", "counter", "Energy counter resets (driver reload).",
-               [counts[0]]),
-        family("wattledger_energy_anomalies", "counter",
-               "Counter deltas above 2 x power limit x dt (power used instead).", [counts[1]]),
-        family("wattledger_late_readings", "counter",
-               "Readings not newer than the device's last committed one (no energy).", [counts[2]]),
-        family("wattledger_device_power_watts", "gauge", "Latest power of the device.",
-               [having(f["last_power_w"], fresh)]),
-        family("wattledger_device_temperature_celsius", "gauge", "Latest temperature.",
-               [Chunk(c.slots, c.values, (sensor,)) for sensor, c in
-                (("gpu", having(temp, fresh)), ("memory", having(f["mem_temp_c"], fresh)))],
-               ("sensor",)),
-        family("wattledger_device_slowdown_margin_celsius", "gauge",
-               "Slowdown threshold minus latest GPU temperature.", [margin]),
-        family("wattledger_device_slowdown_temperature_celsius", "gauge", "Thermal slowdown threshold.",
-               [having(slowdown, known)]),
-        family("wattledger_device_shutdown_temperature_celsius", "gauge", "Thermal shutdown threshold.",
-               [having(shutdown, known)]),
-        family("wattledger_device_utilization_ratio", "gauge", "Latest utilization, 0..1.",
-               [having(f["util"], fresh)]),
-        family("wattledger_device_power_limit_watts", "gauge", "Power limit of the device.",
-               [having(f["power_limit_w"], known)]),
-        family("wattledger_device_clock_event_active", "gauge", "1 while a clock-event reason is active.",
-               [Chunk(slots[with_events], ((masks & bit) != 0).astype(np.float64), (reason,))
-                for bit, reason in CLOCK_EVENTS.items()], ("reason",)),
+        DeviceFamily("wattledger_device_energy_joules", counter, "IT energy of the device, as accounted.",
+                     [of_known(f["energy_j"])]),
+        DeviceFamily("wattledger_unmeasured_seconds", counter,
+                     "Time between readings that no rule could measure.", [of_known(f["unmeasured_s"])]),
+        DeviceFamily("wattledger_counter_resets", counter, "Energy counter resets (driver reload).",
+                     [of_known(dev.counts["resets"].astype(np.float64))]),
+        DeviceFamily("wattledger_energy_anomalies", counter,
+                     "Counter deltas above 2 x power limit x dt (power used instead).",
+                     [of_known(dev.counts["anomalies"].astype(np.float64))]),
+        DeviceFamily("wattledger_late_readings", counter,
+                     "Readings not newer than the device's last committed one (no energy).",
+                     [of_known(dev.counts["late"].astype(np.float64))]),
+        DeviceFamily("wattledger_device_power_watts", gauge, "Latest power of the device.",
+                     [having(f["last_power_w"], fresh)]),
+        DeviceFamily("wattledger_device_temperature_celsius", gauge, "Latest temperature.",
+                     [Chunk(c.slots, c.values, (sensor,)) for sensor, c in
+                      (("gpu", having(f["temp_c"], fresh)), ("memory", having(f["mem_temp_c"], fresh)))],
+                     ("sensor",)),
+        DeviceFamily("wattledger_device_slowdown_margin_celsius", gauge,
+                     "Slowdown threshold minus latest GPU temperature.",
+                     [having(slowdown - f["temp_c"], fresh)]),
+        DeviceFamily("wattledger_device_slowdown_temperature_celsius", gauge, "Thermal slowdown threshold.",
+                     [having(slowdown, known)]),
+        DeviceFamily("wattledger_device_shutdown_temperature_celsius", gauge, "Thermal shutdown threshold.",
+                     [having(shutdown, known)]),
+        DeviceFamily("wattledger_device_utilization_ratio", gauge, "Latest utilization, 0..1.",
+                     [having(f["util"], fresh)]),
+        DeviceFamily("wattledger_device_power_limit_watts", gauge, "Power limit of the device.",
+                     [having(f["power_limit_w"], known)]),
+        DeviceFamily("wattledger_device_clock_event_active", gauge, "1 while a clock-event reason is active.",
+                     [Chunk(slots[with_events], ((masks & bit) != 0).astype(np.float64), (reason,))
+                      for bit, reason in CLOCK_EVENTS.items()], ("reason",)),
     ]
