@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import fcntl
+import io
 import logging
+import os
 import signal
 import socket
 import sys
 from pathlib import Path
+from typing import IO
 
 from wattledger import config
 from wattledger.collector import settings as collector_settings
@@ -33,7 +37,12 @@ def run(args: argparse.Namespace) -> int:
     if settings.tls_cert is not None and settings.tls_key is not None:
         check_tls(settings.tls_cert, settings.tls_key)
     prepare_db_dir(settings.db)
-    sock = bind(settings.listen)
+    ledger_lock = lock_ledger(settings.db)  # held until this process ends
+    try:
+        sock = bind(settings.listen)
+    except config.ConfigError:
+        ledger_lock.close()
+        raise
     # imported here so that `--help` and config errors do not load the web stack
     import uvicorn
 
@@ -43,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         ledger = open_ledger(settings)
     except Exception as exc:  # a database that cannot be opened is the operator's to fix: one line
         sock.close()
+        ledger_lock.close()
         log.debug("opening the ledger failed", exc_info=True)
         raise config.ConfigError(f"db {settings.db}: cannot be opened: {exc}") from None
     # The ledger writer gives the GIL up at every SQLite step of a commit and must win it back
@@ -69,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         sock.close()
         ledger.close()
+        ledger_lock.close()
     log.info("collector: stopped")
     return 0 if server.started else 1
 
@@ -96,6 +107,36 @@ def check_tls(cert: Path, key: Path) -> None:
     except (ssl.SSLError, OSError) as exc:
         raise config.ConfigError(f"tls_cert {str(cert)!r} / tls_key {str(key)!r} cannot be used: "
                                  f"{getattr(exc, 'reason', None) or exc}") from None
+
+
+def lock_ledger(db_url: str) -> IO[str]:
+    """Hold ``<db>.lock`` exclusively for the life of this process, or refuse to start.
+
+    The ledger's dedupe and each device's last reading live in the process as well as in the
+    file: two collectors on one SQLite ledger would each accept a batch the other committed and
+    bridge intervals the other has already counted (double counting). A sidecar file, not the
+    database itself: closing any descriptor of the database would drop SQLite's own locks."""
+    path = db_url.removeprefix("sqlite:///")
+    lock_path = Path("/" + path.lstrip("/") + ".lock") if path != ":memory:" else None
+    if lock_path is None:
+        return io.StringIO()
+    try:
+        handle = lock_path.open("a+", encoding="utf-8")
+    except OSError as exc:
+        raise config.ConfigError(f"db {db_url}: cannot open {str(lock_path)!r}: {exc.strerror}") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip()
+        handle.close()
+        raise config.ConfigError(
+            f"db {db_url}: in use by another collector{f' (pid {holder})' if holder.isdigit() else ''}; "
+            "one collector per SQLite ledger (several replicas need a shared PostgreSQL)") from None
+    handle.truncate(0)
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
 
 
 def prepare_db_dir(db_url: str) -> None:
