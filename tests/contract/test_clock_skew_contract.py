@@ -7,11 +7,9 @@ splits minute by minute over the years in between. Measured on the real process:
 took 1.4 s and +225 MB RSS for one request; a 5-year gap kept the collector at 100 % CPU with
 1.1 GB RSS for over 5 minutes, its periodic work skipped, until it was killed.
 
-Owner: the collector's ledger/validation (wire.py, ledger.py, intervals.py). A fix may refuse
-readings older than a horizon (422, as the 5-min-ahead rule), or price a long interval by month
-and tariff band instead of by minute. Not run by default (it would hold a CPU for minutes);
-run it with ``pytest --runxfail tests/contract/test_clock_skew_contract.py`` after a fix and
-drop the marker."""
+Fixed in the ledger: an unmeasured interval (no energy, only its length) is booked whole to
+the minute it ends in instead of being split over every minute of the gap
+(``intervals.split_for_pricing``)."""
 
 from __future__ import annotations
 
@@ -33,8 +31,6 @@ def reading(seq: int, ts: float, energy_j: float) -> dict[str, object]:
             "readings": {"device": [0], "ts": [ts], "power_w": [300.0], "energy_j": [energy_j]}}
 
 
-@pytest.mark.xfail(run=False, strict=True, reason="a reading 5 years old, then one of now, holds the "
-                   "collector for minutes (reported to the lead; see the module docstring)")
 def test_a_clock_years_behind_does_not_hold_the_collector(tmp_path: Path) -> None:
     port = free_port()
     (tmp_path / "c.yaml").write_text(json.dumps({"db": f"sqlite:///{tmp_path}/l.db", "tokens": {"n1": "t1"}}))

@@ -25,7 +25,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.registry import Collector
 from pydantic import AfterValidator
 from starlette.concurrency import run_in_threadpool
@@ -181,7 +181,8 @@ def create_app(settings: CollectorSettings, *, ledger: LedgerService | None = No
         writer = BatchWriter(led, max_queue=limits.max_queue_batches, max_group=limits.max_group_batches)
         ingest = BatchIngest(tokens, writer, limits, clock, precheck=site_check(settings))
         periodic = PeriodicWork(led, settings.refresh_interval_seconds)
-        metrics = metrics_text([led.collector(), ServiceCollector(stats, ingest.gauges, ingest.counters)])
+        metrics = metrics_text([led.collector(), ServiceCollector(stats, ingest.gauges, ingest.counters),
+                                ProcessCollector(registry=None)])  # the collector's own CPU, memory
         writer.start()
         await run_in_threadpool(periodic.run_once)  # month roll-over and stale nodes before serving
         periodic.start()

@@ -123,3 +123,22 @@ def split_by_minute(start: Floats, end: Floats) -> MinuteShares:
     share = (hi - lo) / (end - start)[interval]
     keep = share > 0
     return MinuteShares(interval[keep], minute[keep], share[keep])
+
+
+def split_for_pricing(start: Floats, end: Floats, unmeasured: Bools) -> MinuteShares:
+    """Split measured intervals over their minutes; book each unmeasured one whole to the
+    minute it ends in.
+
+    An unmeasured interval carries no energy, only its length, so there is nothing to price
+    minute by minute; splitting it would cost one row per minute of the gap (a clock that was
+    years behind would make millions) for no figure that changes.
+    """
+    measured = np.flatnonzero(~unmeasured)
+    gaps = np.flatnonzero(unmeasured)
+    split = split_by_minute(start[measured], end[measured])
+    end_minute = np.ceil(end[gaps] / SECONDS_PER_MINUTE).astype(np.int64) - 1
+    return MinuteShares(
+        np.concatenate([measured[split.interval], gaps]),
+        np.concatenate([split.minute, end_minute]),
+        np.concatenate([split.share, np.ones(gaps.shape[0])]),
+    )

@@ -359,7 +359,7 @@ class Ledger:
     def _price(self, iv: intervals.Intervals, group: Ints
                ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         """Split intervals by minute, price them, roll up per (month, device) and quarter-hour."""
-        shares = intervals.split_by_minute(iv.start, iv.end)
+        shares = intervals.split_for_pricing(iv.start, iv.end, iv.unmeasured_s > 0)
         k = shares.interval
         it_j = iv.energy_j[k] * shares.share
         unmeasured = iv.unmeasured_s[k] * shares.share

@@ -61,7 +61,8 @@ class CollectorSettings(BaseModel):
     allow_unauthenticated: bool = False
     sites: Sites = Field(default_factory=lambda: {"default": SiteConfig(name="default", **DEFAULT_SITE)})
     plan: list[PlanEntry] = []
-    max_gap_seconds: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 30.0
+    # bounded: a bridged gap is priced minute by minute
+    max_gap_seconds: Annotated[float, Field(gt=0, le=86400, allow_inf_nan=False)] = 30.0
     stale_after_seconds: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 120.0
     refresh_interval_seconds: Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)] = 15.0
     #: quarter-hours older than this are summed into hours (docs/accounting.md, "Roll-up"); off by default
