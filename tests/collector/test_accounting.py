@@ -276,3 +276,25 @@ def test_a_backfill_into_a_quarter_older_than_memory_keeps_adds_to_what_is_store
                            power_w=[0, 0], energy_j=[0.0, 900000.0])])
     # the quarter holds 1.8 MJ / 900 s = 2 kW (not the 1 kW of either part)
     assert site_row(led, "2026-08")["peak_demand_kw"] == pytest.approx(2.0)
+
+
+def test_an_unmeasured_gap_is_booked_whole_to_its_end_minute() -> None:
+    # a measured 120 s interval from minute 100:30 is split 30/60/30; an unmeasured gap of
+    # five years ending inside minute 9,000,000 is one share in that minute, not millions
+    years = 5 * 365 * 86400.0
+    start = np.array([60.0 * 100 + 30.0, 60.0 * 9_000_000 + 10.0 - years])
+    end = np.array([60.0 * 102 + 30.0, 60.0 * 9_000_000 + 10.0])
+    shares = intervals.split_for_pricing(start, end, np.array([False, True]))
+    assert shares.interval.tolist() == [0, 0, 0, 1]
+    assert shares.minute.tolist() == [100, 101, 102, 9_000_000]
+    assert shares.share.tolist() == pytest.approx([0.25, 0.5, 0.25, 1.0])
+
+
+def test_a_reading_years_old_then_one_of_now_is_unmeasured_time_in_one_row() -> None:
+    led = open_ledger()
+    years = 5 * 365 * 86400.0
+    led.ingest([make_batch(ts=[T0 - years], power_w=[100.0], energy_j=[0.0])])
+    led.ingest([make_batch(seq=2, ts=[T0], power_w=[100.0], energy_j=[1e6])])
+    totals = device_totals(led)
+    assert totals["energy_j"] == 0.0  # over 31 days: one counter delta is not trusted
+    assert totals["unmeasured_s"] == years
