@@ -16,15 +16,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.stub_collector import StubCollector
+from tests.loopback import free_port
 
 pytestmark = pytest.mark.integration
 WATTLEDGER = str(Path(sys.executable).parent / "wattledger")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Agent:

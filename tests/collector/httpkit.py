@@ -8,7 +8,6 @@ import gzip
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +22,7 @@ from fastapi import FastAPI
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from tests.loopback import free_port
 from wattledger.collector.app import create_app
 from wattledger.collector.ledger import IngestResult, UnknownSite
 from wattledger.collector.settings import CollectorSettings, settings_from
@@ -155,12 +155,6 @@ def make_app(ledger: FakeLedger | None = None, *, fast_ingest: bool = True,
 # ---------------------------------------------------------------------------- real process
 
 WATTLEDGER = str(Path(sys.executable).parent / "wattledger")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -18,7 +18,6 @@ import json
 import os
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -32,16 +31,11 @@ import httpx
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.loopback import free_port
 from wattledger.agent.sources.simulated import MODELS, SimulatedGpu
 
 WL = [sys.executable, "-m", "wattledger.cli"]
 STOPPED = re.compile(r"stopped: readings=(\d+) shipped=(\d+) spooled=(\d+)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_until(what: str, check: Callable[[], bool], timeout: float = 30.0, every: float = 0.1) -> None:

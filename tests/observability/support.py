@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+
+from tests.loopback import free_port as free_port  # re-exported: the tests import it from here
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "rules" / "wattledger.rules.yml"
@@ -77,13 +78,6 @@ def concrete(expr: str, rate_interval: str = "1m", range_: str = "5m") -> str:
     expr = re.sub(r"\$__rate_interval|\$\{__rate_interval\}|\$__interval", rate_interval, expr)
     expr = re.sub(r"\$__range|\$\{__range\}", range_, expr)
     return re.sub(r"\$\{(\w+)(:\w+)?\}|\$(\w+)", ".*", expr)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Processes:
