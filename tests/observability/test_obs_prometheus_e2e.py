@@ -143,7 +143,10 @@ class Fleet:
         (self.tmp / "rules.yml").write_text(yaml.safe_dump(rules, sort_keys=False))
         pport = free_port()
         prom_config: dict[str, Any] = {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"},
+            # a scrape that times out marks every series of its target stale at once, and with
+            # `for` dropped the alerts resolve at the next evaluation: on a loaded machine a 1 s
+            # timeout flapped them. 2 s leaves the slow scrape room; evaluation stays at 1 s.
+            "global": {"scrape_interval": "2s", "evaluation_interval": "1s", "scrape_timeout": "2s"},
             "rule_files": [str(self.tmp / "rules.yml")],
             "scrape_configs": [
                 {"job_name": "wattledger-collector", "static_configs": [{"targets": [f"127.0.0.1:{cport}"]}]},
@@ -168,6 +171,16 @@ class Fleet:
         result: list[dict[str, Any]] = body["data"]["result"] if body["data"]["resultType"] == "vector" \
             else [{"value": body["data"]["result"]}]
         return result
+
+    def without_data(self, exprs: list[str], timeout: float = 30) -> list[str]:
+        """The expressions that return no data, asked again until ``timeout``: one slow scrape
+        marks a target's series stale until the next one (a moment, not a missing signal)."""
+        empty = [e for e in exprs if not self.query(e)]
+        end = time.monotonic() + timeout
+        while empty and time.monotonic() < end:
+            time.sleep(1)
+            empty = [e for e in empty if not self.query(e)]
+        return empty
 
     def firing(self) -> list[dict[str, Any]]:
         body = httpx.get(f"{self.prom}/api/v1/alerts", timeout=10).json()
@@ -195,10 +208,10 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, webhook: Webhook) -> Iterato
         with contextlib.suppress(pytest.skip.Exception):
             f.alertmanager = start_alertmanager(f.procs, tmp, webhook.url)
         f.start(f.alertmanager)
-        eventually(lambda: len(f.query("up == 1")) == 3, 60, "all three targets up")
+        eventually(lambda: len(f.query("up == 1")) == 3, 120, "all three targets up")
         # two scrapes of the ledger's counters and one evaluation of the recording rules
-        eventually(lambda: f.query("site:wattledger_budget_burn:ratio_rate5m"), 60, "burn ratio recorded")
-        eventually(lambda: f.query("rate(wattledger_device_energy_joules_total[30s]) > 0"), 60,
+        eventually(lambda: f.query("site:wattledger_budget_burn:ratio_rate5m"), 120, "burn ratio recorded")
+        eventually(lambda: f.query("rate(wattledger_device_energy_joules_total[30s]) > 0"), 120,
                    "ledger energy")
         yield f
     finally:
@@ -208,12 +221,10 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, webhook: Webhook) -> Iterato
 def test_every_dashboard_query_returns_data(fleet: Fleet) -> None:
     # RAPL needs /sys/class/powercap; where the agents have none, its panel is rightly empty
     no_rapl = not fleet.agent_exposes("wattledger_host_energy_joules_total")
-    empty = []
-    for board, title, expr in dashboard_queries():
-        if no_rapl and "wattledger_host_energy_joules_total" in expr:
-            continue
-        if not fleet.query(concrete(expr, rate_interval="30s", range_="5m")):
-            empty.append(f"{board} / {title}: {expr}")
+    asked = {concrete(expr, rate_interval="30s", range_="5m"): f"{board} / {title}: {expr}"
+             for board, title, expr in dashboard_queries()
+             if not (no_rapl and "wattledger_host_energy_joules_total" in expr)}
+    empty = [asked[e] for e in fleet.without_data(list(asked))]
     assert not empty, "queries without data:\n" + "\n".join(empty)
 
 
@@ -224,25 +235,28 @@ def test_every_rule_is_healthy_and_every_recording_rule_has_data(fleet: Fleet) -
     assert set(loaded) == names
     bad = {name: r.get("lastError") for name, r in loaded.items() if r["health"] != "ok"}
     assert not bad
-    for rule in records():
-        assert fleet.query(rule["record"]), f"recording rule {rule['record']} has no data"
+    empty = fleet.without_data([rule["record"] for rule in records()])
+    assert not empty, f"recording rules without data: {empty}"
 
 
 @pytest.mark.parametrize("alert", sorted(SIGNALS))
 def test_every_alert_signal_returns_data(fleet: Fleet, alert: str) -> None:
-    for signal in SIGNALS[alert]:
-        assert fleet.query(signal), f"{alert}: {signal} has no data"
+    empty = fleet.without_data(SIGNALS[alert])
+    assert not empty, f"{alert}: {empty} has no data"
 
 
 def test_thermal_and_cost_alerts_fire_for_the_hot_gpu_and_the_low_plan(fleet: Fleet) -> None:
-    def names() -> set[str]:
-        return {a["labels"]["alertname"] for a in fleet.firing()}
-    eventually(lambda: {"GpuThermalSlowdownNear", "EnergyCostOverPlan"} <= names(), 60,
-               "GpuThermalSlowdownNear and EnergyCostOverPlan firing")
-    near = [a for a in fleet.firing() if a["labels"]["alertname"] == "GpuThermalSlowdownNear"]
+    def both_firing() -> list[dict[str, Any]]:
+        firing = fleet.firing()
+        names = {a["labels"]["alertname"] for a in firing}
+        return firing if {"GpuThermalSlowdownNear", "EnergyCostOverPlan"} <= names else []
+    # one snapshot of the firing alerts, checked as a whole: asking Prometheus again could see
+    # an alert resolved for a moment by a slow scrape on a loaded machine
+    firing = eventually(both_firing, 120, "GpuThermalSlowdownNear and EnergyCostOverPlan firing")
+    near = [a for a in firing if a["labels"]["alertname"] == "GpuThermalSlowdownNear"]
     assert {a["labels"]["node"] for a in near} == {"hot-01"}, "only the hot GPU is near slowdown"
     assert near[0]["labels"]["severity"] == "page" and "°C" in near[0]["annotations"]["summary"]
-    over = [a for a in fleet.firing() if a["labels"]["alertname"] == "EnergyCostOverPlan"]
+    over = [a for a in firing if a["labels"]["alertname"] == "EnergyCostOverPlan"]
     assert over[0]["labels"]["site"] == "default" and "Plan to date" in over[0]["annotations"]["description"]
 
 
@@ -255,7 +269,7 @@ def test_alertmanager_pages_the_thermal_alert_and_tickets_the_cost_alert(fleet: 
     # that must arrive is the throttling one.
     try:
         eventually(lambda: "GpuThermalThrottling" in webhook.names("/page")
-                   and "EnergyCostOverPlan" in webhook.names("/ticket"), 60,
+                   and "EnergyCostOverPlan" in webhook.names("/ticket"), 120,
                    "the webhook received the page and the ticket")
     except AssertionError as exc:
         raise AssertionError(f"{exc}\nreceived: {webhook.received}\n"
