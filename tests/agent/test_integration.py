@@ -51,6 +51,19 @@ class Agent:
                 out.setdefault(s.name, []).append((s.labels, s.value))
         return out
 
+    def readings_reach(self, count: float,
+                       timeout: float = 60.0) -> dict[str, list[tuple[dict[str, str], float]]]:
+        """Scrape until the agent has taken ``count`` readings (however slow a loaded machine
+        makes its sampling); the last scrape."""
+        end = time.monotonic() + timeout
+        while True:
+            metrics = self.scrape()
+            taken = metrics["wattledger_agent_readings_total"][0][1]
+            if taken >= count:
+                return metrics
+            assert time.monotonic() < end, f"{taken:.0f} of {count:.0f} readings in {timeout:.0f} s"
+            time.sleep(0.2)
+
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -74,8 +87,8 @@ def test_simulated_agent_is_scraped_and_stops_cleanly(tmp_path: Path, agents: li
     agent = Agent(tmp_path, "--simulate", "4", "--interval", "0.2", "--node", "it-1", "--label", "site=s1")
     agents.append(agent)
     first = agent.scrape()
-    time.sleep(1.0)
-    later = agent.scrape()
+    # two more samples of the four GPUs, not a fixed sleep: a loaded machine samples late
+    later = agent.readings_reach(first["wattledger_agent_readings_total"][0][1] + 8)
     power = later["wattledger_gpu_power_watts"]
     assert len(power) == 4
     assert all(labels["node"] == "it-1" and labels["site"] == "s1" and labels["uuid"].startswith("GPU-")
@@ -102,8 +115,7 @@ def test_sigterm_ships_what_is_spooled_and_reports_it(tmp_path: Path, agents: li
                       "--sources", "simulated", "--collector", stub.url, "--token-file", str(token),
                       "--spool", str(tmp_path / "spool"), "--batch-seconds", "60")
         agents.append(agent)
-        agent.scrape()
-        time.sleep(1.0)
+        agent.readings_reach(8)  # four samples of the two GPUs, all in the open batch
         assert stub.readings == 0
         assert agent.stop() == 0
     finally:
