@@ -38,7 +38,7 @@ WL = [sys.executable, "-m", "wattledger.cli"]
 STOPPED = re.compile(r"stopped: readings=(\d+) shipped=(\d+) spooled=(\d+)")
 
 
-def wait_until(what: str, check: Callable[[], bool], timeout: float = 30.0, every: float = 0.1) -> None:
+def wait_until(what: str, check: Callable[[], bool], timeout: float = 60.0, every: float = 0.1) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         with contextlib.suppress(httpx.HTTPError, OSError):
@@ -78,6 +78,17 @@ class Process:
             self.proc = subprocess.Popen([*WL, *self.args], stdout=out, stderr=subprocess.STDOUT,
                                          start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
+    def wait_ready(self, what: str, check: Callable[[], bool]) -> None:
+        """Wait for ``check``; a process that exits meanwhile fails at once, with its log
+        (not 60 s later as "timed out", which hid why every test of a module failed)."""
+        def ready() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.args[0]} exited ({self.proc.returncode}) before {what}:\n"
+                                     f"{self.text()[-2000:]}")
+            return check()
+        wait_until(what, ready, timeout=60)
+
     def signal(self, sig: int, timeout: float = 30.0) -> int:
         assert self.proc is not None
         if self.proc.poll() is None:
@@ -107,8 +118,8 @@ class Collector(Process):
 
     def start(self) -> None:
         super().start()
-        wait_until("the collector to answer", lambda: httpx.get(f"{self.url}/healthz", timeout=2).is_success,
-                   timeout=60)
+        self.wait_ready("the collector answered",
+                        lambda: httpx.get(f"{self.url}/healthz", timeout=2).is_success)
 
     def metrics(self) -> dict[str, float]:
         return scrape(f"{self.url}/metrics")
@@ -143,8 +154,8 @@ class Agent(Process):
     def start(self) -> None:
         mark = len(self.text()) if self.log.exists() else 0
         super().start()
-        wait_until("the agent's first sample", lambda: self.metric("wattledger_agent_readings_total") > 0,
-                   timeout=60)
+        self.wait_ready("the agent's first sample",
+                        lambda: self.metric("wattledger_agent_readings_total") > 0)
         self._mark = mark
 
     def metrics(self) -> dict[str, float]:
