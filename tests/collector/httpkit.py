@@ -22,7 +22,7 @@ from fastapi import FastAPI
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from tests.loopback import free_port
+from tests.loopback import free_port, wait_group_gone
 from wattledger.collector.app import create_app
 from wattledger.collector.ledger import IngestResult, UnknownSite
 from wattledger.collector.settings import CollectorSettings, settings_from
@@ -173,6 +173,7 @@ class Collector_:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
+        wait_group_gone(self.proc.pid)  # its workers too: the next collector takes the ledger
         return int(self.proc.returncode)
 
 

@@ -31,7 +31,7 @@ import httpx
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.loopback import free_port
+from tests.loopback import free_port, wait_group_gone
 from wattledger.agent.sources.simulated import MODELS, SimulatedGpu
 
 WL = [sys.executable, "-m", "wattledger.cli"]
@@ -94,6 +94,7 @@ class Process:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, sig)
         rc = self.proc.wait(timeout)
+        wait_group_gone(self.proc.pid)  # a collector's workers too: a restart binds the same port
         return rc
 
     def cleanup(self) -> None:
