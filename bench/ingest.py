@@ -101,15 +101,20 @@ def blast(name: str, port: int, per_node: Sequence[Sequence[bytes]], conns: int,
           readings: int, good: int, server: psutil.Process) -> tuple[float, float]:
     """Readings per second of one server, and its CPU (% of one core) meanwhile; every batch
     must have been answered ``good``."""
-    cpu = server.cpu_times()
+    family = [server, *server.children()]  # a collector's worker processes count too
+    cpu = [p.cpu_times() for p in family]
     started = time.perf_counter()
     stats = asyncio.run(_blast(port, per_node, conns))
     elapsed = time.perf_counter() - started
-    after = server.cpu_times()
+    after = [p.cpu_times() for p in family]
+    if len(family) > 1:
+        print(f"  {name}: " + ", ".join(
+            f"pid {p.pid} {100.0 * ((a.user - b.user) + (a.system - b.system)) / elapsed:.0f} %"
+            for p, b, a in zip(family, cpu, after, strict=True)), flush=True)
     batches = sum(len(requests) for requests in per_node)
     if stats.codes.get(good, 0) != batches:
         raise SystemExit(f"{name} answered {stats.codes} to {batches} batches")
-    used = (after.user - cpu.user) + (after.system - cpu.system)
+    used = sum((a.user - b.user) + (a.system - b.system) for b, a in zip(cpu, after, strict=True))
     return readings / elapsed, 100.0 * used / elapsed
 
 
@@ -136,6 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--profile", metavar="FILE",
                         help="record the collector with py-spy (raw folded stacks) into FILE")
     parser.add_argument("--no-vm", action="store_true", help="skip VictoriaMetrics")
+    parser.add_argument("--ingest-workers", type=int, default=None,
+                        help="the collector's --ingest-workers (default: its own default)")
     args = parser.parse_args(argv)
 
     vm_bin = shutil.which("victoria-metrics") or shutil.which("victoria-metrics-prod")
@@ -149,7 +156,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     tokens = {node: token for load in loads for node, token in load.tokens.items()}
     procs: list[Proc] = []
     try:
-        collector, cport = start_collector(d, tokens)
+        wrap = [] if args.ingest_workers is None else [
+            "env", f"WATTLEDGER_INGEST_WORKERS={args.ingest_workers}"]
+        collector, cport = start_collector(d, tokens, wrap=wrap)
         procs.append(collector)
         if args.profile:
             procs.append(Proc(["py-spy", "record", "--pid", str(collector.pid), "--rate", "250",

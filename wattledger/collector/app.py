@@ -11,6 +11,7 @@ JSON ``{"error": ..., "detail": ...}``; only a fault of the server itself is a 5
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import logging
@@ -49,6 +50,7 @@ from wattledger.collector.ingest import (
 from wattledger.collector.scheduler import PeriodicWork
 from wattledger.collector.settings import CollectorSettings
 from wattledger.collector.sites import Month
+from wattledger.collector.workers import RelayApp, WorkerPool, WriterLink, WriterSide, serve_worker
 from wattledger.wire import Batch, ValidBatch
 
 log = logging.getLogger(__name__)
@@ -135,6 +137,7 @@ class Runtime:
 
     ledger: LedgerService
     ingest: BatchIngest
+    writer: BatchWriter
     periodic: PeriodicWork
     metrics: Callable[[], bytes]  # the text of /metrics
 
@@ -159,11 +162,14 @@ def metrics_text(collectors: Sequence[Collector]) -> Callable[[], bytes]:
 
 
 def create_app(settings: CollectorSettings, *, ledger: LedgerService | None = None,
-               clock: Callable[[], float] = time.time, fast_ingest: bool = True) -> FastAPI:
+               clock: Callable[[], float] = time.time, fast_ingest: bool = True,
+               workers: WorkerPool | None = None) -> FastAPI:
     """The collector application. ``ledger`` given: the caller opened it and closes it.
 
     ``fast_ingest`` serves POST /v1/batches on plain ASGI ahead of FastAPI's router (the same
-    handler either way; off, the FastAPI route answers it).
+    handler either way; off, the FastAPI route answers it). ``workers``: front-end processes
+    (``wattledger.collector.workers``) whose batches and relayed requests this app answers;
+    they are stopped before the ledger writer.
     """
     stats = ServiceStats()
     limits = IngestLimits(max_body_bytes=settings.max_body_bytes,
@@ -186,10 +192,17 @@ def create_app(settings: CollectorSettings, *, ledger: LedgerService | None = No
         writer.start()
         await run_in_threadpool(periodic.run_once)  # month roll-over and stale nodes before serving
         periodic.start()
-        holder["rt"] = Runtime(led, ingest, periodic, metrics)
+        holder["rt"] = Runtime(led, ingest, writer, periodic, metrics)
+        side = WriterSide(ingest.commit, app, tally)
+        links = [asyncio.create_task(serve_worker(channel, side)) for channel in
+                 (workers.channels if workers is not None else [])]
         try:
             yield
         finally:
+            if workers is not None:  # their in-flight batches are answered meanwhile
+                await workers.stop()
+            if links:
+                await asyncio.wait(links, timeout=5)
             holder.pop("rt", None)
             periodic.stop()
             await run_in_threadpool(writer.stop)
@@ -206,6 +219,11 @@ def create_app(settings: CollectorSettings, *, ledger: LedgerService | None = No
         if rt is None:  # a request before start-up finished or after shutdown began
             raise StarletteHTTPException(503, "not ready")
         return rt
+
+    def tally(status: int, duplicate: bool, seconds: float) -> None:
+        """A push a worker process answered."""
+        stats.count(outcome_of(status, duplicate))
+        stats.observe("/v1/batches", seconds)
 
     async def push(head: RequestHead, chunks: AsyncIterator[bytes]) -> Answer:
         """One push, from its headers and body chunks to its answer (both routes below use it)."""
@@ -280,7 +298,7 @@ def create_app(settings: CollectorSettings, *, ledger: LedgerService | None = No
         rt = holder.get("rt")
         if rt is None:
             return error_response(503, "not ready", {"reason": "starting or stopping"})
-        refresh, writer = rt.periodic.status(), rt.ingest.writer
+        refresh, writer = rt.periodic.status(), rt.writer
         checks = {"writer": writer.alive, "scheduler": rt.periodic.running,
                   "database": refresh.last_ok_at is not None and refresh.last_error is None
                   and writer.last_fault is None}
@@ -295,6 +313,27 @@ def create_app(settings: CollectorSettings, *, ledger: LedgerService | None = No
     elif not len(tokens):
         log.warning("no tokens configured (tokens, tokens_file): every push will be refused with 401")
     return app
+
+
+def worker_app(settings: CollectorSettings, link: WriterLink) -> ASGIApp:
+    """A front-end worker's application: POST /v1/batches checked here, committed by the writer
+    process over ``link``; every other request relayed whole to the writer's application."""
+    limits = IngestLimits(max_body_bytes=settings.max_body_bytes,
+                                     max_pending_bytes=settings.max_pending_bytes)
+    tokens = TokenBook(settings.tokens, settings.hashed_tokens(),
+                       allow_unauthenticated=settings.allow_unauthenticated)
+    ingest = BatchIngest(tokens, link, limits, precheck=site_check(settings))
+
+    async def push(head: RequestHead, chunks: AsyncIterator[bytes]) -> Answer:
+        started = time.perf_counter()
+        try:
+            answer = await ingest.handle(head, chunks)
+        except ClientDisconnect:
+            answer = Answer(400, {"error": "client disconnected", "detail": None})
+        link.tally(answer.status, answer.duplicate, time.perf_counter() - started)
+        return answer
+
+    return BatchFastPath(RelayApp(link, settings.max_body_bytes), push)
 
 
 def rows_to_csv(rows: list[dict[str, Any]]) -> str:

@@ -26,6 +26,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hash-token", metavar="NODE", default=None,
                         help="print a tokens_file line for NODE and exit: the token is read from stdin "
                              "when stdin is not a terminal, else a new random one is made and printed")
+    parser.add_argument("--ingest-workers", metavar="N", type=config.positive_int, default=None,
+                        help="processes that serve HTTP (env WATTLEDGER_INGEST_WORKERS; default 1: this "
+                             "process serves everything); N > 1: N front-end processes check pushes, this "
+                             "one only writes the ledger (docs/collector.md)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,8 +42,12 @@ def run(args: argparse.Namespace) -> int:
         check_tls(settings.tls_cert, settings.tls_key)
     prepare_db_dir(settings.db)
     ledger_lock = lock_ledger(settings.db)  # held until this process ends
+    workers = ingest_workers(args)
     try:
-        sock = bind(settings.listen)
+        # with workers, each binds its own socket to this address (SO_REUSEPORT: the kernel spreads
+        # connections evenly; one shared socket let one worker take nearly all); this one reserves
+        # the address and never listens
+        sock = bind(settings.listen, reuse_port=workers > 1)
     except config.ConfigError:
         ledger_lock.close()
         raise
@@ -59,8 +67,13 @@ def run(args: argparse.Namespace) -> int:
     # each time; while /metrics is being written in a worker thread, each win waits up to the
     # switch interval (5 ms by default), which at 20,000+ GPUs made a commit take 100s of ms.
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
+    pool = None
     try:
-        app = create_app(settings, ledger=ledger)
+        if workers > 1:
+            from wattledger.collector.workers import start_workers
+
+            pool = start_workers(workers, sock, settings, logging.getLogger().getEffectiveLevel())
+        app = create_app(settings, ledger=ledger, workers=pool)
         scheme = "https" if settings.tls else "http"
         log.info("collector: serving %s://%s (db %s, sites %s, %d plan entries)", scheme, settings.listen,
                  settings.db, ",".join(settings.sites), len(settings.plan))
@@ -73,10 +86,12 @@ def run(args: argparse.Namespace) -> int:
         # so that a stop asked for by systemd or Kubernetes ends with status 0
         previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
         try:
-            server.run(sockets=[sock])
+            server.run(sockets=[sock] if pool is None else [])  # with workers, they serve clients
         finally:
             signal.signal(signal.SIGTERM, previous)
     finally:
+        if pool is not None:
+            pool.kill()
         sock.close()
         ledger.close()
         ledger_lock.close()
@@ -84,11 +99,22 @@ def run(args: argparse.Namespace) -> int:
     return 0 if server.started else 1
 
 
-def bind(listen: config.HostPort) -> socket.socket:
+def ingest_workers(args: argparse.Namespace) -> int:
+    """``--ingest-workers``, else ``WATTLEDGER_INGEST_WORKERS``, else 1."""
+    raw = getattr(args, "ingest_workers", None) or os.environ.get("WATTLEDGER_INGEST_WORKERS") or 1
+    try:
+        return int(config.positive_int(raw))
+    except ValueError as exc:
+        raise config.ConfigError(f"ingest_workers: {exc}") from None
+
+
+def bind(listen: config.HostPort, *, reuse_port: bool = False) -> socket.socket:
     """The listening socket, made here so that a port in use is one clear line (exit 2)."""
     family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((listen.host, listen.port))
     except OSError as exc:

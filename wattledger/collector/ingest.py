@@ -349,10 +349,24 @@ def _resolve(pairs: list[tuple[_Item, Any]]) -> None:
 # ---------------------------------------------------------------------------- the request path
 
 
+class BatchSink(Protocol):
+    """Where a checked batch goes: the writer thread (one process), or the link to the writer
+    process (``wattledger.collector.workers``)."""
+
+    capacity: int
+    groups: int
+
+    @property
+    def alive(self) -> bool: ...
+    def full(self) -> bool: ...
+    def queued(self) -> int: ...
+    async def submit(self, batch: ValidBatch) -> IngestResultLike: ...
+
+
 class BatchIngest:
     """Judges one push and, when it is good, waits for its commit."""
 
-    def __init__(self, tokens: TokenBook, writer: BatchWriter, limits: IngestLimits,
+    def __init__(self, tokens: TokenBook, writer: BatchSink, limits: IngestLimits,
                  clock: Callable[[], float] = time.time,
                  precheck: Callable[[ValidBatch], None] | None = None) -> None:
         self.tokens = tokens
@@ -405,15 +419,21 @@ class BatchIngest:
             else:  # a big body would stall every other request on the event loop meanwhile
                 valid = await asyncio.to_thread(self._check, body, identity.node)
             del body
-            try:
-                result = await self.writer.submit(valid)
-            except (Refusal, BatchError):
-                raise
-            except Exception:
-                return Answer(500, {"error": "internal error",
-                                    "detail": {"reason": "the batch was not stored; send it again later"}})
+            return await self.commit(valid)
         finally:
             hold.release()
+
+    async def commit(self, valid: ValidBatch) -> Answer:
+        """Hand a checked batch to the writer; the answer once it is committed (or why not)."""
+        try:
+            result = await self.writer.submit(valid)
+        except Refusal as refusal:
+            return refusal.answer()
+        except BatchError as exc:
+            return Answer(exc.status, exc.to_json())
+        except Exception:
+            return Answer(500, {"error": "internal error",
+                                "detail": {"reason": "the batch was not stored; send it again later"}})
         return Answer(200, {"accepted": int(result.accepted), "duplicate": bool(result.duplicate)},
                       duplicate=bool(result.duplicate))
 
