@@ -143,6 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-vm", action="store_true", help="skip VictoriaMetrics")
     parser.add_argument("--ingest-workers", type=int, default=None,
                         help="the collector's --ingest-workers (default: its own default)")
+    parser.add_argument("--compare-workers", type=int, default=None, metavar="N",
+                        help="also run a second collector with N ingest workers, in the same turns")
     args = parser.parse_args(argv)
 
     vm_bin = shutil.which("victoria-metrics") or shutil.which("victoria-metrics-prod")
@@ -160,6 +162,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             "env", f"WATTLEDGER_INGEST_WORKERS={args.ingest_workers}"]
         collector, cport = start_collector(d, tokens, wrap=wrap)
         procs.append(collector)
+        other: tuple[str, Proc, int] | None = None
+        if args.compare_workers is not None:
+            (d / "other").mkdir()
+            name = f"collector x{args.compare_workers}"
+            proc, port = start_collector(d / "other", tokens, wrap=[
+                "env", f"WATTLEDGER_INGEST_WORKERS={args.compare_workers}"])
+            procs.append(proc)
+            other = (name, proc, port)
         if args.profile:
             procs.append(Proc(["py-spy", "record", "--pid", str(collector.pid), "--rate", "250",
                                "--format", "raw", "--threads", "--gil", "--output", args.profile],
@@ -176,12 +186,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             wait_http(f"http://127.0.0.1:{vport}/health", vm)
         rates: dict[str, list[float]] = {"collector": [], "victoria-metrics": [], "sender alone": [],
                                          "parsing alone": []}
+        if other is not None:
+            rates[other[0]] = []
         cpu: dict[str, list[float]] = {name: [] for name in rates}
         for k, load in enumerate(loads):
             turns = [("collector", cport, load.collector, 200, collector),
                      ("sender alone", nport, load.collector, 200, null)]
             if not args.no_vm:
                 turns.append(("victoria-metrics", vport, load.vm, 204, vm))
+            if other is not None:
+                turns.append((other[0], other[2], load.collector, 200, other[1]))
             turns = turns[k % len(turns):] + turns[:k % len(turns)]
             for name, port, requests, good, server in turns:
                 rate, busy = blast(name, port, requests, args.conns, load.readings, good,
@@ -192,10 +206,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"repeat {k + 1}/{args.repeats}: " + ", ".join(
                 f"{name} {values[-1] / 1e3:.0f}k/s" for name, values in rates.items() if values),
                 flush=True)
-        committed = scrape_total(cport, "wattledger_ingest_readings_total")
         expected = sum(load.readings for load in loads)
-        if committed != expected:
-            raise SystemExit(f"the ledger holds {committed:.0f} readings of {expected} sent")
+        for port in [cport] + ([other[2]] if other is not None else []):
+            committed = scrape_total(port, "wattledger_ingest_readings_total")
+            if committed != expected:
+                raise SystemExit(f"the ledger holds {committed:.0f} readings of {expected} sent")
     finally:
         for proc in reversed(procs):
             proc.stop()
@@ -216,9 +231,10 @@ def report(args: argparse.Namespace, rates: dict[str, list[float]],
     c = med["collector"]
     if "victoria-metrics" in med:
         v = med["victoria-metrics"]
-        print(f"  collector / VictoriaMetrics = {c / v:.2f}x (target >= {COLLECTOR_TARGET:.1f}x)"
-              f"{'' if c / v >= COLLECTOR_TARGET else '  MISSES'}")
-    top = max(c, med.get("victoria-metrics", 0.0))
+        for name in [n for n in med if n.startswith("collector")]:
+            print(f"  {name} / VictoriaMetrics = {med[name] / v:.2f}x (target >= {COLLECTOR_TARGET:.1f}x)"
+                  f"{'' if med[name] / v >= COLLECTOR_TARGET else '  MISSES'}")
+    top = max(value for name, value in med.items() if name not in ("sender alone", "parsing alone"))
     print(f"  sender alone / fastest server = {med['sender alone'] / top:.1f}x "
           f"(> 1: the load generator is not the bottleneck)")
     ratio = c / med["parsing alone"]
