@@ -58,7 +58,8 @@ class Agent:
         end = time.monotonic() + timeout
         while True:
             metrics = self.scrape()
-            taken = metrics["wattledger_agent_readings_total"][0][1]
+            # absent before the first sample (a loaded machine can scrape before it)
+            taken = sum(v for _, v in metrics.get("wattledger_agent_readings_total", []))
             if taken >= count:
                 return metrics
             assert time.monotonic() < end, f"{taken:.0f} of {count:.0f} readings in {timeout:.0f} s"
@@ -86,7 +87,7 @@ def agents(tmp_path: Path) -> Iterator[list[Agent]]:
 def test_simulated_agent_is_scraped_and_stops_cleanly(tmp_path: Path, agents: list[Agent]) -> None:
     agent = Agent(tmp_path, "--simulate", "4", "--interval", "0.2", "--node", "it-1", "--label", "site=s1")
     agents.append(agent)
-    first = agent.scrape()
+    first = agent.readings_reach(4)  # the first sample of the four GPUs is in
     # two more samples of the four GPUs, not a fixed sleep: a loaded machine samples late
     later = agent.readings_reach(first["wattledger_agent_readings_total"][0][1] + 8)
     power = later["wattledger_gpu_power_watts"]
