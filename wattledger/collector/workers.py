@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wattledger.collector.ingest import Answer, Refusal, ServerFault
@@ -310,8 +311,6 @@ class RelayApp:
             result = await self.link.relay(request)
         except Refusal as refusal:
             answer = refusal.answer()
-            import orjson
-
             result = (answer.status, [(b"content-type", b"application/json"), (b"retry-after", b"1")],
                       orjson.dumps(answer.payload))
         except ServerFault:
