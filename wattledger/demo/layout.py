@@ -15,7 +15,6 @@ says otherwise), so that ``--fresh`` can wipe it and nothing else::
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import secrets
@@ -172,8 +171,3 @@ def choose_ports(nodes: Iterable[str], collector: int = COLLECTOR_PORT,
     for i, node in enumerate(nodes):
         agents[node] = pick(agent_base + i if agent_base else 0)
     return Ports(collector_port, prometheus_port, agents)
-
-
-def remove_quietly(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()

@@ -75,10 +75,6 @@ class Scenario:
     servers: tuple[Server, ...]
     max_gap_seconds: float = 30.0
 
-    @property
-    def gpu_count(self) -> int:
-        return sum(s.gpus for s in self.servers)
-
 
 def default_scenario() -> Scenario:
     """The fleet ``wattledger demo`` runs."""
