@@ -62,10 +62,6 @@ class ServiceStats:
             hist.counts[bisect.bisect_left(BUCKETS, seconds)] += 1
             hist.total += seconds
 
-    def outcomes(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._outcomes)
-
     def snapshot(self) -> tuple[dict[str, int], dict[str, tuple[list[int], float]]]:
         with self._lock:
             return (dict(self._outcomes),

@@ -75,15 +75,6 @@ class TariffBand(BaseModel):
         end = _minute_of_day(self.to) if self.to is not None else MINUTES_PER_DAY
         return start, end
 
-    def matches(self, weekday: int, minute_of_day: int) -> bool:
-        """Does the band price this local minute? weekday: 0 = Monday."""
-        if self.days is not None and DAYS[weekday] not in self.days:
-            return False
-        start, end = self.minutes()
-        if start < end:
-            return start <= minute_of_day < end
-        return minute_of_day >= start or minute_of_day < end
-
 
 def _inject_site_names(value: Any) -> Any:
     """Give each site its key as ``name`` so that its errors can say which site is wrong."""
