@@ -108,6 +108,12 @@ def site_check(settings: CollectorSettings) -> Callable[[ValidBatch], None]:
     return check
 
 
+def token_book(settings: CollectorSettings) -> TokenBook:
+    """The tokens of these settings (the tokens_file is read now, once per process)."""
+    return TokenBook(settings.tokens, settings.hashed_tokens(),
+                     allow_unauthenticated=settings.allow_unauthenticated)
+
+
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), status, headers,
                     media_type="application/json")
@@ -176,8 +182,7 @@ def create_app(settings: CollectorSettings, *, ledger: LedgerService | None = No
                           max_queue_batches=settings.max_queue_batches,
                           max_pending_bytes=settings.max_pending_bytes,
                           max_group_batches=settings.max_group_batches)
-    tokens = TokenBook(settings.tokens, settings.hashed_tokens(),
-                       allow_unauthenticated=settings.allow_unauthenticated)
+    tokens = token_book(settings)
     holder: dict[str, Runtime] = {}
 
     @asynccontextmanager
@@ -221,7 +226,7 @@ def create_app(settings: CollectorSettings, *, ledger: LedgerService | None = No
         return rt
 
     def tally(status: int, duplicate: bool, seconds: float) -> None:
-        """A push a worker process answered."""
+        """A push answered, by this process or by a worker process."""
         stats.count(outcome_of(status, duplicate))
         stats.observe("/v1/batches", seconds)
 
@@ -237,8 +242,7 @@ def create_app(settings: CollectorSettings, *, ledger: LedgerService | None = No
                 answer = await rt.ingest.handle(head, chunks)
             except ClientDisconnect:  # nobody is left to read the answer
                 answer = Answer(400, {"error": "client disconnected", "detail": None})
-        stats.count(outcome_of(answer.status, answer.duplicate))
-        stats.observe("/v1/batches", time.perf_counter() - started)
+        tally(answer.status, answer.duplicate, time.perf_counter() - started)
         return answer
 
     # served by BatchFastPath (below) ahead of the router; declared here for the OpenAPI document
@@ -319,10 +323,8 @@ def worker_app(settings: CollectorSettings, link: WriterLink) -> ASGIApp:
     """A front-end worker's application: POST /v1/batches checked here, committed by the writer
     process over ``link``; every other request relayed whole to the writer's application."""
     limits = IngestLimits(max_body_bytes=settings.max_body_bytes,
-                                     max_pending_bytes=settings.max_pending_bytes)
-    tokens = TokenBook(settings.tokens, settings.hashed_tokens(),
-                       allow_unauthenticated=settings.allow_unauthenticated)
-    ingest = BatchIngest(tokens, link, limits, precheck=site_check(settings))
+                          max_pending_bytes=settings.max_pending_bytes)
+    ingest = BatchIngest(token_book(settings), link, limits, precheck=site_check(settings))
 
     async def push(head: RequestHead, chunks: AsyncIterator[bytes]) -> Answer:
         started = time.perf_counter()
