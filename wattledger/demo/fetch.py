@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from wattledger.demo.scenario import Scenario
-from wattledger.demo.snapshot import AlertRow, GpuHeat, ServerRow, SiteRow
+from wattledger.demo.snapshot import AlertRow, GpuHeat, ServerRow, SiteRow, hottest_of
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,6 @@ def servers_from_nodes(nodes: Sequence[Mapping[str, Any]], scenario: Scenario) -
                 seen.append(ts)
             if (t := _float(latest.get("temp_c"))) is not None:
                 heats.append(GpuHeat(name, str(d.get("index", d.get("id"))), t, _float(d.get("slowdown_c"))))
-        hottest = min(heats, key=lambda h: (h.margin_c if h.margin_c is not None else 1e9, -h.temp_c),
-                      default=None)
         rows.append(ServerRow(
             node=name,
             cluster=node.get("cluster") or (server.cluster if server else None),
@@ -54,7 +52,7 @@ def servers_from_nodes(nodes: Sequence[Mapping[str, Any]], scenario: Scenario) -
             gpus=len(gpus) or (server.gpus if server else 0),
             power_w=sum(powers) if powers else None,
             util=sum(utils) / len(utils) if utils else None,
-            hottest=hottest,
+            hottest=hottest_of(heats),
             last_seen=max(seen) if seen else None,
             stale=bool(node.get("stale", False)),
         ))

@@ -7,6 +7,7 @@ Base units: W, °C, J; money in the site's currency.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 
@@ -20,6 +21,12 @@ class GpuHeat:
     @property
     def margin_c(self) -> float | None:
         return None if self.slowdown_c is None else self.slowdown_c - self.temp_c
+
+
+def hottest_of(heats: Iterable[GpuHeat]) -> GpuHeat | None:
+    """The GPU closest to its slowdown threshold (highest temperature where none is known)."""
+    return min(heats, key=lambda h: (h.margin_c if h.margin_c is not None else 1e9, -h.temp_c),
+               default=None)
 
 
 @dataclass(frozen=True)
@@ -128,7 +135,4 @@ class Snapshot:
     @property
     def hottest(self) -> GpuHeat | None:
         """The GPU closest to its slowdown threshold (highest temperature where none is known)."""
-        heats = [s.hottest for s in self.servers if s.hottest is not None]
-        if not heats:
-            return None
-        return min(heats, key=lambda h: (h.margin_c if h.margin_c is not None else 1e9, -h.temp_c))
+        return hottest_of(s.hottest for s in self.servers if s.hottest is not None)
