@@ -142,10 +142,10 @@ def lock_ledger(db_url: str) -> IO[str]:
     file: two collectors on one SQLite ledger would each accept a batch the other committed and
     bridge intervals the other has already counted (double counting). A sidecar file, not the
     database itself: closing any descriptor of the database would drop SQLite's own locks."""
-    path = db_url.removeprefix("sqlite:///")
-    lock_path = Path("/" + path.lstrip("/") + ".lock") if path != ":memory:" else None
-    if lock_path is None:
+    db_file = sqlite_file(db_url)
+    if db_file is None:
         return io.StringIO()
+    lock_path = Path(f"{db_file}.lock")
     try:
         handle = lock_path.open("a+", encoding="utf-8")
     except OSError as exc:
@@ -165,13 +165,21 @@ def lock_ledger(db_url: str) -> IO[str]:
     return handle
 
 
+def sqlite_file(db_url: str) -> Path | None:
+    """The database file of a (validated) ``sqlite:///`` URL, read as the store reads it
+    (absolute, with or without its leading /); None for ``:memory:``."""
+    from wattledger.collector.store import sqlite_path
+
+    path = sqlite_path(db_url)
+    return None if path == ":memory:" else Path(path)
+
+
 def prepare_db_dir(db_url: str) -> None:
     """Make the folder of the SQLite database (the default one lives in the state directory)."""
-    path = db_url.removeprefix("sqlite:///")
-    if path == ":memory:":
+    db_file = sqlite_file(db_url)
+    if db_file is None:
         return
-    # the store reads the path after sqlite:/// as absolute, with or without its leading /
-    folder = Path("/" + path.lstrip("/")).parent
+    folder = db_file.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
