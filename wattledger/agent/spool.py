@@ -120,7 +120,7 @@ def _clean(name: str, value: float | int | None) -> float | int | None:
     return value
 
 
-class _DeviceDicts:
+class DeviceDicts:
     """DeviceInfo -> its wire dict, memoised: the same few devices come every second."""
 
     def __init__(self) -> None:
@@ -257,7 +257,7 @@ class Spool:
         self.max_batch_bytes = max(1, min(max_batch_bytes, max_bytes // 4))
         self._wall = wall_clock
         self._lock = threading.RLock()
-        self._device_dict = _DeviceDicts()
+        self._device_dict = DeviceDicts()
         self._conn: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
         self.stream = ""

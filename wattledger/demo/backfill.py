@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from wattledger.agent.shipper import Backoff, HttpSender, Outcome, classify, parse_retry_after
 from wattledger.agent.sources import REGISTRY, SourceSettings
 from wattledger.agent.sources.base import Source
-from wattledger.agent.spool import build_batches, encode_sample
+from wattledger.agent.spool import DeviceDicts, build_batches, encode_sample
 from wattledger.demo.scenario import Server
-from wattledger.wire import DeviceInfo
 
 log = logging.getLogger(__name__)
 
@@ -55,18 +54,15 @@ def timestamps(start: float, end: float, step: float) -> list[float]:
     return out
 
 
-def _device_dict(device: DeviceInfo) -> dict[str, object]:
-    return device.model_dump(exclude_none=True)
-
-
 def node_batches(node: str, source: Source, devices: int, stream: str, labels: Mapping[str, str],
                  ts: Sequence[float], first_seq: int = 1) -> Iterator[tuple[int, bytes]]:
     """Sample ``source`` (of ``devices`` devices) at each of ``ts``; yield (readings, gzip'd
     body) in seq order from ``first_seq``."""
     seq = first_seq
+    device_dict = DeviceDicts()  # the same few devices in every sample: each dumped once
     per_batch = max(1, MAX_BATCH_READINGS // max(1, devices))
     for first in range(0, len(ts), per_batch):
-        samples = [encode_sample(source.sample(t).readings, _device_dict)
+        samples = [encode_sample(source.sample(t).readings, device_dict)
                    for t in ts[first:first + per_batch]]
         for batch in build_batches(samples, MAX_BATCH_READINGS, MAX_BATCH_RAW_BYTES):
             yield len(batch), batch.body(node, stream, seq, labels)
