@@ -65,9 +65,6 @@ class Site:
         local = datetime.fromtimestamp(now, self.zone)
         return local.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()
 
-    def month(self, now: float) -> str:
-        return datetime.fromtimestamp(now, self.zone).strftime("%Y-%m")
-
 
 @dataclass(frozen=True)
 class Scenario:
