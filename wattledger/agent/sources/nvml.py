@@ -179,9 +179,10 @@ class NvmlSource:
         value = values[0]
         code = int(value.nvmlReturn)
         if code != SUCCESS:
-            if isinstance(map_error(code, ""), FieldUnsupported):
+            error = map_error(code, "")
+            if isinstance(error, FieldUnsupported):
                 gpu.unsupported.add("mem_temp")
-            elif isinstance(map_error(code, ""), DeviceLost):
+            elif isinstance(error, DeviceLost):
                 raise DeviceLost(f"GPU {gpu.index} field {FIELD_MEMORY_TEMP}")
             return None
         member = ("dVal", "uiVal", "ulVal", "ullVal", "sllVal", "siVal", "usVal")[int(value.valueType)]
