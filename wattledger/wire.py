@@ -39,6 +39,18 @@ OPTIONAL_COLUMNS = ("energy_j", "temp_c", "util", "mem_temp_c", "mem_util", "sm_
 NON_NEGATIVE = ("power_w", "energy_j", "sm_clock_hz", "mem_used_bytes")
 #: columns whose values must lie in 0..1
 RATIOS = ("util", "mem_util")
+#: NVML clock-event (throttle) reason bits of ``clock_events`` and the ``reason`` label each
+#: gets on the agent's and the collector's /metrics
+CLOCK_EVENT_REASONS: tuple[tuple[int, str], ...] = (
+    (0x1, "gpu_idle"),
+    (0x2, "applications_clocks"),
+    (0x4, "sw_power_cap"),
+    (0x8, "hw_slowdown"),
+    (0x10, "sync_boost"),
+    (0x20, "sw_thermal"),
+    (0x40, "hw_thermal"),
+    (0x80, "hw_power_brake"),
+)
 
 
 class DeviceInfo(BaseModel):

@@ -14,8 +14,7 @@ from prometheus_client.registry import Collector
 from wattledger.agent.reading import DeviceReading
 from wattledger.agent.sampler import Snapshot
 from wattledger.agent.shipper import Outcome
-from wattledger.agent.sources.base import CLOCK_EVENT_REASONS
-from wattledger.wire import DeviceInfo
+from wattledger.wire import CLOCK_EVENT_REASONS, DeviceInfo
 
 #: label names the agent sets itself; a --label may not take one of them
 RESERVED_LABELS = frozenset(

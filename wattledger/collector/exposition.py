@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 
 from wattledger.collector.devicetable import DeviceTable, Floats, Ints
 from wattledger.collector.spend import current_month, month_summary
+from wattledger.wire import CLOCK_EVENT_REASONS
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -29,9 +30,8 @@ if TYPE_CHECKING:
 
 DEVICE_LABELS = ["site", "cluster", "node", "device"]
 Labels = tuple[str, str, str, str]  # values of DEVICE_LABELS
-#: NVML clock-event (throttle) reasons, by bit (FIELD-NOTES.md)
-CLOCK_EVENTS = {0x1: "gpu_idle", 0x2: "applications_clocks", 0x4: "sw_power_cap",
-                0x10: "sync_boost", 0x20: "sw_thermal", 0x40: "hw_thermal", 0x80: "hw_power_brake"}
+#: NVML clock-event (throttle) reasons, by bit: the same labels as the agent's
+CLOCK_EVENTS = dict(CLOCK_EVENT_REASONS)
 
 
 @dataclass(frozen=True)

@@ -13,17 +13,7 @@ from typing import Protocol
 from wattledger.agent.reading import DeviceReading
 from wattledger.wire import DeviceInfo
 
-#: NVML clock-event (throttle) reason bits and the ``reason`` label each one gets.
-CLOCK_EVENT_REASONS: tuple[tuple[int, str], ...] = (
-    (0x1, "gpu_idle"),
-    (0x2, "applications_clocks"),
-    (0x4, "sw_power_cap"),
-    (0x8, "hw_slowdown"),
-    (0x10, "sync_boost"),
-    (0x20, "sw_thermal"),
-    (0x40, "hw_thermal"),
-    (0x80, "hw_power_brake"),
-)
+#: the clock-event bits the simulator sets (all bits and their labels: wire.CLOCK_EVENT_REASONS)
 GPU_IDLE, SW_POWER_CAP, SW_THERMAL, HW_THERMAL = 0x1, 0x4, 0x20, 0x40
 
 
