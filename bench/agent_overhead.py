@@ -6,7 +6,8 @@ and, in the same run as the baseline, an idle Python interpreter. Prints each on
 share of one core and resident memory, and the agent's figures against the budget
 (< 0.5 % of one core, < 50 MB RSS).
 
-    .venv/bin/python bench/agent_overhead.py [--seconds 60] [--gpus 8] [--collector URL --token-file F]
+    .venv/bin/python bench/agent_overhead.py [--seconds 60] [--gpus 8 | --nvml]
+        [--collector URL --token-file F]
 """
 
 from __future__ import annotations
@@ -98,6 +99,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--warmup", type=float, default=8.0)
     ap.add_argument("--gpus", type=int, default=8)
+    ap.add_argument("--nvml", action="store_true",
+                    help="read this machine's real GPUs through NVML instead of simulating --gpus")
     ap.add_argument("--collector", help="a real collector's URL (default: an in-process stub)")
     ap.add_argument("--token-file", help="token for --collector")
     args = ap.parse_args()
@@ -111,8 +114,8 @@ def main() -> int:
         token_file = str(work / "token")
         Path(token_file).write_text("bench-token\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("WATTLEDGER_")}
-    common = ["agent", "--simulate", str(args.gpus), "--interval", "1", "--node", "bench-1",
-              "--log-level", "warning"]
+    gpus = [] if args.nvml else ["--simulate", str(args.gpus)]
+    common = ["agent", *gpus, "--interval", "1", "--node", "bench-1", "--log-level", "warning"]
     exporter_port, shipping_port = free_port(), free_port()
     procs: dict[str, subprocess.Popen[bytes]] = {
         "idle python (baseline)": subprocess.Popen([sys.executable, "-c", "import time; time.sleep(10**6)"]),
@@ -125,7 +128,8 @@ def main() -> int:
     try:
         wait_http(f"http://127.0.0.1:{exporter_port}/metrics", procs["agent, exporter only"])
         wait_http(f"http://127.0.0.1:{shipping_port}/metrics", procs["agent, delivering"])
-        print(f"measuring {args.seconds:.0f} s after {args.warmup:.0f} s warm-up; {args.gpus} simulated GPUs"
+        print(f"measuring {args.seconds:.0f} s after {args.warmup:.0f} s warm-up;"
+              f" {'real GPUs (NVML)' if args.nvml else f'{args.gpus} simulated GPUs'}"
               f" at 1 s; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")
         results = measure(procs, args.warmup, args.seconds)
     finally:
