@@ -82,16 +82,17 @@ def cpu_seconds(p: psutil.Process) -> float:
 
 def measure(
     procs: dict[str, subprocess.Popen[bytes]], warmup: float, seconds: float
-) -> dict[str, tuple[float, float]]:
-    """CPU share (% of one core) over ``seconds`` after ``warmup``, and RSS (MB) at the end."""
+) -> dict[str, tuple[float, float, float]]:
+    """CPU share (% of one core) over ``seconds`` after ``warmup``, and RSS and USS (MB) at the
+    end (USS leaves out shared pages, such as a driver library's, that RSS counts in full)."""
     ps = {name: psutil.Process(p.pid) for name, p in procs.items()}
     time.sleep(warmup)
     c0 = {name: cpu_seconds(p) for name, p in ps.items()}
     t0 = time.monotonic()
     time.sleep(seconds)
     elapsed = time.monotonic() - t0
-    return {name: (100 * (cpu_seconds(p) - c0[name]) / elapsed, p.memory_info().rss / 2**20)
-            for name, p in ps.items()}
+    return {name: (100 * (cpu_seconds(p) - c0[name]) / elapsed, p.memory_info().rss / 2**20,
+                   p.memory_full_info().uss / 2**20) for name, p in ps.items()}
 
 
 def main() -> int:
@@ -139,9 +140,9 @@ def main() -> int:
             p.wait(20)
         if server is not None:
             server.shutdown()
-    print(f"{'process':<26} {'CPU % of one core':>18} {'RSS MB':>8}")
-    for name, (cpu, rss) in results.items():
-        print(f"{name:<26} {cpu:>18.3f} {rss:>8.1f}")
+    print(f"{'process':<26} {'CPU % of one core':>18} {'RSS MB':>8} {'USS MB':>8}")
+    for name, (cpu, rss, uss) in results.items():
+        print(f"{name:<26} {cpu:>18.3f} {rss:>8.1f} {uss:>8.1f}")
     worst_cpu = max(results["agent, exporter only"][0], results["agent, delivering"][0])
     worst_rss = max(results["agent, exporter only"][1], results["agent, delivering"][1])
     base_rss = results["idle python (baseline)"][1]

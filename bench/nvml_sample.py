@@ -108,7 +108,11 @@ def agreement(source: NvmlSource, rounds: int, report: dict[str, Any]) -> None:
     for i in range(rounds):
         sample = source.sample(time.time())
         smi = {s["uuid"]: s for s in smi_query()}
+        nvml: Any = source._nvml
         for r in sample.readings:
+            direct = nvml.nvmlDeviceGetTotalEnergyConsumption(nvml.nvmlDeviceGetHandleByIndex(r.device.index))
+            rows.setdefault(f"GPU {r.device.index} energy counter J (smi: direct call)", []).append(
+                (r.energy_j, direct / 1000.0))
             for what, ours, theirs in ours_vs_smi(r, smi.get(r.device.id, {})):
                 rows.setdefault(f"GPU {r.device.index} {what}", []).append((ours, theirs))
         for d in sample.down:
@@ -117,8 +121,8 @@ def agreement(source: NvmlSource, rounds: int, report: dict[str, Any]) -> None:
             time.sleep(0.5)
     print(f"   {'reading':<42} {'ours (each round)':<44} nvidia-smi")
     for what, pairs in rows.items():
-        ours_text = " ".join("absent" if o is None else f"{o:g}" for o, _ in pairs)
-        smi_text = " ".join("n/a" if t is None else f"{t:g}" for _, t in pairs)
+        ours_text = " ".join("absent" if o is None else f"{o:.10g}" for o, _ in pairs)
+        smi_text = " ".join("n/a" if t is None else f"{t:.10g}" for _, t in pairs)
         print(f"   {what:<42} {ours_text:<44} {smi_text}")
     report["agreement"] = {k: v for k, v in rows.items()}
 
@@ -240,7 +244,10 @@ def cost(source: NvmlSource, samples: int, report: dict[str, Any]) -> None:
         "nvmlDeviceGetTemperature": lambda h: nvml.nvmlDeviceGetTemperature(h, nvml.NVML_TEMPERATURE_GPU),
         "nvmlDeviceGetFieldValues(mem temp)": lambda h: nvml.nvmlDeviceGetFieldValues(h, [82]),
         "nvmlDeviceGetUtilizationRates": lambda h: nvml.nvmlDeviceGetUtilizationRates(h),
+        "nvmlDeviceGetFieldValues(energy)": lambda h: nvml.nvmlDeviceGetFieldValues(h, [83]),
+        "nvmlDeviceGetFieldValues(mem temp, energy)": lambda h: nvml.nvmlDeviceGetFieldValues(h, [82, 83]),
         "nvmlDeviceGetMemoryInfo": lambda h: nvml.nvmlDeviceGetMemoryInfo(h),
+        "nvmlDeviceGetMemoryInfo(v2)": lambda h: nvml.nvmlDeviceGetMemoryInfo(h, nvml.nvmlMemory_v2),
         "nvmlDeviceGetEnforcedPowerLimit": lambda h: nvml.nvmlDeviceGetEnforcedPowerLimit(h),
         "nvmlDeviceGetClockInfo(SM)": lambda h: nvml.nvmlDeviceGetClockInfo(h, nvml.NVML_CLOCK_SM),
         "clock events": lambda h: source._clock_events_fn(h),  # type: ignore[misc]

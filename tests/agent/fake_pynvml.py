@@ -76,7 +76,8 @@ class Board:
     mem_temp: int | None = 70  # field 82
     util_gpu: int = 93
     util_mem: int = 41
-    mem_used: int = 60 << 30
+    mem_used: int = 60 << 30  # what nvidia-smi shows (memory info v2's ``used``)
+    mem_reserved: int = 615 << 20  # the driver's own; v1's ``used`` counts it too
     mem_total: int = 80 << 30
     limit_mw: int | None = 700_000
     sm_mhz: int | None = 1980
@@ -85,6 +86,7 @@ class Board:
     shutdown: int | None = 92
     lost: bool = False
     field_api: bool = True  # False: a driver too old for nvmlDeviceGetFieldValues
+    memory_v2: bool = True  # False: a driver without nvmlDeviceGetMemoryInfo_v2
     calls: Counter[str] = field(default_factory=Counter)
 
 
@@ -109,6 +111,8 @@ def make_nvml(boards: list[Board], *, driver: str | None = None) -> types.Module
     m.NVML_TEMPERATURE_THRESHOLD_SLOWDOWN = 1  # type: ignore[attr-defined]
     m.NVML_CLOCK_SM = 1  # type: ignore[attr-defined]
     m.NVML_FI_DEV_MEMORY_TEMP = 82  # type: ignore[attr-defined]
+    m.NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION = 83  # type: ignore[attr-defined]
+    m.nvmlMemory_v2 = 0x02000028  # type: ignore[attr-defined]
     state = {"init": 0}
 
     def check_init() -> None:
@@ -173,9 +177,16 @@ def make_nvml(boards: list[Board], *, driver: str | None = None) -> types.Module
         b = board(h, "utilization")
         return types.SimpleNamespace(gpu=b.util_gpu, memory=b.util_mem)
 
-    def nvmlDeviceGetMemoryInfo(h: Board) -> Any:
-        b = board(h, "memory")
-        return types.SimpleNamespace(used=b.mem_used, total=b.mem_total, free=b.mem_total - b.mem_used)
+    def nvmlDeviceGetMemoryInfo(h: Board, version: int | None = None) -> Any:
+        free = h.mem_total - h.mem_used - h.mem_reserved
+        if not version:  # v1: ``used`` includes what the driver reserved
+            b = board(h, "memory")
+            return types.SimpleNamespace(used=b.mem_used + b.mem_reserved, total=b.mem_total, free=free)
+        b = board(h, "memory_v2")
+        if not b.memory_v2:  # pynvml looks up nvmlDeviceGetMemoryInfo_v2 and finds none
+            raise NVMLError(CODES["FunctionNotFound"])
+        return types.SimpleNamespace(version=version, used=b.mem_used, reserved=b.mem_reserved,
+                                     total=b.mem_total, free=free)
 
     def nvmlDeviceGetEnforcedPowerLimit(h: Board) -> int:
         return int(value(h, "power_limit", "limit_mw"))
@@ -192,8 +203,11 @@ def make_nvml(boards: list[Board], *, driver: str | None = None) -> types.Module
             raise NVMLError(CODES["FunctionNotFound"])
         out = []
         for fid in ids:
+            b.calls[f"field {fid}"] += 1
             if fid == 82 and b.mem_temp is not None:
                 out.append(_FieldValue(fid, 0, 1, types.SimpleNamespace(uiVal=b.mem_temp)))
+            elif fid == 83 and b.energy_mj is not None:  # unsigned long long
+                out.append(_FieldValue(fid, 0, 3, types.SimpleNamespace(ullVal=b.energy_mj)))
             else:
                 out.append(_FieldValue(fid, CODES["NotSupported"]))
         return out

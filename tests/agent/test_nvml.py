@@ -64,8 +64,43 @@ def test_unsupported_fields_are_absent_not_zero_and_not_asked_again() -> None:
     assert first.mem_temp_c is None
     assert first.device.slowdown_c is None
     assert first.temp_c == 61.0 and first.power_w == pytest.approx(512.3)
+    second = src.sample(TS + 1).readings[0]
+    assert a100.calls["field 82"] == 1  # NotSupported once: never asked again
+    assert a100.calls["field 83"] == 2 and second.energy_j is not None  # the other field goes on
+
+
+def test_energy_and_memory_temperature_come_from_one_field_call() -> None:
+    board = h100()
+    src = opened([board])
+    for i in range(3):
+        r = src.sample(TS + i).readings[0]
+        assert r.energy_j == pytest.approx(123_456.789) and r.mem_temp_c == 70.0
+    assert board.calls["field_values"] == 3 and board.calls["energy"] == 0
+
+
+def test_driver_without_field_api_reads_the_energy_counter_directly() -> None:
+    board = Board(uuid="GPU-old", field_api=False)
+    src = opened([board])
+    r = src.sample(TS).readings[0]
+    assert r.energy_j == pytest.approx(123_456.789) and r.mem_temp_c is None
     src.sample(TS + 1)
-    assert a100.calls["field_values"] == 1  # NotSupported once: never asked again
+    assert board.calls["field_values"] == 1 and board.calls["energy"] == 2
+
+
+def test_memory_used_leaves_out_the_drivers_reservation_as_nvidia_smi_does() -> None:
+    board = h100()
+    r = opened([board]).sample(TS).readings[0]
+    assert r.mem_used_bytes == float(board.mem_used)  # v2, not used + reserved
+
+
+def test_driver_without_memory_info_v2_falls_back_to_v1() -> None:
+    board = Board(uuid="GPU-v1", memory_v2=False)
+    src = opened([board])
+    r = src.sample(TS).readings[0]
+    assert r.mem_used_bytes == float(board.mem_used + board.mem_reserved)  # v1 counts the reservation
+    assert r.mem_total_bytes == float(board.mem_total)
+    src.sample(TS + 1)
+    assert board.calls["memory_v2"] == 1 and board.calls["memory"] == 2
 
 
 def test_old_driver_without_field_api_and_board_without_energy_counter() -> None:

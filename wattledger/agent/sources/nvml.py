@@ -28,7 +28,11 @@ from wattledger.wire import DeviceInfo
 log = logging.getLogger(__name__)
 
 FIELD_MEMORY_TEMP = 82  # NVML_FI_DEV_MEMORY_TEMP (HBM temperature)
-MIB = 1 << 20
+FIELD_ENERGY = 83  # NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION (mJ since the driver was loaded)
+#: read together in one nvmlDeviceGetFieldValues call per sample
+FIELDS = (FIELD_MEMORY_TEMP, FIELD_ENERGY)
+#: nvmlValue_t's member for each nvmlValueType_t (double, uint, ulong, ulonglong, slonglong, sint, ushort)
+VALUE_MEMBERS = ("dVal", "uiVal", "ulVal", "ullVal", "sllVal", "siVal", "usVal")
 
 # NVML return codes (stable across NVML versions), used to map errors to our own types
 SUCCESS, NOT_SUPPORTED, NO_PERMISSION, DRIVER_NOT_LOADED = 0, 3, 4, 9
@@ -169,38 +173,64 @@ class NvmlSource:
             log.debug("NVML: GPU %d %s failed: %s", gpu.index, key, exc)
             return None
 
-    def _memory_temp(self, gpu: _Gpu) -> float | None:
+    def _field_values(self, gpu: _Gpu) -> dict[int, float]:
+        """The fields of ``FIELDS`` this board has, in one call (the field API carries a return
+        code per field: NotSupported marks that field absent for good, as ``_field`` does)."""
         nvml = self._nvml
         assert nvml is not None
-        values = self._field(gpu, "mem_temp", getattr(nvml, "nvmlDeviceGetFieldValues", None),
-                             [FIELD_MEMORY_TEMP])
-        if not values:
-            return None
-        value = values[0]
-        code = int(value.nvmlReturn)
-        if code != SUCCESS:
+        wanted = [fid for fid in FIELDS if f"field {fid}" not in gpu.unsupported]
+        values = self._field(gpu, "field_values", getattr(nvml, "nvmlDeviceGetFieldValues", None),
+                             wanted) if wanted else None
+        out: dict[int, float] = {}
+        for fid, value in zip(wanted, values or (), strict=False):
+            code = int(value.nvmlReturn)
+            if code == SUCCESS:
+                out[fid] = float(getattr(value.value, VALUE_MEMBERS[int(value.valueType)]))
+                continue
             error = map_error(code, "")
             if isinstance(error, FieldUnsupported):
-                gpu.unsupported.add("mem_temp")
+                gpu.unsupported.add(f"field {fid}")
             elif isinstance(error, DeviceLost):
-                raise DeviceLost(f"GPU {gpu.index} field {FIELD_MEMORY_TEMP}")
-            return None
-        member = ("dVal", "uiVal", "ulVal", "ullVal", "sllVal", "siVal", "usVal")[int(value.valueType)]
-        return float(getattr(value.value, member))
+                raise DeviceLost(f"GPU {gpu.index} field {fid}")
+        return out
+
+    def _energy_mj(self, gpu: _Gpu, fields: dict[int, float]) -> float | None:
+        """The energy counter from the field call; through its own call only where the driver
+        has no field API or no field 83 (the same counter either way)."""
+        if FIELD_ENERGY in fields:
+            return fields[FIELD_ENERGY]
+        if "field_values" in gpu.unsupported or f"field {FIELD_ENERGY}" in gpu.unsupported:
+            nvml = self._nvml
+            assert nvml is not None
+            value = self._field(gpu, "energy", nvml.nvmlDeviceGetTotalEnergyConsumption)
+            return None if value is None else float(value)
+        return None  # the field call failed this time: absent now, asked again next sample
+
+    def _memory(self, gpu: _Gpu) -> Any:
+        """Memory info as nvidia-smi shows it: version 2 leaves out what the driver reserves
+        (version 1's ``used`` counts it, ~600 MiB on an idle H200); version 1 on older drivers."""
+        nvml = self._nvml
+        assert nvml is not None
+        v2 = getattr(nvml, "nvmlMemory_v2", None)
+        if v2 is not None and "memory_v2" not in gpu.unsupported:
+            memory = self._field(gpu, "memory_v2", nvml.nvmlDeviceGetMemoryInfo, v2)
+            if memory is not None or "memory_v2" not in gpu.unsupported:
+                return memory
+        return self._field(gpu, "memory", nvml.nvmlDeviceGetMemoryInfo)
 
     def _read(self, gpu: _Gpu, ts: float) -> DeviceReading:
         nvml = self._nvml
         assert nvml is not None
         f = self._field
         power_mw = f(gpu, "power", nvml.nvmlDeviceGetPowerUsage)
-        energy_mj = f(gpu, "energy", nvml.nvmlDeviceGetTotalEnergyConsumption)
+        fields = self._field_values(gpu)
+        energy_mj = self._energy_mj(gpu, fields)
         die = nvml.NVML_TEMPERATURE_GPU
         temp = f(gpu, "temp", getattr(nvml, "nvmlDeviceGetTemperature", None), die)
         if temp is None and "temp" in gpu.unsupported:  # the old call is gone from future NVML
             temp = f(gpu, "temp_v", getattr(nvml, "nvmlDeviceGetTemperatureV", None), die)
-        mem_temp = self._memory_temp(gpu)
         rates = f(gpu, "utilization", nvml.nvmlDeviceGetUtilizationRates)
-        memory = f(gpu, "memory", nvml.nvmlDeviceGetMemoryInfo)
+        memory = self._memory(gpu)
         limit_mw = f(gpu, "power_limit", nvml.nvmlDeviceGetEnforcedPowerLimit)
         clock_mhz = f(gpu, "sm_clock", nvml.nvmlDeviceGetClockInfo, nvml.NVML_CLOCK_SM)
         events = f(gpu, "clock_events", self._clock_events_fn)
@@ -214,7 +244,7 @@ class NvmlSource:
             power_w=None if power_mw is None else power_mw / 1000.0,
             energy_j=None if energy_mj is None else int(energy_mj) / 1000.0,  # 64-bit mJ counter
             temp_c=None if temp is None else float(temp),
-            mem_temp_c=mem_temp,
+            mem_temp_c=fields.get(FIELD_MEMORY_TEMP),
             util=None if rates is None else rates.gpu / 100.0,
             mem_util=None if rates is None else rates.memory / 100.0,
             sm_clock_hz=None if clock_mhz is None else clock_mhz * 1e6,
