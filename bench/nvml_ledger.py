@@ -70,7 +70,7 @@ def main() -> int:
     (d / "token").write_text(TOKEN + "\n")
     collector, cport = start_collector(d, {NODE: TOKEN})
     agent_port = free_port()
-    load = None
+    load = agent = None
     try:
         before = counters()
         t0 = time.time()
@@ -107,6 +107,8 @@ def main() -> int:
     finally:
         if load is not None:
             load.kill()
+        if agent is not None:  # when something above failed before the agent was stopped
+            agent.stop()
         collector.stop()
     return 0
 
