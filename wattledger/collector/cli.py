@@ -78,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
             app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=15,
             ssl_certfile=settings.tls_cert, ssl_keyfile=settings.tls_key,
             log_level=logging.getLogger().getEffectiveLevel(),
+            # nothing here reads the client's address, so X-Forwarded-* need no middleware per request
+            proxy_headers=False,
         ))
         # uvicorn stops on SIGTERM, then re-raises it to the handler it found: a quiet one here,
         # so that a stop asked for by systemd or Kubernetes ends with status 0

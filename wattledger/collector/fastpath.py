@@ -53,6 +53,10 @@ def encode_answer(answer: Answer) -> tuple[list[tuple[bytes, bytes]], bytes]:
     return headers, body
 
 
+def is_push(scope: Scope) -> bool:
+    return bool(scope["type"] == "http" and scope["path"] == PATH and scope["method"] == "POST")
+
+
 class BatchFastPath:
     """ASGI middleware: ``POST /v1/batches`` goes to ``push``, the rest to ``app``."""
 
@@ -61,9 +65,13 @@ class BatchFastPath:
         self.push = push
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
+        if not is_push(scope):
             await self.app(scope, receive, send)
             return
+        await self.serve(scope, receive, send)
+
+    async def serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer one ``POST /v1/batches``."""
         try:
             answer = await self.push(head_of(scope), body_chunks(receive))
         except Exception:  # a fault of the collector: what the app's error handler would answer

@@ -424,7 +424,8 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     app = worker_app(settings, WriterLink(channel, lost))
     server = uvicorn.Server(uvicorn.Config(
         app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=15,
-        ssl_certfile=settings.tls_cert, ssl_keyfile=settings.tls_key, log_level=args.log_level))
+        ssl_certfile=settings.tls_cert, ssl_keyfile=settings.tls_key, log_level=args.log_level,
+        proxy_headers=False))
     server.run(sockets=[listener])
     return 0
 
