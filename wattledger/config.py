@@ -13,7 +13,7 @@ import argparse
 import ipaddress
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -189,6 +189,25 @@ def add_options(parser: argparse.ArgumentParser, options: Sequence[Option]) -> N
             metavar=opt.metavar,
             help=f"{opt.help}{default} [env {opt.env}]",
         )
+
+
+CONFIG_ENV = "WATTLEDGER_CONFIG"
+
+
+def config_file_values(args: argparse.Namespace, env: Mapping[str, str],
+                       known: Collection[str] | None = None) -> dict[str, Any]:
+    """The keys of the ``--config`` (else ``WATTLEDGER_CONFIG``) file, ``-`` read as ``_``; {}
+    when neither names a file. With ``known``, a key outside it is a ConfigError naming the key
+    as written (a typo must not be silently ignored)."""
+    path = getattr(args, "config", None) or env.get(CONFIG_ENV)
+    if not path:
+        return {}
+    raw = load_yaml(path)
+    if known is not None:
+        unknown = sorted(str(k) for k in raw if str(k).replace("-", "_") not in known)
+        if unknown:
+            raise ConfigError(f"config file {str(path)!r}: unknown key {unknown[0]!r}")
+    return {str(k).replace("-", "_"): v for k, v in raw.items()}
 
 
 def load_yaml(path: Path | str) -> dict[str, Any]:

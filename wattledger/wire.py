@@ -9,6 +9,7 @@ The agent imports the models only; numpy is loaded by the checks, so the agent s
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -25,7 +26,10 @@ MAX_FUTURE_SECONDS = 300.0
 MAX_DEVICES = 4096
 MAX_LABELS = 32
 
-NodeName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+#: a node's name: on the wire, in tokens and tokens files, and the agent's --node
+NODE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+NODE_NAME = re.compile(NODE_NAME_PATTERN)
+NodeName = Annotated[str, StringConstraints(pattern=NODE_NAME_PATTERN)]
 StreamId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
 LabelName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
 LabelValue = Annotated[str, StringConstraints(max_length=256)]

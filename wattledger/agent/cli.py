@@ -23,17 +23,18 @@ from wattledger.config import (
     Option,
     add_options,
     bearer_token,
+    config_file_values,
     default_state_dir,
     existing_file,
     host_port,
     http_url,
     key_value,
-    load_yaml,
     non_negative_int,
     positive_float,
     resolve,
     text,
 )
+from wattledger.wire import NODE_NAME
 
 if TYPE_CHECKING:
     from wattledger.agent.delivery import Delivery
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
 HELP = "sample GPUs and host power, expose them on /metrics, ship them to a collector"
 log = logging.getLogger(__name__)
 
-NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # as the wire format's NodeName
 
 
 def names_of(known: list[str], what: str) -> Any:
@@ -125,13 +125,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def settings(args: argparse.Namespace, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Every setting, resolved and checked; a bad one is a ConfigError (one line)."""
     env = dict(os.environ) if env is None else env
-    config_path = getattr(args, "config", None) or env.get("WATTLEDGER_CONFIG")
-    file_values = load_yaml(config_path) if config_path else {}
-    known = {opt.dest for opt in OPTIONS} | {opt.dest.replace("_", "-") for opt in OPTIONS}
-    known |= {"log_level", "log-level"}  # read by the dispatcher (wattledger.cli.log_level)
-    unknown = sorted(str(k) for k in file_values if str(k) not in known)
-    if unknown:
-        raise ConfigError(f"config file {config_path!r}: unknown key {unknown[0]!r}")
+    # log_level is read by the dispatcher (wattledger.cli.log_level)
+    file_values = config_file_values(args, env, known={opt.dest for opt in OPTIONS} | {"log_level"})
     s = resolve(OPTIONS, args, file_values, env)
 
     s["node"] = s["node"] or socket.gethostname().split(".")[0]

@@ -23,8 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-#: a node name as the wire format (wattledger.wire.NodeName) allows it
-NODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+from wattledger.wire import NODE_NAME
+
 HASH_LINE_RE = re.compile(r"^(?P<node>[^:\s]+):sha256:(?P<hex>[0-9a-fA-F]{64})$")
 TOKEN_BYTES = 32
 
@@ -58,7 +58,7 @@ def parse_tokens_file(text: str, source: str = "tokens_file") -> dict[str, bytes
         if match is None:
             raise ValueError(f"{source} line {number} is not NODE:sha256:HEX (64 hex digits)")
         node = match["node"]
-        if not NODE_RE.match(node):
+        if not NODE_NAME.match(node):
             raise ValueError(f"{source} line {number}: {node!r} is not a valid node name")
         if node in out:
             raise ValueError(f"{source} line {number}: node {node!r} appears twice")

@@ -189,9 +189,10 @@ def prepare_db_dir(db_url: str) -> None:
 
 
 def hash_token(node: str) -> int:
-    from wattledger.collector.auth import NODE_RE, hash_line, new_token
+    from wattledger.collector.auth import hash_line, new_token
+    from wattledger.wire import NODE_NAME
 
-    if not NODE_RE.match(node):
+    if not NODE_NAME.match(node):
         raise config.ConfigError(f"--hash-token: {node!r} is not a valid node name")
     if sys.stdin.isatty():
         token = new_token()

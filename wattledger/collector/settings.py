@@ -128,8 +128,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
 def load_settings(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> CollectorSettings:
     """Flags > environment > YAML > defaults, validated; any problem is one ConfigError line."""
     env = os.environ if env is None else env
-    path = getattr(args, "config", None) or env.get("WATTLEDGER_CONFIG")
-    file_values = {str(k).replace("-", "_"): v for k, v in config.load_yaml(path).items()} if path else {}
+    # unknown keys are named by the settings model (extra="forbid"), with their whole path
+    file_values = config.config_file_values(args, env)
     file_values.pop("log_level", None)  # read by the dispatcher (wattledger.cli.log_level)
     given = config.resolve(OPTIONS, args, file_values, env)
     merged = {**file_values, **{key: value for key, value in given.items() if value is not None}}

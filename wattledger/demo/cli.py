@@ -13,8 +13,8 @@ from wattledger.config import (
     Option,
     add_options,
     boolean,
+    config_file_values,
     default_state_dir,
-    load_yaml,
     positive_float,
     resolve,
     text,
@@ -85,13 +85,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def settings(args: argparse.Namespace, env: dict[str, str] | None = None) -> dict[str, Any]:
     env = dict(os.environ) if env is None else env
-    config_path = getattr(args, "config", None) or env.get("WATTLEDGER_CONFIG")
-    raw_values = load_yaml(config_path) if config_path else {}
-    file_values = {str(k).replace("-", "_"): v for k, v in raw_values.items()}
     known = {opt.dest for opt in OPTIONS} | set(SWITCHES) | {"state_dir", "log_level"}
-    unknown = sorted(k for k in file_values if k not in known)
-    if unknown:
-        raise ConfigError(f"config file {config_path!r}: unknown key {unknown[0]!r}")
+    file_values = config_file_values(args, env, known)
     s = resolve(OPTIONS, args, file_values, env)
     raw_dir = getattr(args, "state_dir", None) or env.get(STATE_DIR_ENV) or file_values.get("state_dir")
     s["state_dir_given"] = raw_dir is not None
