@@ -87,6 +87,7 @@ class Board:
     lost: bool = False
     field_api: bool = True  # False: a driver too old for nvmlDeviceGetFieldValues
     memory_v2: bool = True  # False: a driver without nvmlDeviceGetMemoryInfo_v2
+    energy_field: bool = True  # False: field 83 NotSupported though the direct call answers
     calls: Counter[str] = field(default_factory=Counter)
 
 
@@ -206,7 +207,7 @@ def make_nvml(boards: list[Board], *, driver: str | None = None) -> types.Module
             b.calls[f"field {fid}"] += 1
             if fid == 82 and b.mem_temp is not None:
                 out.append(_FieldValue(fid, 0, 1, types.SimpleNamespace(uiVal=b.mem_temp)))
-            elif fid == 83 and b.energy_mj is not None:  # unsigned long long
+            elif fid == 83 and b.energy_mj is not None and b.energy_field:  # unsigned long long
                 out.append(_FieldValue(fid, 0, 3, types.SimpleNamespace(ullVal=b.energy_mj)))
             else:
                 out.append(_FieldValue(fid, CODES["NotSupported"]))

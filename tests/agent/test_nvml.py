@@ -87,6 +87,16 @@ def test_driver_without_field_api_reads_the_energy_counter_directly() -> None:
     assert board.calls["field_values"] == 1 and board.calls["energy"] == 2
 
 
+def test_board_without_the_energy_field_reads_the_counter_directly() -> None:
+    board = Board(uuid="GPU-no-field-83", energy_field=False)
+    src = opened([board])
+    for i in range(2):
+        r = src.sample(TS + i).readings[0]
+        assert r.energy_j == pytest.approx(123_456.789) and r.mem_temp_c == 70.0
+    assert board.calls["field 83"] == 1  # NotSupported once, then the direct call each sample
+    assert board.calls["energy"] == 2 and board.calls["field 82"] == 2
+
+
 def test_memory_used_leaves_out_the_drivers_reservation_as_nvidia_smi_does() -> None:
     board = h100()
     r = opened([board]).sample(TS).readings[0]
