@@ -426,6 +426,9 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
         app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=15,
         ssl_certfile=settings.tls_cert, ssl_keyfile=settings.tls_key, log_level=args.log_level,
         proxy_headers=False))
+    from wattledger.collector.cli import tune_gc
+
+    tune_gc()
     server.run(sockets=[listener])
     return 0
 
