@@ -4,16 +4,33 @@ A batch is columnar: every array in ``readings`` has one entry per device readin
 done by pydantic-core straight from the JSON bytes (whole arrays at once, in Rust); the
 cross-field rules (equal lengths, ranges, device indexes, time order, clock skew) are then
 checked on numpy arrays, so no Python object is made per reading on the collector's hot path.
-The agent imports the models only; numpy is loaded by the checks, so the agent stays small.
+The patterns and limits come from ``wattledger.contract``, which the agent uses instead of
+this module (it never imports pydantic); numpy is loaded by the checks, so importing this
+module stays light too.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+# the contract's names other code imports from here are re-exported ("X as X")
+from wattledger.contract import CLOCK_EVENT_REASONS as CLOCK_EVENT_REASONS
+from wattledger.contract import (
+    DEVICE_ID_MAX_LENGTH,
+    DEVICE_MODEL_MAX_LENGTH,
+    LABEL_NAME_PATTERN,
+    LABEL_VALUE_MAX_LENGTH,
+    STREAM_ID_PATTERN,
+    DeviceKind,
+)
+from wattledger.contract import MAX_DEVICES as MAX_DEVICES
+from wattledger.contract import MAX_FUTURE_SECONDS as MAX_FUTURE_SECONDS
+from wattledger.contract import MAX_LABELS as MAX_LABELS
+from wattledger.contract import NODE_NAME as NODE_NAME
+from wattledger.contract import NODE_NAME_PATTERN as NODE_NAME_PATTERN
 
 if TYPE_CHECKING:  # numpy is imported where batches are checked (the collector), not by the agent
     import numpy as np
@@ -21,18 +38,10 @@ if TYPE_CHECKING:  # numpy is imported where batches are checked (the collector)
 
     FloatArray = npt.NDArray[np.float64]
 
-#: readings may be at most this far ahead of the collector's clock
-MAX_FUTURE_SECONDS = 300.0
-MAX_DEVICES = 4096
-MAX_LABELS = 32
-
-#: a node's name: on the wire, in tokens and tokens files, and the agent's --node
-NODE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
-NODE_NAME = re.compile(NODE_NAME_PATTERN)
 NodeName = Annotated[str, StringConstraints(pattern=NODE_NAME_PATTERN)]
-StreamId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
-LabelName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
-LabelValue = Annotated[str, StringConstraints(max_length=256)]
+StreamId = Annotated[str, StringConstraints(pattern=STREAM_ID_PATTERN)]
+LabelName = Annotated[str, StringConstraints(pattern=LABEL_NAME_PATTERN)]
+LabelValue = Annotated[str, StringConstraints(max_length=LABEL_VALUE_MAX_LENGTH)]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 Column = list[Finite | None]
 
@@ -43,18 +52,6 @@ OPTIONAL_COLUMNS = ("energy_j", "temp_c", "util", "mem_temp_c", "mem_util", "sm_
 NON_NEGATIVE = ("power_w", "energy_j", "sm_clock_hz", "mem_used_bytes")
 #: columns whose values must lie in 0..1
 RATIOS = ("util", "mem_util")
-#: NVML clock-event (throttle) reason bits of ``clock_events`` and the ``reason`` label each
-#: gets on the agent's and the collector's /metrics
-CLOCK_EVENT_REASONS: tuple[tuple[int, str], ...] = (
-    (0x1, "gpu_idle"),
-    (0x2, "applications_clocks"),
-    (0x4, "sw_power_cap"),
-    (0x8, "hw_slowdown"),
-    (0x10, "sync_boost"),
-    (0x20, "sw_thermal"),
-    (0x40, "hw_thermal"),
-    (0x80, "hw_power_brake"),
-)
 
 
 class DeviceInfo(BaseModel):
@@ -62,10 +59,10 @@ class DeviceInfo(BaseModel):
 
     model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
-    id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
-    kind: Literal["gpu", "cpu", "host"]
+    id: Annotated[str, StringConstraints(min_length=1, max_length=DEVICE_ID_MAX_LENGTH)]
+    kind: DeviceKind
     index: Annotated[int, Field(ge=0)]
-    model: Annotated[str, StringConstraints(max_length=128)] | None = None
+    model: Annotated[str, StringConstraints(max_length=DEVICE_MODEL_MAX_LENGTH)] | None = None
     power_limit_w: Annotated[float, Field(gt=0)] | None = None
     slowdown_c: float | None = None
     shutdown_c: float | None = None
