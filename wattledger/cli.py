@@ -32,7 +32,17 @@ def _module(name: str) -> ModuleType:
     return importlib.import_module(COMMANDS[name])
 
 
-def build_parser() -> OneLineParser:
+def command_named(argv: Sequence[str]) -> str | None:
+    """The sub-command an argument list runs, if it names one. The top-level parser's only
+    options (-h, --version) take no value, so the first argument that is not an option is it."""
+    first = next((arg for arg in argv if not arg.startswith("-")), None)
+    return first if first in COMMANDS else None
+
+
+def build_parser(command: str | None = None) -> OneLineParser:
+    """The whole parser; given ``command``, only that sub-command's module is imported and
+    configured (the others are listed without help or flags), so that ``wattledger agent``
+    does not load the collector's settings (pydantic) or the demo."""
     parser = OneLineParser(
         prog="wattledger",
         description="Power, thermal and energy-cost monitoring for GPU fleets.",
@@ -41,6 +51,9 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--version", action="version", version=f"wattledger {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     for name in COMMANDS:
+        if command is not None and name != command:
+            sub.add_parser(name)
+            continue
         module = _module(name)
         cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
         cmd.add_argument("--version", action="version", version=f"wattledger {__version__}")
@@ -77,7 +90,8 @@ def setup_logging(level: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(command_named(argv))
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()
