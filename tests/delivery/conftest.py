@@ -16,15 +16,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from wattledger.agent.reading import DeviceReading
-from wattledger.wire import BatchError, DeviceInfo, validate
+from wattledger.contract import Device
+from wattledger.wire import BatchError, validate
 
 
-def make_devices(n: int, prefix: str = "GPU-test") -> list[DeviceInfo]:
-    return [DeviceInfo(id=f"{prefix}-{i}", kind="gpu", index=i, model="NVIDIA H100 80GB HBM3",
+def make_devices(n: int, prefix: str = "GPU-test") -> list[Device]:
+    return [Device(id=f"{prefix}-{i}", kind="gpu", index=i, model="NVIDIA H100 80GB HBM3",
                        power_limit_w=700.0, slowdown_c=87.0, shutdown_c=92.0) for i in range(n)]
 
 
-def make_sample(devices: list[DeviceInfo], k: int, t0: float = 1_700_000_000.0) -> list[DeviceReading]:
+def make_sample(devices: list[Device], k: int, t0: float = 1_700_000_000.0) -> list[DeviceReading]:
     """Sample number ``k`` (1 s apart): every device, a power and a growing energy counter."""
     return [DeviceReading(device=d, ts=t0 + k, power_w=300.0 + d.index,
                           energy_j=1000.0 + k * (300.0 + d.index), temp_c=60.0, util=0.9) for d in devices]

@@ -19,7 +19,7 @@ from tests.delivery.e2e import Collector, metric_sum, wait_until
 from wattledger.agent.delivery import Delivery
 from wattledger.agent.reading import DeviceReading
 from wattledger.agent.shipper import Outcome
-from wattledger.wire import DeviceInfo
+from wattledger.contract import Device
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -32,7 +32,7 @@ Truth = dict[str, dict[str, tuple[float, float]]]  # node -> device -> (first, l
 
 def backlog(delivery: Delivery, node: str, t0: float) -> dict[str, tuple[float, float]]:
     """Spool BATCHES batches of SAMPLES samples; (first, last) energy counter per device."""
-    devices = [DeviceInfo(id=f"GPU-{node}-{i}", kind="gpu", index=i, power_limit_w=700.0)
+    devices = [Device(id=f"GPU-{node}-{i}", kind="gpu", index=i, power_limit_w=700.0)
                for i in range(GPUS)]
     counters = {d.id: 1000.0 * (d.index + 1) for d in devices}
     first: dict[str, float] = {}  # the counter of each device's first reading

@@ -19,7 +19,8 @@ import pytest
 from tests.delivery.conftest import make_devices, make_sample
 from wattledger.agent.reading import DeviceReading
 from wattledger.agent.spool import Spool, SpoolError
-from wattledger.wire import DeviceInfo, validate
+from wattledger.contract import Device
+from wattledger.wire import validate
 
 FAR_FUTURE = 4e9  # the checks' "now": sample times are fixed in the past
 
@@ -108,7 +109,7 @@ def test_a_clock_step_back_or_a_device_swap_starts_a_new_valid_batch(tmp_path: P
     devs = make_devices(2)
     spool.append(make_sample(devs, 10))
     spool.append(make_sample(devs, 5))  # the clock stepped back 5 s
-    swapped = DeviceInfo(id="GPU-replacement", kind="gpu", index=0, power_limit_w=700.0)
+    swapped = Device(id="GPU-replacement", kind="gpu", index=0, power_limit_w=700.0)
     spool.append([DeviceReading(device=swapped, ts=1_700_000_020.0, power_w=100.0)])
     spool.cut()
     seen = drain(spool)  # every batch validated

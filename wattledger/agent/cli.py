@@ -34,7 +34,7 @@ from wattledger.config import (
     resolve,
     text,
 )
-from wattledger.wire import NODE_NAME
+from wattledger.contract import is_node_name
 
 if TYPE_CHECKING:
     from wattledger.agent.delivery import Delivery
@@ -130,7 +130,7 @@ def settings(args: argparse.Namespace, env: dict[str, str] | None = None) -> dic
     s = resolve(OPTIONS, args, file_values, env)
 
     s["node"] = s["node"] or socket.gethostname().split(".")[0]
-    if not NODE_NAME.match(s["node"]):
+    if not is_node_name(s["node"]):
         raise ConfigError(f"--node: {s['node']!r} is not a valid node name (letters, digits, . _ -)")
     labels = dict(s["label"])
     clash = sorted(set(labels) & RESERVED_LABELS)

@@ -16,14 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from pydantic import TypeAdapter, ValidationError
 
 from wattledger import __version__
 from wattledger.agent.reading import DeviceReading
 from wattledger.agent.shipper import Backoff, HttpSender, Outcome, Shipper, TokenSource
 from wattledger.agent.spool import Spool, SpoolError
 from wattledger.config import ConfigError
-from wattledger.wire import MAX_LABELS, LabelName, LabelValue, NodeName
+from wattledger.contract import MAX_LABELS, is_label, is_node_name
 
 log = logging.getLogger(__name__)
 
@@ -37,19 +36,14 @@ class DeliveryStats:
 def _check_identity(node: str, labels: Mapping[str, str]) -> None:
     """A node name or label the wire refuses would send every batch to the dead-letter
     table: refuse it here, at start, in one line."""
-    try:
-        TypeAdapter(NodeName).validate_python(node)
-    except ValidationError:
+    if not is_node_name(node):
         raise ConfigError(f"node name {node!r} is not valid on the wire (letters, digits, '.', '_', '-'; "
-                          "at most 128)") from None
+                          "at most 128)")
     if len(labels) > MAX_LABELS:
         raise ConfigError(f"{len(labels)} labels given; at most {MAX_LABELS} are allowed")
     for key, value in labels.items():
-        try:
-            TypeAdapter(LabelName).validate_python(key)
-            TypeAdapter(LabelValue).validate_python(value)
-        except ValidationError:
-            raise ConfigError(f"label {key}={value!r} is not valid on the wire") from None
+        if not is_label(key, value):
+            raise ConfigError(f"label {key}={value!r} is not valid on the wire")
 
 
 class Delivery:

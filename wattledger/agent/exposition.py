@@ -14,7 +14,7 @@ from prometheus_client.registry import Collector
 from wattledger.agent.reading import DeviceReading
 from wattledger.agent.sampler import Snapshot
 from wattledger.agent.shipper import Outcome
-from wattledger.wire import CLOCK_EVENT_REASONS, DeviceInfo
+from wattledger.contract import CLOCK_EVENT_REASONS, Device
 
 #: label names the agent sets itself; a --label may not take one of them
 RESERVED_LABELS = frozenset(
@@ -71,7 +71,7 @@ class AgentCollector(Collector):
 
     # ---------------------------------------------------------------- GPUs
 
-    def _gpu_labels(self, info: DeviceInfo) -> list[str]:
+    def _gpu_labels(self, info: Device) -> list[str]:
         node, *extra = self._node_values
         return [node, str(info.index), info.id, info.model or "", *extra]
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from wattledger.wire import DeviceInfo
+from wattledger.contract import Device
 
 
 @dataclass(frozen=True, slots=True)
 class DeviceReading:
-    device: DeviceInfo
+    device: Device
     ts: float  # unix seconds when the device was queried
     power_w: float | None = None
     energy_j: float | None = None  # cumulative hardware counter, joules

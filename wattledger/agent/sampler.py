@@ -21,7 +21,7 @@ from wattledger.agent.sources.base import (
     SourceError,
     SourceSample,
 )
-from wattledger.wire import DeviceInfo
+from wattledger.contract import Device
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class Snapshot:
 
     ts: float | None = None
     readings: tuple[DeviceReading, ...] = ()
-    down: tuple[DeviceInfo, ...] = ()
+    down: tuple[Device, ...] = ()
     host: HostStats | None = None
     source_up: dict[str, bool] = field(default_factory=dict)
     readings_total: int = 0  # device readings taken since start
@@ -108,7 +108,7 @@ class Sampler:
             return self.snapshot
         self._clock_behind = False
         readings: list[DeviceReading] = []
-        down: list[DeviceInfo] = []
+        down: list[Device] = []
         host: HostStats | None = None
         up: dict[str, bool] = {}
         for source in self._sources:

@@ -37,7 +37,7 @@ from typing import Any
 import orjson
 
 from wattledger.agent.reading import DeviceReading
-from wattledger.wire import DeviceInfo
+from wattledger.contract import Device
 
 log = logging.getLogger(__name__)
 
@@ -121,21 +121,21 @@ def _clean(name: str, value: float | int | None) -> float | int | None:
 
 
 class DeviceDicts:
-    """DeviceInfo -> its wire dict, memoised: the same few devices come every second."""
+    """Device -> its wire dict, memoised: the same few devices come every second."""
 
     def __init__(self) -> None:
-        self._cache: dict[DeviceInfo, dict[str, Any]] = {}
+        self._cache: dict[Device, dict[str, Any]] = {}
 
-    def __call__(self, device: DeviceInfo) -> dict[str, Any]:
+    def __call__(self, device: Device) -> dict[str, Any]:
         found = self._cache.get(device)
         if found is None:
             if len(self._cache) > 4096:
                 self._cache.clear()
-            found = self._cache[device] = device.model_dump(exclude_none=True)
+            found = self._cache[device] = device.wire_dict()
         return found
 
 
-def encode_sample(readings: Sequence[DeviceReading], device_dict: Callable[[DeviceInfo], dict[str, Any]]
+def encode_sample(readings: Sequence[DeviceReading], device_dict: Callable[[Device], dict[str, Any]]
                   ) -> bytes:
     """One sample as a compact row: ``{"dev": [device dicts], "rows": [[dev#, ts, values…]]}``."""
     devices: list[dict[str, Any]] = []

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from wattledger.agent.reading import DeviceReading
-from wattledger.wire import DeviceInfo
+from wattledger.contract import Device
 
-#: the clock-event bits the simulator sets (all bits and their labels: wire.CLOCK_EVENT_REASONS)
+#: the clock-event bits the simulator sets (all bits and their labels: contract.CLOCK_EVENT_REASONS)
 GPU_IDLE, SW_POWER_CAP, SW_THERMAL, HW_THERMAL = 0x1, 0x4, 0x20, 0x40
 
 
@@ -57,7 +57,7 @@ class SourceSample:
     #: device readings, one per device that answered; these are exposed and delivered
     readings: list[DeviceReading] = field(default_factory=list)
     #: devices the source knows but which did not answer this time (reported down)
-    down: list[DeviceInfo] = field(default_factory=list)
+    down: list[Device] = field(default_factory=list)
     host: HostStats | None = None
 
 

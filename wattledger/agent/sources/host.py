@@ -23,7 +23,7 @@ import psutil  # type: ignore[import-untyped]
 
 from wattledger.agent.reading import DeviceReading
 from wattledger.agent.sources.base import HostStats, RaplDomain, SourceSample
-from wattledger.wire import DeviceInfo
+from wattledger.contract import Device
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class _Zone:
     domain: str  # "package-0" or "package-0/dram"
     path: Path
     max_range_uj: int
-    info: DeviceInfo | None  # None: exposed only, not delivered (overlaps another domain)
+    info: Device | None  # None: exposed only, not delivered (overlaps another domain)
     last_uj: int | None = None
     last_ts: float | None = None
     counted_j: float = 0.0
@@ -100,7 +100,7 @@ class HostSource:
             info = None
             if delivered:
                 kind: Literal["cpu", "host"] = "host" if leaf in ("dram", "psys") else "cpu"
-                info = DeviceInfo(id=f"{self._node}:rapl:{domain}", kind=kind,
+                info = Device(id=f"{self._node}:rapl:{domain}", kind=kind,
                                   index=sum(z.info is not None for z in zones), model=f"RAPL {leaf}")
             zones.append(_Zone(domain, path, max_range, info))
         if unreadable:

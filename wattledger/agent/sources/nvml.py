@@ -10,6 +10,7 @@ The ``pynvml`` module is injected so that tests can pass a fake with NVML's beha
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable
 from types import ModuleType
@@ -23,7 +24,7 @@ from wattledger.agent.sources.base import (
     SourceSample,
     SourceUnavailable,
 )
-from wattledger.wire import DeviceInfo
+from wattledger.contract import Device
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def _text(value: object) -> str:
 class _Gpu:
     """What the source keeps about one GPU between samples."""
 
-    def __init__(self, index: int, handle: Any, info: DeviceInfo) -> None:
+    def __init__(self, index: int, handle: Any, info: Device) -> None:
         self.index = index
         self.handle = handle
         self.info = info
@@ -119,7 +120,7 @@ class NvmlSource:
         except SourceError as exc:
             log.warning("NVML: GPU %d does not answer (%s); reported down", index, exc)
             return None
-        info = DeviceInfo(
+        info = Device(
             id=uuid, kind="gpu", index=index, model=name[:128],
             slowdown_c=self._optional(nvml.nvmlDeviceGetTemperatureThreshold, handle,
                                       nvml.NVML_TEMPERATURE_THRESHOLD_SLOWDOWN),
@@ -149,7 +150,7 @@ class NvmlSource:
             if gpu is None:
                 gpu = self._gpus[i] = self._discover(i)
                 if gpu is None:
-                    out.down.append(DeviceInfo(id=f"{self._node}:gpu{i}", kind="gpu", index=i))
+                    out.down.append(Device(id=f"{self._node}:gpu{i}", kind="gpu", index=i))
                     continue
             try:
                 out.readings.append(self._read(gpu, ts))
@@ -236,8 +237,8 @@ class NvmlSource:
         events = f(gpu, "clock_events", self._clock_events_fn)
 
         limit_w = float(limit_mw) / 1000.0 if limit_mw else None
-        if limit_w != gpu.info.power_limit_w:  # rare: keep one DeviceInfo while it holds
-            gpu.info = gpu.info.model_copy(update={"power_limit_w": limit_w})
+        if limit_w != gpu.info.power_limit_w:  # rare: keep one Device while it holds
+            gpu.info = dataclasses.replace(gpu.info, power_limit_w=limit_w)
         return DeviceReading(
             device=gpu.info,
             ts=ts,

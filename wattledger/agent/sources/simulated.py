@@ -32,7 +32,7 @@ from wattledger.agent.sources.base import (
     DeviceLost,
     SourceSample,
 )
-from wattledger.wire import DeviceInfo
+from wattledger.contract import Device
 
 GIB = 1 << 30
 
@@ -111,7 +111,7 @@ class SimulatedGpu:
     def __init__(self, node: str, index: int, model: GpuModel, workload: str, seed: int) -> None:
         self.model = model
         self.workload = WORKLOADS[workload]
-        self.info = DeviceInfo(id=fake_uuid(node, index, seed), kind="gpu", index=index,
+        self.info = Device(id=fake_uuid(node, index, seed), kind="gpu", index=index,
                                model=model.name, power_limit_w=model.power_limit_w,
                                slowdown_c=model.slowdown_c, shutdown_c=model.shutdown_c)
         self._rng = random.Random(f"{seed}:{node}:{index}")
