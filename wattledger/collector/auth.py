@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from wattledger.wire import NODE_NAME
+from wattledger.contract import is_node_name
 
 HASH_LINE_RE = re.compile(r"^(?P<node>[^:\s]+):sha256:(?P<hex>[0-9a-fA-F]{64})$")
 TOKEN_BYTES = 32
@@ -58,7 +58,7 @@ def parse_tokens_file(text: str, source: str = "tokens_file") -> dict[str, bytes
         if match is None:
             raise ValueError(f"{source} line {number} is not NODE:sha256:HEX (64 hex digits)")
         node = match["node"]
-        if not NODE_NAME.match(node):
+        if not is_node_name(node):
             raise ValueError(f"{source} line {number}: {node!r} is not a valid node name")
         if node in out:
             raise ValueError(f"{source} line {number}: node {node!r} appears twice")

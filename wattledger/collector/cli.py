@@ -206,9 +206,9 @@ def prepare_db_dir(db_url: str) -> None:
 
 def hash_token(node: str) -> int:
     from wattledger.collector.auth import hash_line, new_token
-    from wattledger.wire import NODE_NAME
+    from wattledger.contract import is_node_name
 
-    if not NODE_NAME.match(node):
+    if not is_node_name(node):
         raise config.ConfigError(f"--hash-token: {node!r} is not a valid node name")
     if sys.stdin.isatty():
         token = new_token()
