@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 import urllib.request
@@ -110,6 +111,7 @@ def main() -> int:
         if agent is not None:  # when something above failed before the agent was stopped
             agent.stop()
         collector.stop()
+        shutil.rmtree(d, ignore_errors=True)  # the ledger, spool and logs of this run
     return 0
 
 
