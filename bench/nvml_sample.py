@@ -124,7 +124,7 @@ def agreement(source: NvmlSource, rounds: int, report: dict[str, Any]) -> None:
         ours_text = " ".join("absent" if o is None else f"{o:.10g}" for o, _ in pairs)
         smi_text = " ".join("n/a" if t is None else f"{t:.10g}" for _, t in pairs)
         print(f"   {what:<42} {ours_text:<44} {smi_text}")
-    report["agreement"] = {k: v for k, v in rows.items()}
+    report["agreement"] = dict(rows)
 
 
 def start_load(seconds: float) -> subprocess.Popen[bytes] | None:

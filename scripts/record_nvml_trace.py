@@ -19,7 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-FIELD_MEMORY_TEMP, FIELD_ENERGY = 82, 83
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# the same field ids and value members as the source whose calls this records
+from wattledger.agent.sources.nvml import FIELD_ENERGY, FIELD_MEMORY_TEMP, VALUE_MEMBERS
 
 
 def answer(nvml: Any, fn: Callable[[], Any], convert: Callable[[Any], Any]) -> Any:
@@ -37,7 +39,7 @@ def text(value: Any) -> str:
 def field_values(values: Any) -> dict[str, Any]:
     out = {}
     for v in values:
-        member = ("dVal", "uiVal", "ulVal", "ullVal", "sllVal", "siVal", "usVal")[int(v.valueType)]
+        member = VALUE_MEMBERS[int(v.valueType)]
         out[str(int(v.fieldId))] = ({"error": int(v.nvmlReturn)} if int(v.nvmlReturn) else
                                     {"type": int(v.valueType), "value": getattr(v.value, member)})
     return out

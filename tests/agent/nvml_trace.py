@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from agent.fake_pynvml import NVMLError
+from wattledger.agent.sources.nvml import VALUE_MEMBERS
 
 TRACES = Path(__file__).parent / "traces"
-VALUE_MEMBERS = ("dVal", "uiVal", "ulVal", "ullVal", "sllVal", "siVal", "usVal")
 
 
 def load_trace(name: str) -> dict[str, Any]:
