@@ -6,12 +6,13 @@ that `bench/*.py` keep working as the code under them changes.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.binaries import find
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
@@ -27,7 +28,7 @@ def run(script: str, *args: str) -> str:
 
 def test_ingest_compares_collector_sender_and_parsing() -> None:
     # the names bench/ingest.py looks for; without either the comparison is left out
-    vm = [] if shutil.which("victoria-metrics") or shutil.which("victoria-metrics-prod") else ["--no-vm"]
+    vm = [] if find("victoria-metrics", "victoria-metrics-prod") else ["--no-vm"]
     out = run("ingest.py", "--repeats", "2", "--nodes", "4", "--rounds", "3", "--conns", "2", *vm)
     for line in ("collector ", "sender alone", "parsing alone", "collector / parsing alone ="):
         assert line in out

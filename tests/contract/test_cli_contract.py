@@ -5,6 +5,7 @@ is one line on stderr with exit status 2, never a traceback."""
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import subprocess
 import sys
@@ -161,13 +162,24 @@ def test_token_file_must_hold_one_header_safe_token(tmp_path: Path, capsys: pyte
 @pytest.mark.parametrize(("stdin", "message"), [
     (b"x\xff\n", "--hash-token: stdin"),
     (b"a b\n", "printable ASCII characters only"),
-    (b"", "stdin held no token"),
+    (b"\n", "stdin held no token, only blank space"),
 ])
 def test_hash_token_refuses_what_no_agent_could_send(stdin: bytes, message: str) -> None:
     done = subprocess.run([sys.executable, "-m", "wattledger.cli", "collector", "--hash-token", "n1"],
                           input=stdin, capture_output=True, timeout=60)
     err = done.stderr.decode()
     assert done.returncode == 2 and err.count("\n") == 1 and message in err, err
+
+
+def test_hash_token_with_an_empty_stdin_makes_a_token_and_its_line() -> None:
+    # what a script, CI or `docker run` without -i gives: no terminal, and nothing to read
+    done = subprocess.run([sys.executable, "-m", "wattledger.cli", "collector", "--hash-token", "n1"],
+                          stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.decode().splitlines() if not line.startswith("#")]
+    token, line = lines
+    assert len(token) >= 43
+    assert line == "n1:sha256:" + hashlib.sha256(token.encode()).hexdigest()
 
 
 def test_hash_token_prints_the_tokens_file_line() -> None:

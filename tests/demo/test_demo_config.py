@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import socket
 import stat
 import subprocess
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 from demokit import NOW, collector_settings
 
+from tests.binaries import binary
 from wattledger.agent import cli as agent_cli
 from wattledger.config import ConfigError, load_yaml
 from wattledger.demo import config as democonfig
@@ -75,9 +75,7 @@ def test_prometheus_config_scrapes_collector_and_agents_with_the_project_rules(
     jobs = {job["job_name"]: job["static_configs"][0]["targets"] for job in cfg["scrape_configs"]}
     assert jobs[democonfig.COLLECTOR_JOB] == [f"127.0.0.1:{ports.collector}"]
     assert sorted(jobs[democonfig.AGENT_JOB]) == sorted(f"127.0.0.1:{p}" for p in ports.agents.values())
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed (apt-get install prometheus)")
+    promtool = binary("promtool")
     path = tmp_path / "prometheus.yml"
     democonfig.write_yaml(path, cfg)
     done = subprocess.run([promtool, "check", "config", str(path)], capture_output=True, text=True,

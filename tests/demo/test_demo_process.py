@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.binaries import find
 
 pytestmark = pytest.mark.integration
 
@@ -80,7 +81,7 @@ def test_demo_shows_live_figures_and_ctrl_c_stops_everything(
     wait_for(lambda: "backfill done" in text(), 60, "the backfill", out)
     after = lambda: text().split("backfill done", 1)[1]  # noqa: E731
     wait_for(lambda: LIVE_LINE.search(after()) and "cost so far $" in after(), 30, "a live line", out)
-    children = 6 if shutil.which("prometheus") else 5
+    children = 6 if find("prometheus") else 5
     wait_for(lambda: len(pids_mentioning(str(state))) >= children, 20, "every child running", out)
     agent_logs = [state / "logs" / f"agent-demo-gpu-0{i}.log" for i in range(1, 5)]
     wait_for(lambda: all(p.exists() and "delivering to" in p.read_text() for p in agent_logs), 30,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import yaml
 
+from tests.binaries import binary as binary  # re-exported: skips, or fails under CI
 from tests.loopback import free_port as free_port  # re-exported: the tests import it from here
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,13 +28,6 @@ DASHBOARD_JSON = ROOT / "dashboards" / "json"
 WATTLEDGER = str(Path(sys.executable).parent / "wattledger")
 
 
-def binary(*names: str) -> str:
-    """The first of `names` on PATH, or skip the test saying what is missing."""
-    for name in names:
-        found = shutil.which(name)
-        if found:
-            return found
-    pytest.skip(f"{' / '.join(names)} not installed (Debian: see scripts/ensure-system-packages)")
 
 
 def load_rules() -> dict[str, Any]:

@@ -40,8 +40,9 @@ def tune_gc() -> None:
 def configure(parser: argparse.ArgumentParser) -> None:
     collector_settings.add_flags(parser)
     parser.add_argument("--hash-token", metavar="NODE", default=None,
-                        help="print a tokens_file line for NODE and exit: the token is read from stdin "
-                             "when stdin is not a terminal, else a new random one is made and printed")
+                        help="print a tokens_file line for NODE and exit: the token piped to stdin is "
+                             "hashed; with a terminal or an empty stdin a new random token is made and "
+                             "printed once")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -210,17 +211,20 @@ def hash_token(node: str) -> int:
 
     if not is_node_name(node):
         raise config.ConfigError(f"--hash-token: {node!r} is not a valid node name")
-    if sys.stdin.isatty():
+    # A terminal, or a stdin that gives nothing at all (/dev/null, `docker run` without -i, CI,
+    # cron, an ssh command without a tty): make a new token, as on a terminal. Blank space is
+    # refused instead: it is what `echo "$TOKEN" |` sends when TOKEN is unset, and hashing a
+    # token of our own there would hide that mistake.
+    raw = "" if sys.stdin.isatty() else _read_stdin()
+    if not raw:
         token = new_token()
         print(f"# token for the agent of {node} (its --token-file):")
         print(token)
     else:
-        try:
-            token = sys.stdin.read().strip()
-        except UnicodeDecodeError:
-            raise config.ConfigError("--hash-token: stdin is not text") from None
+        token = raw.strip()
         if not token:
-            raise config.ConfigError("--hash-token: stdin held no token")
+            raise config.ConfigError("--hash-token: stdin held no token, only blank space (give it "
+                                     "nothing at all, e.g. </dev/null, for a new token)")
         try:
             token = config.bearer_token(token)
         except ValueError as exc:
@@ -228,3 +232,10 @@ def hash_token(node: str) -> int:
     print("# line for the collector's tokens_file:")
     print(hash_line(node, token))
     return 0
+
+
+def _read_stdin() -> str:
+    try:
+        return sys.stdin.read()
+    except UnicodeDecodeError:
+        raise config.ConfigError("--hash-token: stdin is not text") from None
