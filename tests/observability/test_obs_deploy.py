@@ -4,6 +4,7 @@ file, the systemd units are hardened and pass systemd-analyze, the compose file 
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -201,3 +202,58 @@ def test_docker_compose_config(file: str, tmp_path: Path) -> None:
     r = subprocess.run([docker, "compose", "-f", file, "config", "--quiet"], capture_output=True, text=True,
                        cwd=COMPOSE, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+# ---------------------------------------------------------------------------- grafana provisioning
+
+GRAFANA_EXPANDER = re.compile(r"\$(|__\w+)\{([^}]+)\}")
+GO_VARIABLE = re.compile(r"\$(?:\{([^}]*)\}|([A-Za-z0-9_]+))")
+
+
+def grafana_value(raw: str, env: dict[str, str]) -> str:
+    """A provisioning value as Grafana reads it (pkg/services/provisioning/values: interpolateValue).
+
+    First Grafana's own expanders (pkg/setting/expanders.go): ``$__file{…}`` and the env one,
+    whose regex hands everything between ``${`` and ``}`` to os.Getenv, so ``${A:-b}`` asks for
+    a variable named ``A:-b``; then Go's os.ExpandEnv for what is left (``$A``). ``$$`` is a
+    literal ``$``.
+    """
+    def expand(part: str) -> str:
+        part = GRAFANA_EXPANDER.sub(lambda m: env.get(m.group(2), "") if m.group(1) == "" else m.group(0),
+                                    part)
+        return GO_VARIABLE.sub(lambda m: env.get(m.group(1) or m.group(2), ""), part)
+    return "$".join(expand(part) for part in raw.split("$$"))
+
+
+def compose_value(raw: str, env: dict[str, str]) -> str:
+    """A compose file value as docker compose interpolates it (${A}, ${A:-default})."""
+    return re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", lambda m: env.get(m.group(1)) or (m.group(2) or ""), raw)
+
+
+def datasource_urls(env: dict[str, str]) -> list[str]:
+    path = ROOT / "dashboards" / "provisioning" / "datasources" / "wattledger.yml"
+    return [grafana_value(ds["url"], env) for ds in yaml.safe_load(path.read_text())["datasources"]]
+
+
+def test_grafana_gets_a_datasource_url_in_the_compose_setup() -> None:
+    grafana = yaml.safe_load((COMPOSE / "compose.yml").read_text())["services"]["grafana"]
+    env = {name: compose_value(str(value), {}) for name, value in grafana["environment"].items()}
+    assert datasource_urls(env) == ["http://prometheus:9090"]
+    exported = {name: compose_value(str(value), {"WATTLEDGER_PROMETHEUS_URL": "http://thanos:10902"})
+                for name, value in grafana["environment"].items()}
+    assert datasource_urls(exported) == ["http://thanos:10902"]
+
+
+def test_grafana_gets_a_datasource_url_with_the_demo_docs_command() -> None:
+    text = (ROOT / "docs" / "demo.md").read_text()
+    (command,) = [block for block in re.findall(r"```sh\n(.*?)```", text, re.S) if "grafana/grafana" in block]
+    env = dict(re.findall(r"-e (\w+)=(\S+)", command))
+    assert datasource_urls(env) == ["http://127.0.0.1:9090"]
+
+
+def test_the_grafana_reading_of_provisioning_values_is_grafanas() -> None:
+    env = {"URL": "http://p:9090", "PORT": "9090"}
+    assert grafana_value("${URL}", env) == "http://p:9090"
+    assert grafana_value("http://localhost:$PORT", env) == "http://localhost:9090"
+    assert grafana_value("${URL:-http://prometheus:9090}", env) == ""  # no shell defaults
+    assert grafana_value("a$$b", env) == "a$b"
