@@ -4,10 +4,14 @@ file, the systemd units are hardened and pass systemd-analyze, the compose file 
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -257,3 +261,222 @@ def test_the_grafana_reading_of_provisioning_values_is_grafanas() -> None:
     assert grafana_value("http://localhost:$PORT", env) == "http://localhost:9090"
     assert grafana_value("${URL:-http://prometheus:9090}", env) == ""  # no shell defaults
     assert grafana_value("a$$b", env) == "a$b"
+
+
+# ---------------------------------------------------------------------------- the agent pod's rights
+
+#: Linux capabilities a container gets from containerd / CRI-O unless the pod drops them
+RUNTIME_DEFAULT_CAPS = {"CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID",
+                        "SETUID", "SETFCAP", "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL",
+                        "AUDIT_WRITE"}
+#: The user the image runs as when the pod does not say (deploy/container/Dockerfile's USER)
+IMAGE_USER = (65532, 65532)
+
+
+@dataclass(frozen=True)
+class HostFile:
+    """A file or folder on the node as the agent meets it: owner, group, mode."""
+
+    what: str
+    uid: int
+    gid: int
+    mode: int
+
+
+#: What the node has, whatever the manifest says:
+#: - a hostPath of type DirectoryOrCreate that is missing is made by the kubelet 0755 root:root,
+#:   and fsGroup is never applied to hostPath volumes;
+#: - RAPL's energy_uj is 0400 root:root since Linux 5.10 (CVE-2020-8694, "Platypus");
+#: - the kubelet's pod-resources socket is made under its umask 022: srwxr-xr-x root:root, and
+#:   connect() on a unix socket needs write permission on it;
+#: - a Secret volume's files are root:root with the volume's defaultMode (group fsGroup if set).
+SPOOL_DIR = HostFile("the spool hostPath", 0, 0, 0o755)
+RAPL_COUNTER = HostFile("/sys/class/powercap/intel-rapl:0/energy_uj", 0, 0, 0o400)
+POD_RESOURCES = HostFile("/var/lib/kubelet/pod-resources/kubelet.sock", 0, 0, 0o755)
+
+
+@dataclass(frozen=True)
+class Identity:
+    uid: int
+    groups: frozenset[int]
+    caps: frozenset[str]
+
+    def may(self, f: HostFile, want: str) -> bool:
+        """POSIX discretionary access: r, w or x on ``f`` (the kernel's generic_permission)."""
+        if "DAC_OVERRIDE" in self.caps and (want != "x" or f.mode & 0o111):
+            return True
+        if "DAC_READ_SEARCH" in self.caps and want == "r":
+            return True
+        shift = 6 if self.uid == f.uid else 3 if f.gid in self.groups else 0
+        return bool((f.mode >> shift) & {"r": 4, "w": 2, "x": 1}[want])
+
+
+def agent_pod() -> tuple[dict[str, Any], dict[str, Any]]:
+    (ds,) = by_kind("DaemonSet")
+    pod = ds["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    return pod, container
+
+
+def agent_identity() -> Identity:
+    pod, c = agent_pod()
+    psc, csc = pod.get("securityContext", {}), c.get("securityContext", {})
+    uid = csc.get("runAsUser", psc.get("runAsUser", IMAGE_USER[0]))
+    gid = csc.get("runAsGroup", psc.get("runAsGroup", IMAGE_USER[1]))
+    groups = {gid, *psc.get("supplementalGroups", [])} | ({psc["fsGroup"]} if "fsGroup" in psc else set())
+    caps = csc.get("capabilities", {})
+    kept = set() if "ALL" in caps.get("drop", []) else RUNTIME_DEFAULT_CAPS - set(caps.get("drop", []))
+    return Identity(uid, frozenset(groups), frozenset(kept | set(caps.get("add", []))))
+
+
+def mounts() -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+    """mountPath -> (volumeMount, volume) of the agent container."""
+    pod, c = agent_pod()
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    return {m["mountPath"]: (m, volumes[m["name"]]) for m in c["volumeMounts"]}
+
+
+def flag(name: str) -> str | None:
+    _, c = agent_pod()
+    return next((a.split("=", 1)[1] for a in c["args"] if a.startswith(f"--{name}=")), None)
+
+
+def mount_of(path: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """The mount a path inside the container lies on (the longest mountPath that holds it)."""
+    found = [(m, mount, vol) for m, (mount, vol) in mounts().items()
+             if path == m or path.startswith(m.rstrip("/") + "/")]
+    assert found, f"{path} is on the container's read-only root filesystem"
+    return max(found, key=lambda f: len(f[0]))
+
+
+def test_the_agent_can_write_its_spool_on_the_node() -> None:
+    spool = flag("spool")
+    assert spool, "the DaemonSet gives the agent a --spool"
+    _, mount, volume = mount_of(spool)
+    assert "hostPath" in volume, "the spool must outlive the pod: a hostPath"
+    assert volume["hostPath"]["type"] in ("DirectoryOrCreate", "Directory")
+    assert not mount.get("readOnly")
+    me = agent_identity()
+    # the agent makes its spool folder and its SQLite files (database, WAL, lock) in there
+    assert me.may(SPOOL_DIR, "w") and me.may(SPOOL_DIR, "x"), (
+        f"uid {me.uid} (groups {sorted(me.groups)}, capabilities {sorted(me.caps)}) cannot write "
+        f"{SPOOL_DIR.what}, {SPOOL_DIR.mode:04o} root:root: the agent would crash-loop")
+
+
+def test_the_agent_reads_the_hosts_rapl_counters() -> None:
+    sysfs = flag("sysfs-root")
+    # the container's own /sys hides /sys/devices/virtual/powercap (a masked path of the runtimes)
+    assert sysfs and sysfs != "/sys", "--sysfs-root points at the host's sysfs mounted in the pod"
+    path, mount, volume = mount_of(sysfs)
+    assert path == sysfs and volume.get("hostPath", {}).get("path") == "/sys"
+    assert mount.get("readOnly") is True
+    me = agent_identity()
+    assert me.may(RAPL_COUNTER, "r"), f"uid {me.uid} cannot read {RAPL_COUNTER.what} (0400 root)"
+
+
+def test_the_agent_can_reach_the_kubelets_pod_resources_socket() -> None:
+    socket = "/var/lib/kubelet/pod-resources/kubelet.sock"  # the kubernetes source's default
+    path, mount, volume = mount_of(socket)
+    # the folder is mounted, not the socket: a restarted kubelet makes a new socket file
+    assert path == "/var/lib/kubelet/pod-resources"
+    assert volume["hostPath"] == {"path": "/var/lib/kubelet/pod-resources", "type": "Directory"}
+    assert mount.get("readOnly") is True  # connect() needs no write access to the mount
+    me = agent_identity()
+    assert me.may(POD_RESOURCES, "w"), f"uid {me.uid} cannot connect to {POD_RESOURCES.what}"
+
+
+def test_the_agent_reads_its_token() -> None:
+    token = flag("token-file")
+    assert token
+    _, _, volume = mount_of(token.replace("$(NODE_NAME)", "gpu-node-01"))
+    pod, _ = agent_pod()
+    group = pod.get("securityContext", {}).get("fsGroup", 0)
+    secret = HostFile("the token Secret's file", 0, group, volume["secret"]["defaultMode"])
+    assert agent_identity().may(secret, "r")
+
+
+def test_the_agent_has_no_privileges_beyond_its_files() -> None:
+    pod, c = agent_pod()
+    csc = c["securityContext"]
+    assert csc["allowPrivilegeEscalation"] is False and csc["readOnlyRootFilesystem"] is True
+    assert csc.get("privileged", False) is False
+    assert agent_identity().caps == frozenset(), "every capability dropped, none added"
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC")
+    writable = {path for path, (m, _) in mounts().items() if not m.get("readOnly")}
+    assert writable == {"/var/lib/wattledger-agent", "/tmp"}
+    host_paths = {v["hostPath"]["path"] for _, v in mounts().values() if "hostPath" in v}
+    assert host_paths == {"/var/lib/wattledger-agent", "/sys", "/var/lib/kubelet/pod-resources"}
+
+
+def test_the_agent_has_a_priority_class_of_its_own() -> None:
+    pod, _ = agent_pod()
+    name = pod["priorityClassName"]
+    # system-node-critical / system-cluster-critical: refused outside kube-system where a
+    # ResourceQuota limits them (the upstream default advice, and GKE)
+    assert not name.startswith("system-")
+    (pc,) = [p for p in by_kind("PriorityClass") if p["metadata"]["name"] == name]
+    assert 0 < pc["value"] <= 1_000_000_000 and pc["globalDefault"] is False
+    assert "namespace" not in pc["metadata"]  # cluster-scoped
+
+
+PROBE = """
+import os, socket, sys
+spool, rapl, sock = sys.argv[1:4]
+answers = []
+try:
+    os.mkdir(os.path.join(spool, "spool")); open(os.path.join(spool, "spool", "spool.db"), "w").close()
+    answers.append("spool")
+except OSError:
+    pass
+try:
+    open(rapl).read(); answers.append("rapl")
+except OSError:
+    pass
+try:
+    s = socket.socket(socket.AF_UNIX); s.connect(sock); s.close(); answers.append("socket")
+except OSError:
+    pass
+print(",".join(answers))
+"""
+
+
+@pytest.mark.parametrize("who", ["manifest", "image user"])
+def test_the_permission_model_is_the_kernels(who: str) -> None:
+    """The files above made for real with their owners and modes, then opened by a process with
+    the identity's uid, groups and no capabilities at all (setpriv): the kernel must answer as
+    Identity.may does, so the manifest tests are about the real thing."""
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None:
+        pytest.skip("needs root and setpriv (util-linux) to make root-owned files and drop to a uid")
+    me = agent_identity() if who == "manifest" else Identity(*IMAGE_USER[:1], frozenset({IMAGE_USER[1]}),
+                                                             frozenset())
+    assert not me.caps
+    top = Path(tempfile.mkdtemp(prefix="wattledger-perm-"))
+    listener = socket.socket(socket.AF_UNIX)
+    try:
+        top.chmod(0o755)
+        spool, rapl, sock = top / "spool-host", top / "energy_uj", top / "kubelet.sock"
+        spool.mkdir()
+        rapl.write_text("123456\n")
+        listener.bind(str(sock))
+        listener.listen(1)
+        for f, path in ((SPOOL_DIR, spool), (RAPL_COUNTER, rapl), (POD_RESOURCES, sock)):
+            os.chown(path, f.uid, f.gid)
+            path.chmod(f.mode)
+        groups = ",".join(str(g) for g in sorted(me.groups))
+        done = subprocess.run([setpriv, f"--reuid={me.uid}", f"--regid={min(me.groups)}",
+                               f"--groups={groups}", "--inh-caps=-all", "--bounding-set=-all",
+                               "--no-new-privs", sys.executable, "-c", PROBE,
+                               str(spool), str(rapl), str(sock)],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        kernel = set(filter(None, done.stdout.strip().split(",")))
+        model = {name for name, f, want in (("spool", SPOOL_DIR, "w"), ("rapl", RAPL_COUNTER, "r"),
+                                            ("socket", POD_RESOURCES, "w")) if me.may(f, want)}
+        assert kernel == model
+        if who == "manifest":
+            assert kernel == {"spool", "rapl", "socket"}
+    finally:
+        listener.close()
+        shutil.rmtree(top)
