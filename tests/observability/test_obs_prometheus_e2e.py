@@ -54,8 +54,12 @@ SIGNALS: dict[str, list[str]] = {
     ],
     "GpuPowerBrake": ['wattledger_gpu_clock_event_active{reason="hw_power_brake"}'],
     "EnergyCostOverPlan": [
-        "max by (site, currency) (wattledger_month_cost) / on (site, currency) "
-        "max by (site, currency) (wattledger_plan_cost_to_date)"],
+        "max by (site, currency) (wattledger_month_cost) - on (site, currency) "
+        "max by (site, currency) (wattledger_demand_charge)",
+        "max by (site, currency) (wattledger_plan_energy_cost_to_date)"],
+    "DemandChargeOverPlan": [
+        "max by (site, currency) (wattledger_demand_charge)",
+        "max by (site, currency) (wattledger_plan_demand_charge)"],
     "EnergyCostForecastOverPlan": [
         "max by (site, currency) (wattledger_forecast_cost) / on (site, currency) "
         "max by (site, currency) (wattledger_plan_cost)"],
@@ -111,8 +115,10 @@ class Fleet:
             "refresh_interval_seconds": 1,
             "sites": {"default": {"timezone": "UTC", "currency": "USD", "pue": 1.5, "price_per_kwh": 0.12,
                                   "demand_charge_per_kw": 10, "carbon_g_per_kwh": 400}},
-            # a plan far too low: the month's spend is over it within seconds
-            "plan": [{"site": "default", "month": month, "cost": 0.0001, "it_energy_kwh": 0.001}],
+            # a plan far too low: the month's spend is over it within seconds, the demand
+            # charge over its part of it too
+            "plan": [{"site": "default", "month": month, "cost": 0.0002, "demand_charge": 0.0001,
+                      "it_energy_kwh": 0.001}],
         }
         (self.tmp / "collector.yaml").write_text(yaml.safe_dump(config))
         self.procs.start("collector", [WATTLEDGER, "collector", "--config", str(self.tmp / "collector.yaml")])
@@ -257,7 +263,8 @@ def test_thermal_and_cost_alerts_fire_for_the_hot_gpu_and_the_low_plan(fleet: Fl
     assert {a["labels"]["node"] for a in near} == {"hot-01"}, "only the hot GPU is near slowdown"
     assert near[0]["labels"]["severity"] == "page" and "°C" in near[0]["annotations"]["summary"]
     over = [a for a in firing if a["labels"]["alertname"] == "EnergyCostOverPlan"]
-    assert over[0]["labels"]["site"] == "default" and "Plan to date" in over[0]["annotations"]["description"]
+    assert over[0]["labels"]["site"] == "default"
+    assert "Energy plan to date" in over[0]["annotations"]["description"]
 
 
 def test_alertmanager_pages_the_thermal_alert_and_tickets_the_cost_alert(fleet: Fleet,

@@ -81,5 +81,8 @@ def test_every_alert_is_labelled_explained_and_has_a_runbook_entry(rule: dict[st
 def test_thermal_thresholds_come_from_each_gpus_own_series() -> None:
     by_name = {a["alert"]: a["expr"] for a in alerts()}
     assert "wattledger_gpu_slowdown_temperature_celsius" in by_name["GpuThermalSlowdownNear"]
-    assert "wattledger_plan_cost_to_date" in by_name["EnergyCostOverPlan"]
+    # energy against the energy part of the plan; the demand charge against its own budget
+    assert "wattledger_plan_energy_cost_to_date" in by_name["EnergyCostOverPlan"]
+    assert "wattledger_demand_charge" in by_name["EnergyCostOverPlan"]
+    assert "wattledger_plan_demand_charge" in by_name["DemandChargeOverPlan"]
     assert "wattledger_plan_cost" in by_name["EnergyCostForecastOverPlan"]

@@ -126,6 +126,11 @@ def _site_families(ledger: Ledger, now: float) -> Iterator[Metric]:
                   ("month_cost", "Cost of this month so far: energy cost + demand charge."),
                   ("plan_cost", "This month's budget."),
                   ("plan_cost_to_date", "This month's budget x the elapsed fraction of the month."),
+                  ("plan_energy_cost", "This month's budget for energy: the budget less its "
+                                       "demand-charge part (or the demand charge so far)."),
+                  ("plan_energy_cost_to_date", "This month's energy budget x the elapsed fraction."),
+                  ("plan_demand_charge", "This month's budget for the demand charge (when the "
+                                         "plan gives one)."),
                   ("forecast_cost", "Month-to-date cost + trailing 24 h cost rate x time left."))}
     peak = GaugeMetricFamily("wattledger_peak_demand_watts",
                              "This month's highest 15-minute average facility power.",
@@ -143,6 +148,11 @@ def _site_families(ledger: Ledger, now: float) -> Iterator[Metric]:
         if summary.plan_cost is not None and summary.plan_to_date is not None:
             gauges["plan_cost"].add_metric([site, currency], summary.plan_cost)
             gauges["plan_cost_to_date"].add_metric([site, currency], summary.plan_to_date)
+        if summary.plan_energy_cost is not None and summary.plan_energy_to_date is not None:
+            gauges["plan_energy_cost"].add_metric([site, currency], summary.plan_energy_cost)
+            gauges["plan_energy_cost_to_date"].add_metric([site, currency], summary.plan_energy_to_date)
+        if summary.plan_demand_charge is not None:
+            gauges["plan_demand_charge"].add_metric([site, currency], summary.plan_demand_charge)
         if summary.forecast_cost is not None:
             gauges["forecast_cost"].add_metric([site, currency], summary.forecast_cost)
         peak.add_metric([site], summary.peak_kw * 1000.0)

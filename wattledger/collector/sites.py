@@ -166,7 +166,13 @@ Sites = Annotated[dict[SiteName, SiteConfig], BeforeValidator(_inject_site_names
 
 
 class PlanEntry(BaseModel):
-    """A monthly budget of a site (or of one cluster of a site)."""
+    """A monthly budget of a site (or of one cluster of a site).
+
+    ``cost`` is the whole month: energy (IT + cooling) and the demand charge. ``demand_charge``,
+    a site entry's only, is the part of ``cost`` set aside for the demand charge: the rest is
+    the energy budget, which accrues over the month while the demand charge is owed whole as
+    soon as the peak is set (docs/accounting.md, "Plan, plan to date, forecast").
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -175,6 +181,19 @@ class PlanEntry(BaseModel):
     cost: NonNegative
     it_energy_kwh: NonNegative | None = None
     cluster: str | None = None
+    demand_charge: NonNegative | None = None
+
+    @model_validator(mode="after")
+    def _demand_within_cost(self) -> PlanEntry:
+        if self.demand_charge is None:
+            return self
+        if self.cluster is not None:
+            raise ValueError("demand_charge belongs to a site's entry, not a cluster's: the demand "
+                             "charge is the site's (its peak is the whole site's)")
+        if self.demand_charge > self.cost:
+            raise ValueError(f"demand_charge {self.demand_charge:g} is more than the month's cost "
+                             f"{self.cost:g}, of which it is a part")
+        return self
 
     @field_validator("month", mode="before")
     @classmethod

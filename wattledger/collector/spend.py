@@ -39,6 +39,12 @@ class MonthSummary:
     plan_to_date: float | None
     forecast_cost: float | None
     elapsed_ratio: float     # 0 before the month, 1 after it
+    #: the plan's part for the demand charge: the entry's ``demand_charge``, None when not given
+    plan_demand_charge: float | None = None
+    #: the plan's part for energy: ``plan_cost`` less the demand charge's part (the entry's, or
+    #: else the demand charge booked so far), and that x the elapsed fraction
+    plan_energy_cost: float | None = None
+    plan_energy_to_date: float | None = None
 
 
 def plan_of(ledger: Ledger, site: str, month: str, cluster: str | None
@@ -56,6 +62,20 @@ def plan_of(ledger: Ledger, site: str, month: str, cluster: str | None
     kwh = [e.it_energy_kwh for e in exact]
     return (sum(e.cost for e in exact),
             None if any(k is None for k in kwh) else sum(k for k in kwh if k is not None))
+
+
+def plan_demand_charge(ledger: Ledger, site: str, month: str) -> float | None:
+    """The demand-charge budget of a site's month: its site entry's ``demand_charge``, if any."""
+    return next((e.demand_charge for e in ledger.plan
+                 if e.site == site and e.month == month and e.cluster is None), None)
+
+
+def energy_budget(plan: float, demand_budget: float | None, demand_so_far: float) -> float:
+    """The month's budget for energy: the budget less its demand-charge part. Without a
+    demand-charge budget of its own the demand charge booked so far is paid out of the month's
+    budget first, so the rest is what energy may cost; either way the energy part never
+    counts the (whole, not prorated) demand charge against a prorated plan."""
+    return max(plan - (demand_so_far if demand_budget is None else demand_budget), 0.0)
 
 
 def elapsed_ratio(ledger: Ledger, site: str, month: str, now: float) -> tuple[float, float]:
@@ -89,8 +109,12 @@ def month_summary(ledger: Ledger, site: str, month: str, now: float) -> MonthSum
         forecast = None
     elif ratio < 1.0:
         forecast = total + trailing_day_cost(ledger, site, now) / DAY_SECONDS * left
+    demand_budget = plan_demand_charge(ledger, site, month)
+    energy_plan = None if plan is None else energy_budget(plan, demand_budget, demand)
     return MonthSummary(site, month, config.currency, sums.energy_cost, peak_kw, demand, total,
-                        plan, plan_kwh, None if plan is None else plan * ratio, forecast, ratio)
+                        plan, plan_kwh, None if plan is None else plan * ratio, forecast, ratio,
+                        demand_budget, energy_plan,
+                        None if energy_plan is None else energy_plan * ratio)
 
 
 def current_month(ledger: Ledger, site: str, now: float) -> str:
@@ -158,7 +182,10 @@ def _site_rows(ledger: Ledger, site: str, month: str, group_by: GroupBy,
             out.update(peak_demand_kw=summary.peak_kw, demand_charge=summary.demand_charge,
                        total_cost=summary.total_cost, plan_cost=summary.plan_cost,
                        plan_it_energy_kwh=summary.plan_it_energy_kwh,
-                       plan_to_date=summary.plan_to_date, forecast_cost=summary.forecast_cost)
+                       plan_to_date=summary.plan_to_date, forecast_cost=summary.forecast_cost,
+                       plan_energy_cost=summary.plan_energy_cost,
+                       plan_energy_to_date=summary.plan_energy_to_date,
+                       plan_demand_charge=summary.plan_demand_charge)
         elif group_by == "cluster":
             plan, plan_kwh = plan_of(ledger, site, month, str(labels["cluster"]))
             ratio, left = elapsed_ratio(ledger, site, month, now)
@@ -169,12 +196,15 @@ def _site_rows(ledger: Ledger, site: str, month: str, group_by: GroupBy,
             elif ratio < 1.0:
                 forecast = energy_cost + cluster_day_cost.get(str(labels["cluster"]), 0.0) \
                     / DAY_SECONDS * left
+            # a cluster's budget is energy only: the demand charge is the site's
+            to_date = None if plan is None else plan * ratio
             out.update(demand_charge=None, total_cost=energy_cost, plan_cost=plan,
-                       plan_it_energy_kwh=plan_kwh,
-                       plan_to_date=None if plan is None else plan * ratio, forecast_cost=forecast)
+                       plan_it_energy_kwh=plan_kwh, plan_to_date=to_date, forecast_cost=forecast,
+                       plan_energy_cost=plan, plan_energy_to_date=to_date, plan_demand_charge=None)
         else:
             out.update(demand_charge=None, total_cost=it_cost + cooling_cost, plan_cost=None,
-                       plan_it_energy_kwh=None, plan_to_date=None, forecast_cost=None)
+                       plan_it_energy_kwh=None, plan_to_date=None, forecast_cost=None,
+                       plan_energy_cost=None, plan_energy_to_date=None, plan_demand_charge=None)
         rows.append(out)
     return rows
 
