@@ -59,6 +59,9 @@ class Sampler:
         self._next_open: dict[str, float] = {}
         self._failing: set[str] = set()  # sources whose failure was already logged
         self._clock_behind = False  # skipping samples until the wall clock catches up
+        # ts of the last reading handed on per device: a slow source (a BMC polled every 10 s)
+        # returns its cached reading at every sample; it is exposed each time, delivered once
+        self._handed_ts: dict[str, float] = {}
         self._lock = threading.Lock()  # one sample at a time, whoever calls
         self.snapshot = Snapshot(source_up={s.name: False for s in self._sources})
 
@@ -118,18 +121,30 @@ class Sampler:
                 readings.extend(result.readings)
                 down.extend(result.down)
                 host = result.host or host
+        fresh = self._fresh(readings)
         duration = self._timer() - started
         self.snapshot = Snapshot(
             ts=ts, readings=tuple(readings), down=tuple(down), host=host, source_up=up,
-            readings_total=prev.readings_total + len(readings), samples_total=prev.samples_total + 1,
+            readings_total=prev.readings_total + len(fresh), samples_total=prev.samples_total + 1,
             sample_seconds=duration, skipped_total=prev.skipped_total,
         )
-        if readings and self._on_readings is not None:
+        if fresh and self._on_readings is not None:
             try:
-                self._on_readings(readings)
+                self._on_readings(fresh)
             except Exception as exc:  # delivery trouble must not stop the sampling or the scrape
                 log.error("could not hand %d readings to delivery: %s", len(readings), exc)
         return self.snapshot
+
+    def _fresh(self, readings: list[DeviceReading]) -> list[DeviceReading]:
+        """The readings not handed on before: a device's reading whose ts is not after its
+        last one handed on is a cached repeat (or would break the wire's time order)."""
+        fresh: list[DeviceReading] = []
+        handed = self._handed_ts
+        for r in readings:
+            if r.ts > handed.get(r.device.id, float("-inf")):
+                handed[r.device.id] = r.ts
+                fresh.append(r)
+        return fresh
 
     def _sample_source(self, source: Source, ts: float, now: float) -> SourceSample | None:
         """The source's sample, or None when it is down (not open, or it failed)."""
