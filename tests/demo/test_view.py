@@ -145,3 +145,24 @@ def test_watts(value: float | None, text: str) -> None:
                          [(1234.5, "USD", "$1,234.50"), (3.0, "CHF", "3.00 CHF"), (None, "EUR", "-")])
 def test_money(amount: float | None, currency: str, text: str) -> None:
     assert money(amount, currency) == text
+
+
+def test_energy_cost_and_demand_charge_are_shown_apart(ledger: Ledger, scenario: Scenario) -> None:
+    snap = snapshot(ledger, scenario)
+    (site,) = snap.sites
+    assert site.energy_cost is not None and site.demand_charge is not None and site.demand_charge > 0
+    assert site.energy_cost + site.demand_charge == pytest.approx(site.cost)
+    assert site.plan_demand_charge == scenario.site.plan_demand_charge == 300.0
+    assert site.plan_energy_to_date is not None and site.plan_to_date is not None
+    assert site.plan_energy_to_date < site.plan_to_date  # the energy part of the plan, prorated
+    assert site.energy_of_plan_to_date == pytest.approx(site.energy_cost / site.plan_energy_to_date)
+    text = "\n".join(plain_lines(snap))
+    assert f"energy cost {money(site.energy_cost, 'USD')} vs energy plan to date " \
+           f"{money(site.plan_energy_to_date, 'USD')}" in text
+    assert f"demand charge {money(site.demand_charge, 'USD')} of $300.00" in text
+    console = Console(record=True, width=200, color_system=None)
+    console.print(render(snap))
+    rich_text = console.export_text()
+    for column in ("energy cost", "energy plan to date", "demand charge", "cost so far"):
+        assert column in rich_text
+    assert f"{money(site.demand_charge, 'USD')} of $300.00" in rich_text

@@ -55,7 +55,8 @@ def collector_config(scenario: Scenario, state: DemoState, ports: Ports,
         "max_gap_seconds": scenario.max_gap_seconds,
         "plan": [
             {"site": site.name, "month": month, "cost": site.plan_cost,
-             "it_energy_kwh": site.plan_it_energy_kwh}
+             "it_energy_kwh": site.plan_it_energy_kwh,
+             **({} if site.plan_demand_charge is None else {"demand_charge": site.plan_demand_charge})}
             for month in plan_months(scenario, now)
         ],
     }

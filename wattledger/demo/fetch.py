@@ -72,6 +72,9 @@ def sites_from_spend(rows: Sequence[Mapping[str, Any]]) -> list[SiteRow]:
             plan_to_date=_float(row.get("plan_to_date")),
             forecast=_float(row.get("forecast_cost")),
             demand_charge=_float(row.get("demand_charge")),
+            energy_cost=_float(row.get("energy_cost")),
+            plan_energy_to_date=_float(row.get("plan_energy_to_date")),
+            plan_demand_charge=_float(row.get("plan_demand_charge")),
             carbon_g=None if carbon_kg is None else carbon_kg * 1000.0,
         ))
     return out

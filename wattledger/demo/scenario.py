@@ -55,6 +55,8 @@ class Site:
     #: the monthly plan (budget) for cost and IT energy
     plan_cost: float
     plan_it_energy_kwh: float
+    #: the part of plan_cost budgeted for the demand charge (owed whole, not prorated)
+    plan_demand_charge: float | None = None
 
     @property
     def zone(self) -> ZoneInfo:
@@ -89,6 +91,8 @@ def default_scenario() -> Scenario:
         # a plan a little below what this fleet draws, so the forecast runs over it
         plan_cost=2000.0,
         plan_it_energy_kwh=9500.0,
+        # the fleet's ~21 kW facility peak x $12/kW is ~$250: within it
+        plan_demand_charge=300.0,
     )
     servers = (
         Server("demo-gpu-01", "training", "train-a", seed=1),

@@ -53,12 +53,31 @@ class SiteRow:
     forecast: float | None
     demand_charge: float | None = None
     carbon_g: float | None = None
+    #: the two parts apart: energy accrues and is held against the energy part of the plan
+    #: prorated; the demand charge is owed whole and held against its own budget, whole
+    energy_cost: float | None = None
+    plan_energy_to_date: float | None = None
+    plan_demand_charge: float | None = None  # None: the plan gives no demand budget
 
     @property
     def used_of_plan_to_date(self) -> float | None:
         if not self.plan_to_date:
             return None
         return self.cost / self.plan_to_date
+
+    @property
+    def energy_of_plan_to_date(self) -> float | None:
+        """Energy cost / energy plan to date: what EnergyCostOverPlan compares."""
+        if self.energy_cost is None or not self.plan_energy_to_date:
+            return None
+        return self.energy_cost / self.plan_energy_to_date
+
+    @property
+    def demand_of_budget(self) -> float | None:
+        """Demand charge / its budget: what DemandChargeOverPlan compares."""
+        if self.demand_charge is None or not self.plan_demand_charge:
+            return None
+        return self.demand_charge / self.plan_demand_charge
 
 
 @dataclass(frozen=True)

@@ -71,11 +71,18 @@ def _heat_style(h: GpuHeat | None) -> str:
     return "yellow" if margin <= WARN_MARGIN_C else "green"
 
 
-def _plan_style(site: SiteRow) -> str:
-    over = site.used_of_plan_to_date
-    if over is None:
+def _over_style(ratio: float | None, limit: float = 1.0) -> str:
+    if ratio is None:
         return ""
-    return "bold red" if over > 1.0 else "green"
+    return "bold red" if ratio > limit else "green"
+
+
+def demand(site: SiteRow) -> str:
+    """The demand charge, and its budget when the plan gives one."""
+    c = site.currency
+    if site.plan_demand_charge is None:
+        return money(site.demand_charge, c)
+    return f"{money(site.demand_charge, c)} of {money(site.plan_demand_charge, c)}"
 
 
 # ----------------------------------------------------------------------------- rich layout
@@ -107,18 +114,23 @@ def servers_table(snap: Snapshot) -> Table:
 
 
 def money_table(snap: Snapshot) -> Table:
-    table = _table("Energy and cost this month (IT + cooling + demand charge)", ["site"],
-                   ["IT energy", "cost so far", "plan to date", "of plan to date", "month-end forecast",
-                    "monthly plan", "carbon"])
+    """Energy cost against the energy part of the plan to date (both accrue), the demand charge
+    against its budget (both whole), then the whole month: cost so far, forecast, plan."""
+    table = _table("Energy and cost this month (energy = IT + cooling; the demand charge apart)", ["site"],
+                   ["IT energy", "energy cost", "energy plan to date", "of it", "demand charge",
+                    "cost so far", "plan to date", "month-end forecast", "monthly plan", "carbon"])
     for site in snap.sites:
+        c = site.currency
         forecast_style = ("bold red" if site.forecast is not None and site.plan_cost is not None
                           and site.forecast > site.plan_cost else "")
         carbon = "-" if site.carbon_g is None else f"{site.carbon_g / 1e6:,.2f} t CO2e"
-        table.add_row(site.site, kwh(site.it_energy_j), Text(money(site.cost, site.currency), style="bold"),
-                      money(site.plan_to_date, site.currency),
-                      Text(percent(site.used_of_plan_to_date), style=_plan_style(site)),
-                      Text(money(site.forecast, site.currency), style=forecast_style),
-                      money(site.plan_cost, site.currency), carbon)
+        table.add_row(site.site, kwh(site.it_energy_j), money(site.energy_cost, c),
+                      money(site.plan_energy_to_date, c),
+                      Text(percent(site.energy_of_plan_to_date),
+                           style=_over_style(site.energy_of_plan_to_date, 1.05)),
+                      Text(demand(site), style=_over_style(site.demand_of_budget)),
+                      Text(money(site.cost, c), style="bold"), money(site.plan_to_date, c),
+                      Text(money(site.forecast, c), style=forecast_style), money(site.plan_cost, c), carbon)
     return table
 
 
@@ -192,7 +204,11 @@ def _server_line(s: ServerRow) -> str:
 
 def _site_line(site: SiteRow) -> str:
     c = site.currency
-    return (f"  site {site.site}: IT energy {kwh(site.it_energy_j)}, cost so far {money(site.cost, c)} "
+    return (f"  site {site.site}: IT energy {kwh(site.it_energy_j)}, "
+            f"energy cost {money(site.energy_cost, c)} "
+            f"vs energy plan to date {money(site.plan_energy_to_date, c)} "
+            f"({percent(site.energy_of_plan_to_date)}), demand charge {demand(site)}; "
+            f"cost so far {money(site.cost, c)} "
             f"{c} vs plan to date {money(site.plan_to_date, c)} ({percent(site.used_of_plan_to_date)}), "
             f"month-end forecast {money(site.forecast, c)} vs monthly plan {money(site.plan_cost, c)}")
 
