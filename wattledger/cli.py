@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "agent": "wattledger.agent.cli",
     "collector": "wattledger.collector.cli",
     "demo": "wattledger.demo.cli",
+    "spend": "wattledger.spend_cli",
 }
 
 log = logging.getLogger(__name__)

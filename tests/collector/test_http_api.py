@@ -24,7 +24,9 @@ async def test_spend_as_json_and_as_csv() -> None:
         by_accept = await c.get("/v1/spend", params={"group_by": "node"}, headers={"Accept": "text/csv"})
     assert as_json.status_code == 200
     doc = as_json.json()
-    assert doc["group_by"] == "node" and doc["month"] == "2025-11" and doc["site"] is None
+    # the site and month actually used, though none was asked for (one site configured)
+    assert doc["group_by"] == "node" and doc["month"] == "2025-11" and doc["site"] == "default"
+    assert doc["sites"] == ["default"] and doc["months"] == {"default": "2025-11"}
     assert doc["rows"] == [{"node": "gpu-node-01", "month": "2025-11", "readings": 6}]
     for r in (by_format, by_accept):
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")

@@ -35,6 +35,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from wattledger import __version__
+from wattledger.collector.apidocs import install_docs
 from wattledger.collector.auth import TokenBook
 from wattledger.collector.fastpath import BatchFastPath, Push, is_push
 from wattledger.collector.httpstats import ServiceCollector, ServiceStats, outcome_of
@@ -49,7 +50,7 @@ from wattledger.collector.ingest import (
 )
 from wattledger.collector.scheduler import PeriodicWork
 from wattledger.collector.settings import CollectorSettings
-from wattledger.collector.sites import Month
+from wattledger.collector.sites import Month, SiteConfig
 from wattledger.collector.workers import RelayApp, WorkerPool, WriterLink, WriterSide, serve_worker
 from wattledger.wire import Batch, ValidBatch
 
@@ -222,7 +223,8 @@ def create_app(settings: CollectorSettings, *, ledger: LedgerService | None = No
 
     app = CollectorApp(title="wattledger collector", version=__version__, lifespan=lifespan,
                        description="Ingest of GPU power readings; energy, cost, carbon and plan of "
-                                   "the fleet.")
+                                   "the fleet.",
+                       docs_url=None, redoc_url=None)  # install_docs: the pages without a CDN
     install_error_handlers(app)
 
     def runtime() -> Runtime:
@@ -277,14 +279,21 @@ def create_app(settings: CollectorSettings, *, ledger: LedgerService | None = No
         rt = runtime()
         if site is not None and site not in settings.sites:
             return error_response(404, "unknown site", why("site", f"{site!r} is not configured"))
-        rows = rt.ledger.spend(site=site, month=month, group_by=group_by)
+        # the month of each site decided here, so the answer can say which it is: without
+        # `month`, each site's current month on its own clock (two sites may differ at midnight)
+        names = [site] if site is not None else sorted(settings.sites)
+        months = {name: month or current_site_month(settings.sites[name], clock()) for name in names}
+        rows = [row for name in names
+                for row in rt.ledger.spend(site=name, month=months[name], group_by=group_by)]
         want_csv = format == "csv" or (format is None and "text/csv" in request.headers.get("accept", ""))
         stats.observe("/v1/spend", time.perf_counter() - started)
+        one_month = month or (next(iter(months.values())) if len(set(months.values())) == 1 else None)
         if want_csv:
-            name = f"wattledger-spend-{month or 'current'}-{group_by}.csv"
+            name = f"wattledger-spend-{one_month or 'current'}-{group_by}.csv"
             return Response(rows_to_csv(rows), 200, {"Content-Disposition": f'attachment; filename="{name}"'},
                             media_type="text/csv; charset=utf-8")
-        return json_response({"site": site, "month": month, "group_by": group_by, "rows": rows})
+        return json_response({"site": names[0] if len(names) == 1 else None, "sites": names,
+                              "month": one_month, "months": months, "group_by": group_by, "rows": rows})
 
     @app.get("/v1/nodes", tags=["fleet"], summary="Nodes: last seen, devices, latest readings",
              response_model=None)
@@ -318,11 +327,19 @@ def create_app(settings: CollectorSettings, *, ledger: LedgerService | None = No
                                                  "last_commit_error": writer.last_fault})
 
     install_openapi(app)
+    install_docs(app)
     if settings.allow_unauthenticated:
         log.warning("allow_unauthenticated is on: pushes without a token are accepted for any node")
     elif not len(tokens):
         log.warning("no tokens configured (tokens, tokens_file): every push will be refused with 401")
     return app
+
+
+def current_site_month(site: SiteConfig, now: float) -> str:
+    """The month (YYYY-MM) that ``now`` falls in on the site's local clock."""
+    from wattledger.collector.siteclock import SiteClock, month_text
+
+    return month_text(SiteClock(site).month_at(now))
 
 
 def worker_app(settings: CollectorSettings, link: WriterLink) -> ASGIApp:
@@ -345,7 +362,10 @@ def worker_app(settings: CollectorSettings, link: WriterLink) -> ASGIApp:
 
 
 def rows_to_csv(rows: list[dict[str, Any]]) -> str:
-    """Rows as CSV, columns in first-seen order (finance tools open it as is)."""
+    """Rows as CSV, columns in first-seen order (finance tools open it as is), money rounded to
+    each row's currency's minor unit (``wattledger.collector.money``)."""
+    from wattledger.collector.money import for_csv
+
     columns: dict[str, None] = {}
     for row in rows:
         columns.update(dict.fromkeys(row))
@@ -353,7 +373,7 @@ def rows_to_csv(rows: list[dict[str, Any]]) -> str:
     writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator="\r\n")
     if columns:
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(for_csv(row) for row in rows)
     return out.getvalue()
 
 

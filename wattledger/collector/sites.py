@@ -99,6 +99,13 @@ class SiteConfig(BaseModel):
     demand_charge_per_kw: NonNegative = 0.0
     carbon_g_per_kwh: NonNegative = 0.0
 
+    @field_validator("currency")
+    @classmethod
+    def _iso_currency(cls, value: str) -> str:
+        from wattledger.collector.money import minor_units
+        minor_units(value)  # ValueError for a code ISO 4217 does not have: its CSV could not be rounded
+        return value
+
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:

@@ -1,0 +1,178 @@
+"""/v1/spend for finance, and `wattledger spend`, against a real collector process with three
+sites in three currencies: USD (cents), JPY (no minor unit), BHD (three decimals). JSON keeps the
+ledger's full precision and says which site and month it used; CSV rounds money to each row's
+currency; the command line prints the same, and every refusal is one line and exit status 2."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from httpkit import WATTLEDGER, Collector_, batch, start_collector
+
+from wattledger.collector.money import MONEY_COLUMNS, minor_units, round_money
+from wattledger.collector.settings import settings_from
+
+pytestmark = pytest.mark.integration
+
+SITES = {"us-east": "USD", "tokyo": "JPY", "manama": "BHD"}
+NODES = {"gpu-us": "us-east", "gpu-jp": "tokyo", "gpu-bh": "manama"}
+#: a price with many decimals, so that no cost happens to be round already
+PRICE = 0.1234567
+
+
+@pytest.fixture(scope="module")
+def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Collector_]:
+    tmp = tmp_path_factory.mktemp("spend")
+    month = time.strftime("%Y-%m", time.gmtime())
+    cfg = {"db": f"sqlite:///{tmp}/ledger.db", "tokens": {node: f"tok-{node}" for node in NODES},
+           "sites": {site: {"timezone": "UTC", "currency": cur, "pue": 1.37, "price_per_kwh": PRICE * 150
+                            if cur == "JPY" else PRICE, "demand_charge_per_kw": 3.3333}
+                     for site, cur in SITES.items()},
+           "plan": [{"site": site, "month": month, "cost": 1234.5678, "demand_charge": 100.0}
+                    for site in SITES]}
+    c = start_collector(tmp, cfg)
+    try:
+        for node, site in NODES.items():
+            b = batch(node, 1, 30, stream=f"s-{node}", t0=time.time() - 60, e0=5000.0, site=site,
+                      cluster="train")
+            for i in range(30):  # ~700 W: a cost with many digits
+                b["readings"]["energy_j"][i] = 5000.0 + 713.37 * i
+                b["readings"]["power_w"][i] = 713.37
+            r = httpx.post(f"{c.url}/v1/batches", json=b, headers={"Authorization": f"Bearer tok-{node}"},
+                           timeout=30)
+            assert r.status_code == 200, r.text
+        yield c
+    finally:
+        c.stop()
+
+
+def spend(c: Collector_, **params: str) -> httpx.Response:
+    return httpx.get(f"{c.url}/v1/spend", params=params, timeout=30)
+
+
+def wl_spend(c: Collector_ | None, *args: str) -> subprocess.CompletedProcess[str]:
+    where = ["--collector", c.url] if c is not None else []
+    return subprocess.run([WATTLEDGER, "spend", *where, *args], capture_output=True, text=True, timeout=60)
+
+
+def decimals(text: str) -> int:
+    return len(text.split(".", 1)[1]) if "." in text else 0
+
+
+def test_json_says_which_sites_and_month_it_used(collector: Collector_) -> None:
+    doc = spend(collector).json()
+    month = time.strftime("%Y-%m", time.gmtime())
+    assert doc["site"] is None and doc["sites"] == sorted(SITES)
+    assert doc["month"] == month and doc["months"] == dict.fromkeys(sorted(SITES), month)
+    one = spend(collector, site="tokyo").json()
+    assert one["site"] == "tokyo" and one["sites"] == ["tokyo"] and one["month"] == month
+    assert [r["site"] for r in one["rows"]] == ["tokyo"]
+
+
+def test_json_keeps_full_precision_with_the_currency(collector: Collector_) -> None:
+    rows = {r["site"]: r for r in spend(collector).json()["rows"]}
+    assert {site: r["currency"] for site, r in rows.items()} == SITES
+    for row in rows.values():
+        # a minute's energy at a price of seven digits: far finer than any currency's minor unit
+        assert decimals(repr(row["energy_cost"])) > 4
+        assert row["total_cost"] == pytest.approx(row["energy_cost"] + row["demand_charge"])
+
+
+@pytest.mark.parametrize("group_by", ["site", "cluster", "node", "device"])
+def test_csv_rounds_money_to_each_currencys_minor_unit(collector: Collector_, group_by: str) -> None:
+    exact = spend(collector, group_by=group_by).json()["rows"]
+    r = spend(collector, group_by=group_by, format="csv")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    assert len(rows) == len(exact) == 3
+    places = {"USD": 2, "JPY": 0, "BHD": 3}
+    for row, full in zip(rows, exact, strict=True):
+        money = [k for k in row if k in MONEY_COLUMNS and row[k] != ""]
+        assert {"energy_cost", "it_cost", "cooling_cost", "total_cost"} <= set(money)
+        for key in money:
+            assert decimals(row[key]) == places[row["currency"]], (row["currency"], key, row[key])
+            want = Decimal(repr(full[key])).quantize(Decimal(1).scaleb(-places[row["currency"]]),
+                                                     rounding=ROUND_HALF_UP)
+            assert Decimal(row[key]) == want
+        # energy is not money: kept as the ledger has it
+        assert row["it_energy_kwh"] == str(full["it_energy_kwh"])
+
+
+@pytest.mark.parametrize(("amount", "currency", "text"), [
+    (12.345, "USD", "12.35"), (12.3449, "USD", "12.34"), (0.5, "USD", "0.50"), (-2.675, "EUR", "-2.68"),
+    (1234.5, "JPY", "1235"), (1234.4999, "JPY", "1234"), (1.2345, "BHD", "1.235"), (7.0, "KWD", "7.000"),
+    (3.14159, "XAU", "3.14159"),  # gold: ISO 4217 gives no minor unit, nothing to round to
+])
+def test_minor_units_come_from_iso_4217(amount: float, currency: str, text: str) -> None:
+    assert round_money(amount, currency) == text
+
+
+def test_a_currency_iso_4217_lacks_is_refused_at_start() -> None:
+    assert minor_units("usd") == 2
+    with pytest.raises(ValueError, match="not an ISO 4217 currency code"):
+        settings_from({"sites": {"lab": {"price_per_kwh": 0.1, "currency": "ABC"}}})
+
+
+def test_the_command_line_prints_the_collectors_csv(collector: Collector_) -> None:
+    done = subprocess.run([WATTLEDGER, "spend", "--collector", collector.url, "--format", "csv",
+                           "--by", "node"],
+                          capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == spend(collector, group_by="node", format="csv").content  # byte for byte, CRLF
+
+
+def test_the_command_line_prints_json_and_a_table(collector: Collector_) -> None:
+    done = wl_spend(collector, "--format", "json", "--site", "manama")
+    assert done.returncode == 0, done.stderr
+    doc: dict[str, Any] = json.loads(done.stdout)
+    assert doc["site"] == "manama" and doc["rows"][0]["currency"] == "BHD"
+    table = wl_spend(collector, "--by", "cluster")
+    assert table.returncode == 0, table.stderr
+    for site, currency in SITES.items():
+        assert site in table.stdout and currency in table.stdout
+    rows = {r["site"]: r for r in spend(collector, group_by="cluster").json()["rows"]}
+    assert round_money(rows["tokyo"]["energy_cost"], "JPY") in table.stdout
+    assert round_money(rows["manama"]["total_cost"], "BHD") in table.stdout
+    for heading in ("energy cost", "demand charge", "plan to date"):
+        assert heading in table.stdout
+
+
+def test_the_command_line_reads_the_month_and_the_environment(collector: Collector_) -> None:
+    done = subprocess.run([WATTLEDGER, "spend", "--month", "2020-01", "--format", "json"],
+                          capture_output=True, text=True, timeout=60,
+                          env={"WATTLEDGER_COLLECTOR": collector.url, "PATH": "/usr/bin"})
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["month"] == "2020-01" and all(r["energy_cost"] == 0 for r in doc["rows"])
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--site", "atlantis"], "the collector answered 404: unknown site"),
+    (["--by", "team"], "the collector answered 422"),  # chargeback's groupings: the server decides
+    (["--month", "2026-13"], "--month: '2026-13' is not a month like 2026-12"),
+    (["--format", "xlsx"], "--format: 'xlsx' is not one of table, csv, json"),
+    (["--by", "Team Leads"], "--by: 'Team Leads' is not a grouping name"),
+])
+def test_refusals_are_one_line_and_exit_2(collector: Collector_, args: list[str], message: str) -> None:
+    done = wl_spend(collector, *args)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_no_collector_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    missing = wl_spend(None)
+    assert missing.returncode == 2 and "--collector" in missing.stderr and missing.stderr.count("\n") == 1
+    gone = subprocess.run([WATTLEDGER, "spend", "--collector", "http://127.0.0.1:9", "--timeout", "5"],
+                          capture_output=True, text=True, timeout=60)
+    assert gone.returncode == 2 and "cannot reach the collector at http://127.0.0.1:9" in gone.stderr
+    assert gone.stderr.count("\n") == 1
