@@ -104,3 +104,33 @@ async def test_allow_unauthenticated_accepts_pushes_without_a_token() -> None:
                          headers={"Content-Type": "application/json"})
     assert r.status_code == 200
     assert ledger.readings == {"anything": 4}
+
+
+PRESENT_AND_WRONG = ["Basic dG9rLW9uZQ==", "garbage", "", "Bearer ", "Bearer unknown-token", "Token alpha",
+                     "alpha"]
+
+
+@pytest.mark.parametrize("authorization", PRESENT_AND_WRONG)
+@pytest.mark.parametrize("allow_unauthenticated", [False, True], ids=["tokens-only", "allow-unauthenticated"])
+def test_a_present_and_wrong_credential_is_401_in_every_mode(authorization: str,
+                                                            allow_unauthenticated: bool) -> None:
+    book = TokenBook({"n1": "alpha"}, allow_unauthenticated=allow_unauthenticated)
+    identity = book.identify(authorization)
+    assert identity.status == 401 and identity.node is None and identity.reason
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("authorization", PRESENT_AND_WRONG)
+async def test_allow_unauthenticated_still_refuses_a_wrong_credential_over_http(authorization: str) -> None:
+    app, ledger = make_app(allow_unauthenticated=True)
+    async with client(app) as c:
+        wrong = await c.post("/v1/batches", content=body(batch()),
+                             headers={"Content-Type": "application/json", "Authorization": authorization})
+        absent = await c.post("/v1/batches", content=body(batch(seq=2)),
+                              headers={"Content-Type": "application/json"})
+    assert wrong.status_code == 401, wrong.text
+    assert wrong.headers["content-type"] == "application/json"
+    assert wrong.json()["error"] == "unauthorized"
+    assert wrong.json()["detail"]["field"] == "Authorization"
+    assert absent.status_code == 200  # absent is what allow_unauthenticated accepts
+    assert ledger.committed == {("s-1", 2): 4}

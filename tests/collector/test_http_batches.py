@@ -367,7 +367,8 @@ async def test_big_batch_is_checked_off_the_event_loop_and_accepted() -> None:
 
 
 SERVICE_FAMILIES = ("wattledger_ingest_batches", "wattledger_collector_request_duration_seconds",
-                    "wattledger_ingest_pending_bytes", "wattledger_ingest_queue_batches")
+                    "wattledger_ingest_pending_bytes", "wattledger_ingest_queue_batches",
+                    "wattledger_collector_http_refusals", "wattledger_ingest_auth_failures")
 
 
 async def test_every_refusal_leaves_the_real_ledger_unchanged(tmp_path: Any) -> None:

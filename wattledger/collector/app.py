@@ -188,6 +188,7 @@ def create_app(settings: CollectorSettings, *, ledger: LedgerService | None = No
     limits = IngestLimits(max_body_bytes=settings.max_body_bytes,
                           max_queue_batches=settings.max_queue_batches,
                           max_pending_bytes=settings.max_pending_bytes,
+                          max_node_pending_bytes=settings.max_node_pending_bytes,
                           max_group_batches=settings.max_group_batches)
     tokens = token_book(settings)
     holder: dict[str, Runtime] = {}
@@ -197,9 +198,12 @@ def create_app(settings: CollectorSettings, *, ledger: LedgerService | None = No
         own = ledger is None
         led = open_ledger(settings, clock) if ledger is None else ledger
         writer = BatchWriter(led, max_queue=limits.max_queue_batches, max_group=limits.max_group_batches)
-        ingest = BatchIngest(tokens, writer, limits, clock, precheck=site_check(settings))
+        # the ledger's nodes: with the tokens', the names a refused push is counted under
+        known = await run_in_threadpool(lambda: [row["node"] for row in led.nodes()])
+        ingest = BatchIngest(tokens, writer, limits, clock, precheck=site_check(settings), known_nodes=known)
         periodic = PeriodicWork(led, settings.refresh_interval_seconds)
         metrics = metrics_text([led.collector(), ServiceCollector(stats, ingest.gauges, ingest.counters),
+                                ingest.auth_failures,
                                 ProcessCollector(registry=None)])  # the collector's own CPU, memory
         writer.start()
         await run_in_threadpool(periodic.run_once)  # month roll-over and stale nodes before serving
@@ -224,7 +228,9 @@ def create_app(settings: CollectorSettings, *, ledger: LedgerService | None = No
     app = CollectorApp(title="wattledger collector", version=__version__, lifespan=lifespan,
                        description="Ingest of GPU power readings; energy, cost, carbon and plan of "
                                    "the fleet.",
+                       redirect_slashes=False,  # POST /v1/batches/ is a JSON 404, not a bodiless 307
                        docs_url=None, redoc_url=None)  # install_docs: the pages without a CDN
+    app.state.service_stats = stats  # the server's protocol counts its own refusals there (cli.py)
     install_error_handlers(app)
 
     def runtime() -> Runtime:
@@ -259,7 +265,7 @@ def create_app(settings: CollectorSettings, *, ledger: LedgerService | None = No
     async def post_batch(request: Request) -> Response:
         h = request.headers
         head = RequestHead(h.get("authorization"), h.get("content-type"), h.get("content-encoding"),
-                           h.get("content-length"))
+                           h.get("content-length"), h.get("x-wattledger-node"))
         answer = await push(head, request.stream())
         return json_response(answer.payload, answer.status, answer.headers)
 

@@ -115,14 +115,25 @@ class TokenBook:
     def __len__(self) -> int:
         return len(self._owner)
 
+    def knows(self, node: str) -> bool:
+        """Whether a token of this book belongs to ``node``."""
+        return node in self._digest
+
     def identify(self, authorization: str | None) -> Identity:
-        """Who the ``Authorization`` header says the caller is, from the header alone."""
-        token = bearer_token(authorization)
-        if token is None:
+        """Who the ``Authorization`` header says the caller is, from the header alone.
+
+        Only an absent header is an unauthenticated push (accepted with
+        ``allow_unauthenticated``); a credential that is present and wrong — another scheme,
+        garbage, an empty header, an unknown token — is 401 in every mode: it is a
+        misconfigured agent, which must hear about it.
+        """
+        if authorization is None:
             if self.allow_unauthenticated:
                 return Identity(None, 0)
-            reason = "bearer token required" if not authorization else "Authorization is not 'Bearer TOKEN'"
-            return Identity(None, 401, reason)
+            return Identity(None, 401, "bearer token required")
+        token = bearer_token(authorization)
+        if token is None:
+            return Identity(None, 401, "Authorization is not 'Bearer TOKEN'")
         digest = token_digest(token)
         node = self._owner.get(digest)
         # the lookup is by digest (timing says nothing about the token); confirm in constant time

@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from wattledger.collector.app import create_app, open_ledger
+    from wattledger.collector.server import http_limits, uvicorn_config
 
     try:
         ledger = open_ledger(settings)
@@ -90,12 +91,11 @@ def run(args: argparse.Namespace) -> int:
         scheme = "https" if settings.tls else "http"
         log.info("collector: serving %s://%s (db %s, sites %s, %d plan entries)", scheme, settings.listen,
                  settings.db, ",".join(settings.sites), len(settings.plan))
-        server = uvicorn.Server(uvicorn.Config(
-            app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=15,
+        # header/body timeouts, header limits and JSON refusals: wattledger.collector.server
+        server = uvicorn.Server(uvicorn_config(
+            app, http_limits(settings), on_refusal=app.state.service_stats.refused,
             ssl_certfile=settings.tls_cert, ssl_keyfile=settings.tls_key,
             log_level=logging.getLogger().getEffectiveLevel(),
-            # nothing here reads the client's address, so X-Forwarded-* need no middleware per request
-            proxy_headers=False,
         ))
         # uvicorn stops on SIGTERM, then re-raises it to the handler it found: a quiet one here,
         # so that a stop asked for by systemd or Kubernetes ends with status 0

@@ -16,28 +16,35 @@ import orjson
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from wattledger.collector.ingest import Answer, RequestHead
+from wattledger.collector.ingest import Answer, Refusal, RequestHead, why
+from wattledger.collector.server import body_timed_out
 
 log = logging.getLogger(__name__)
 
 PATH = "/v1/batches"
 Push = Callable[[RequestHead, AsyncIterator[bytes]], Awaitable[Answer]]
-_WANTED = {b"authorization": 0, b"content-type": 1, b"content-encoding": 2, b"content-length": 3}
+_WANTED = {b"authorization": 0, b"content-type": 1, b"content-encoding": 2, b"content-length": 3,
+           b"x-wattledger-node": 4}
 
 
 def head_of(scope: Scope) -> RequestHead:
-    values: list[str | None] = [None, None, None, None]
+    values: list[str | None] = [None, None, None, None, None]
     for name, value in scope["headers"]:
         slot = _WANTED.get(name)  # ASGI servers give header names in lower case
         if slot is not None and values[slot] is None:
             values[slot] = value.decode("latin-1")
-    return RequestHead(*values)
+    client = scope.get("client")
+    auth, media, coding, length, node = values
+    return RequestHead(auth, media, coding, length, node, f"{client[0]}:{client[1]}" if client else None)
 
 
-async def body_chunks(receive: Receive) -> AsyncIterator[bytes]:
+async def body_chunks(receive: Receive, scope: Scope | None = None) -> AsyncIterator[bytes]:
     while True:
         message: Message = await receive()
         if message["type"] == "http.disconnect":
+            if scope is not None and body_timed_out(scope):  # the server answered 408 and closed
+                raise Refusal(408, "request timeout", why("body", "the body stalled"),
+                              {"Connection": "close"})
             raise ClientDisconnect()
         chunk = message.get("body", b"")
         if chunk:
@@ -73,7 +80,7 @@ class BatchFastPath:
     async def serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer one ``POST /v1/batches``."""
         try:
-            answer = await self.push(head_of(scope), body_chunks(receive))
+            answer = await self.push(head_of(scope), body_chunks(receive, scope))
         except Exception:  # a fault of the collector: what the app's error handler would answer
             log.exception("POST %s failed", PATH)
             answer = Answer(500, {"error": "internal error",

@@ -2,16 +2,18 @@
 
 The order of the checks is chosen so that a bad request costs the collector as little as
 possible: the token (401) and the headers (415, a Content-Length over the limit: 413) are
-judged before one byte of the body is read; back-pressure (429) before the body is buffered;
-the body limit while it is read and again while it is un-gzipped (413, so a gzip bomb stops
-at the limit); then parsing (400), the node of the token (403) and the contract's rules (422).
+judged before one byte of the body is read; the body limit while it is read and again while
+it is un-gzipped (413, so a gzip bomb stops at the limit), and back-pressure (429) on the
+bytes as they arrive; then parsing (400), the node of the token (403) and the contract's
+rules (422). Slow and oversized headers, stalled bodies and broken HTTP framing never get
+here: the server's protocol answers them (``wattledger.collector.server``).
 
 A valid batch goes on a bounded queue to ONE writer thread, which takes every batch waiting
 (up to ``max_group_batches``) and hands them to ``Ledger.ingest`` in one transaction: under
 load, many requests share one commit (group commit), and each request is answered only once
 its own batch is committed. A full queue, or more request bytes in flight than
-``max_pending_bytes``, is answered 429 with ``Retry-After``, so memory stays bounded when a
-whole fleet reconnects at once.
+``max_pending_bytes`` (in all) or ``max_node_pending_bytes`` (of one node), is answered 429
+with ``Retry-After``, so memory stays bounded when a whole fleet reconnects at once.
 
 Nothing here knows FastAPI: :meth:`BatchIngest.handle` takes the request's headers and an
 async iterator of body chunks and returns an :class:`Answer`.
@@ -26,11 +28,14 @@ import queue
 import threading
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from starlette.requests import ClientDisconnect
+
 from wattledger.collector.auth import TokenBook
+from wattledger.collector.httpstats import AuthFailures
 from wattledger.wire import BatchError, ValidBatch, check_batch, parse_batch
 
 log = logging.getLogger(__name__)
@@ -60,6 +65,7 @@ class IngestLimits:
     max_body_bytes: int = 8 * MIB  # before and after gzip
     max_queue_batches: int = 1024  # validated batches waiting for the writer
     max_pending_bytes: int = 128 * MIB  # body bytes (raw + un-gzipped) of requests in progress
+    max_node_pending_bytes: int = 16 * MIB  # of those, held by the pushes of one node
     max_group_batches: int = 512  # batches in one ledger transaction
     inline_check_bytes: int = 256 * 1024  # bigger bodies are parsed in a worker thread
     retry_after_seconds: int = 1
@@ -73,6 +79,8 @@ class RequestHead:
     content_type: str | None = None
     content_encoding: str | None = None
     content_length: str | None = None
+    node: str | None = None  # X-Wattledger-Node: the node the agent says it is (not trusted)
+    peer: str | None = None  # the client's address, for the log
 
 
 @dataclass(frozen=True)
@@ -139,35 +147,61 @@ def too_large(limit: int, what: str) -> Refusal:
 
 
 class PendingBytes:
-    """Bytes held by requests in progress, against a bound. Used from the event loop only."""
+    """Bytes held by requests in progress, against a bound in all and one per node. Used from
+    the event loop only.
 
-    def __init__(self, limit: int) -> None:
+    Bytes are counted as they arrive (raw, then un-gzipped), never from a Content-Length up
+    front: a push that sent its headers and stalled holds nothing. The pool in all and each
+    node's share are bounded, so the stalled pushes of one node never keep the others out; a
+    push alone (in the pool, or of its node) always passes, or a big one never could. One
+    push holds at most its raw and its un-gzipped body, each under ``max_body_bytes``.
+    """
+
+    def __init__(self, limit: int, per_node: int | None = None) -> None:
         self.limit = limit
+        self.per_node = limit if per_node is None else per_node
         self.used = 0
+        self.by_node: dict[str | None, int] = {}
 
-    def reserve(self, n: int) -> Reservation:
-        reservation = Reservation(self)
+    def reserve(self, node: str | None = None, n: int = 0) -> Reservation:
+        """A reservation for a push of ``node`` (None: unauthenticated)."""
+        reservation = Reservation(self, node)
         reservation.ensure(n)
         return reservation
 
 
 class Reservation:
-    def __init__(self, pool: PendingBytes) -> None:
+    def __init__(self, pool: PendingBytes, node: str | None) -> None:
         self._pool = pool
+        self.node = node
         self.held = 0
 
     def ensure(self, total: int) -> None:
-        """Hold at least ``total`` bytes; 429 when the pool cannot spare them."""
+        """Hold at least ``total`` bytes; 429 when the pool or the node's share cannot spare them."""
         extra = total - self.held
         if extra <= 0:
             return
-        if self._pool.used + extra > self._pool.limit and self._pool.used > 0:
+        pool = self._pool
+        node_used = pool.by_node.get(self.node, 0)
+        # what the other pushes hold: alone, a push always passes (else it never could)
+        if pool.used + extra > pool.limit and pool.used > self.held:
             raise overloaded("too many request bytes in progress")
-        self._pool.used += extra
+        if node_used + extra > pool.per_node and node_used > self.held:
+            raise overloaded("too many request bytes in progress for this node")
+        pool.used += extra
+        pool.by_node[self.node] = node_used + extra
         self.held += extra
 
     def release(self) -> None:
-        self._pool.used -= self.held
+        if not self.held:
+            return
+        pool = self._pool
+        pool.used -= self.held
+        left = pool.by_node.get(self.node, 0) - self.held
+        if left > 0:
+            pool.by_node[self.node] = left
+        else:
+            pool.by_node.pop(self.node, None)
         self.held = 0
 
 
@@ -378,14 +412,19 @@ class BatchIngest:
 
     def __init__(self, tokens: TokenBook, writer: BatchSink, limits: IngestLimits,
                  clock: Callable[[], float] = time.time,
-                 precheck: Callable[[ValidBatch], None] | None = None) -> None:
+                 precheck: Callable[[ValidBatch], None] | None = None,
+                 known_nodes: Iterable[str] = ()) -> None:
         self.tokens = tokens
         # a cheap check that needs no lock (an unknown site: 422), before the batch joins a group
         self.precheck = precheck
         self.writer = writer
         self.limits = limits
         self.clock = clock
-        self.pending = PendingBytes(limits.max_pending_bytes)
+        self.pending = PendingBytes(limits.max_pending_bytes, limits.max_node_pending_bytes)
+        #: nodes whose batches were accepted (the ledger's, given at start, and each since):
+        #: with the tokens' nodes, the node names a refused push may be counted under
+        self.known_nodes: set[str] = set(known_nodes)
+        self.auth_failures = AuthFailures(lambda node: node in self.known_nodes or tokens.knows(node))
 
     def gauges(self) -> dict[str, float]:
         return {"wattledger_ingest_queue_batches": float(self.writer.queued()),
@@ -399,9 +438,18 @@ class BatchIngest:
         try:
             return await self._handle(head, chunks)
         except Refusal as refusal:
+            if refusal.status in (401, 403):
+                reason = refusal.detail.get("reason") if isinstance(refusal.detail, dict) else None
+                self.auth_failures.record(head.node, refusal.status, str(reason or refusal.error), head.peer)
             return refusal.answer()
         except BatchError as exc:
             return Answer(exc.status, exc.to_json())
+        except ClientDisconnect:
+            raise
+        except Exception:  # a fault of the collector: answered (and counted) as what it is
+            log.exception("POST /v1/batches failed")
+            return Answer(500, {"error": "internal error",
+                                "detail": {"reason": "a fault of the collector; see its log"}})
 
     async def _handle(self, head: RequestHead, chunks: AsyncIterator[bytes]) -> Answer:
         limits = self.limits
@@ -421,7 +469,8 @@ class BatchIngest:
             raise too_large(limits.max_body_bytes, f"Content-Length {declared} is")
         if self.writer.full():
             raise overloaded("the ingest queue is full", limits.retry_after_seconds)
-        hold = self.pending.reserve(declared or 0)
+        # the token's node; unauthenticated (allowed by configuration), the node it says it is
+        hold = self.pending.reserve(identity.node if identity.node is not None else head.node)
         try:
             body = await read_body(chunks, limit=limits.max_body_bytes, gzip=gzip, hold=hold)
             if len(body) <= limits.inline_check_bytes:
@@ -444,6 +493,7 @@ class BatchIngest:
         except Exception:
             return Answer(500, {"error": "internal error",
                                 "detail": {"reason": "the batch was not stored; send it again later"}})
+        self.known_nodes.add(valid.batch.node)
         return Answer(200, {"accepted": int(result.accepted), "duplicate": bool(result.duplicate)},
                       duplicate=bool(result.duplicate))
 

@@ -71,6 +71,14 @@ class CollectorSettings(BaseModel):
     max_queue_batches: Annotated[int, Field(ge=1)] = 1024
     max_pending_bytes: Annotated[int, Field(ge=1024)] = 128 * MIB
     max_group_batches: Annotated[int, Field(ge=1)] = 512
+    #: of max_pending_bytes, what the pushes of one node (its token's) may hold at once
+    max_node_pending_bytes: Annotated[int, Field(ge=1024)] = 16 * MIB
+    #: a request's headers must be complete within this (from the connection's start for its first)
+    header_timeout_seconds: Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)] = 10.0
+    #: a body that sends nothing for this long is answered 408 and its connection closed
+    body_timeout_seconds: Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)] = 30.0
+    #: all header fields of a request together (one field: at most 8 KiB); more -> 431
+    max_header_bytes: Annotated[int, Field(ge=8192, le=16 * MIB)] = 64 * 1024
     tls_cert: Annotated[Path, _converted(config.existing_file)] | None = None
     tls_key: Annotated[Path, _converted(config.existing_file)] | None = None
 
