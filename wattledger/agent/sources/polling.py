@@ -78,6 +78,8 @@ class Poller(Generic[T]):
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        elif self._on_stop is not None:  # never started (reads made by hand): close here
+            self._on_stop()
 
     def latest(self, now: float | None = None) -> Polled[T] | None:
         """The last good result, or None when there is none or it is stale."""
@@ -134,3 +136,24 @@ class Poller(Generic[T]):
                     self._on_stop()
                 except Exception as exc:  # a logout that fails must not raise on the thread
                     log.info("%s: did not close cleanly: %s", self.what, exc)
+
+
+class WrapUnfolder:
+    """A counter of ``bits`` bits (an SNMP Unsigned32, a Modbus uint32 register) made
+    cumulative across wrap-arounds: a drop of more than half the range is a wrap (the
+    counter ran past its top); a smaller drop is a reset (the meter was cleared), which is
+    passed on as it is read, so the collector counts it as it counts a GPU counter reset."""
+
+    def __init__(self, bits: int) -> None:
+        self.modulus = float(1 << bits)
+        self._last: float | None = None
+        self._wraps = 0
+
+    def __call__(self, raw: float) -> float:
+        last, self._last = self._last, raw
+        if last is not None and raw < last:
+            if last - raw > self.modulus / 2:
+                self._wraps += 1
+            else:
+                self._wraps = 0  # cleared: start again from what the meter says
+        return raw + self._wraps * self.modulus

@@ -89,6 +89,7 @@ class SnmpTarget:
     auth_key_file: Path | None = None
     priv_protocol: str = "aes"
     priv_key_file: Path | None = None
+    context: str = ""  # SNMPv3 context name (most PDUs: the default, empty)
     index: str = ""  # the table row (vendor default when empty)
     temperature_index: str | None = None  # an environment probe of the PDU, when it has one
     temperature_role: SensorRole = "inlet"
@@ -226,7 +227,7 @@ def _unique_ids(ids: Sequence[str], what: str) -> None:
 
 
 SNMP_KEYS = {"id", "host", "port", "vendor", "role", "community_file", "user", "auth_protocol",
-             "auth_key_file", "priv_protocol", "priv_key_file", "index", "temperature_index",
+             "auth_key_file", "priv_protocol", "priv_key_file", "context", "index", "temperature_index",
              "temperature_role", "interval", "timeout", "retries"}
 
 
@@ -243,6 +244,7 @@ def snmp_targets(raw: object) -> tuple[SnmpTarget, ...]:
         _keys(e, SNMP_KEYS, ("id", "host", "vendor", "role"), where)
         where = f"entry {n} ({e['id']})"
         vendor = cast(SnmpVendor, _one_of(e["vendor"], SNMP_VENDORS, f"{where} vendor"))
+        role = cast(MeterRole, _one_of(e["role"], METER_ROLES, f"{where} role"))
         community = _file(e["community_file"], f"{where} community_file") if e.get("community_file") else None
         user = _text(e["user"], f"{where} user") if e.get("user") else None
         if (community is None) == (user is None):
@@ -255,7 +257,7 @@ def snmp_targets(raw: object) -> tuple[SnmpTarget, ...]:
             id=_device_id(e["id"], f"{where} id"),
             host=_text(e["host"], f"{where} host"),
             vendor=vendor,
-            role=cast(MeterRole, _one_of(e["role"], METER_ROLES, f"{where} role")),
+            role=role,
             port=_int(e.get("port", 161), f"{where} port", 1, 65535),
             community_file=community,
             user=user,
@@ -263,6 +265,7 @@ def snmp_targets(raw: object) -> tuple[SnmpTarget, ...]:
             auth_key_file=auth_key,
             priv_protocol=_one_of(e.get("priv_protocol", "aes"), SNMP_PRIV, f"{where} priv_protocol"),
             priv_key_file=priv_key,
+            context=str(e.get("context") or ""),
             index=_index(e.get("index", SNMP_DEFAULT_INDEX[vendor]), f"{where} index"),
             temperature_index=(_index(e["temperature_index"], f"{where} temperature_index")
                                if e.get("temperature_index") is not None else None),
