@@ -4,6 +4,7 @@ where the money goes (cluster, node, cooling, demand) and the carbon that came w
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard as db
+from grafana_foundation_sdk.builders import stat
 
 from dashboards.kit import (
     GRAMS,
@@ -21,6 +22,7 @@ from dashboards.kit import (
     graph,
     grid,
     increase,
+    per_currency,
     rate,
     single,
     steps,
@@ -38,8 +40,19 @@ MONTH = site_figure("wattledger_month_cost")
 PLAN_TO_DATE = site_figure("wattledger_plan_cost_to_date")
 FORECAST = site_figure("wattledger_forecast_cost")
 PLAN = site_figure("wattledger_plan_cost")
-#: the plan's allowance per hour: the month's budget spread over the month's hours (UTC month)
-PLAN_PER_HOUR = f"{PLAN} / scalar(days_in_month() * 24)"
+DEMAND = site_figure("wattledger_demand_charge")
+#: the month's energy cost so far (IT + cooling): the month's cost less the demand charge, and
+#: the energy part of the plan to date it is held against (EnergyCostOverPlan)
+ENERGY = f"{MONTH} - on (site, currency) {DEMAND}"
+ENERGY_PLAN_TO_DATE = site_figure("wattledger_plan_energy_cost_to_date")
+DEMAND_BUDGET = site_figure("wattledger_plan_demand_charge")
+#: the plan's allowance per hour for energy: the energy budget over the month's hours (UTC month)
+PLAN_PER_HOUR = f"{site_figure('wattledger_plan_energy_cost')} / scalar(days_in_month() * 24)"
+
+
+def by_currency(expr: str) -> str:
+    """Sites of one currency added up; never two currencies."""
+    return f"sum by (currency) ({expr})"
 
 
 def cost_per_hour(window: str) -> str:
@@ -72,46 +85,72 @@ def build(currency: str = "USD") -> db.Dashboard:
               ["cost", "energy"], "wattledger_node_last_seen_timestamp_seconds",
               [alert_annotation("Cost alerts", "cost", "orange")])
 
+    def figure(title: str, expr: str, description: str = "") -> stat.Panel:
+        """One value per currency, each in its own currency (never a sum across currencies)."""
+        return per_currency(single(title, Q(by_currency(expr), "{{currency}}"), money, description))
+
+    def ratio(title: str, num: str, den: str, description: str, thresholds: db.ThresholdsConfig
+              ) -> stat.Panel:
+        return single(title, Q(f"{by_currency(num)} / {by_currency(den)}", "{{currency}}"), PERCENT_UNIT,
+                      description, thresholds)
+
     d = d.with_row(db.Row("This month against plan"))
-    d = d.with_panel(single("Spent this month", Q(f"sum({MONTH})"), money,
-                            "Energy cost (IT + cooling) plus the demand charge so far, this billing month."))
-    d = d.with_panel(single("Plan to date", Q(f"sum({PLAN_TO_DATE})"), money,
+    d = d.with_panel(figure("Spent this month", MONTH,
+                            "Energy cost (IT + cooling) plus the demand charge so far, this billing month; "
+                            "one figure per currency."))
+    d = d.with_panel(figure("Plan to date", PLAN_TO_DATE,
                             "The month's budget times the elapsed fraction of the month."))
-    d = d.with_panel(single("Spent / plan to date", Q(f"sum({MONTH}) / sum({PLAN_TO_DATE})"), PERCENT_UNIT,
-                            "EnergyCostOverPlan fires above 105 % for an hour.", over_plan))
-    d = d.with_panel(single("Forecast month end", Q(f"sum({FORECAST})"), money,
+    d = d.with_panel(ratio("Energy cost / energy plan to date", ENERGY, ENERGY_PLAN_TO_DATE,
+                           "The energy cost (the demand charge aside) against the energy part of the plan "
+                           "to date: EnergyCostOverPlan fires above 105 % for an hour.", over_plan))
+    d = d.with_panel(figure("Demand charge so far", DEMAND,
+                            "The month's highest 15-minute facility kW times the demand rate: owed whole "
+                            "from the first peak on, never prorated."))
+    d = d.with_panel(ratio("Demand charge / its budget", DEMAND, DEMAND_BUDGET,
+                           "Against the plan's demand_charge budget (sites whose plan gives one): "
+                           "DemandChargeOverPlan fires above 100 %.",
+                           steps((None, "green"), (0.9, "yellow"), (1.0, "red"))))
+    d = d.with_panel(figure("Forecast month end", FORECAST,
                             "Month-to-date cost plus the trailing 24 h cost rate for the rest of the month."))
-    d = d.with_panel(single("Month's plan", Q(f"sum({PLAN})"), money))
-    d = d.with_panel(single("Forecast / plan", Q(f"sum({FORECAST}) / sum({PLAN})"), PERCENT_UNIT,
-                            "EnergyCostForecastOverPlan fires above 100 % for an hour.",
-                            steps((None, "green"), (0.95, "yellow"), (1.0, "red"))))
-    d = d.with_panel(graph("Spent this month (solid) vs plan to date (dashed)", [
-        Q(MONTH, "spent {{site}}"), Q(PLAN_TO_DATE, "plan to date {{site}}")], money, dashed_refs=["B"]))
-    d = d.with_panel(graph("Forecast month end (solid) vs the month's plan (dashed)", [
-        Q(FORECAST, "forecast {{site}}"), Q(PLAN, "plan {{site}}")], money, dashed_refs=["B"]))
+    d = d.with_panel(figure("Month's plan", PLAN))
+    d = d.with_panel(ratio("Forecast / plan", FORECAST, PLAN,
+                           "EnergyCostForecastOverPlan fires above 100 % for an hour.",
+                           steps((None, "green"), (0.95, "yellow"), (1.0, "red"))))
+    d = d.with_panel(per_currency(graph("Spent this month (solid) vs plan to date (dashed)", [
+        Q(MONTH, "spent {{site}} {{currency}}"), Q(PLAN_TO_DATE, "plan to date {{site}} {{currency}}")],
+        money, dashed_refs=["B"])))
+    d = d.with_panel(per_currency(graph("Energy cost (solid) vs energy plan to date (dashed)", [
+        Q(ENERGY, "energy {{site}} {{currency}}"),
+        Q(ENERGY_PLAN_TO_DATE, "energy plan to date {{site}} {{currency}}")], money, dashed_refs=["B"])))
+    d = d.with_panel(per_currency(graph("Forecast month end (solid) vs the month's plan (dashed)", [
+        Q(FORECAST, "forecast {{site}} {{currency}}"), Q(PLAN, "plan {{site}} {{currency}}")], money,
+        dashed_refs=["B"])))
 
     d = d.with_row(db.Row("Burn rate"))
-    d = d.with_panel(graph("Cost per hour (solid) vs the plan's hourly allowance (dashed)", [
-        Q(cost_per_hour("$__rate_interval"), "{{site}}"), Q(PLAN_PER_HOUR, "plan {{site}}")], money,
-        "Energy cost per hour (demand charge excluded) against the month's plan spread over its hours.",
-        dashed_refs=["B"]))
+    d = d.with_panel(per_currency(graph("Cost per hour (solid) vs the plan's hourly allowance (dashed)", [
+        Q(cost_per_hour("$__rate_interval"), "{{site}} {{currency}}"),
+        Q(PLAN_PER_HOUR, "plan {{site}} {{currency}}")], money,
+        "Energy cost per hour (demand charge excluded) against the energy part of the month's plan "
+        "spread over its hours.", dashed_refs=["B"])))
     d = d.with_panel(graph("Budget burn ratio (1 = on plan)", [
         Q(f"{cost_per_hour('1h')} / on (site, currency) ({PLAN_PER_HOUR})", "1 h {{site}}"),
         Q(f"{cost_per_hour('6h')} / on (site, currency) ({PLAN_PER_HOUR})", "6 h {{site}}"),
     ], "x", "Cost rate over the plan's rate. EnergyBudgetBurnFast: above 3 over 1 h and 5 min; "
             "EnergyBudgetBurnSlow: above 1.5 over 6 h and 30 min.",
         steps((None, "green"), (1.5, "orange"), (3.0, "red"))))
-    d = d.with_panel(graph("Cost per hour by part", [
-        Q(f"3600 * sum by (part) ({rate('wattledger_energy_cost_total', SITE_SEL)})",
-          "{{part}}")], money, "IT energy and the cooling energy it causes (IT x (PUE - 1)).", stacked=True))
+    d = d.with_panel(per_currency(graph("Cost per hour by part", [
+        Q(f"3600 * sum by (part, currency) ({rate('wattledger_energy_cost_total', SITE_SEL)})",
+          "{{part}} {{currency}}")], money, "IT energy and the cooling energy it causes (IT x (PUE - 1)).",
+        stacked=True)))
     d = d.with_panel(graph("IT power by cluster", [Q(
         f"sum by (site, cluster) ({IT_POWER})", "{{site}} / {{cluster}}")],
         WATT, stacked=True))
 
     d = d.with_row(db.Row("Where the money goes (dashboard time range)"))
-    d = d.with_panel(bars("Cost by cluster", Q(cost_share("site, cluster"), "{{site}} / {{cluster}}"), money,
-                          "The site's cost over the range shared out by IT energy (exact for a flat price; "
-                          "for time-of-use tariffs the collector's /v1/spend report is exact).", width=8))
+    d = d.with_panel(per_currency(bars(
+        "Cost by cluster", Q(cost_share("site, cluster"), "{{site}} / {{cluster}} {{currency}}"), money,
+        "The site's cost over the range shared out by IT energy (exact for a flat price; "
+        "for time-of-use tariffs the collector's /v1/spend report is exact).", width=8)))
     d = d.with_panel(grid("Cost by node", Q(f"sort_desc({cost_share('site, cluster, node')})"), money,
                           "As cost by cluster, per node.", width=8, hide=("Time",)))
     d = d.with_panel(single("Cooling share of energy", Q(
@@ -135,9 +174,9 @@ def build(currency: str = "USD") -> db.Dashboard:
         Q(f"max by (site) (wattledger_peak_demand_watts{{{SITE_SEL}}})", "peak {{site}}"),
     ], WATT, "The demand charge is priced on the month's highest 15-minute average facility power.",
         dashed_refs=["B"], width=8))
-    d = d.with_panel(graph("Demand charge this month",
-                           [Q(site_figure("wattledger_demand_charge"), "{{site}}")],
-                           money, width=8))
+    d = d.with_panel(per_currency(graph("Demand charge this month (solid) vs its budget (dashed)", [
+        Q(DEMAND, "{{site}} {{currency}}"), Q(DEMAND_BUDGET, "budget {{site}} {{currency}}")], money,
+        dashed_refs=["B"], width=8)))
     d = d.with_panel(graph("Carbon per hour", [Q(
         f"3600 * sum by (site) ({rate('wattledger_carbon_grams_total', SITE_SEL)})",
         "{{site}}")], GRAMS, "Facility kWh times the site's grid carbon intensity.", width=8))

@@ -12,6 +12,7 @@ from dashboards.kit import (
     SEL,
     SHORT,
     Q,
+    agent,
     alert_annotation,
     board,
     graph,
@@ -47,32 +48,33 @@ def build() -> db.Dashboard:
                             steps((None, "green"), (1.0, "red")), width=4, height=8))
     d = d.with_panel(graph("Scrape status (1 = up)", [Q(f"up{{{JOBS}}}", "{{job}} {{instance}}")], SHORT,
                            "AgentDown / CollectorDown fire when a target stays at 0.", width=12, minimum=0))
-    d = d.with_panel(graph("Sources up (1 = up)", [Q(f"wattledger_agent_source_up{{{SEL}}}",
+    d = d.with_panel(graph("Sources up (1 = up)", [Q(f"{agent('wattledger_agent_source_up')}",
                                                      "{{node}} {{source}}")], SHORT,
                            "AgentSourceDown fires when a source stays at 0 for 5 min.", width=12, minimum=0))
     d = d.with_panel(graph("Seconds since the agent's last sample", [Q(
-        f"time() - wattledger_agent_last_sample_timestamp_seconds{{{SEL}}}", "{{node}}")], SECONDS,
+        f"time() - {agent('wattledger_agent_last_sample_timestamp_seconds')}", "{{node}}")], SECONDS,
         thresholds=stale, width=12))
 
     d = d.with_row(db.Row("Delivery"))
     d = d.with_panel(graph("Spool backlog (batches)",
-                           [Q(f"wattledger_agent_spool_batches{{{SEL}}}", "{{node}}")], SHORT,
+                           [Q(f"{agent('wattledger_agent_spool_batches')}", "{{node}}")], SHORT,
                            "AgentSpoolBacklog fires when a spool never drains below 5 batches in 10 min.",
                            steps((None, "green"), (5.0, "orange")), width=8, minimum=0))
     d = d.with_panel(graph("Spool use of its disk limit", [Q(
-        f"wattledger_agent_spool_bytes{{{SEL}}} / wattledger_agent_spool_limit_bytes{{{SEL}}}", "{{node}}")],
+        f"{agent('wattledger_agent_spool_bytes')} / {agent('wattledger_agent_spool_limit_bytes')}",
+        "{{node}}")],
         PERCENT_UNIT, "At the limit the agent drops the oldest readings.",
         steps((None, "green"), (0.5, "yellow"), (0.9, "red")), width=8, minimum=0))
     d = d.with_panel(graph("Dropped readings", [Q(
-        f"sum by (node) (increase(wattledger_agent_dropped_readings_total{{{SEL}}}[$__rate_interval]))",
+        f"sum by (node) ({agent('wattledger_agent_dropped_readings_total', fn='increase')})",
         "{{node}}")], SHORT, "Readings the agent had to drop (lost for billing): AgentDroppingReadings.",
         steps((None, "green"), (1.0, "red")), width=8, minimum=0))
     d = d.with_panel(graph("Batches shipped by outcome", [Q(
-        f"sum by (outcome) (rate(wattledger_agent_shipped_batches_total{{{SEL}}}[$__rate_interval]))",
+        f"sum by (outcome) ({agent('wattledger_agent_shipped_batches_total', fn='rate')})",
         "{{outcome}}")], OPS, "ok / duplicate: delivered; retry: the collector was unreachable or busy; "
                               "auth_error / dead_letter: refused.", width=12, stacked=True))
     d = d.with_panel(graph("Readings taken (agents) vs committed (ledger)", [
-        Q(f"sum by (node) (rate(wattledger_agent_readings_total{{{SEL}}}[$__rate_interval]))",
+        Q(f"sum by (node) ({agent('wattledger_agent_readings_total', fn='rate')})",
           "taken {{node}}"),
         Q(f"sum by (node) ({rate('wattledger_ingest_readings_total', NODE_SEL)})",
           "committed {{node}}"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from grafana_foundation_sdk.builders import bargauge, stat, table, timeseries
 from grafana_foundation_sdk.builders import common as cb
@@ -24,16 +25,50 @@ DATASOURCE = dm.DataSourceRef(type_val="prometheus", uid="${datasource}")
 SEL = 'site=~"$site", cluster=~"$cluster", node=~"$node"'
 #: site-level ledger series (cost, plan, forecast) carry only site and currency
 SITE_SEL = 'site=~"$site"'
+#: the nodes the collector files under the board's site, cluster and node: an agent started
+#: without --label site= has no `site` label, and the collector books it to site "default"
+FILED = f"wattledger_node_last_seen_timestamp_seconds{{{SEL}}}"
+NODE_ONLY = 'node=~"$node"'
+
+
+def agent(metric: str, extra: str = "", fn: str = "", window: str = "$__rate_interval") -> str:
+    """An agent series under the board's variables: those whose own labels match, or else
+    (agents without a `site` label) those whose node the collector files under the chosen site
+    and cluster. ``fn`` (rate, increase) is applied to each side, since a range selector
+    cannot follow an expression. With every variable at All this is just the series."""
+    def side(sel: str) -> str:
+        selector = f"{metric}{{{sel}{', ' + extra if extra else ''}}}"
+        return f"{fn}({selector}[{window}])" if fn else selector
+    return f"({side(SEL)} or ({side(NODE_ONLY)} and on (node) {FILED}))"
 
 # Units (Grafana's unit ids)
 WATT, KWH, CELSIUS, PERCENT_UNIT, SECONDS, BYTES, GRAMS, SHORT, OPS = (
     "watt", "kwatth", "celsius", "percentunit", "s", "bytes", "massg", "short", "ops")
 
 
+#: ISO codes that Grafana has a currency unit for (currencyUSD, ...)
+GRAFANA_CURRENCIES = ("USD", "EUR", "GBP", "JPY", "CHF", "CAD", "AUD", "SEK", "NOK", "DKK", "INR", "CNY",
+                      "PLN")
+
+
 def currency_unit(currency: str) -> str:
     """Grafana's currency unit id for an ISO code, or a plain suffix for others."""
-    known = {"USD", "EUR", "GBP", "JPY", "CHF", "CAD", "AUD", "SEK", "NOK", "DKK", "INR", "CNY", "PLN"}
-    return f"currency{currency}" if currency in known else f"suffix: {currency}"
+    return f"currency{currency}" if currency in GRAFANA_CURRENCIES else f"suffix: {currency}"
+
+
+P = TypeVar("P", stat.Panel, timeseries.Panel, bargauge.Panel)
+
+
+def per_currency(panel: P) -> P:
+    """Money panels keep currencies apart: each series is one currency's (its query keeps the
+    `currency` label, its legend ends with {{currency}}), and its unit follows that currency:
+    Grafana's own currency unit where it has one, else the plain amount beside the code in the
+    legend. A sum across currencies, labelled in one of them, is never shown."""
+    panel = panel.override_by_regexp("(.* )?[A-Z]{3}", [dm.DynamicConfigValue(id_val="unit", value="none")])
+    for code in GRAFANA_CURRENCIES:
+        panel = panel.override_by_regexp(f"(.* )?{code}", [
+            dm.DynamicConfigValue(id_val="unit", value=f"currency{code}")])
+    return panel
 
 
 def ledger(expr: str) -> str:

@@ -4,6 +4,7 @@ units, thresholds and alert annotations an operator expects, and every query val
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -108,3 +109,38 @@ def test_every_query_is_valid_promql(tmp_path: Path) -> None:
     path.write_text(json.dumps(rules))
     r = subprocess.run([binary("promtool"), "check", "rules", str(path)], capture_output=True, text=True)
     assert r.returncode == 0, (r.stdout + r.stderr)[-2000:]
+
+
+MONEY = ("wattledger_month_cost", "wattledger_plan_cost", "wattledger_forecast_cost",
+         "wattledger_demand_charge", "wattledger_energy_cost_total", "wattledger_plan_energy_cost",
+         "wattledger_plan_demand_charge")
+
+
+def test_money_panels_show_one_value_per_currency_in_that_currency() -> None:
+    board = dashboards()["energy-cost-plan.json"]
+    money_panels = [p for p in panels(board) if p["type"] != "row"
+                    and any(m in t.get("expr", "") for t in p["targets"] for m in MONEY)]
+    assert len(money_panels) > 10
+    for p in money_panels:
+        in_money = p["fieldConfig"]["defaults"]["unit"].startswith("currency")
+        for t in p["targets"]:
+            if p["type"] == "stat":  # one figure per currency (or a ratio of two such)
+                assert t["expr"].startswith("sum by (currency) ("), p["title"]
+            if in_money and p["type"] != "table":  # a table shows the currency label as a column
+                assert t["legendFormat"].endswith("{{currency}}"), p["title"]
+            assert not re.search(r"\bsum\s*\(", t["expr"]), f"{p['title']}: a sum over every currency"
+        if in_money and p["type"] != "table":
+            overrides = p["fieldConfig"]["overrides"]
+            units = {o["matcher"]["options"]: o["properties"][0]["value"] for o in overrides
+                     if o["matcher"]["id"] == "byRegexp"}
+            assert units["(.* )?[A-Z]{3}"] == "none" and units["(.* )?EUR"] == "currencyEUR", p["title"]
+
+
+def test_agent_panels_count_agents_without_a_site_label_as_site_default() -> None:
+    agent_series = re.compile(r"\bwattledger_(gpu|host|agent)_[a-z_]+\{")
+    for name, title, expr in dashboard_queries():
+        for m in agent_series.finditer(expr):
+            # each agent selector is paired with the collector's filing of its node
+            assert "and on (node) wattledger_node_last_seen_timestamp_seconds{" in expr, f"{name} / {title}"
+            after = expr[m.end():m.end() + 80]
+            assert 'site=~"$site"' in after or 'node=~"$node"' in after, f"{name} / {title}"

@@ -113,12 +113,16 @@ class Fleet:
             "listen": f"127.0.0.1:{cport}", "db": f"sqlite:///{self.tmp / 'ledger.db'}",
             "tokens": {"cool-01": "tok-cool", "hot-01": "tok-hot"},
             "refresh_interval_seconds": 1,
+            # a second site in another currency, without agents: money panels must keep the two
+            # currencies apart, and agent panels must show nothing for it
             "sites": {"default": {"timezone": "UTC", "currency": "USD", "pue": 1.5, "price_per_kwh": 0.12,
-                                  "demand_charge_per_kw": 10, "carbon_g_per_kwh": 400}},
+                                  "demand_charge_per_kw": 10, "carbon_g_per_kwh": 400},
+                      "lab": {"timezone": "UTC", "currency": "EUR", "price_per_kwh": 0.3}},
             # a plan far too low: the month's spend is over it within seconds, the demand
             # charge over its part of it too
             "plan": [{"site": "default", "month": month, "cost": 0.0002, "demand_charge": 0.0001,
-                      "it_energy_kwh": 0.001}],
+                      "it_energy_kwh": 0.001},
+                     {"site": "lab", "month": month, "cost": 1000}],
         }
         (self.tmp / "collector.yaml").write_text(yaml.safe_dump(config))
         self.procs.start("collector", [WATTLEDGER, "collector", "--config", str(self.tmp / "collector.yaml")])
@@ -134,7 +138,8 @@ class Fleet:
                 "--interval", "0.5", "--batch-seconds", "1", "--listen", f"127.0.0.1:{port}",
                 "--collector", collector, "--token-file", str(self.tmp / f"{node}.token"),
                 "--spool", str(self.tmp / f"spool-{node}"),
-                "--label", "site=default", "--label", f"cluster={cluster}"])
+                # no --label site=: as on a first install; the collector books them to "default"
+                "--label", f"cluster={cluster}"])
             agents.append({"targets": [f"127.0.0.1:{port}"], "labels": {"node": node}})
             self.agent_urls.append(f"http://127.0.0.1:{port}")
         for node, url in zip(("cool-01", "hot-01"), self.agent_urls, strict=True):
@@ -285,3 +290,46 @@ def test_alertmanager_pages_the_thermal_alert_and_tickets_the_cost_alert(fleet: 
     assert {p["node"] for p in pages} == {"hot-01"}, "only the hot server pages"
     assert {p["category"] for p in pages} == {"thermal"}
     assert "EnergyCostOverPlan" not in webhook.names("/page")
+
+
+AGENT_METRIC = re.compile(r"\bwattledger_(gpu|host|agent)_[a-z_]+")
+
+
+def with_site(expr: str, site: str) -> str:
+    """A dashboard query as Prometheus gets it with `site` chosen and every other variable at All."""
+    return concrete(re.sub(r"\$site\b|\$\{site\}", site, expr), rate_interval="30s", range_="5m")
+
+
+def agent_panels() -> dict[str, str]:
+    return {expr: f"{board} / {title}" for board, title, expr in dashboard_queries()
+            if AGENT_METRIC.search(expr) and "wattledger_host_energy_joules_total" not in expr}
+
+
+def test_agents_without_a_site_label_are_site_default_on_every_agent_panel(fleet: Fleet) -> None:
+    # the fleet's agents carry no `site` label; the collector books them to site "default"
+    assert not fleet.query('wattledger_gpu_power_watts{site!=""}')
+    panels = agent_panels()
+    assert len(panels) > 15
+    chosen = {with_site(expr, "default"): where for expr, where in panels.items()}
+    empty = [chosen[e] for e in fleet.without_data(list(chosen))]
+    assert not empty, "agent panels empty for site=default:\n" + "\n".join(empty)
+    # and another site's board shows none of them
+    other = [where for expr, where in panels.items() if fleet.query(with_site(expr, "lab"))]
+    assert not other, "agent panels showing site default's agents for site=lab:\n" + "\n".join(other)
+
+
+def test_money_panels_keep_currencies_apart(fleet: Fleet) -> None:
+    money = [(title, expr) for board, title, expr in dashboard_queries() if board == "energy-cost-plan.json"
+             and re.search(r"wattledger_(month_cost|plan_cost(_to_date)?|forecast_cost|demand_charge)\b", expr)
+             and "sum by (currency)" in expr and " / " not in expr]
+    assert {t for t, _ in money} >= {"Spent this month", "Plan to date", "Forecast month end", "Month's plan"}
+    for title, expr in money:
+        result = fleet.query(concrete(expr))
+        by_currency = {r["metric"].get("currency"): float(r["value"][1]) for r in result}
+        assert set(by_currency) == {"USD", "EUR"}, f"{title}: {result}"
+        metric = re.search(r"wattledger_[a-z_]+", expr)
+        assert metric is not None
+        for currency, value in by_currency.items():
+            one = f"{metric.group(0)}{{currency='{currency}'}}"
+            (each,) = fleet.query(f"sum(max by (site, currency) ({one}))")
+            assert value == pytest.approx(float(each["value"][1])), title
