@@ -24,7 +24,6 @@ from typing import Annotated, Any, Literal, Protocol
 import orjson
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.registry import Collector
@@ -48,11 +47,12 @@ from wattledger.collector.ingest import (
     RequestHead,
     why,
 )
+from wattledger.collector.openapi import BATCH_OPENAPI, install_openapi
 from wattledger.collector.scheduler import PeriodicWork
 from wattledger.collector.settings import CollectorSettings
 from wattledger.collector.sites import Month, SiteConfig
 from wattledger.collector.workers import RelayApp, WorkerPool, WriterLink, WriterSide, serve_worker
-from wattledger.wire import Batch, ValidBatch
+from wattledger.wire import ValidBatch
 
 log = logging.getLogger(__name__)
 
@@ -405,47 +405,3 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(Exception, on_fault)
-
-
-# ---------------------------------------------------------------------------- OpenAPI
-
-_ERROR = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-BATCH_OPENAPI: dict[str, Any] = {
-    "requestBody": {"required": True, "content": {"application/json": {
-        "schema": {"$ref": "#/components/schemas/Batch"}}}},
-    "parameters": [{"name": "Content-Encoding", "in": "header", "required": False,
-                    "schema": {"type": "string", "enum": ["gzip", "identity"]}}],
-    "security": [{"bearer": []}],
-    "responses": {
-        "200": {"description": "committed, or a duplicate of a committed batch", "content": {
-            "application/json": {"schema": {
-                "type": "object", "required": ["accepted", "duplicate"],
-                "properties": {"accepted": {"type": "integer", "minimum": 0},
-                               "duplicate": {"type": "boolean"}},
-            }}}},
-        **{str(code): {"description": what, **_ERROR} for code, what in (
-            (400, "the body cannot be parsed (broken JSON or gzip)"), (401, "no or unknown token"),
-            (403, "the token of another node"), (413, "body over the limit, before or after gzip"),
-            (415, "not JSON, or an unknown Content-Encoding"), (422, "an invalid batch"),
-            (429, "overloaded: send again after Retry-After seconds"))},
-    },
-}
-
-
-def install_openapi(app: FastAPI) -> None:
-    """OpenAPI with the wire schema's Batch and the error shape among the components."""
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            doc = get_openapi(title=app.title, version=app.version, description=app.description,
-                              routes=app.routes)
-            schemas = doc.setdefault("components", {}).setdefault("schemas", {})
-            batch = Batch.model_json_schema(ref_template="#/components/schemas/{model}")
-            schemas.update(batch.pop("$defs", {}))
-            schemas["Batch"] = batch
-            schemas["Error"] = {"type": "object", "required": ["error", "detail"],
-                                "properties": {"error": {"type": "string"}, "detail": {}}}
-            doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
-            app.openapi_schema = doc
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
