@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from wattledger.agent import remote_cli
 from wattledger.agent.exposition import RESERVED_LABELS
 from wattledger.agent.runtime import Agent
 from wattledger.agent.sources import REGISTRY, SourceSettings, build_sources, default_sources
@@ -112,6 +113,7 @@ OPTIONS = [
            metavar="SECONDS"),
     Option("--spool-max-bytes", byte_size, 1 << 30, "the most disk the spool may use (e.g. 1GiB)",
            metavar="BYTES"),
+    *remote_cli.OPTIONS,  # redfish, ipmi (the node's BMC); snmp_targets, modbus_targets are YAML only
 ]
 
 
@@ -120,13 +122,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--config", metavar="FILE", help="YAML file of settings (keys as the flags) [env WATTLEDGER_CONFIG]"
     )
     add_options(parser, OPTIONS)
+    remote_cli.configure(parser)
 
 
 def settings(args: argparse.Namespace, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Every setting, resolved and checked; a bad one is a ConfigError (one line)."""
     env = dict(os.environ) if env is None else env
     # log_level is read by the dispatcher (wattledger.cli.log_level)
-    file_values = config_file_values(args, env, known={opt.dest for opt in OPTIONS} | {"log_level"})
+    file_values = config_file_values(args, env, known={opt.dest for opt in OPTIONS} | {"log_level"}
+                                     | remote_cli.KNOWN_KEYS)
     s = resolve(OPTIONS, args, file_values, env)
 
     s["node"] = s["node"] or socket.gethostname().split(".")[0]
@@ -146,6 +150,7 @@ def settings(args: argparse.Namespace, env: dict[str, str] | None = None) -> dic
     if not names:
         raise ConfigError("every source is disabled; nothing to sample")
     s["source_names"] = names
+    remote_cli.resolve(s, args, file_values, env, names)
     if s["collector"]:
         if s["token_file"] is None:
             raise ConfigError(
@@ -173,6 +178,10 @@ def build_agent(s: dict[str, Any]) -> Agent:
         workloads=tuple(s["workload"]),
         seed=s["seed"],
         sysfs_root=s["sysfs_root"],
+        redfish=s["redfish"],
+        ipmi=s["ipmi"],
+        snmp_targets=s["snmp_targets"],
+        modbus_targets=s["modbus_targets"],
     )
     sources = build_sources(s["source_names"], source_settings)
     delivery_factory = None

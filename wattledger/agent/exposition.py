@@ -11,6 +11,7 @@ from typing import Protocol
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from wattledger.agent.facility_exposition import facility_families
 from wattledger.agent.reading import DeviceReading
 from wattledger.agent.sampler import Snapshot
 from wattledger.agent.shipper import Outcome
@@ -18,7 +19,8 @@ from wattledger.contract import CLOCK_EVENT_REASONS, Device
 
 #: label names the agent sets itself; a --label may not take one of them
 RESERVED_LABELS = frozenset(
-    {"node", "gpu", "uuid", "model", "sensor", "reason", "domain", "source", "outcome", "instance", "job"}
+    {"node", "gpu", "uuid", "model", "sensor", "reason", "domain", "source", "outcome", "instance", "job",
+     "meter", "role"}
 )
 
 
@@ -48,6 +50,7 @@ class AgentCollector(Collector):
         gpus = [r for r in snap.readings if r.device.kind == "gpu"]
         yield from self._gpu_families(gpus, snap)
         yield from self._host_families(snap)
+        yield from facility_families(snap, self._node_values[0], self._node_names, self._node_values)
         yield from self._self_health(snap)
         if self._delivery is not None:
             yield from self._delivery.collect()

@@ -7,10 +7,11 @@ source's module is imported only when that source is used.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from wattledger.agent.sources.base import Source
+from wattledger.agent.sources.remote import IpmiSettings, ModbusTarget, RedfishSettings, SnmpTarget
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,10 @@ class SourceSettings:
     workloads: tuple[str, ...] = ("training",)
     seed: int = 0
     sysfs_root: Path = Path("/sys")
+    redfish: RedfishSettings | None = None  # the node's BMC (checked: set when redfish runs)
+    ipmi: IpmiSettings = field(default_factory=IpmiSettings)
+    snmp_targets: tuple[SnmpTarget, ...] = ()
+    modbus_targets: tuple[ModbusTarget, ...] = ()
 
 
 def _nvml(s: SourceSettings) -> Source:
@@ -41,10 +46,40 @@ def _simulated(s: SourceSettings) -> Source:
     return SimulatedSource(s.node, s.simulate, model=s.simulate_model, workloads=s.workloads, seed=s.seed)
 
 
+def _redfish(s: SourceSettings) -> Source:
+    from wattledger.agent.sources.redfish import RedfishSource
+
+    if s.redfish is None:
+        raise ValueError("the redfish source needs --redfish-url")
+    return RedfishSource(s.node, s.redfish)
+
+
+def _ipmi(s: SourceSettings) -> Source:
+    from wattledger.agent.sources.ipmi import IpmiSource
+
+    return IpmiSource(s.node, s.ipmi)
+
+
+def _snmp(s: SourceSettings) -> Source:
+    from wattledger.agent.sources.snmp import SnmpSource
+
+    return SnmpSource(s.snmp_targets)
+
+
+def _modbus(s: SourceSettings) -> Source:
+    from wattledger.agent.sources.modbus import ModbusSource
+
+    return ModbusSource(s.modbus_targets)
+
+
 REGISTRY: dict[str, Callable[[SourceSettings], Source]] = {
     "nvml": _nvml,
     "host": _host,
     "simulated": _simulated,
+    "redfish": _redfish,
+    "ipmi": _ipmi,
+    "snmp": _snmp,
+    "modbus": _modbus,
 }
 
 

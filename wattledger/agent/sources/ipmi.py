@@ -27,7 +27,7 @@ from typing import Any
 from wattledger.agent.reading import DeviceReading
 from wattledger.agent.sources.base import SourceError, SourceSample, SourceUnavailable
 from wattledger.agent.sources.polling import Poller
-from wattledger.agent.sources.remote import IpmiSettings, read_secret
+from wattledger.agent.sources.remote import IpmiSettings, bmc_inlet_id, bmc_node_id, read_secret
 from wattledger.contract import Device
 
 log = logging.getLogger(__name__)
@@ -75,8 +75,8 @@ class IpmiSource:
     def __init__(self, node: str, settings: IpmiSettings, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         where = settings.host or str(LOCAL_DEVICE)
-        self.node_device = Device(id=f"{node}:bmc", kind="node", index=0, model="BMC (IPMI DCMI)")
-        self.inlet_device = Device(id=f"{node}:bmc:inlet", kind="sensor", index=0,
+        self.node_device = Device(id=bmc_node_id(node), kind="node", index=0, model="BMC (IPMI DCMI)")
+        self.inlet_device = Device(id=bmc_inlet_id(node), kind="sensor", index=0,
                                    model="BMC inlet temperature", role="inlet")
         self._command: Any = None
         self._inlet_entity: int | None = INLET_ENTITIES[0]

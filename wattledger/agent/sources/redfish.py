@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from wattledger.agent.reading import DeviceReading
 from wattledger.agent.sources.base import SourceError, SourceSample
 from wattledger.agent.sources.polling import Poller
-from wattledger.agent.sources.remote import RedfishSettings, read_secret
+from wattledger.agent.sources.remote import RedfishSettings, bmc_inlet_id, bmc_node_id, read_secret
 from wattledger.contract import DEVICE_MODEL_MAX_LENGTH, Device
 
 if TYPE_CHECKING:
@@ -139,7 +139,7 @@ class RedfishSource:
         self._client: HttpClient | None = None
         self._chassis: _Chassis | None = None
         self.node_device: Device | None = None
-        self.inlet_device = Device(id=f"{node}:bmc:inlet", kind="sensor", index=0,
+        self.inlet_device = Device(id=bmc_inlet_id(node), kind="sensor", index=0,
                                    model="BMC inlet temperature", role="inlet")
         self._power_from: str | None = None
         self._kwh_warned = False
@@ -282,7 +282,7 @@ class RedfishSource:
     def _read_chassis(self) -> BmcReading:
         if self._chassis is None:
             self._chassis = self._discover()
-            self.node_device = Device(id=f"{self._node}:bmc", kind="node", index=0,
+            self.node_device = Device(id=bmc_node_id(self._node), kind="node", index=0,
                                       model=self._chassis.model or "Redfish chassis")
         c = self._chassis
         power: float | None = None

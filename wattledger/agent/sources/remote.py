@@ -340,3 +340,16 @@ def modbus_targets(raw: object) -> tuple[ModbusTarget, ...]:
         ))
     _unique_ids([t.id for t in targets], "modbus_targets")
     return tuple(targets)
+
+
+# ---------------------------------------------------------------------------- the agent's settings
+
+
+def bmc_node_id(node: str) -> str:
+    """The device id of the node's wall power as its BMC reports it (redfish or ipmi: the
+    same meter, so the same id whichever protocol reads it)."""
+    return f"{node}:bmc"
+
+
+def bmc_inlet_id(node: str) -> str:
+    return f"{node}:bmc:inlet"
