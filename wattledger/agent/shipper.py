@@ -310,18 +310,22 @@ class Shipper:
         remaining = self._remaining()
         if remaining is not None:
             timeout = max(0.5, min(timeout, remaining))
-        self.spool.in_flight = (batch.stream, batch.seq)
+        # next_batch() marked the batch in flight (under the spool's lock); ack() and
+        # dead_letter() settle it, every other path hands it back with release()
         try:
             answer = self._sender.post(batch.body, self._token(), timeout)
         except (OSError, http.client.HTTPException) as exc:
+            self.spool.release(batch)
             return self._retry(batch, f"no answer ({type(exc).__name__}: {exc})", None)
-        finally:
-            self.spool.in_flight = None
+        except BaseException:
+            self.spool.release(batch)
+            raise
         if 200 <= answer.status < 300:
             self._done(batch, answer)
             return 0.0
         outcome = classify(answer.status)
         if outcome is Outcome.DEAD_LETTER and _unknown_site(answer):
+            self.spool.release(batch)
             return self._site_missing(batch, answer)
         if outcome is Outcome.DEAD_LETTER:
             reason = _reason(answer)
@@ -331,6 +335,7 @@ class Shipper:
             log.error("collector refused batch %s/%d (%d readings): %s; moved it to the dead-letter "
                       "table and going on with the stream", batch.stream, batch.seq, batch.readings, reason)
             return 0.0
+        self.spool.release(batch)
         retry_after = parse_retry_after(answer.retry_after, self._wall())
         if outcome is Outcome.AUTH_ERROR:
             self._failures += 1

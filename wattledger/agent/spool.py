@@ -262,7 +262,9 @@ class Spool:
         self._lock_fd: int | None = None
         self.stream = ""
         self._next_seq = 1
-        self.in_flight: tuple[str, int] | None = None  # never dropped while being sent
+        #: (stream, seq) of the batch handed to the shipper: set by next_batch() under the lock,
+        #: cleared by ack(), dead_letter() and release(); the trim never drops it (issue 16)
+        self.in_flight: tuple[str, int] | None = None
         # running totals, kept in memory so a scrape never touches the database
         self._batches = self._readings = self._bytes = self._dead = 0
         self._open_readings = self._open_bytes = 0
@@ -518,15 +520,29 @@ class Spool:
     # ------------------------------------------------------------------ the shipper's side
 
     def next_batch(self) -> SpooledBatch | None:
-        """The oldest waiting batch (streams in the order they were spooled, seq order within)."""
+        """The oldest waiting batch (streams in the order they were spooled, seq order within),
+        marked in flight in the same step, under the lock: from here until ``ack``,
+        ``dead_letter`` or ``release`` the trim drops other batches, never this one (a batch
+        dropped while being sent would be counted dropped and shipped)."""
 
         def op() -> SpooledBatch | None:
             row = self._db().execute(
                 "SELECT stream, seq, readings, body FROM batches ORDER BY id LIMIT 1").fetchone()
+            self.in_flight = None if row is None else (str(row[0]), int(row[1]))
             return None if row is None else SpooledBatch(row[0], row[1], row[2], bytes(row[3]))
 
         found: SpooledBatch | None = self._guarded("read", op)
         return found
+
+    def release(self, batch: SpooledBatch) -> None:
+        """The shipper is done with ``batch`` for now (no answer, or one to retry later): it
+        waits like any other batch, and a full spool may drop it, counted, before its next try."""
+        with self._lock:
+            self._settled(batch)
+
+    def _settled(self, batch: SpooledBatch) -> None:
+        if self.in_flight == (batch.stream, batch.seq):
+            self.in_flight = None
 
     @staticmethod
     def _remove(c: sqlite3.Connection, batch: SpooledBatch) -> tuple[int, int] | None:
@@ -546,6 +562,7 @@ class Spool:
                 now = self._wall()
                 c.execute("INSERT OR REPLACE INTO meta VALUES ('last_success', ?)", (repr(now),))
             self.last_success = now
+            self._settled(batch)  # only once it is gone: until then the trim must spare it
             if row is not None:
                 self._batches -= 1
                 self._readings -= row[0]
@@ -559,12 +576,14 @@ class Spool:
         def op() -> None:
             with self._tx() as c:
                 row = self._remove(c, batch)
-                if row is None:
-                    return
-                c.execute("INSERT INTO dead_letters (stream, seq, readings, bytes, status, reason, at, body) "
-                          "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                          (batch.stream, batch.seq, row[0], row[1], status, reason[:2000], self._wall(),
-                           batch.body))
+                if row is not None:
+                    c.execute("INSERT INTO dead_letters (stream, seq, readings, bytes, status, reason, at, "
+                              "body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                              (batch.stream, batch.seq, row[0], row[1], status, reason[:2000], self._wall(),
+                               batch.body))
+            self._settled(batch)  # only once it is parked: until then the trim must spare it
+            if row is None:
+                return
             self._batches -= 1
             self._readings -= row[0]
             self._dead += 1
