@@ -132,6 +132,21 @@ def batch(node: str = "gpu-node-01", seq: int = 1, n: int = 4, *, stream: str = 
     }
 
 
+def changed(doc: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``doc`` with each dotted path (``readings.power_w.1``) set to its value."""
+    doc = json.loads(json.dumps(doc))
+    for path, value in changes.items():
+        where: Any = doc
+        *parents, last = path.split(".")
+        for part in parents:
+            where = where[int(part)] if isinstance(where, list) else where[part]
+        if isinstance(where, list):
+            where[int(last)] = value
+        else:
+            where[last] = value
+    return doc
+
+
 def body(doc: Any, *, gz: bool = False) -> bytes:
     raw = json.dumps(doc).encode()
     return gzip.compress(raw) if gz else raw

@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 import uvicorn
-from httpkit import NOW, TOKENS, batch
+from httpkit import NOW, TOKENS, batch, changed
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
@@ -90,16 +90,7 @@ WRONG_CREDENTIALS = ("Basic dG9rLW9uZQ==", "garbage", "", "Bearer ", "Bearer not
 
 
 def _set(doc: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
-    doc = json.loads(json.dumps(doc))
-    where: Any = doc
-    *parents, last = path.split(".")
-    for part in parents:
-        where = where[int(part)] if isinstance(where, list) else where[part]
-    if isinstance(where, list):
-        where[int(last)] = value
-    else:
-        where[last] = value
-    return doc
+    return changed(doc, {path: value})
 
 
 def _text(doc: dict[str, Any]) -> bytes:

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from httpkit import AUTH, NOW, FakeLedger, batch, body, client, make_app, settings
+from httpkit import AUTH, NOW, FakeLedger, batch, body, changed, client, make_app, settings
 from prometheus_client.parser import text_string_to_metric_families
 
 from wattledger.collector.app import create_app, open_ledger
@@ -193,17 +193,7 @@ async def test_unknown_content_encoding_is_415(encoding: str) -> None:
 
 
 def _with(change: dict[str, Any]) -> dict[str, Any]:
-    doc = batch(n=3)
-    for path, value in change.items():
-        where: Any = doc
-        *parents, last = path.split(".")
-        for part in parents:
-            where = where[int(part)] if isinstance(where, list) else where[part]
-        if isinstance(where, list):
-            where[int(last)] = value
-        else:
-            where[last] = value
-    return doc
+    return changed(batch(n=3), change)
 
 
 INVALID = {
