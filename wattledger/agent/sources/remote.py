@@ -127,7 +127,7 @@ class ModbusRegister:
 class ModbusTarget:
     id: str
     host: str
-    role: str  # a meter's (facility|it|cooling) or a sensor's (outdoor|inlet)
+    role: MeterRole | SensorRole  # a meter's (facility|it|cooling) or a probe's (outdoor|inlet)
     port: int = 502
     unit_id: int = 1  # the Modbus unit (slave, device) id
     power: ModbusRegister | None = None
@@ -314,7 +314,8 @@ def modbus_targets(raw: object) -> tuple[ModbusTarget, ...]:
         e = _mapping(item, where)
         _keys(e, MODBUS_KEYS, ("id", "host", "role"), where)
         where = f"entry {n} ({e['id']})"
-        role = _one_of(e["role"], (*METER_ROLES, *SENSOR_ROLES), f"{where} role")
+        role = cast(MeterRole | SensorRole,
+                    _one_of(e["role"], (*METER_ROLES, *SENSOR_ROLES), f"{where} role"))
         power = _register(e["power"], POWER_UNITS, f"{where} power") if e.get("power") else None
         energy = (_register(e["energy"], ENERGY_UNITS, f"{where} energy")
                   if e.get("energy") else None)
