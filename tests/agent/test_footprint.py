@@ -18,7 +18,9 @@ LOADED = f"sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})"
 AGENT_MODULES = ("wattledger.agent.cli", "wattledger.agent.runtime", "wattledger.agent.shipper",
                  "wattledger.agent.spool", "wattledger.agent.delivery", "wattledger.agent.exposition",
                  "wattledger.agent.sources.nvml", "wattledger.agent.sources.simulated",
-                 "wattledger.agent.sources.host")
+                 "wattledger.agent.sources.host", "wattledger.agent.sources.redfish",
+                 "wattledger.agent.sources.ipmi", "wattledger.agent.sources.snmp",
+                 "wattledger.agent.sources.modbus", "wattledger.agent.remote_cli")
 
 
 def run_python(code: str) -> str:
