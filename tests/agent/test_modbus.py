@@ -161,3 +161,15 @@ def test_the_register_map_is_checked_when_the_agent_starts() -> None:
         modbus_targets([{"id": "m1", "host": "h", "role": "it", "power": {"adress": 1}}])
     with pytest.raises(ValueError, match="id 'm1' is given twice"):
         modbus_targets([{"id": "m1", "host": "h", "role": "it", "power": {"address": 1}}] * 2)
+
+
+def test_nan_and_exported_power_are_absent_never_sent(meter: Meter) -> None:
+    """A meter's NaN ("not available") or a negative (exported) power would have the
+    collector refuse the whole batch: the reading is left out instead."""
+    meter.write(INPUT, 72, float32(10.0))
+    src = source(meter, SDM630)
+    meter.write(INPUT, 52, float32(float("nan")))
+    got = read(src)["main-feed"]
+    assert got.power_w is None and got.energy_j == pytest.approx(3.6e7)
+    meter.write(INPUT, 52, float32(-1500.0))
+    assert read(src)["main-feed"].power_w is None

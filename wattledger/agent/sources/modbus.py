@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from wattledger.agent.reading import DeviceReading
 from wattledger.agent.sources.base import SourceError, SourceSample
-from wattledger.agent.sources.polling import Poller, WrapUnfolder
+from wattledger.agent.sources.polling import Poller, WrapUnfolder, measured
 from wattledger.agent.sources.remote import ModbusRegister, ModbusTarget
 from wattledger.contract import Device
 
@@ -106,9 +106,10 @@ class _Meter:
         if energy is not None and self._unfold is not None:
             energy = self._unfold(energy)
         return MeterReading(
-            power_w=None if power is None or t.power is None else power * t.power.factor,
-            energy_j=None if energy is None or t.energy is None else energy * t.energy.factor,
-            temp_c=None if temp is None or t.temperature is None else temp * t.temperature.factor,
+            power_w=measured(None if power is None or t.power is None else power * t.power.factor),
+            energy_j=measured(None if energy is None or t.energy is None else energy * t.energy.factor),
+            temp_c=measured(None if temp is None or t.temperature is None else temp * t.temperature.factor,
+                            signed=True),
         )
 
     def _close(self) -> None:

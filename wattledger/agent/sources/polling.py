@@ -16,6 +16,7 @@ logged once.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -157,3 +158,12 @@ class WrapUnfolder:
             else:
                 self._wraps = 0  # cleared: start again from what the meter says
         return raw + self._wraps * self.modulus
+
+
+def measured(value: float | None, *, signed: bool = False) -> float | None:
+    """A device's number as the wire may carry it, else None (absent). Meters send NaN for
+    "not available", some report an exported (negative) power: one such number in a batch
+    would have the collector refuse the whole batch, GPU readings included."""
+    if value is None or not math.isfinite(value) or (value < 0 and not signed):
+        return None
+    return value

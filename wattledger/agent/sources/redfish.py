@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from wattledger.agent.reading import DeviceReading
 from wattledger.agent.sources.base import SourceError, SourceSample
-from wattledger.agent.sources.polling import Poller
+from wattledger.agent.sources.polling import Poller, measured
 from wattledger.agent.sources.remote import RedfishSettings, bmc_inlet_id, bmc_node_id, read_secret
 from wattledger.contract import DEVICE_MODEL_MAX_LENGTH, Device
 
@@ -97,7 +97,7 @@ def _reading(obj: Any) -> float | None:
         obj = obj.get("Reading")
     if isinstance(obj, bool) or not isinstance(obj, int | float):
         return None
-    return float(obj)
+    return measured(float(obj), signed=True)
 
 
 def _link(obj: dict[str, Any], name: str) -> str | None:
@@ -310,8 +310,7 @@ class RedfishSource:
             if controls and isinstance(controls[0], dict):
                 power = _reading(controls[0].get("PowerConsumedWatts"))
                 power_from = "Power.PowerControl[0].PowerConsumedWatts" if power is not None else power_from
-        if power is not None and power < 0:
-            power = None  # a BMC's "not available" sentinel, never a negative draw
+        power, energy = measured(power), measured(energy)  # a negative "not available" sentinel, NaN
         if power_from != self._power_from:
             self._power_from = power_from
             log.info("redfish %s: chassis %s, power from %s%s", self.settings.url, c.path, power_from,

@@ -18,8 +18,8 @@ object below is named as in its MIB, with its scaling:
 - ServerTech Sentry4-MIB, ``st4InputCordActivePower`` .1.3.6.1.4.1.1718.4.1.3.3.1.3
   .{unit}.{cord} (W), ``st4InputCordEnergy`` .10 (tenths of kWh); ``st4TempSensorValue``
   .1.3.6.1.4.1.1718.4.1.9.3.1.1.{unit}.{sensor} (tenths of a degree) in the scale of
-  ``st4TempSensorScale`` .1.3.6.1.4.1.1718.4.1.9.1.10.0 (0 Celsius, 1 Fahrenheit); -1 is
-  "not available".
+  ``st4TempSensorScale`` .1.3.6.1.4.1.1718.4.1.9.1.10.0 (0 Celsius, 1 Fahrenheit); a
+  power or energy of -1 is "not available".
 
 Every target is read on its own thread, where pysnmp's asyncio loop runs (pysnmp 7 is
 async-only), every ``interval`` seconds with its own timeout and retries. A counter that is
@@ -38,7 +38,7 @@ from typing import Any
 
 from wattledger.agent.reading import DeviceReading
 from wattledger.agent.sources.base import SourceError, SourceSample
-from wattledger.agent.sources.polling import Poller, WrapUnfolder
+from wattledger.agent.sources.polling import Poller, WrapUnfolder, measured
 from wattledger.agent.sources.remote import SnmpTarget, read_secret
 from wattledger.contract import Device
 
@@ -85,15 +85,11 @@ def _oids(t: SnmpTarget) -> list[str]:
     return oids + ([f"{ST4_TEMP}.{ti}", ST4_TEMP_SCALE] if ti else [])
 
 
-def _available(value: float | None) -> float | None:
-    return None if value is None or value < 0 else value
-
-
 def decode(t: SnmpTarget, values: list[float | None], unfold: WrapUnfolder) -> PduReading:
     """Raw numbers of :func:`_oids`, in order, to W, J and °C."""
     temp: float | None = None
     if t.vendor == "apc":
-        power, energy = _available(values[0]), _available(values[1])
+        power, energy = measured(values[0]), measured(values[1])
         if len(values) > 2 and values[2] is not None:
             temp = values[2] / 10
         return PduReading(None if power is None else power * 10.0,
@@ -105,8 +101,8 @@ def decode(t: SnmpTarget, values: list[float | None], unfold: WrapUnfolder) -> P
         if len(values) > 4 and values[4] is not None:
             temp = values[4] / 10 ** (values[5] or 0)
         return PduReading(power, energy, temp)
-    power, energy = _available(values[0]), _available(values[1])
-    if len(values) > 2 and values[2] is not None and values[2] != -1:
+    power, energy = measured(values[0]), measured(values[1])
+    if len(values) > 2 and values[2] is not None:
         temp = values[2] / 10
         if values[3] == 1:  # the PDU is set to Fahrenheit
             temp = (temp - 32) * 5 / 9
