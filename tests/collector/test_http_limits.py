@@ -17,6 +17,10 @@ import pytest
 from httpkit import AUTH, TOKENS, Collector_, body, start_collector, trace
 from rawhttp import RawAnswer, exchange, push_head, read_answer, send_all
 
+from wattledger.collector.server import HttpLimits, http_limits
+from wattledger.collector.settings import settings_from
+from wattledger.config import ConfigError
+
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 KIB, MIB = 1 << 10, 1 << 20
 #: short enough for a quick test, long enough that a loaded machine answers a good push first
@@ -230,3 +234,21 @@ def test_a_good_request_after_a_stray_crlf_on_a_kept_connection(collector: Colle
     assert first.status == 200 and json.loads(first.body) == {"status": "ok"}
     assert_json_error(idle, 408, "request timeout")
     assert idle.closed
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("header_timeout_seconds", 0, "greater than 0"),
+    ("body_timeout_seconds", "never", "valid number"),
+    ("max_header_bytes", 1024, "greater than or equal to 8192"),
+    ("max_node_pending_bytes", 10, "greater than or equal to 1024"),
+])
+def test_the_limits_are_checked_at_start(key: str, value: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^config key {key}: .*{message}"):
+        settings_from({key: value})
+
+
+def test_the_limits_reach_the_server() -> None:
+    limits = http_limits(settings_from({"header_timeout_seconds": 3, "body_timeout_seconds": 7,
+                                        "max_header_bytes": 20000}))
+    assert limits == HttpLimits(header_timeout_seconds=3, body_timeout_seconds=7, max_header_bytes=20000)
+    assert http_limits(settings_from({})) == HttpLimits(10.0, 30.0, 65536)  # the documented defaults
