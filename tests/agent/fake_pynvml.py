@@ -8,6 +8,15 @@ carry their own return code. Boards differ the way real ones do: a board without
 counter raises NotSupported, one without HBM reports field 82 as NotSupported, an old driver
 has no ``nvmlDeviceGetFieldValues`` at all (FunctionNotFound), a lost GPU raises GpuIsLost
 for everything.
+
+MIG and processes as nvidia-ml-py 13 has them: ``nvmlDeviceGetMigMode`` -> [current, pending]
+(NotSupported on a board without MIG), ``nvmlDeviceGetMaxMigDeviceCount``,
+``nvmlDeviceGetMigDeviceHandleByIndex`` (NotFound for an empty slot, InvalidArgument past the
+count), ``nvmlDeviceGetAttributes`` (``c_nvmlDeviceAttributes``' fields), the MIG handle's
+``nvmlDeviceGetGpuInstanceId`` / ``nvmlDeviceGetComputeInstanceId``, and
+``nvmlDeviceGetComputeRunningProcesses`` in the v3 shape (``pid``, ``usedGpuMemory`` - None
+where NVML has no value -, ``gpuInstanceId``, ``computeInstanceId``; 0xFFFFFFFF outside MIG):
+the board's handle lists every process, a MIG handle those of its instance.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ CODES = {
     "InvalidArgument": 2,
     "NotSupported": 3,
     "NoPermission": 4,
+    "NotFound": 6,
     "DriverNotLoaded": 9,
     "LibraryNotFound": 12,
     "FunctionNotFound": 13,
@@ -30,7 +40,10 @@ CODES = {
 }
 TEXT = {
     1: "Uninitialized",
+    2: "Invalid Argument",
     3: "Not Supported",
+    4: "Insufficient Permissions",
+    6: "Not Found",
     9: "Driver Not Loaded",
     12: "NVML Shared Library Not Found",
     13: "Function Not Found",
@@ -89,6 +102,42 @@ class Board:
     memory_v2: bool = True  # False: a driver without nvmlDeviceGetMemoryInfo_v2
     energy_field: bool = True  # False: field 83 NotSupported though the direct call answers
     calls: Counter[str] = field(default_factory=Counter)
+    #: None: a board without MIG (NotSupported); else its MIG slots (None: an empty slot)
+    mig: list[Mig | None] | None = None
+    mig_enabled: bool = True  # with ``mig`` set: the current MIG mode
+    sms: int = 132
+    processes: list[Process] = field(default_factory=list)
+    process_permission: bool = True  # False: NoPermission for the process list
+
+
+NA_UINT = 0xFFFFFFFF  # NVML_VALUE_NOT_AVAILABLE_uint: a process outside any MIG instance
+
+
+@dataclass
+class Process:
+    pid: int
+    used_bytes: int | None = 1 << 30
+    gpu_instance: int = NA_UINT
+    compute_instance: int = NA_UINT
+
+
+@dataclass
+class Mig:
+    """One MIG device (a compute instance in a GPU instance) of a board."""
+
+    uuid: str
+    gpu_instance: int
+    compute_instance: int = 0
+    gpu_slices: int = 1
+    compute_slices: int = 1
+    sms: int = 16
+    memory_mb: int = 9856
+    parent: Board | None = None  # set by make_nvml
+    calls: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def lost(self) -> bool:
+        return self.parent is not None and self.parent.lost
 
 
 @dataclass
@@ -114,7 +163,13 @@ def make_nvml(boards: list[Board], *, driver: str | None = None) -> types.Module
     m.NVML_FI_DEV_MEMORY_TEMP = 82  # type: ignore[attr-defined]
     m.NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION = 83  # type: ignore[attr-defined]
     m.nvmlMemory_v2 = 0x02000028  # type: ignore[attr-defined]
+    m.NVML_DEVICE_MIG_DISABLE = 0  # type: ignore[attr-defined]
+    m.NVML_DEVICE_MIG_ENABLE = 1  # type: ignore[attr-defined]
     state = {"init": 0}
+    for b in boards:
+        for slot in b.mig or ():
+            if slot is not None:
+                slot.parent = b
 
     def check_init() -> None:
         if not state["init"]:
@@ -155,6 +210,77 @@ def make_nvml(boards: list[Board], *, driver: str | None = None) -> types.Module
         if boards[index].lost:
             raise NVMLError(CODES["GpuIsLost"])
         return boards[index]
+
+    def whole(h: Any, what: str) -> Board:
+        """A board's handle (a MIG handle is refused, as NVML refuses it for board-only calls)."""
+        if isinstance(h, Mig):
+            check_init()
+            raise NVMLError(CODES["InvalidArgument"])
+        return board(h, what)
+
+    def mig_of(h: Any, what: str) -> Mig:
+        check_init()
+        if not isinstance(h, Mig):
+            raise NVMLError(CODES["InvalidArgument"])
+        h.calls[what] += 1
+        if h.lost:
+            raise NVMLError(CODES["GpuIsLost"])
+        return h
+
+    def nvmlDeviceGetMigMode(h: Board) -> list[int]:
+        b = whole(h, "mig_mode")
+        if b.mig is None:
+            raise NVMLError(CODES["NotSupported"])
+        return [int(b.mig_enabled), int(b.mig_enabled)]
+
+    def nvmlDeviceGetMaxMigDeviceCount(h: Board) -> int:
+        b = whole(h, "max_mig")
+        if b.mig is None:
+            raise NVMLError(CODES["NotSupported"])
+        return len(b.mig)
+
+    def nvmlDeviceGetMigDeviceHandleByIndex(h: Board, index: int) -> Mig:
+        b = whole(h, "mig_handle")
+        if b.mig is None or not b.mig_enabled or not 0 <= index < len(b.mig):
+            raise NVMLError(CODES["InvalidArgument"])
+        slot = b.mig[index]
+        if slot is None:
+            raise NVMLError(CODES["NotFound"])
+        return slot
+
+    def nvmlDeviceGetAttributes(h: Any) -> Any:
+        if isinstance(h, Mig):
+            g = mig_of(h, "attributes")
+            return types.SimpleNamespace(multiprocessorCount=g.sms, sharedCopyEngineCount=1,
+                                         sharedDecoderCount=0, sharedEncoderCount=0, sharedJpegCount=0,
+                                         sharedOfaCount=0, gpuInstanceSliceCount=g.gpu_slices,
+                                         computeInstanceSliceCount=g.compute_slices, memorySizeMB=g.memory_mb)
+        b = board(h, "attributes")
+        return types.SimpleNamespace(multiprocessorCount=b.sms, sharedCopyEngineCount=0, sharedDecoderCount=0,
+                                     sharedEncoderCount=0, sharedJpegCount=0, sharedOfaCount=0,
+                                     gpuInstanceSliceCount=0, computeInstanceSliceCount=0,
+                                     memorySizeMB=b.mem_total >> 20)
+
+    def nvmlDeviceGetGpuInstanceId(h: Mig) -> int:
+        return mig_of(h, "gpu_instance").gpu_instance
+
+    def nvmlDeviceGetComputeInstanceId(h: Mig) -> int:
+        return mig_of(h, "compute_instance").compute_instance
+
+    def nvmlDeviceGetComputeRunningProcesses(h: Any) -> list[Any]:
+        if isinstance(h, Mig):
+            g = mig_of(h, "processes")
+            assert g.parent is not None
+            b = g.parent
+            procs = [p for p in b.processes if (p.gpu_instance, p.compute_instance) ==
+                     (g.gpu_instance, g.compute_instance)]
+        else:
+            b = board(h, "processes")
+            procs = list(b.processes)
+        if not b.process_permission:
+            raise NVMLError(CODES["NoPermission"])
+        return [types.SimpleNamespace(pid=p.pid, usedGpuMemory=p.used_bytes, gpuInstanceId=p.gpu_instance,
+                                      computeInstanceId=p.compute_instance) for p in procs]
 
     def nvmlDeviceGetUUID(h: Board) -> str:
         return str(board(h, "uuid").uuid)
@@ -230,6 +356,13 @@ def make_nvml(boards: list[Board], *, driver: str | None = None) -> types.Module
         nvmlDeviceGetClockInfo,
         nvmlDeviceGetCurrentClocksEventReasons,
         nvmlDeviceGetFieldValues,
+        nvmlDeviceGetMigMode,
+        nvmlDeviceGetMaxMigDeviceCount,
+        nvmlDeviceGetMigDeviceHandleByIndex,
+        nvmlDeviceGetAttributes,
+        nvmlDeviceGetGpuInstanceId,
+        nvmlDeviceGetComputeInstanceId,
+        nvmlDeviceGetComputeRunningProcesses,
     ):
         setattr(m, fn.__name__, fn)
     m.initialized = lambda: state["init"] > 0  # type: ignore[attr-defined]

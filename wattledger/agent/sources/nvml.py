@@ -5,6 +5,19 @@ each sample then makes one pass over each GPU for the values that change. A read
 does not support is absent (``None``), never 0, and is not asked for again. A GPU that falls
 off the bus is reported down while the others go on; it is looked at again every sample.
 The ``pynvml`` module is injected so that tests can pass a fake with NVML's behaviour.
+
+MIG: a board in MIG mode also reports each of its MIG devices (a compute instance of a GPU
+instance) as a ``partition`` device: id = the MIG UUID, parent = the board's UUID, share = the
+instance's compute slices / the board's slices (``nvmlDeviceGetMaxMigDeviceCount``: 7 on
+A100/H100, 4 on A30). Slices, not measured activity: NVML has no utilization per MIG instance
+(its utilization calls answer NotSupported on MIG handles; only DCGM's profiling fields have
+it), and a slice is what a tenant is given whether it uses it or not. A partition has no
+power of its own: its readings carry none, and the board's readings (its energy counter
+above all) are unchanged. The instances are looked at again every ``MIG_RECHECK_SECONDS``
+(MIG is reconfigured rarely, and only with no process on the board).
+
+:class:`NvmlProcesses` lists each board's running compute processes (for the ``processes``
+allocation source), each on its MIG instance where it runs in one.
 """
 
 from __future__ import annotations
@@ -12,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -39,6 +52,10 @@ VALUE_MEMBERS = ("dVal", "uiVal", "ulVal", "ullVal", "sllVal", "siVal", "usVal")
 SUCCESS, NOT_SUPPORTED, NO_PERMISSION, DRIVER_NOT_LOADED = 0, 3, 4, 9
 LIBRARY_NOT_FOUND, FUNCTION_NOT_FOUND, GPU_IS_LOST, RESET_REQUIRED = 12, 13, 15, 16
 LIB_RM_VERSION_MISMATCH, NO_DATA, GPU_NOT_FOUND = 18, 21, 28
+NOT_FOUND, INVALID_ARGUMENT = 6, 2
+MIG_ENABLED = 1  # NVML_DEVICE_MIG_ENABLE
+NOT_IN_MIG = 0xFFFFFFFF  # a process's gpuInstanceId outside MIG (NVML_VALUE_NOT_AVAILABLE)
+MIG_RECHECK_SECONDS = 60.0
 _ABSENT = {NOT_SUPPORTED, FUNCTION_NOT_FOUND, NO_DATA}
 _LOST = {GPU_IS_LOST, RESET_REQUIRED, GPU_NOT_FOUND}
 _NO_DRIVER = {LIBRARY_NOT_FOUND, DRIVER_NOT_LOADED, LIB_RM_VERSION_MISMATCH, NO_PERMISSION}
@@ -59,6 +76,68 @@ def _text(value: object) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class MigInstance:
+    """One MIG device of a board, as NVML describes it."""
+
+    handle: Any
+    device: Device  # kind "partition": id = MIG UUID, parent = the board's UUID
+    gpu_instance: int
+    compute_instance: int
+
+
+def _call(nvml: ModuleType, fn: Callable[..., Any], *args: Any) -> Any:
+    """Call NVML; its errors come out as our exception types."""
+    try:
+        return fn(*args)
+    except nvml.NVMLError as exc:
+        raise map_error(int(getattr(exc, "value", -1)), f"{fn.__name__}: {exc}") from None
+
+
+def mig_instances(nvml: ModuleType, board: Any, board_id: str, board_index: int) -> list[MigInstance]:
+    """The MIG devices of a board in MIG mode ([] for a board without MIG or with it off).
+    DeviceLost propagates; an instance that does not answer is left out this time."""
+    get_mode = getattr(nvml, "nvmlDeviceGetMigMode", None)
+    if get_mode is None:
+        return []
+    try:
+        current = _call(nvml, get_mode, board)[0]
+    except FieldUnsupported:  # no MIG on this board
+        return []
+    if int(current) != MIG_ENABLED:
+        return []
+    slots = int(_call(nvml, nvml.nvmlDeviceGetMaxMigDeviceCount, board))
+    out = []
+    for i in range(slots):
+        try:
+            handle = _call(nvml, nvml.nvmlDeviceGetMigDeviceHandleByIndex, board, i)
+        except DeviceLost:
+            raise
+        except SourceError:  # NotFound: an empty slot
+            continue
+        try:
+            uuid = _text(_call(nvml, nvml.nvmlDeviceGetUUID, handle))
+            attrs = _call(nvml, nvml.nvmlDeviceGetAttributes, handle)
+            gi = int(_call(nvml, nvml.nvmlDeviceGetGpuInstanceId, handle))
+            ci = int(_call(nvml, nvml.nvmlDeviceGetComputeInstanceId, handle))
+        except DeviceLost:
+            raise
+        except SourceError as exc:
+            log.warning("NVML: GPU %d MIG device %d does not answer (%s)", board_index, i, exc)
+            continue
+        slices = int(attrs.computeInstanceSliceCount)
+        share = min(1.0, slices / slots) if slots and slices > 0 else None
+        if share is None:
+            log.warning("NVML: GPU %d MIG device %s reports no compute slices; left out", board_index, uuid)
+            continue
+        model = (f"MIG {int(attrs.gpuInstanceSliceCount)}g ({slices}c, {int(attrs.multiprocessorCount)} SMs, "
+                 f"{int(attrs.memorySizeMB)} MiB)")
+        device = Device(id=uuid, kind="partition", index=board_index * slots + i, model=model,
+                        parent=board_id, share=share)
+        out.append(MigInstance(handle, device, gi, ci))
+    return out
+
+
 class _Gpu:
     """What the source keeps about one GPU between samples."""
 
@@ -67,6 +146,8 @@ class _Gpu:
         self.handle = handle
         self.info = info
         self.unsupported: set[str] = set()  # readings this board answered NotSupported to
+        self.migs: list[MigInstance] = []
+        self.migs_at = float("-inf")  # ts of the last look at the board's MIG devices
 
 
 class NvmlSource:
@@ -82,12 +163,8 @@ class NvmlSource:
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Call NVML; its errors come out as our exception types."""
-        nvml = self._nvml
-        assert nvml is not None
-        try:
-            return fn(*args)
-        except nvml.NVMLError as exc:
-            raise map_error(int(getattr(exc, "value", -1)), f"{fn.__name__}: {exc}") from None
+        assert self._nvml is not None
+        return _call(self._nvml, fn, *args)
 
     # ---------------------------------------------------------------- open / close
 
@@ -154,9 +231,25 @@ class NvmlSource:
                     continue
             try:
                 out.readings.append(self._read(gpu, ts))
+                out.readings.extend(DeviceReading(device=m.device, ts=ts) for m in self._migs(gpu, ts))
             except DeviceLost:
                 out.down.append(gpu.info)
         return out
+
+    def _migs(self, gpu: _Gpu, ts: float) -> list[MigInstance]:
+        """The board's MIG devices, looked at again every MIG_RECHECK_SECONDS."""
+        if abs(ts - gpu.migs_at) >= MIG_RECHECK_SECONDS and "mig" not in gpu.unsupported:
+            assert self._nvml is not None
+            gpu.migs_at = ts
+            try:
+                gpu.migs = mig_instances(self._nvml, gpu.handle, gpu.info.id, gpu.index)
+            except DeviceLost:
+                raise
+            except SourceError as exc:  # a transient failure: keep what was known
+                log.debug("NVML: GPU %d MIG devices: %s", gpu.index, exc)
+            if not gpu.migs and getattr(self._nvml, "nvmlDeviceGetMigMode", None) is None:
+                gpu.unsupported.add("mig")
+        return gpu.migs
 
     def _field(self, gpu: _Gpu, key: str, fn: Callable[..., Any] | None, *args: Any) -> Any:
         """One reading of one GPU; None if the board lacks it. DeviceLost propagates."""
@@ -253,3 +346,81 @@ class NvmlSource:
             mem_used_bytes=None if memory is None else float(memory.used),
             mem_total_bytes=None if memory is None else float(memory.total),
         )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GpuProcess:
+    """A compute process NVML sees on a device."""
+
+    pid: int  # in the host's pid namespace
+    device_id: str  # the board's UUID, or its MIG device's where the process runs in one
+    used_memory_bytes: float | None
+
+
+class NvmlProcesses:
+    """The compute processes on each board (``nvmlDeviceGetComputeRunningProcesses``, v3: pid,
+    used memory, GPU and compute instance), for the ``processes`` allocation source. It holds
+    its own reference to NVML (``nvmlInit`` counts them; ``close`` gives it back), so it runs
+    beside the nvml source or without it."""
+
+    def __init__(self, nvml: ModuleType | None = None) -> None:
+        self._nvml = nvml
+        self._boards: list[tuple[Any, str, int]] = []  # handle, UUID, index
+        self._migs: dict[str, dict[tuple[int, int], str]] = {}  # board UUID -> (gi, ci) -> MIG UUID
+        self._migs_at = float("-inf")
+        self._open = False
+
+    def open(self) -> None:
+        if self._nvml is None:
+            try:
+                import pynvml
+            except ImportError as exc:
+                raise SourceUnavailable(f"NVML bindings (nvidia-ml-py) missing: {exc}") from None
+            self._nvml = pynvml
+        nvml = self._nvml
+        try:
+            _call(nvml, nvml.nvmlInit)
+        except SourceError as exc:
+            raise SourceUnavailable(f"no NVIDIA driver (NVML): {exc}") from None
+        self._open = True
+        self._boards = []
+        for i in range(int(_call(nvml, nvml.nvmlDeviceGetCount))):
+            try:
+                handle = _call(nvml, nvml.nvmlDeviceGetHandleByIndex, i)
+                self._boards.append((handle, _text(_call(nvml, nvml.nvmlDeviceGetUUID, handle)), i))
+            except SourceError as exc:
+                log.warning("NVML: GPU %d does not answer (%s); its processes are not listed", i, exc)
+
+    def close(self) -> None:
+        if self._nvml is not None and self._open:
+            with contextlib.suppress(self._nvml.NVMLError):
+                self._nvml.nvmlShutdown()
+        self._open = False
+
+    def processes(self, now: float) -> list[GpuProcess]:
+        """Every compute process on every board that answers; a board that is lost or does not
+        list processes is left out (its holdings end), the others go on."""
+        nvml = self._nvml
+        assert nvml is not None
+        if abs(now - self._migs_at) >= MIG_RECHECK_SECONDS:
+            self._migs_at = now
+            self._migs = {}
+            for handle, uuid, index in self._boards:
+                with contextlib.suppress(SourceError):
+                    self._migs[uuid] = {(m.gpu_instance, m.compute_instance): m.device.id
+                                        for m in mig_instances(nvml, handle, uuid, index)}
+        out: list[GpuProcess] = []
+        for handle, uuid, index in self._boards:
+            try:
+                listed: Sequence[Any] = _call(nvml, nvml.nvmlDeviceGetComputeRunningProcesses, handle)
+            except SourceError as exc:
+                log.debug("NVML: GPU %d processes: %s", index, exc)
+                continue
+            migs = self._migs.get(uuid, {})
+            for p in listed:
+                gi = int(getattr(p, "gpuInstanceId", NOT_IN_MIG))
+                ci = int(getattr(p, "computeInstanceId", NOT_IN_MIG))
+                used = p.usedGpuMemory
+                out.append(GpuProcess(pid=int(p.pid), device_id=migs.get((gi, ci), uuid),
+                                      used_memory_bytes=None if used is None else float(used)))
+        return out
