@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from wattledger.agent import remote_cli
+from wattledger.agent import allocation_cli, remote_cli
 from wattledger.agent.exposition import RESERVED_LABELS
 from wattledger.agent.runtime import Agent
 from wattledger.agent.sources import REGISTRY, SourceSettings, build_sources, default_sources
@@ -114,6 +114,7 @@ OPTIONS = [
     Option("--spool-max-bytes", byte_size, 1 << 30, "the most disk the spool may use (e.g. 1GiB)",
            metavar="BYTES"),
     *remote_cli.OPTIONS,  # redfish, ipmi (the node's BMC); snmp_targets, modbus_targets are YAML only
+    *allocation_cli.OPTIONS,  # kubernetes, slurm, processes
 ]
 
 
@@ -182,6 +183,7 @@ def build_agent(s: dict[str, Any]) -> Agent:
         ipmi=s["ipmi"],
         snmp_targets=s["snmp_targets"],
         modbus_targets=s["modbus_targets"],
+        **allocation_cli.source_settings(s),
     )
     sources = build_sources(s["source_names"], source_settings)
     delivery_factory = None

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from wattledger.agent.shipper import Backoff, HttpSender, Outcome, classify, parse_retry_after
-from wattledger.agent.sources import REGISTRY, SourceSettings
+from wattledger.agent.sources import SourceSettings, build_sources
 from wattledger.agent.sources.base import Source
 from wattledger.agent.spool import DeviceDicts, build_batches, encode_sample
 from wattledger.demo.scenario import Server
@@ -40,7 +40,7 @@ def simulated_source(server: Server) -> Source:
     """The same simulated GPUs the server's live agent runs (same node, workload, seed)."""
     settings = SourceSettings(node=server.node, simulate=server.gpus, workloads=(server.workload,),
                               seed=server.seed)
-    return REGISTRY["simulated"](settings)
+    return build_sources(["simulated"], settings)[0]
 
 
 def timestamps(start: float, end: float, step: float) -> list[float]:

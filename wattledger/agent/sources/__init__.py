@@ -1,16 +1,18 @@
 """Sources of readings, registered by name (``--sources nvml,host``).
 
-Each factory takes the agent's :class:`SourceSettings` and returns a :class:`Source`; a
-source's module is imported only when that source is used.
+Each factory takes the agent's :class:`SourceSettings` and returns a :class:`Source` (readings)
+or an :class:`AllocationSource` (who holds the devices: ``kubernetes``, ``slurm``,
+``processes``); a source's module is imported only when that source is used.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wattledger.agent.sources.base import Source
+from wattledger.agent.sources.base import AllocationSource, Source
 from wattledger.agent.sources.remote import IpmiSettings, ModbusTarget, RedfishSettings, SnmpTarget
 
 
@@ -26,6 +28,12 @@ class SourceSettings:
     ipmi: IpmiSettings = field(default_factory=IpmiSettings)
     snmp_targets: tuple[SnmpTarget, ...] = ()
     modbus_targets: tuple[ModbusTarget, ...] = ()
+    # the allocation sources
+    kubelet_socket: Path = Path("/var/lib/kubelet/pod-resources/kubelet.sock")
+    kubernetes_interval: float = 5.0
+    kubernetes_team_label: str | None = None
+    slurm_job_dir: Path = Path("/run/wattledger/slurm-jobs")
+    proc_root: Path = Path("/proc")
 
 
 def _nvml(s: SourceSettings) -> Source:
@@ -72,7 +80,38 @@ def _modbus(s: SourceSettings) -> Source:
     return ModbusSource(s.modbus_targets)
 
 
-REGISTRY: dict[str, Callable[[SourceSettings], Source]] = {
+def _kubernetes(s: SourceSettings) -> AllocationSource:
+    from wattledger.agent.sources.kubernetes import KubernetesSettings, KubernetesSource
+
+    kube_api = None
+    if s.kubernetes_team_label is not None:
+        from wattledger.agent.sources.base import SourceUnavailable
+        from wattledger.agent.sources.kubeapi import KubeApi, KubeApiSettings
+
+        try:
+            kube_api = KubeApi(KubeApiSettings.in_cluster())
+        except SourceUnavailable as exc:  # teams unknown; attribution goes on without them
+            logging.getLogger(__name__).warning("%s; holdings carry no team", exc)
+    return KubernetesSource(KubernetesSettings(socket=s.kubelet_socket, interval=s.kubernetes_interval,
+                                               team_label=s.kubernetes_team_label), kube_api=kube_api)
+
+
+def _slurm(s: SourceSettings) -> AllocationSource:
+    from wattledger.agent.sources.slurm import SlurmSettings, SlurmSource
+
+    return SlurmSource(SlurmSettings(job_dir=s.slurm_job_dir))
+
+
+def _processes(s: SourceSettings) -> AllocationSource:
+    from wattledger.agent.sources.processes import ProcessesSettings, ProcessesSource
+
+    return ProcessesSource(ProcessesSettings(proc_root=s.proc_root))
+
+
+#: the sources that say who holds the devices (they add allocations, never readings)
+ALLOCATION_SOURCES = frozenset({"kubernetes", "slurm", "processes"})
+
+REGISTRY: dict[str, Callable[[SourceSettings], Source | AllocationSource]] = {
     "nvml": _nvml,
     "host": _host,
     "simulated": _simulated,
@@ -80,6 +119,9 @@ REGISTRY: dict[str, Callable[[SourceSettings], Source]] = {
     "ipmi": _ipmi,
     "snmp": _snmp,
     "modbus": _modbus,
+    "kubernetes": _kubernetes,
+    "slurm": _slurm,
+    "processes": _processes,
 }
 
 
@@ -88,8 +130,21 @@ def default_sources(simulate: int) -> list[str]:
     return ["simulated", "host"] if simulate > 0 else ["nvml", "host"]
 
 
-def build_sources(names: Sequence[str], settings: SourceSettings) -> list[Source]:
+def _check(names: Sequence[str]) -> None:
     unknown = [n for n in names if n not in REGISTRY]
     if unknown:
         raise ValueError(f"unknown source {unknown[0]!r} (known: {', '.join(REGISTRY)})")
-    return [REGISTRY[name](settings) for name in dict.fromkeys(names)]
+
+
+def build_sources(names: Sequence[str], settings: SourceSettings) -> list[Source]:
+    """The hardware sources among ``names``."""
+    _check(names)
+    built = [REGISTRY[name](settings) for name in dict.fromkeys(names) if name not in ALLOCATION_SOURCES]
+    return [s for s in built if not isinstance(s, AllocationSource)]
+
+
+def build_allocation_sources(names: Sequence[str], settings: SourceSettings) -> list[AllocationSource]:
+    """The allocation sources among ``names``."""
+    _check(names)
+    built = [REGISTRY[name](settings) for name in dict.fromkeys(names) if name in ALLOCATION_SOURCES]
+    return [s for s in built if isinstance(s, AllocationSource)]

@@ -1,0 +1,50 @@
+"""The allocation sources' flags: resolved like every agent flag, handed to the sources the
+registry builds by name, a bad value one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.test_cli import parse, settings
+from wattledger.agent import allocation_cli, cli
+from wattledger.agent.sources import SourceSettings, build_allocation_sources, build_sources
+from wattledger.agent.sources.kubernetes import KubernetesSource
+from wattledger.agent.sources.processes import ProcessesSource
+from wattledger.agent.sources.slurm import SlurmSource
+from wattledger.config import ConfigError
+
+
+def test_flags_reach_the_sources(tmp_path: Path) -> None:
+    s = settings("--node", "n1", "--sources", "nvml,kubernetes,slurm,processes",
+                 "--kubelet-socket", str(tmp_path / "kubelet.sock"), "--kubernetes-interval", "2",
+                 "--slurm-job-dir", str(tmp_path / "jobs"), "--proc-root", str(tmp_path / "proc"))
+    ss = SourceSettings(node="n1", **allocation_cli.source_settings(s))
+    kube, slurm, procs = build_allocation_sources(s["source_names"], ss)  # type: ignore[arg-type]
+    assert isinstance(kube, KubernetesSource) and kube.settings.socket == tmp_path / "kubelet.sock"
+    assert kube.settings.interval == 2.0 and kube.settings.team_label is None
+    assert isinstance(slurm, SlurmSource) and slurm.settings.job_dir == tmp_path / "jobs"
+    assert isinstance(procs, ProcessesSource) and procs.settings.proc_root == tmp_path / "proc"
+    assert [x.name for x in build_sources(s["source_names"], ss)] == ["nvml"]  # type: ignore[arg-type]
+
+
+def test_defaults_are_the_documented_paths() -> None:
+    s = settings("--node", "n1")
+    assert s["kubelet_socket"] == Path("/var/lib/kubelet/pod-resources/kubelet.sock")
+    assert s["slurm_job_dir"] == Path("/run/wattledger/slurm-jobs") and s["proc_root"] == Path("/proc")
+
+
+def test_team_label_outside_a_pod_leaves_teams_out(caplog: pytest.LogCaptureFixture,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    ss = SourceSettings(node="n1", kubernetes_team_label="team")
+    (kube,) = build_allocation_sources(["kubernetes"], ss)
+    assert isinstance(kube, KubernetesSource) and kube.settings.team_label == "team"
+    assert "holdings carry no team" in caplog.text
+
+
+@pytest.mark.parametrize("label", ["Team Name", "team-", "a" * 64, "bad_prefix!/team"])
+def test_a_bad_label_key_is_one_line(label: str) -> None:
+    with pytest.raises(ConfigError, match=r"kubernetes-team-label.*not a Kubernetes label key"):
+        cli.settings(parse("--node", "n1", "--kubernetes-team-label", label), {})
