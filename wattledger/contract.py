@@ -21,6 +21,12 @@ from typing import Any, Literal, get_args
 MAX_FUTURE_SECONDS = 300.0
 MAX_DEVICES = 4096
 MAX_LABELS = 32
+#: a device's hardware number within its kind (GPU 0..7, RAPL package 0..1): 0..MAX_DEVICE_INDEX
+MAX_DEVICE_INDEX = 65535
+#: a stream's batches are numbered 1..MAX_SEQ (a signed 64-bit integer in every store)
+MAX_SEQ = 2**62
+#: ``clock_events`` is NVML's bitmask: an unsigned 64-bit integer
+MAX_CLOCK_EVENTS = 2**64 - 1
 
 #: a node's name: on the wire, in tokens and tokens files, and the agent's --node
 NODE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -31,12 +37,53 @@ STREAM_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 LABEL_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 LABEL_NAME = re.compile(LABEL_NAME_PATTERN)
 LABEL_VALUE_MAX_LENGTH = 256
+#: label names Prometheus gives a meaning of its own: ``__``-prefixed names are its internal
+#: ones (``__name__`` would rename every series), ``le`` and ``quantile`` those of histograms
+#: and summaries
+RESERVED_LABEL_PREFIX = "__"
+RESERVED_LABEL_NAMES = frozenset({"le", "quantile"})
 
-#: what a device is: a GPU, a CPU package power domain, or another host power domain
-DeviceKind = Literal["gpu", "cpu", "host"]
+#: what a device is: ``gpu`` any accelerator; ``cpu`` / ``host`` a host power domain (RAPL
+#: package, DRAM, psys); ``node`` the whole server at the wall (its BMC); ``meter`` a facility
+#: meter (feed, UPS, PDU, chiller plant); ``sensor`` a temperature-only device; ``partition`` a
+#: slice of a board (a MIG instance), which has no power of its own
+DeviceKind = Literal["gpu", "cpu", "host", "node", "meter", "sensor", "partition"]
 DEVICE_KINDS: tuple[str, ...] = get_args(DeviceKind)
+#: what a meter measures, and where a sensor is
+MeterRole = Literal["facility", "it", "cooling"]
+SensorRole = Literal["outdoor", "inlet"]
+DeviceRole = Literal[MeterRole, SensorRole]
+METER_ROLES: tuple[str, ...] = get_args(MeterRole)
+SENSOR_ROLES: tuple[str, ...] = get_args(SensorRole)
+DEVICE_ROLES: tuple[str, ...] = (*METER_ROLES, *SENSOR_ROLES)
+#: the kinds that must carry a ``role``, and the roles each may have (no other kind has one)
+ROLES_OF_KIND: dict[str, tuple[str, ...]] = {"meter": METER_ROLES, "sensor": SENSOR_ROLES}
+#: the kind that carries ``parent`` (the id of its board) and ``share`` (0 < share <= 1)
+PARTITION_KIND = "partition"
+#: kinds whose readings are never IT energy (a meter's energy is the facility's, cooling's or the
+#: IT feed's; a sensor has none; a partition's is its board's): the collector accounts none
+NOT_IT_KINDS: frozenset[str] = frozenset({"meter", "sensor", "partition"})
 DEVICE_ID_MAX_LENGTH = 128
 DEVICE_MODEL_MAX_LENGTH = 128
+
+#: allocations of one batch (who held which device when) and their owners
+MAX_ALLOCATIONS = 10_000
+MAX_OWNER_KEYS = 16
+OWNER_KEY_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+OWNER_KEY = re.compile(OWNER_KEY_PATTERN)
+OWNER_VALUE_MAX_LENGTH = 256
+
+#: what each pattern means, in words, for the messages people read (never the regex itself)
+PATTERN_WORDS: dict[str, str] = {
+    NODE_NAME_PATTERN: "a node name: letters, digits, '.', '_' and '-', starting with a letter or "
+                       "digit, at most 128 characters",
+    STREAM_ID_PATTERN: "a stream id: letters, digits, '.', '_', ':' and '-', starting with a letter "
+                       "or digit, at most 128 characters",
+    LABEL_NAME_PATTERN: "a label name: letters, digits and '_', not starting with a digit, at most "
+                        "64 characters",
+    OWNER_KEY_PATTERN: "an owner key: lower-case letters, digits and '_', starting with a letter, at "
+                       "most 64 characters",
+}
 
 #: NVML clock-event (throttle) reason bits of ``clock_events`` and the ``reason`` label each
 #: gets on the agent's and the collector's /metrics
@@ -62,9 +109,68 @@ def is_label(name: object, value: object) -> bool:
             and isinstance(value, str) and len(value) <= LABEL_VALUE_MAX_LENGTH)
 
 
+def label_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a label of an agent's series (None when it can)."""
+    if LABEL_NAME.fullmatch(name) is None:
+        return f"{name!r} is not {PATTERN_WORDS[LABEL_NAME_PATTERN]}"
+    if name.startswith(RESERVED_LABEL_PREFIX):
+        return f"{name!r}: names starting with '__' are reserved for Prometheus' own use"
+    if name in RESERVED_LABEL_NAMES:
+        return f"{name!r} is reserved by Prometheus (histogram buckets and summary quantiles)"
+    return None
+
+
+def owner_problem(owner: object) -> str | None:
+    """Why ``owner`` is not an allocation's owner the wire accepts (None when it is)."""
+    if not isinstance(owner, dict) or not owner:
+        return "must be an object of at least one key"
+    if len(owner) > MAX_OWNER_KEYS:
+        return f"must have at most {MAX_OWNER_KEYS} keys"
+    for key, value in owner.items():
+        if not isinstance(key, str) or OWNER_KEY.fullmatch(key) is None:
+            return f"{key!r} is not {PATTERN_WORDS[OWNER_KEY_PATTERN]}"
+        if not isinstance(value, str) or len(value) > OWNER_VALUE_MAX_LENGTH:
+            return f"{key}: must be a string of at most {OWNER_VALUE_MAX_LENGTH} characters"
+    return None
+
+
+def one_of(words: tuple[str, ...] | list[str]) -> str:
+    """``a, b or c``: a choice in words."""
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
+
+
+def kind_problem(kind: str, role: object, parent: object, share: object) -> tuple[str, str] | None:
+    """(field, reason) of the first rule of a device's kind that ``role``, ``parent`` and
+    ``share`` break, or None. One rule for the agent's Device and the collector's check."""
+    roles = ROLES_OF_KIND.get(kind)
+    if roles is not None:
+        if role is None:
+            return "role", f"a {kind} device needs a role: {one_of(roles)}"
+        if role not in roles:
+            return "role", f"a {kind}'s role is {one_of(roles)}, not {role!r}"
+    elif role is not None:
+        return "role", f"only meter and sensor devices have a role, not a {kind} device"
+    if kind == PARTITION_KIND:
+        if parent is None:
+            return "parent", "a partition device needs parent: the id of the board it is a slice of"
+        if share is None:
+            return "share", "a partition device needs share: its fraction of the board, 0 < share <= 1"
+    elif parent is not None or share is not None:
+        return ("parent" if parent is not None else "share"), \
+            f"only partition devices have a parent and a share, not a {kind} device"
+    if parent is not None and (not isinstance(parent, str)
+                               or not 1 <= len(parent) <= DEVICE_ID_MAX_LENGTH):
+        return "parent", f"must be a device id of 1 to {DEVICE_ID_MAX_LENGTH} characters"
+    if share is not None and (isinstance(share, bool) or not isinstance(share, int | float)
+                              or not 0 < share <= 1):
+        return "share", f"must be a number with 0 < share <= 1, not {share!r}"
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Device:
-    """One measured device of a node: a GPU (by UUID) or a host power domain.
+    """One measured device of a node: a GPU (by UUID), a host power domain, the node at the wall,
+    a facility meter, a temperature sensor, or a partition (slice) of a board.
 
     The agent's twin of ``wire.DeviceInfo``: the same fields, defaults and rules, checked at
     construction (a ValueError), so a device the collector would refuse never reaches the
@@ -78,14 +184,18 @@ class Device:
     power_limit_w: float | None = None
     slowdown_c: float | None = None
     shutdown_c: float | None = None
+    role: DeviceRole | None = None  # a meter's or a sensor's (required for those two kinds)
+    parent: str | None = None  # a partition's board (its Device.id)
+    share: float | None = None  # a partition's fraction of its board, 0 < share <= 1
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not 1 <= len(self.id) <= DEVICE_ID_MAX_LENGTH:
             raise ValueError(f"device id must be 1 to {DEVICE_ID_MAX_LENGTH} characters: {self.id!r}")
         if self.kind not in DEVICE_KINDS:
             raise ValueError(f"device kind must be one of {', '.join(DEVICE_KINDS)}: {self.kind!r}")
-        if not isinstance(self.index, int) or isinstance(self.index, bool) or self.index < 0:
-            raise ValueError(f"device index must be an integer >= 0: {self.index!r}")
+        if (not isinstance(self.index, int) or isinstance(self.index, bool)
+                or not 0 <= self.index <= MAX_DEVICE_INDEX):
+            raise ValueError(f"device index must be an integer 0..{MAX_DEVICE_INDEX}: {self.index!r}")
         if self.model is not None and (not isinstance(self.model, str)
                                        or len(self.model) > DEVICE_MODEL_MAX_LENGTH):
             raise ValueError(f"device model must be at most {DEVICE_MODEL_MAX_LENGTH} characters")
@@ -97,19 +207,24 @@ class Device:
             if name == "power_limit_w" and number <= 0:
                 raise ValueError(f"device power_limit_w must be greater than 0: {value!r}")
             object.__setattr__(self, name, number)
+        problem = kind_problem(self.kind, self.role, self.parent, self.share)
+        if problem is not None:
+            raise ValueError(f"device {self.id}: {problem[0]}: {problem[1]}")
+        if self.share is not None:
+            object.__setattr__(self, "share", float(self.share))
 
     def wire_dict(self) -> dict[str, Any]:
         """The device as the wire carries it: ``DeviceInfo.model_dump(exclude_none=True)``."""
         out: dict[str, Any] = {"id": self.id, "kind": self.kind, "index": self.index}
-        if self.model is not None:
-            out["model"] = self.model
-        if self.power_limit_w is not None:
-            out["power_limit_w"] = self.power_limit_w
-        if self.slowdown_c is not None:
-            out["slowdown_c"] = self.slowdown_c
-        if self.shutdown_c is not None:
-            out["shutdown_c"] = self.shutdown_c
+        for name in _OPTIONAL_DEVICE_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
         return out
+
+
+#: Device's optional fields, in the order the wire dict carries them
+_OPTIONAL_DEVICE_FIELDS = ("model", "power_limit_w", "slowdown_c", "shutdown_c", "role", "parent", "share")
 
 
 def _finite(name: str, value: object) -> float:

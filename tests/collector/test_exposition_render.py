@@ -64,7 +64,7 @@ def test_render_follows_staleness_and_moves() -> None:
     collector.render()  # fills the label cache
     led.clock.now += 121  # type: ignore[attr-defined]  # n1 goes stale: its latest gauges go
     led.ingest([make_batch(node="n1", stream="s1", seq=2, labels={"cluster": "moved"},
-                           devices=[{"id": "GPU-b", "kind": "gpu", "index": 1}], device=[1],
+                           devices=[{"id": "GPU-b", "kind": "gpu", "index": 1}], device=[0],
                            ts=[T + 20], power_w=[95.0])])
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)

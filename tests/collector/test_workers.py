@@ -28,7 +28,7 @@ SITE = {"timezone": "UTC", "currency": "USD", "pue": 1.5, "price_per_kwh": 0.12,
 def test_a_batch_crosses_to_the_writer_whole() -> None:
     doc = batch(n=6, site="default", cluster="c1")
     doc["devices"].append({"id": "GPU-0001", "kind": "gpu", "index": 3})
-    doc["readings"]["device"][-1] = 3
+    doc["readings"]["device"][-1] = 1  # a position: the second device (its index is 3)
     doc["readings"]["temp_c"][2] = None
     valid = validate(json.dumps(doc).encode(), time.time())
     back = unpack_batch(pack_batch(valid))

@@ -18,7 +18,7 @@ import pytest
 
 from tests.delivery.conftest import make_devices, make_sample
 from wattledger.agent.reading import DeviceReading
-from wattledger.agent.spool import Spool, SpoolError
+from wattledger.agent.spool import DeviceDicts, Spool, SpoolError, build_batches, encode_sample
 from wattledger.contract import Device
 from wattledger.wire import validate
 
@@ -104,16 +104,56 @@ def test_batches_are_split_at_the_size_limit(tmp_path: Path) -> None:
     assert sum(sizes) == 16 and max(sizes) <= 6
 
 
-def test_a_clock_step_back_or_a_device_swap_starts_a_new_valid_batch(tmp_path: Path) -> None:
+def test_a_clock_step_back_starts_a_new_batch_a_device_swap_does_not(tmp_path: Path) -> None:
     spool = open_spool(tmp_path)
     devs = make_devices(2)
     spool.append(make_sample(devs, 10))
     spool.append(make_sample(devs, 5))  # the clock stepped back 5 s
+    # a board swapped in at GPU 0's index: another device with index 0, in the same batch
     swapped = Device(id="GPU-replacement", kind="gpu", index=0, power_limit_w=700.0)
     spool.append([DeviceReading(device=swapped, ts=1_700_000_020.0, power_w=100.0)])
     spool.cut()
     seen = drain(spool)  # every batch validated
-    assert sum(r for _, _, r in seen) == 5 and len(seen) == 3
+    assert [r for _, _, r in seen] == [2, 3]
+
+
+def gpu_server_with_rapl(samples: int) -> list[list[DeviceReading]]:
+    """8 GPUs (index 0..7) and 2 RAPL packages (index 0 and 1), one sample a second."""
+    gpus = make_devices(8)
+    rapl = [Device(id=f"node-a:rapl:package-{i}", kind="cpu", index=i, model="RAPL package")
+            for i in range(2)]
+    t0 = 1_700_000_000.0
+    return [[*make_sample(gpus, k, t0), *(DeviceReading(device=d, ts=t0 + k, power_w=80.0 + i,
+                                                       energy_j=1e5 + 80.0 * k)
+                                          for i, d in enumerate(rapl))]
+            for k in range(samples)]
+
+
+def test_a_gpu_server_with_rapl_makes_one_batch_not_one_per_sample() -> None:
+    # issue 16, item 1: the builder cut a batch at every clash of a GPU's and a package's
+    # index (120 batches for these 60 samples); positions make that clash harmless
+    rows = [encode_sample(sample, DeviceDicts()) for sample in gpu_server_with_rapl(60)]
+    built = build_batches(rows, max_readings=20_000, max_raw_bytes=4 << 20)
+    assert len(built) == 1 and len(built[0]) == 600
+    doc = orjson.loads(gzip.decompress(built[0].body("node-a", "s", 1, {})))
+    # GPUs first, in index order: a GPU's position is its index (as old collectors read it)
+    assert [(d["kind"], d["index"]) for d in doc["devices"]] == [
+        *(("gpu", i) for i in range(8)), ("cpu", 0), ("cpu", 1)]
+    assert doc["readings"]["device"][:10] == list(range(10))
+    valid = validate(orjson.dumps(doc), FAR_FUTURE)
+    assert len(valid.columns) == 600
+
+
+def test_a_device_whose_description_changes_keeps_one_entry_the_latest(tmp_path: Path) -> None:
+    spool = open_spool(tmp_path)
+    gpu = make_devices(1)[0]
+    capped = Device(id=gpu.id, kind="gpu", index=0, model=gpu.model, power_limit_w=450.0)
+    spool.append([DeviceReading(device=gpu, ts=1_700_000_000.0, power_w=300.0)])
+    spool.append([DeviceReading(device=capped, ts=1_700_000_001.0, power_w=301.0)])
+    spool.cut()
+    doc = body_of(spool)
+    assert doc["devices"] == [capped.wire_dict()]
+    assert doc["readings"]["device"] == [0, 0]  # type: ignore[index]
 
 
 def test_values_the_wire_refuses_become_null_not_a_refused_batch(tmp_path: Path) -> None:

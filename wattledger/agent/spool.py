@@ -37,7 +37,7 @@ from typing import Any
 import orjson
 
 from wattledger.agent.reading import DeviceReading
-from wattledger.contract import Device
+from wattledger.contract import DEVICE_KINDS, Device
 
 log = logging.getLogger(__name__)
 
@@ -153,14 +153,26 @@ def encode_sample(readings: Sequence[DeviceReading], device_dict: Callable[[Devi
 # ---------------------------------------------------------------------------- batch bodies
 
 
+def device_order(dev: Mapping[str, Any]) -> tuple[int, int, str]:
+    """Where a device goes in a batch's ``devices``: GPUs first, then by kind, index and id, so
+    that a position equals the device's index wherever it can (every batch of a GPU-only node)."""
+    kind = dev.get("kind")
+    rank = DEVICE_KINDS.index(kind) if kind in DEVICE_KINDS else len(DEVICE_KINDS)
+    return rank, int(dev.get("index", 0)), str(dev.get("id"))
+
+
 class _BatchBuilder:
-    """Columns of one batch being built; refuses a reading that would make it invalid."""
+    """Columns of one batch being built; refuses a reading that would make it invalid.
+
+    Readings name their device by a local number (the order devices first came); the body
+    sorts the devices (:func:`device_order`) and writes each reading's position among them."""
 
     def __init__(self) -> None:
-        self.index_to_id: dict[int, str] = {}
         self.devices: dict[str, dict[str, Any]] = {}  # id -> latest wire dict
+        self.number: dict[str, int] = {}  # id -> local number
+        self.first_ts: dict[str, float] = {}
         self.last_ts: dict[str, float] = {}
-        self.device: list[int] = []
+        self.device: list[int] = []  # local numbers, one per reading
         self.ts: list[float] = []
         self.columns: dict[str, list[Any]] = {c: [] for c in VALUE_COLUMNS}
         self.raw_bytes = 0
@@ -169,39 +181,48 @@ class _BatchBuilder:
         return len(self.ts)
 
     def fits(self, dev: dict[str, Any], ts: float) -> bool:
-        """False when this reading must start a new batch: the device's index now belongs to
-        another device id (or the id moved index), or its time does not move forward (a
-        clock step back) — either would make the collector refuse the whole batch."""
-        dev_id, index = dev["id"], dev["index"]
-        owner = self.index_to_id.get(index)
-        if owner is not None and owner != dev_id:
-            return False
-        known = self.devices.get(dev_id)
-        if known is not None and known["index"] != index:
-            return False
-        last = self.last_ts.get(dev_id)
+        """False when this reading must start a new batch: its time does not move forward for
+        its device (a clock step back), which would make the collector refuse the whole batch.
+        Two kinds sharing an index is fine (positions, not indexes, name devices), and so is a
+        device whose description changed: the batch carries its latest."""
+        last = self.last_ts.get(dev["id"])
         return last is None or ts > last
 
     def add(self, dev: dict[str, Any], row: list[Any], size: int) -> None:
         dev_id = dev["id"]
-        self.index_to_id[dev["index"]] = dev_id
+        number = self.number.get(dev_id)
+        if number is None:
+            number = self.number[dev_id] = len(self.number)
+            self.first_ts[dev_id] = row[1]
         self.devices[dev_id] = dev
         self.last_ts[dev_id] = row[1]
-        self.device.append(dev["index"])
+        self.device.append(number)
         self.ts.append(row[1])
         for name, value in zip(VALUE_COLUMNS, row[2:], strict=True):
             self.columns[name].append(value)
         self.raw_bytes += size
 
-    def body(self, node: str, stream: str, seq: int, labels: Mapping[str, str]) -> bytes:
-        readings: dict[str, list[Any]] = {"device": self.device, "ts": self.ts,
+    def ordered(self) -> tuple[list[dict[str, Any]], dict[str, int]]:
+        """The batch's ``devices`` in wire order, and each device id's position there."""
+        devices = sorted(self.devices.values(), key=device_order)
+        return devices, {d["id"]: i for i, d in enumerate(devices)}
+
+    def body(self, node: str, stream: str, seq: int, labels: Mapping[str, str],
+             allocations: Sequence[Mapping[str, Any]] = ()) -> bytes:
+        devices, position = self.ordered()
+        at = [0] * len(self.number)
+        for dev_id, number in self.number.items():
+            at[number] = position[dev_id]
+        readings: dict[str, list[Any]] = {"device": [at[n] for n in self.device], "ts": self.ts,
                                           "power_w": self.columns["power_w"]}
         for name in VALUE_COLUMNS[1:]:
             column = self.columns[name]
             if any(v is not None for v in column):  # an all-null optional column is left out
                 readings[name] = column
-        doc = {"node": node, "stream": stream, "seq": seq, "labels": dict(labels),
-               "devices": sorted(self.devices.values(), key=lambda d: d["index"]), "readings": readings}
+        doc: dict[str, Any] = {"node": node, "stream": stream, "seq": seq, "labels": dict(labels),
+                               "devices": devices, "readings": readings}
+        if allocations:
+            doc["allocations"] = list(allocations)
         return gzip.compress(orjson.dumps(doc), compresslevel=6, mtime=0)
 
 

@@ -1,8 +1,10 @@
 """The ledger's in-memory table of devices: one row (slot) per (node, device id).
 
-Columns the accounting reads for a whole ingest at once (last committed reading, power limit)
-are numpy arrays indexed by slot; what is only shown (model, thresholds) are Python lists.
-The table is a write-through cache of the store's ``devices`` table.
+Columns the accounting reads for a whole ingest at once (last committed reading, power limit,
+whether the device's energy is IT energy) are numpy arrays indexed by slot; what is only shown
+(model, thresholds, role) are Python lists. The latest ``clock_events`` is kept exactly, as an
+unsigned 64-bit integer (a float would round bits above 2^53). The table is a write-through
+cache of the store's ``devices`` table.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from wattledger.contract import NOT_IT_KINDS
 from wattledger.wire import DeviceInfo
 
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
 
 #: the latest reading of each device (NaN = not reported), as shown on /metrics and /v1/nodes
-LATEST = ("temp_c", "mem_temp_c", "util", "mem_util", "sm_clock_hz", "clock_events", "mem_used_bytes")
+LATEST = ("temp_c", "mem_temp_c", "util", "mem_util", "sm_clock_hz", "mem_used_bytes")
 #: float columns: the accounting state, the latest reading and the all-time sums
 FLOATS = ("last_ts", "last_power_w", "last_energy_j", "power_limit_w", *LATEST, "energy_j",
           "unmeasured_s")
@@ -34,6 +37,10 @@ class DeviceTable:
         self.size = 0
         self.floats: dict[str, Floats] = {name: np.zeros(0) for name in FLOATS}
         self.counts: dict[str, Ints] = {name: np.zeros(0, dtype=np.int64) for name in COUNTS}
+        self.clock_events: npt.NDArray[np.uint64] = np.zeros(0, dtype=np.uint64)
+        self.has_clock_events: npt.NDArray[np.bool_] = np.zeros(0, dtype=bool)
+        #: whether a device's energy is IT energy (not a meter, sensor or partition)
+        self.it_energy: npt.NDArray[np.bool_] = np.zeros(0, dtype=bool)
         self.node: list[str] = []
         self.device: list[str] = []
         self.kind: list[str] = []
@@ -41,6 +48,9 @@ class DeviceTable:
         self.model: list[str | None] = []
         self.slowdown_c: list[float | None] = []
         self.shutdown_c: list[float | None] = []
+        self.role: list[str | None] = []
+        self.parent: list[str | None] = []
+        self.share: list[float | None] = []
         self._slots: dict[tuple[str, str], int] = {}
 
     def _grow(self, size: int) -> None:
@@ -56,9 +66,15 @@ class DeviceTable:
             grown_counts = np.zeros(new, dtype=np.int64)
             grown_counts[:capacity] = old_counts
             self.counts[name] = grown_counts
+        for attr, dtype in (("clock_events", np.uint64), ("has_clock_events", np.bool_),
+                            ("it_energy", np.bool_)):
+            grown_any = np.zeros(new, dtype=dtype)
+            grown_any[:capacity] = getattr(self, attr)
+            setattr(self, attr, grown_any)
 
     def add(self, node: str, device: str, kind: str, index: int, model: str | None,
-            power_limit_w: float | None, slowdown_c: float | None, shutdown_c: float | None) -> int:
+            power_limit_w: float | None, slowdown_c: float | None, shutdown_c: float | None,
+            role: str | None = None, parent: str | None = None, share: float | None = None) -> int:
         slot = self.size
         self._grow(slot + 1)
         self.size += 1
@@ -70,6 +86,12 @@ class DeviceTable:
         self.model.append(model)
         self.slowdown_c.append(slowdown_c)
         self.shutdown_c.append(shutdown_c)
+        self.role.append(role)
+        self.parent.append(parent)
+        self.share.append(share)
+        self.it_energy[slot] = kind not in NOT_IT_KINDS
+        self.clock_events[slot] = 0
+        self.has_clock_events[slot] = False
         for name in FLOATS:
             self.floats[name][slot] = np.nan
         self.floats["power_limit_w"][slot] = np.nan if power_limit_w is None else power_limit_w
@@ -84,8 +106,12 @@ class DeviceTable:
         slot = self._slots.get((node, info.id))
         if slot is None:
             return self.add(node, info.id, info.kind, info.index, info.model, info.power_limit_w,
-                            info.slowdown_c, info.shutdown_c)
+                            info.slowdown_c, info.shutdown_c, info.role, info.parent, info.share)
         self.kind[slot] = info.kind
+        self.it_energy[slot] = info.kind not in NOT_IT_KINDS
+        self.role[slot] = info.role
+        self.parent[slot] = info.parent
+        self.share[slot] = info.share
         self.index[slot] = info.index
         self.model[slot] = info.model
         self.slowdown_c[slot] = info.slowdown_c
@@ -100,7 +126,10 @@ class DeviceTable:
         copy.size = self.size
         copy.floats = {name: values[:self.size].copy() for name, values in self.floats.items()}
         copy.counts = {name: values[:self.size].copy() for name, values in self.counts.items()}
-        for name in ("node", "device", "kind", "index", "model", "slowdown_c", "shutdown_c"):
+        for attr in ("clock_events", "has_clock_events", "it_energy"):
+            setattr(copy, attr, getattr(self, attr)[:self.size].copy())
+        for name in ("node", "device", "kind", "index", "model", "slowdown_c", "shutdown_c", "role",
+                     "parent", "share"):
             setattr(copy, name, list(getattr(self, name)))
         return copy
 
@@ -111,7 +140,8 @@ class DeviceTable:
     def rows(self, slots: Sequence[int]) -> list[tuple[Any, ...]]:
         """The store's ``devices`` rows of these slots (store.DEVICE_COLUMNS order).
 
-        Built column-wise from the arrays; NaN goes to SQLite as NULL (which it is there).
+        Built column-wise from the arrays; NaN goes to SQLite as NULL (which it is there), and
+        ``clock_events`` as a signed 64-bit integer (two's complement: what a BIGINT holds).
         """
         take = np.asarray(slots, dtype=np.int64)
         f = self.floats
@@ -128,21 +158,26 @@ class DeviceTable:
                 for s in slots]
         limits = floats("power_limit_w")
         thresholds = [(self.slowdown_c[s], self.shutdown_c[s]) for s in slots]
+        events = [int(v) if known else None for v, known in
+                  zip(self.clock_events[take].view(np.int64).tolist(),
+                      self.has_clock_events[take].tolist(), strict=True)]
+        extra = [(e, self.role[s], self.parent[s], self.share[s]) for e, s in zip(events, slots, strict=True)]
         columns = zip(*(floats(name) for name in ("last_ts", "last_power_w", "last_energy_j", *LATEST,
                                                     "energy_j", "unmeasured_s")),
                       *(counts(name) for name in COUNTS), strict=True)
-        return [(*m, limit, *t, *rest)
-                for m, limit, t, rest in zip(meta, limits, thresholds, columns, strict=True)]
+        return [(*m, limit, *t, *rest, *x)
+                for m, limit, t, rest, x in zip(meta, limits, thresholds, columns, extra, strict=True)]
 
     def load(self, rows: Sequence[tuple[Any, ...]]) -> None:
         """Fill the table from the store's rows (DEVICE_COLUMNS order, by slot)."""
         for row in sorted(rows, key=lambda r: int(r[0])):
             (slot, node, device, kind, index, model, limit, slowdown, shutdown,
              last_ts, last_power, last_energy, *rest) = row
-            latest, (energy, unmeasured, resets, anomalies, late) = rest[:len(LATEST)], rest[len(LATEST):]
+            latest, rest = rest[:len(LATEST)], rest[len(LATEST):]
+            energy, unmeasured, resets, anomalies, late, events, role, parent, share = rest
             if slot != self.size:
                 raise ValueError(f"devices table has a hole before slot {slot}")
-            self.add(node, device, kind, index, model, limit, slowdown, shutdown)
+            self.add(node, device, kind, index, model, limit, slowdown, shutdown, role, parent, share)
             values = dict(zip(LATEST, latest, strict=True))
             values.update(last_ts=last_ts, last_power_w=last_power, last_energy_j=last_energy,
                           energy_j=energy, unmeasured_s=unmeasured)
@@ -150,3 +185,6 @@ class DeviceTable:
                 self.floats[name][slot] = np.nan if value is None else value
             for name, count in zip(COUNTS, (resets, anomalies, late), strict=True):
                 self.counts[name][slot] = count
+            if events is not None:  # stored as a signed 64-bit integer: back to its unsigned bits
+                self.clock_events[slot] = int(events) & 0xFFFF_FFFF_FFFF_FFFF
+                self.has_clock_events[slot] = True

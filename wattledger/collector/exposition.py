@@ -259,9 +259,8 @@ def _device_families(nodes: dict[str, NodeView], dev: DeviceTable) -> list[Devic
         return Chunk(slots[known], values[known])
 
     slowdown, shutdown = threshold(dev.slowdown_c), threshold(dev.shutdown_c)
-    events = f["clock_events"]
-    with_events = fresh & ~np.isnan(events)
-    masks = events[with_events].astype(np.int64)
+    with_events = fresh & dev.has_clock_events[:len(fresh)]
+    masks = dev.clock_events[:len(fresh)][with_events]  # exact uint64 bits
     counter, gauge = "counter", "gauge"
     return [
         DeviceFamily("wattledger_device_energy_joules", counter, "IT energy of the device, as accounted.",

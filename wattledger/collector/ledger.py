@@ -266,7 +266,7 @@ class Ledger:
         touched_nodes: set[str] = set()
         declared: set[int] = set()
         parts: dict[str, list[Any]] = {k: [] for k in ("slot", "group", "ts", "power_w", "energy_j",
-                                                       *LATEST)}
+                                                       *LATEST, "clock_events", "has_clock_events")}
         for vb in batches:
             b, cols = vb.batch, vb.columns
             site, cluster = site_and_cluster(b)
@@ -277,13 +277,12 @@ class Ledger:
             node.last_seen = now
             node.readings += len(cols)
             touched_nodes.add(b.node)
-            by_index = np.zeros(max(d.index for d in b.devices) + 1, dtype=np.int64)
-            for info in b.devices:
-                by_index[info.index] = slot = self.devices.slot_of(b.node, info)
-                declared.add(slot)  # written even without readings: metadata may have changed
-            parts["slot"].append(by_index[cols.device])
+            # readings name their device by its position in the batch's devices
+            slot_at = np.array([self.devices.slot_of(b.node, info) for info in b.devices], dtype=np.int64)
+            declared.update(slot_at.tolist())  # written even without readings: metadata may have changed
+            parts["slot"].append(slot_at[cols.device])
             parts["group"].append(np.full(len(cols), self._group(site, cluster), dtype=np.int64))
-            for name in ("ts", "power_w", "energy_j", *LATEST):
+            for name in ("ts", "power_w", "energy_j", *LATEST, "clock_events", "has_clock_events"):
                 parts[name].append(getattr(cols, name))
         r = {name: np.concatenate(arrays) for name, arrays in parts.items()}
         usage_rows, quarter_rows = self._account(r)
@@ -349,6 +348,14 @@ class Ledger:
             dev.floats["last_energy_j"][last_slot] = r["energy_j"][last]
             for name in LATEST:
                 dev.floats[name][last_slot] = r[name][last]
+            dev.clock_events[last_slot] = r["clock_events"][last]
+            dev.has_clock_events[last_slot] = r["has_clock_events"][last]
+        # meters, sensors and partitions add no IT energy and no unmeasured time: their readings
+        # keep the device's state and latest values, nothing more
+        it = dev.it_energy[:dev.size][iv.slot]
+        if not it.all():
+            iv = intervals.Intervals(*(getattr(iv, name)[it]
+                                       for name in intervals.Intervals.__dataclass_fields__))
         np.add.at(dev.floats["energy_j"], iv.slot, iv.energy_j)
         np.add.at(dev.floats["unmeasured_s"], iv.slot, iv.unmeasured_s)
         np.add.at(dev.counts["resets"], iv.slot[iv.reset], 1)

@@ -234,14 +234,14 @@ def node_rows(ledger: Ledger, now: float) -> list[dict[str, Any]]:
             f = dev.floats
             latest = {name: _num(f[name][slot]) for name in
                       ("temp_c", "mem_temp_c", "util", "mem_util", "sm_clock_hz", "mem_used_bytes")}
-            events = _num(f["clock_events"][slot])
+            events = int(dev.clock_events[slot]) if dev.has_clock_events[slot] else None
             devices.append({
                 "id": dev.device[slot], "kind": dev.kind[slot], "index": dev.index[slot],
                 "model": dev.model[slot], "power_limit_w": _num(f["power_limit_w"][slot]),
                 "slowdown_c": dev.slowdown_c[slot], "shutdown_c": dev.shutdown_c[slot],
                 "latest": {"ts": _num(f["last_ts"][slot]), "power_w": _num(f["last_power_w"][slot]),
                            "energy_j": _num(f["last_energy_j"][slot]), **latest,
-                           "clock_events": None if events is None else int(events)},
+                           "clock_events": events},
                 "energy_j_total": float(f["energy_j"][slot]),
                 "unmeasured_seconds_total": float(f["unmeasured_s"][slot]),
                 "counter_resets_total": int(dev.counts["resets"][slot]),

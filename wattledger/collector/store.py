@@ -13,6 +13,8 @@ Tables (all money and energy in base units; see docs/accounting.md):
 - ``site_totals``: per site, the all-time sums shown as /metrics counters (schema 2).
 - ``hours`` and ``month_peaks`` (schema 3): where the roll-up puts old quarter-hours — summed
   per UTC hour, and the month's highest quarter-hour (the demand charge's peak) kept first.
+- schema 4: ``devices.clock_events`` exact (a BIGINT of the bitmask's two's complement, no
+  longer a DOUBLE), and a device's ``role``, ``parent`` and ``share``.
 
 Every write of one ingest happens in ONE transaction with ``synchronous=FULL``: when the agent
 hears 200, the batch, its seq and its money are on disk together. The SQL is kept to what
@@ -128,13 +130,32 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
              facility_j DOUBLE PRECISION NOT NULL,
              PRIMARY KEY (site, month))""",
     ),
+    (
+        # clock_events is NVML's unsigned 64-bit bitmask: kept exactly as a BIGINT holding its
+        # two's complement (a DOUBLE rounds bits above 2^53, and 2^70 made /v1/nodes fail). A
+        # stored value that no bitmask can be (negative, 2^64 or more) is forgotten.
+        "ALTER TABLE devices ADD COLUMN clock_events_bits BIGINT",
+        """UPDATE devices SET clock_events_bits = CASE
+             WHEN clock_events >= 0 AND clock_events < 9223372036854775808.0
+               THEN CAST(clock_events AS BIGINT)
+             WHEN clock_events >= 9223372036854775808.0 AND clock_events < 18446744073709551616.0
+               THEN CAST(clock_events - 18446744073709551616.0 AS BIGINT)
+             ELSE NULL END""",
+        "ALTER TABLE devices DROP COLUMN clock_events",
+        "ALTER TABLE devices RENAME COLUMN clock_events_bits TO clock_events",
+        # the device kinds' extra fields: a meter's or sensor's role, a partition's parent and share
+        "ALTER TABLE devices ADD COLUMN role TEXT",
+        "ALTER TABLE devices ADD COLUMN parent TEXT",
+        "ALTER TABLE devices ADD COLUMN share DOUBLE PRECISION",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 DEVICE_COLUMNS = ("slot", "node", "device", "kind", "idx", "model", "power_limit_w", "slowdown_c",
                   "shutdown_c", "last_ts", "last_power_w", "last_energy_j", "temp_c", "mem_temp_c",
-                  "util", "mem_util", "sm_clock_hz", "clock_events", "mem_used_bytes", "energy_j",
-                  "unmeasured_s", "resets", "anomalies", "late")
+                  "util", "mem_util", "sm_clock_hz", "mem_used_bytes", "energy_j",
+                  "unmeasured_s", "resets", "anomalies", "late", "clock_events", "role", "parent",
+                  "share")
 
 
 class StoreError(RuntimeError):

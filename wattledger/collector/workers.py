@@ -42,13 +42,14 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wattledger.collector.ingest import Answer, Refusal, ServerFault
-from wattledger.wire import Batch, Columns, DeviceInfo, ValidBatch
+from wattledger.wire import FLOAT_COLUMNS, Allocation, Batch, Columns, DeviceInfo, ValidBatch
 
 log = logging.getLogger(__name__)
 
 HEADER = struct.Struct("!IBI")
 BATCH, HTTP, TALLY, ANSWER = 1, 2, 3, 4
-COLUMNS = tuple(name for name in Columns.__dataclass_fields__ if name != "device")
+COLUMNS = ("ts", *FLOAT_COLUMNS)
+DEVICE_FIELDS = tuple(DeviceInfo.model_fields)
 
 
 # ---------------------------------------------------------------------------- a batch as a frame
@@ -58,28 +59,30 @@ def pack_batch(valid: ValidBatch) -> bytes:
     """A checked batch, compactly: the ledger reads its metadata and its columns, never the JSON
     lists again (pickling the pydantic models costs as much as parsing the body anew)."""
     b, cols = valid.batch, valid.columns
-    devices = [(d.id, d.kind, d.index, d.model, d.power_limit_w, d.slowdown_c, d.shutdown_c)
-               for d in b.devices]
+    devices = [tuple(getattr(d, name) for name in DEVICE_FIELDS) for d in b.devices]
     values = np.stack([getattr(cols, name) for name in COLUMNS])
-    return pickle.dumps((b.node, b.stream, b.seq, dict(b.labels), devices, cols.device, values), protocol=5)
+    allocations = [(a.devices, a.start, a.end, a.weight, a.owner) for a in b.allocations]
+    return pickle.dumps((b.node, b.stream, b.seq, dict(b.labels), devices, cols.device, values,
+                         cols.clock_events, cols.has_clock_events, allocations), protocol=5)
 
 
 def unpack_batch(data: bytes) -> ValidBatch:
     """The writer's side of :func:`pack_batch`. The models are built without validation (the
     worker validated them); ``readings`` is left out: the ledger reads the columns only."""
-    node, stream, seq, labels, devices, device, values = pickle.loads(data)
-    batch = Batch.model_construct(node=node, stream=stream, seq=seq, labels=labels,
-                                  devices=[_device_info(d) for d in devices])
-    columns = Columns(device, **{name: values[i] for i, name in enumerate(COLUMNS)})
+    node, stream, seq, labels, devices, device, values, events, has_events, allocations = pickle.loads(data)
+    batch = Batch.model_construct(
+        node=node, stream=stream, seq=seq, labels=labels, devices=[_device_info(d) for d in devices],
+        allocations=[Allocation.model_construct(devices=d, start=f, end=t, weight=w, owner=o)
+                     for d, f, t, w, o in allocations])
+    columns = Columns(device, clock_events=events, has_clock_events=has_events,
+                      **{name: values[i] for i, name in enumerate(COLUMNS)})
     return ValidBatch(batch, columns)
 
 
 @functools.lru_cache(maxsize=1 << 16)
 def _device_info(d: tuple[Any, ...]) -> DeviceInfo:
     # an agent declares the same devices in every batch: build each (frozen) model once
-    i, k, x, m, p, s, c = d
-    return DeviceInfo.model_construct(id=i, kind=k, index=x, model=m, power_limit_w=p, slowdown_c=s,
-                                      shutdown_c=c)
+    return DeviceInfo.model_construct(**dict(zip(DEVICE_FIELDS, d, strict=True)))
 
 
 class Outbox:

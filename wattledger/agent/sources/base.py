@@ -1,14 +1,18 @@
-"""The one small interface every source of readings implements, and the errors they raise.
+"""The small interfaces every source implements, and the errors they raise.
 
-A source is opened once, then asked for a sample at a given timestamp (the sampler's clock, so
-the simulator can run on a virtual clock), and closed at the end. Vendor errors (NVML's,
-sysfs') never leave a source: they are mapped to the exception types below.
+A hardware source (:class:`Source`) is opened once, then asked for a sample at a given
+timestamp (the sampler's clock, so the simulator can run on a virtual clock), and closed at the
+end. An allocation source (:class:`AllocationSource`: Kubernetes, Slurm, the process list) is
+asked, after the hardware sources, who holds the devices seen in that sample. Vendor errors
+(NVML's, sysfs', the kubelet's) never leave a source: they are mapped to the exception types
+below.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from wattledger.agent.reading import DeviceReading
 from wattledger.contract import Device
@@ -70,5 +74,33 @@ class Source(Protocol):
     def open(self) -> None: ...
 
     def sample(self, ts: float) -> SourceSample: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Holding:
+    """Who holds devices now, as an allocation source sees it at one sample."""
+
+    key: str  # stable identity across samples, e.g. "k8s:<ns>/<pod>/<container>", "slurm:48213"
+    device_ids: tuple[str, ...]  # Device.id of each held device (GPU UUID, MIG UUID)
+    owner: Mapping[str, str]  # wire owner keys: job, account, user, partition, namespace, pod, ...
+    weight: float = 1.0  # time-slicing/MPS share (several holdings of one device split by weight)
+    since: float | None = None  # start time when the source knows it (Slurm prolog), else first seen
+    until: float | None = None  # end time when the source knows it (epilog), else when no longer seen
+
+
+@runtime_checkable
+class AllocationSource(Protocol):
+    """A named provider of holdings. ``open`` may raise :class:`SourceUnavailable`; ``holdings``
+    may raise any :class:`SourceError` (the sampler marks the source down and its holdings end).
+    ``devices`` are the devices of this sample (to map a Slurm GPU index to its UUID, a MIG
+    UUID to its partition device)."""
+
+    name: str
+
+    def open(self) -> None: ...
+
+    def holdings(self, ts: float, devices: Sequence[Device]) -> list[Holding]: ...
 
     def close(self) -> None: ...
