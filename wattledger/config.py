@@ -117,6 +117,16 @@ def http_url(raw: object) -> str:
     return text.rstrip("/")
 
 
+def http_urls(raw: object) -> list[str]:
+    """One URL or a comma list of them (``--collector A,B``); for a repeatable option, whose
+    every occurrence is converted on its own (the caller joins the lists)."""
+    items = raw if isinstance(raw, list) else str(raw).split(",")
+    urls = [http_url(item) for item in items if str(item).strip()]
+    if not urls:
+        raise ValueError(f"{raw!r} holds no URL")
+    return urls
+
+
 def key_value(raw: object) -> tuple[str, str]:
     text = str(raw)
     key, sep, value = text.partition("=")

@@ -29,7 +29,7 @@ def settings(*argv: str, env: dict[str, str] | None = None) -> dict[str, object]
 def test_defaults() -> None:
     s = settings("--node", "n1")
     assert s["interval"] == 1.0 and s["listen"] == HostPort("0.0.0.0", 9860)
-    assert s["source_names"] == ["nvml", "host"] and s["collector"] is None and s["labels"] == {}
+    assert s["source_names"] == ["nvml", "host"] and s["collector"] == [] and s["labels"] == {}
     assert s["batch_seconds"] == 10.0 and s["spool_max_bytes"] == 1 << 30
     assert settings("--simulate", "4", "--node", "n1")["source_names"] == ["simulated", "host"]
 

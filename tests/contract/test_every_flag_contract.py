@@ -133,5 +133,7 @@ def test_yaml_then_env_then_flag(tmp_path: Path, command: str, opt: Option) -> N
     expected = [converted(raw_list(from_yaml)), converted(from_env), converted(from_flag)]
     if command == "collector" and opt.dest == "db":
         expected = [str(v) for v in expected]
+    if command == "agent" and opt.dest == "collector":  # each occurrence may be a comma list
+        expected = [[url for urls in v for url in urls] for v in expected]
     assert [in_yaml, in_env, by_flag] == expected
     assert expected[0] != expected[1] != expected[2], "each source must change the value"

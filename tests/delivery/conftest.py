@@ -52,6 +52,7 @@ class FakeCollector:
         self.committed: dict[tuple[str, int], int] = {}  # (stream, seq) -> readings
         self.readings: list[tuple[str, float]] = []  # (device id, ts) committed, in order
         self.answers: list[int] = []  # status of every request (0: answer dropped)
+        self.claimed: list[str | None] = []  # the X-Wattledger-Node header of every request
         self.lock = threading.Lock()
         collector = self
 
@@ -85,6 +86,7 @@ class FakeCollector:
 
     def handle(self, headers: object, raw: bytes) -> tuple[int, dict[str, str], dict[str, object]]:
         with self.lock:
+            self.claimed.append(headers.get("X-Wattledger-Node"))  # type: ignore[attr-defined]
             scripted = self.script.popleft() if self.script else None
             if scripted is not None and not scripted.commit:
                 self.answers.append(scripted.status)

@@ -219,13 +219,15 @@ def spool_contents(spool_dir: Path) -> tuple[int, dict[str, float]]:
 class Proxy:
     """An HTTP/1.1 proxy for POSTs, in its own thread and event loop. ``mode``:
     ``forward``; ``swallow`` (forward, let the collector commit, then drop the answer and the
-    connection: the lost-answer failure); ``refuse`` (close every connection unanswered)."""
+    connection: the lost-answer failure); ``refuse`` (close every connection unanswered);
+    ``unavailable`` (answer 503 itself, as a replica whose database is down does)."""
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
         self.mode = "forward"
         self.swallow_every = 1  # in swallow mode, drop every n-th answer
         self.swallowed = 0
+        self.unavailable = 0  # 503s answered
         self._answers = 0
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -252,6 +254,14 @@ class Proxy:
                 length = next((int(ln.split(":", 1)[1]) for ln in lines
                                if ln.lower().startswith("content-length:")), 0)
                 body = await reader.readexactly(length)
+                if self.mode == "unavailable":
+                    self.unavailable += 1
+                    error = b'{"error": "unavailable", "detail": "the proxy says so"}'
+                    writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                                 b"Retry-After: 1\r\nConnection: close\r\n"
+                                 b"Content-Length: %d\r\n\r\n%s" % (len(error), error))
+                    await writer.drain()
+                    return
                 kept = [ln for ln in lines[1:] if ln and not ln.lower().startswith("connection:")]
                 request = "\r\n".join([lines[0], *kept, "Connection: close", "", ""]).encode("latin-1") + body
                 up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)

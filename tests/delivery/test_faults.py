@@ -1,6 +1,7 @@
 """Fault injection with the real processes on loopback: the collector down for 30 s, answers
 lost after the commit, the agent killed with unacknowledged batches, the collector killed
-mid-stream, a full spool, a corrupt spool. Each checks that the ledger holds exactly the
+mid-stream, a full spool, a corrupt spool, an agent failing over between several collectors.
+Each checks that the ledger holds exactly the
 readings taken and exactly the energy the simulated GPUs drew (docs/delivery.md)."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.delivery.e2e import Agent, Collector, Proxy, metric_sum, spool_contents, wait_until
+from tests.loopback import free_port
 
 # the bound of the slowest test if each of its waits ran to its deadline on a loaded machine
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -176,3 +178,36 @@ def test_a_corrupt_spool_is_moved_aside_and_a_new_stream_started(tmp_path: Path,
     stop_and_check_ledger(agent, collector)
     assert list(agent.spool.glob("spool.db.corrupt-*"))
     assert "is damaged" in agent.text()
+
+
+def test_failover_between_collectors(tmp_path: Path, collector: Collector, proxy: Proxy,
+                                     cleanup: list[Agent]) -> None:
+    """Three collectors, in this order: a port with nothing listening, a second endpoint of the
+    same ledger (the proxy: a replica, as issue 11 has them on one database), the collector.
+    The proxy first loses an answer after the commit (the batch is re-sent to the collector,
+    answered duplicate), then answers 503 while the collector is killed -9 and restarted."""
+    down = f"http://127.0.0.1:{free_port()}"
+    proxy.mode = "swallow"
+    agent = agent_at(tmp_path, f"{down},{proxy.url}", cleanup, extra=("--collector", collector.url))
+    agent.start()
+    wait_until("the batch whose answer was lost to be re-sent",
+               lambda: agent.metric("wattledger_agent_shipped_batches_total", outcome="duplicate") >= 1)
+    readings_grow(agent, 8)
+    m = agent.metrics()
+    assert proxy.swallowed == 1  # sticky: once the collector answered, everything went there
+    assert metric_sum(m, "wattledger_agent_collector_up", collector=down) == 0
+    assert metric_sum(m, "wattledger_agent_collector_active", collector=collector.url) == 1
+    assert metric_sum(m, "wattledger_agent_collector_active") == 1
+    assert metric_sum(m, "wattledger_agent_collector_failovers_total") >= 2
+    assert metric_sum(collector.metrics(), "wattledger_ingest_batches_total", outcome="duplicate") >= 1
+
+    proxy.mode = "unavailable"
+    collector.signal(signal.SIGKILL)
+    wait_until("the agent to try every collector",
+               lambda: proxy.unavailable >= 1
+               and agent.metric("wattledger_agent_collector_up", collector=collector.url) == 0)
+    collector.start()
+    wait_until("the backlog to drain", lambda: agent.metric("wattledger_agent_spool_batches") <= 1,
+               timeout=90)
+    assert agent.metric("wattledger_agent_collector_up", collector=proxy.url) == 0
+    stop_and_check_ledger(agent, collector)

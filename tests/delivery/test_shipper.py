@@ -93,6 +93,17 @@ def test_server_errors_are_retried_until_accepted(tmp_path: Path, collector: Fak
     assert delivery.shipper.outcomes[Outcome.RETRY] == 3 and delivery.shipper.outcomes[Outcome.OK] == 3
 
 
+def test_every_push_says_which_node_it_is_from(tmp_path: Path, collector: FakeCollector) -> None:
+    """X-Wattledger-Node on every push, refused ones included: the collector counts 401/403
+    by the node they claim to be (docs/metrics.md, wattledger_ingest_auth_failures_total)."""
+    collector.script.extend([Scripted(401), Scripted(503)])
+    delivery = make_delivery(tmp_path, collector.url)
+    n = spool_batches(delivery, range(2))
+    run_until(delivery, collector, n)
+    assert collector.answers == [401, 503, 200, 200]
+    assert collector.claimed == ["node-a"] * 4
+
+
 def test_429_waits_at_least_retry_after(tmp_path: Path, collector: FakeCollector) -> None:
     collector.script.append(Scripted(429, {"Retry-After": "1"}, {"error": "overloaded"}))
     delivery = make_delivery(tmp_path, collector.url)

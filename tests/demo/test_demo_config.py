@@ -61,7 +61,7 @@ def test_agent_command_lines_are_accepted_by_the_agent(
         assert s["seed"] == server.seed
         assert s["labels"] == {"site": "dc-east", "cluster": server.cluster}
         assert s["token"] == tokens[server.node]
-        assert s["collector"] == democonfig.collector_url(ports)
+        assert s["collector"] == [democonfig.collector_url(ports)]
         assert s["source_names"] == ["simulated"]  # this machine's own CPU power is no server's
         assert str(s["listen"]) == f"127.0.0.1:{ports.agents[server.node]}"
 

@@ -28,7 +28,7 @@ from wattledger.config import (
     default_state_dir,
     existing_file,
     host_port,
-    http_url,
+    http_urls,
     key_value,
     non_negative_int,
     positive_float,
@@ -61,6 +61,16 @@ def names_of(known: list[str], what: str) -> Any:
     return convert
 
 
+def collector_urls(given: list[list[str]]) -> list[str]:
+    """Every ``--collector`` URL, in the order given (each occurrence may be a comma list)."""
+    urls: list[str] = []
+    for url in (u for part in given for u in part):
+        if url in urls:
+            raise ConfigError(f"--collector: {url!r} is given twice")
+        urls.append(url)
+    return urls
+
+
 def one_of(known: list[str], what: str) -> Any:
     def convert(raw: object) -> str:
         name = str(raw).strip()
@@ -87,8 +97,9 @@ OPTIONS = [
     Option("--node", text, None, "node name (default: this host's name)", metavar="NAME"),
     Option("--interval", positive_float, 1.0, "seconds between samples", metavar="SECONDS"),
     Option("--listen", host_port, HostPort("0.0.0.0", 9860), "where /metrics is served", metavar="HOST:PORT"),
-    Option("--collector", http_url, None, "collector base URL; without it the agent only exports",
-           metavar="URL"),
+    Option("--collector", http_urls, [], "collector base URL; several (repeated, or a comma list) are "
+           "tried in turn, the agent failing over between them; without it the agent only exports",
+           multiple=True, metavar="URL"),
     Option("--token-file", existing_file, None, "file holding this node's bearer token (needed with "
            "--collector)", metavar="FILE"),
     Option("--spool", lambda raw: Path(text(raw)).expanduser(), None,
@@ -151,6 +162,7 @@ def settings(args: argparse.Namespace, env: dict[str, str] | None = None) -> dic
     if not names:
         raise ConfigError("every source is disabled; nothing to sample")
     s["source_names"] = names
+    s["collector"] = collector_urls(s["collector"])
     remote_cli.resolve(s, args, file_values, env, names)
     if s["collector"]:
         if s["token_file"] is None:
@@ -237,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
         s["node"],
         ",".join(s["source_names"]),
         s["interval"],
-        f", delivering to {s['collector']}" if s["collector"] else " (exporter only)",
+        f", delivering to {', '.join(s['collector'])}" if s["collector"] else " (exporter only)",
     )
     while not stop.wait(3600):  # wake up now and then; signals set the event
         pass

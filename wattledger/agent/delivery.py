@@ -46,6 +46,24 @@ def _check_identity(node: str, labels: Mapping[str, str]) -> None:
             raise ConfigError(f"label {key}={value!r} is not valid on the wire")
 
 
+def _senders(urls: str | Sequence[str], node: str) -> list[HttpSender]:
+    """One sender per collector, each with the same TLS setting (the system's CA store or
+    ``SSL_CERT_FILE``, verification on)."""
+    urls = [urls] if isinstance(urls, str) else list(urls)
+    if not urls:
+        raise ConfigError("--collector: no collector URL given")
+    senders: list[HttpSender] = []
+    for url in urls:
+        try:
+            sender = HttpSender(url, user_agent=f"wattledger-agent/{__version__}", node=node)
+        except ValueError as exc:
+            raise ConfigError(f"--collector: {exc}") from None
+        if any(s.url == sender.url for s in senders):
+            raise ConfigError(f"--collector: {sender.url} is given twice")
+        senders.append(sender)
+    return senders
+
+
 class Delivery:
     """Spool every sample durably, cut batches, ship them in seq order to the collector."""
 
@@ -53,7 +71,7 @@ class Delivery:
         self,
         *,
         spool_dir: Path,
-        collector_url: str,
+        collector_url: str | Sequence[str],
         token: str | None,
         node: str,
         labels: Mapping[str, str],
@@ -70,9 +88,10 @@ class Delivery:
         rng: random.Random | None = None,
     ) -> None:
         """Open the spool (creating it) and prepare the shipper; nothing is sent before
-        ``start()``. ``token_file``, when given, is re-read whenever it changes (a fixed
-        token is picked up without a restart). Raises ConfigError (one line) when the spool
-        directory, the URL, the node name or a label cannot be used."""
+        ``start()``. ``collector_url``: one collector, or several in the order to try them
+        (the shipper fails over between them). ``token_file``, when given, is re-read whenever
+        it changes (a fixed token is picked up without a restart). Raises ConfigError (one
+        line) when the spool directory, a URL, the node name or a label cannot be used."""
         _check_identity(node, labels)
         if batch_seconds <= 0 or max_spool_bytes <= 0:
             raise ConfigError("batch seconds and spool size must be greater than 0")
@@ -81,10 +100,7 @@ class Delivery:
         self.batch_seconds = batch_seconds
         self._clock = clock
         self._wall = wall_clock
-        try:
-            sender = HttpSender(collector_url, user_agent=f"wattledger-agent/{__version__}")
-        except ValueError as exc:
-            raise ConfigError(f"--collector: {exc}") from None
+        senders = _senders(collector_url, node)
         self.spool = Spool(spool_dir, node=node, labels=labels, max_bytes=max_spool_bytes,
                            max_batch_readings=max_batch_readings, max_batch_bytes=max_batch_bytes,
                            wall_clock=wall_clock)
@@ -97,7 +113,7 @@ class Delivery:
         self._record_failures = 0
         self._stopped = False
         self.shipper = Shipper(
-            self.spool, sender, TokenSource(token, token_file), cut_if_due=self._cut_if_due,
+            self.spool, senders, TokenSource(token, token_file), cut_if_due=self._cut_if_due,
             idle_wait=min(batch_seconds, 5.0), backoff=Backoff(backoff_base, backoff_cap, rng),
             http_timeout=http_timeout, clock=clock, wall_clock=wall_clock)
         counts = self.spool.counts()
@@ -220,3 +236,27 @@ class Delivery:
         yield counter("wattledger_agent_shipped_readings",
                       "Readings acknowledged by the collector (committed, or already committed).",
                       self.shipper.shipped_readings)
+        yield from self._collector_families(names, values)
+
+    def _collector_families(self, names: list[str], values: list[str]) -> Iterable[Metric]:
+        """Where the shipper sends, and whether each collector answered its last attempt."""
+        failover = self.shipper.failover
+        labels = [*names, "collector"]
+        active = GaugeMetricFamily("wattledger_agent_collector_active",
+                                   "1 for the collector the shipper sends to now (sticky while it "
+                                   "answers), 0 for the others given with --collector.", labels=labels)
+        up = GaugeMetricFamily("wattledger_agent_collector_up",
+                               "Whether the collector answered the shipper's last attempt as a "
+                               "collector does (0: no answer, a timeout, 5xx, or a wrong URL); only "
+                               "collectors tried since the agent started.", labels=labels)
+        for i, c in enumerate(failover.collectors):
+            active.add_metric([*values, c.url], 1.0 if i == failover.current else 0.0)
+            if c.up is not None:
+                up.add_metric([*values, c.url], 1.0 if c.up else 0.0)
+        yield active
+        yield up
+        failovers = CounterMetricFamily("wattledger_agent_collector_failovers",
+                                        "Attempts sent to another collector than the attempt before, "
+                                        "after it failed.", labels=names)
+        failovers.add_metric(values, failover.failovers)
+        yield failovers

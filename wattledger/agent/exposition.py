@@ -20,7 +20,7 @@ from wattledger.contract import CLOCK_EVENT_REASONS, Device
 #: label names the agent sets itself; a --label may not take one of them
 RESERVED_LABELS = frozenset(
     {"node", "gpu", "uuid", "model", "sensor", "reason", "domain", "source", "outcome", "instance", "job",
-     "meter", "role"}
+     "meter", "role", "collector"}
 )
 
 

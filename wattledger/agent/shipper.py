@@ -5,7 +5,9 @@ Retry policy (docs/delivery.md): connection errors, 408, 429 and 5xx are retried
 exponential backoff and jitter, ``Retry-After`` honoured; 401/403/407 keep the batch and
 back off with an error log (a wrong token must not lose data); 3xx, 404 and 405 mean the
 collector URL is wrong, not the batch, so they are retried too; any other 4xx parks the batch
-in the dead-letter table so one bad batch never blocks the stream; 2xx acknowledges it.
+in the dead-letter table so one bad batch never blocks the stream; 2xx acknowledges it. With
+several collectors, an attempt that did not move the stream on sends the next one to the next
+collector that is ready, each collector with its own backoff (``failover.py``).
 
 stdlib ``http.client`` only (keep-alive, https through ``ssl``): the agent has to stay small.
 """
@@ -20,7 +22,7 @@ import random
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -28,6 +30,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from wattledger.agent.failover import Failover, display_url
 from wattledger.agent.spool import Spool, SpooledBatch, SpoolError
 
 log = logging.getLogger(__name__)
@@ -35,7 +38,8 @@ log = logging.getLogger(__name__)
 MAX_ANSWER_BYTES = 64 * 1024
 #: a Retry-After beyond this is taken as this (a broken proxy must not park us for a day)
 MAX_RETRY_AFTER = 600.0
-#: while retrying, log a warning on the first failure and then every this many attempts
+#: while retrying, log a warning on the first failures (one round of the collectors) and then
+#: every this many attempts
 LOG_EVERY = 10
 #: after an unexpected error (the spool's disk failing), wait this long before going on
 ERROR_PAUSE = 5.0
@@ -125,15 +129,22 @@ class Answer:
 class HttpSender:
     """POST bodies to ``<collector>/v1/batches`` over one kept-alive connection."""
 
-    def __init__(self, collector_url: str, user_agent: str = "wattledger-agent") -> None:
+    def __init__(self, collector_url: str, user_agent: str = "wattledger-agent",
+                 node: str | None = None) -> None:
+        """``node``, when given, is sent as ``X-Wattledger-Node`` with every push: a claim the
+        collector does not trust, but counts its 401/403 answers by (docs/metrics.md)."""
         parts = urlsplit(collector_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"{collector_url!r} is not an http:// or https:// URL")
+        self.url = display_url(collector_url)
         self._https = parts.scheme == "https"
         self._host = parts.hostname
         self._port = parts.port
         self.path = parts.path.rstrip("/") + "/v1/batches"
-        self._user_agent = user_agent
+        self._headers = {"Content-Type": "application/json", "Content-Encoding": "gzip",
+                         "User-Agent": user_agent}
+        if node:
+            self._headers["X-Wattledger-Node"] = node
         self._conn: http.client.HTTPConnection | None = None
         self._ssl: ssl.SSLContext | None = None
 
@@ -146,8 +157,7 @@ class HttpSender:
 
     def post(self, body: bytes, token: str | None, timeout: float) -> Answer:
         """One request; raises OSError or http.client.HTTPException when no answer came."""
-        headers = {"Content-Type": "application/json", "Content-Encoding": "gzip",
-                   "User-Agent": self._user_agent}
+        headers = dict(self._headers)
         if token:
             headers["Authorization"] = f"Bearer {token}"
         for fresh_try in (False, True):
@@ -200,13 +210,15 @@ def _reason(answer: Answer) -> str:
 
 
 class Shipper:
-    """The shipping thread of one spool. ``cut_if_due`` is called whenever the thread is idle
-    so that an open batch is cut on time even when no sample arrives."""
+    """The shipping thread of one spool, to one collector or several (``failover.py``: sticky
+    to the one that answers, on to the next after a failed attempt). ``cut_if_due`` is called
+    whenever the thread is idle so that an open batch is cut on time even when no sample
+    arrives."""
 
     def __init__(
         self,
         spool: Spool,
-        sender: HttpSender,
+        senders: Sequence[HttpSender],
         token: Callable[[], str | None],
         *,
         cut_if_due: Callable[[], None],
@@ -217,11 +229,12 @@ class Shipper:
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.spool = spool
-        self._sender = sender
+        self._senders = list(senders)
         self._token = token
         self._cut_if_due = cut_if_due
         self._idle_wait = idle_wait
         self._backoff = backoff or Backoff()
+        self.failover = Failover([s.url for s in self._senders], self._backoff.delay, clock)
         self._http_timeout = http_timeout
         self._clock = clock
         self._wall = wall_clock
@@ -229,7 +242,7 @@ class Shipper:
         self._interrupt = threading.Event()  # cut a backoff short (stop)
         self._deadline: float | None = None  # set by drain(): ship until then, then leave
         self._thread: threading.Thread | None = None
-        self._failures = 0  # consecutive attempts without an answer that moved the stream on
+        self._failures = 0  # consecutive attempts (any collector) that did not move the stream on
         self.outcomes: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
         self.shipped_readings = 0
         #: (outcome, seconds) of the most recent backoffs, for logs and tests
@@ -280,7 +293,8 @@ class Shipper:
                 if delay > 0:
                     self._pause(delay)
         finally:
-            self._sender.close()
+            for sender in self._senders:
+                sender.close()
 
     def _step(self, remaining: float | None) -> float | None:
         """One turn of the loop: the wait before the next, or None to leave."""
@@ -304,74 +318,95 @@ class Shipper:
             self._interrupt.wait(delay)
             self._interrupt.clear()
 
+    def _pick(self) -> int:
+        """The collector of this attempt; a switch closes the connection to the one left."""
+        before = self.failover.current
+        chosen = self.failover.pick()
+        if chosen != before:
+            self._senders[before].close()
+            urls = self.failover.collectors
+            # the first switches of an outage say where the stream goes; later ones (every
+            # collector failing in turn) only every LOG_EVERY failures
+            if self._failures <= len(urls) or self._failures % LOG_EVERY == 0:
+                log.warning("failing over from collector %s to %s", urls[before].url, urls[chosen].url)
+        return chosen
+
     def ship(self, batch: SpooledBatch) -> float:
-        """Send one batch and act on the answer; returns how long to wait before the next try."""
+        """Send one batch (next_batch() marked it in flight) and act on the answer; returns
+        how long to wait before the next try. ack() and dead_letter() settle the batch, every
+        other path hands it back with release() (a full spool may then drop it, counted)."""
         timeout = self._http_timeout
         remaining = self._remaining()
         if remaining is not None:
             timeout = max(0.5, min(timeout, remaining))
-        # next_batch() marked the batch in flight (under the spool's lock); ack() and
-        # dead_letter() settle it, every other path hands it back with release()
+        i = self._pick()
+        sender = self._senders[i]
         try:
-            answer = self._sender.post(batch.body, self._token(), timeout)
+            answer = sender.post(batch.body, self._token(), timeout)
         except (OSError, http.client.HTTPException) as exc:
             self.spool.release(batch)
-            return self._retry(batch, f"no answer ({type(exc).__name__}: {exc})", None)
+            return self._retry(i, batch, f"no answer ({type(exc).__name__}: {exc})", None, up=False)
         except BaseException:
             self.spool.release(batch)
             raise
         if 200 <= answer.status < 300:
+            self.failover.succeeded(i)
             self._done(batch, answer)
             return 0.0
         outcome = classify(answer.status)
-        if outcome is Outcome.DEAD_LETTER and _unknown_site(answer):
-            self.spool.release(batch)
-            return self._site_missing(batch, answer)
-        if outcome is Outcome.DEAD_LETTER:
+        if outcome is Outcome.DEAD_LETTER and not _unknown_site(answer):
             reason = _reason(answer)
             self.spool.dead_letter(batch, answer.status, reason)
+            self.failover.succeeded(i)  # it answered for the batch itself: the collector is fine
             self.outcomes[Outcome.DEAD_LETTER] += 1
             self._failures = 0
-            log.error("collector refused batch %s/%d (%d readings): %s; moved it to the dead-letter "
-                      "table and going on with the stream", batch.stream, batch.seq, batch.readings, reason)
+            log.error("collector %s refused batch %s/%d (%d readings): %s; moved it to the dead-letter "
+                      "table and going on with the stream", sender.url, batch.stream, batch.seq,
+                      batch.readings, reason)
             return 0.0
         self.spool.release(batch)
         retry_after = parse_retry_after(answer.retry_after, self._wall())
+        if outcome is Outcome.DEAD_LETTER:
+            return self._site_missing(i, batch, answer, retry_after)
         if outcome is Outcome.AUTH_ERROR:
             self._failures += 1
             self.outcomes[Outcome.AUTH_ERROR] += 1
-            delay = self._backoff.delay(self._failures, retry_after)
+            delay = self.failover.failed(i, up=True, retry_after=retry_after)
             self._note(Outcome.AUTH_ERROR, delay)
-            log.error("collector rejected the agent's token (%s); batch %s/%d and everything after it "
-                      "stay spooled; fix the token (--token-file) or the collector's tokens; retrying in "
-                      "%.1f s", _reason(answer), batch.stream, batch.seq, delay)
+            log.error("collector %s rejected the agent's token (%s); batch %s/%d and everything after it "
+                      "stay spooled; fix the token (--token-file) or the collector's tokens; next attempt "
+                      "in %.1f s", sender.url, _reason(answer), batch.stream, batch.seq, delay)
             return delay
         what = _reason(answer)
-        if answer.status in (404, 405) or 300 <= answer.status < 400:
-            what += f" (is the collector URL right? POST {self._sender.path})"
-        return self._retry(batch, what, retry_after)
+        wrong_url = answer.status in (404, 405) or 300 <= answer.status < 400
+        if wrong_url:
+            what += f" (is the collector URL right? POST {sender.path})"
+        # up: it answered as a collector does (408, 429: busy or slow, not broken)
+        up = answer.status < 500 and not wrong_url
+        return self._retry(i, batch, what, retry_after, up=up)
 
-    def _site_missing(self, batch: SpooledBatch, answer: Answer) -> float:
+    def _site_missing(self, i: int, batch: SpooledBatch, answer: Answer, retry_after: float | None) -> float:
         """The collector has no site for this node's ``site`` label: a configuration mismatch,
         as a wrong token is. Parking the backlog as dead letters would keep every reading out of
         the ledger once the collector's ``sites`` are fixed, so the batch stays and is retried."""
         self._failures += 1
         self.outcomes[Outcome.RETRY] += 1
-        delay = self._backoff.delay(self._failures, parse_retry_after(answer.retry_after, self._wall()))
+        delay = self.failover.failed(i, up=True, retry_after=retry_after)
         self._note(Outcome.RETRY, delay)
-        log.error("collector does not know this node's site (%s); batch %s/%d and everything after it stay "
-                  "spooled; add the site to the collector's sites or fix --label site; retrying in %.1f s",
-                  _reason(answer), batch.stream, batch.seq, delay)
+        log.error("collector %s does not know this node's site (%s); batch %s/%d and everything after it "
+                  "stay spooled; add the site to the collector's sites or fix --label site; next attempt "
+                  "in %.1f s", self._senders[i].url, _reason(answer), batch.stream, batch.seq, delay)
         return delay
 
-    def _retry(self, batch: SpooledBatch, what: str, retry_after: float | None) -> float:
+    def _retry(self, i: int, batch: SpooledBatch, what: str, retry_after: float | None, *, up: bool) -> float:
         self._failures += 1
         self.outcomes[Outcome.RETRY] += 1
-        delay = self._backoff.delay(self._failures, retry_after)
+        delay = self.failover.failed(i, up=up, retry_after=retry_after)
         self._note(Outcome.RETRY, delay)
-        if self._failures == 1 or self._failures % LOG_EVERY == 0:
-            log.warning("batch %s/%d not delivered: %s; attempt %d, retrying in %.1f s (it stays spooled)",
-                        batch.stream, batch.seq, what, self._failures, delay)
+        if self._failures <= len(self._senders) or self._failures % LOG_EVERY == 0:
+            log.warning("batch %s/%d not delivered to %s: %s; attempt %d, next attempt in %.1f s (it "
+                        "stays spooled)", batch.stream, batch.seq, self._senders[i].url, what,
+                        self._failures, delay)
         return delay
 
     def _done(self, batch: SpooledBatch, answer: Answer) -> None:
@@ -382,7 +417,8 @@ class Shipper:
         self.outcomes[Outcome.DUPLICATE if duplicate else Outcome.OK] += 1
         self.shipped_readings += batch.readings
         if self._failures:
-            log.info("collector reachable again after %d failed attempts", self._failures)
+            log.info("collector %s reachable again after %d failed attempts",
+                     self.failover.collectors[self.failover.current].url, self._failures)
         self._failures = 0
 
     def _note(self, outcome: Outcome, delay: float) -> None:
