@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "agent": "wattledger.agent.cli",
     "collector": "wattledger.collector.cli",
     "demo": "wattledger.demo.cli",
+    "plan": "wattledger.plan.cli",
     "spend": "wattledger.spend_cli",
 }
 
