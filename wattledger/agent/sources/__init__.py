@@ -42,6 +42,18 @@ def _nvml(s: SourceSettings) -> Source:
     return NvmlSource(s.node)
 
 
+def _amdsmi(s: SourceSettings) -> Source:
+    from wattledger.agent.sources.amdsmi import AmdSmiSource
+
+    return AmdSmiSource(s.node)
+
+
+def _hlml(s: SourceSettings) -> Source:
+    from wattledger.agent.sources.hlml import HlmlSource
+
+    return HlmlSource(s.node)
+
+
 def _host(s: SourceSettings) -> Source:
     from wattledger.agent.sources.host import HostSource
 
@@ -113,6 +125,8 @@ ALLOCATION_SOURCES = frozenset({"kubernetes", "slurm", "processes"})
 
 REGISTRY: dict[str, Callable[[SourceSettings], Source | AllocationSource]] = {
     "nvml": _nvml,
+    "amdsmi": _amdsmi,
+    "hlml": _hlml,
     "host": _host,
     "simulated": _simulated,
     "redfish": _redfish,
