@@ -106,7 +106,7 @@ def test_readings_are_delivered_once_however_often_they_are_sampled(bmc: FakeBmc
     password.write_text("s3cret-pw\n")
     redfish = RedfishSource("n1", RedfishSettings(url=bmc.url, user="monitor", password_file=password,
                                                   interval=3600))
-    sampler = Sampler([redfish], on_readings=lambda rs: delivered.extend((r.device.id, r.ts) for r in rs))
+    sampler = Sampler([redfish], on_readings=lambda rs, _: delivered.extend((r.device.id, r.ts) for r in rs))
     assert redfish.poller.poll_once()
     for _ in range(3):
         snap = sampler.sample()

@@ -1,5 +1,6 @@
 """The sampler: one failing source never stops the others, delivery trouble never stops
-sampling, a clock that steps back is not followed, closed sources are retried."""
+sampling, a clock that steps back is not followed, closed sources are retried; allocation
+sources are asked after the hardware, with the devices seen, and their holdings handed on."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from collections.abc import Sequence
 
 import pytest
 
+from tests.agent.held_source import HeldSource
+from wattledger.agent.allocations import Allocation
 from wattledger.agent.reading import DeviceReading
 from wattledger.agent.sampler import Sampler
 from wattledger.agent.sources.base import SourceError, SourceSample, SourceUnavailable
@@ -75,7 +78,7 @@ def test_a_source_that_cannot_open_is_retried_after_a_while() -> None:
 def test_readings_reach_delivery_and_its_failure_does_not_stop_sampling() -> None:
     got: list[int] = []
 
-    def record(readings: Sequence[DeviceReading]) -> None:
+    def record(readings: Sequence[DeviceReading], allocations: Sequence[Allocation]) -> None:
         got.append(len(readings))
         if len(got) == 2:
             raise OSError("disk full")
@@ -105,3 +108,49 @@ def test_sample_duration_is_measured_with_the_injected_timer() -> None:
     sampler = Sampler([SimulatedSource("n1", 1)], timer=lambda: next(ticks))
     sampler.open()
     assert sampler.sample(TS).sample_seconds == 0.25
+
+
+def test_allocation_sources_are_asked_after_the_hardware_with_the_devices_seen() -> None:
+    handed: list[tuple[int, list[tuple[str, float, float | None]]]] = []
+    slurm, sim = HeldSource("slurm"), SimulatedSource("n1", 2)
+    sampler = Sampler([slurm, sim], on_readings=lambda rs, allocs: handed.append(
+        (len(rs), [(a.key, a.start, a.end) for a in allocs])))
+    sampler.open()
+    gpu0 = sim.sample(TS - 10).readings[0].device.id
+    slurm.hold("slurm:48213", gpu0, since=TS - 60, account="vision")
+    snap = sampler.sample(TS)
+    assert snap.source_up == {"simulated": True, "slurm": True}
+    assert slurm.seen[-1] == [r.device.id for r in snap.readings]  # the devices of this sample
+    sampler.sample(TS + 1)
+    slurm.release("slurm:48213")
+    sampler.sample(TS + 2)
+    assert handed == [(2, [("slurm:48213", TS - 60, None)]), (2, []), (2, [("slurm:48213", TS - 60, TS + 1)])]
+
+
+def test_a_failing_allocation_source_is_down_its_holdings_end_and_readings_flow_on() -> None:
+    handed: list[list[tuple[str, float | None]]] = []
+    k8s = HeldSource("kubernetes")
+    sampler = Sampler([SimulatedSource("n1", 1), k8s],
+                      on_readings=lambda rs, allocs: handed.append([(a.key, a.end) for a in allocs]))
+    sampler.open()
+    k8s.hold("k8s:nlp/pod/c", "GPU-x", namespace="nlp")
+    sampler.sample(TS)
+    k8s.failing = True
+    snap = sampler.sample(TS + 1)
+    assert snap.source_up == {"simulated": True, "kubernetes": False}
+    assert len(snap.readings) == 1 and snap.readings_total == 2
+    assert handed == [[("k8s:nlp/pod/c", None)], [("k8s:nlp/pod/c", TS)]]
+
+
+def test_an_allocation_source_that_cannot_open_is_down_and_retried() -> None:
+    timer = Clock()
+    k8s = HeldSource("kubernetes")
+    k8s.unavailable = True
+    sampler = Sampler([SimulatedSource("n1", 1), k8s], timer=timer, reopen_seconds=60)
+    sampler.open()
+    assert sampler.sample(TS).source_up["kubernetes"] is False
+    k8s.unavailable = False
+    timer.now = 61
+    assert sampler.sample(TS + 1).source_up["kubernetes"] is True and k8s.opened == 2
+    sampler.close()
+    assert k8s.closed == 1

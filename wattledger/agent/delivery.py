@@ -18,6 +18,7 @@ from pathlib import Path
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from wattledger import __version__
+from wattledger.agent.allocations import Allocation
 from wattledger.agent.reading import DeviceReading
 from wattledger.agent.shipper import Backoff, HttpSender, Outcome, Shipper, TokenSource
 from wattledger.agent.spool import Spool, SpoolError
@@ -123,12 +124,13 @@ class Delivery:
 
     # ------------------------------------------------------------------ sampler side
 
-    def record(self, readings: Sequence[DeviceReading]) -> None:
-        """Called by the sampler after each sample; durable when it returns."""
-        if not readings or self._stopped:
+    def record(self, readings: Sequence[DeviceReading], allocations: Sequence[Allocation] = ()) -> None:
+        """Called by the sampler after each sample (its readings and the allocations that
+        changed); durable, both in one transaction, when it returns."""
+        if (not readings and not allocations) or self._stopped:
             return
         try:
-            full = self.spool.append(readings)
+            full = self.spool.append(readings, allocations)
         except Exception as exc:  # a full or failing disk must never stop the sampler
             self._lost(len(readings), exc)
             return

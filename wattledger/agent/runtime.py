@@ -14,6 +14,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.process_collector import ProcessCollector
 
+from wattledger.agent.allocations import Allocation
 from wattledger.agent.exposition import AgentCollector
 from wattledger.agent.reading import DeviceReading
 from wattledger.agent.sampler import Sampler
@@ -60,9 +61,9 @@ class Agent:
         self._server: WSGIServer | None = None
         self._scheduler: BackgroundScheduler | None = None
 
-    def _deliver(self, readings: Sequence[DeviceReading]) -> None:
+    def _deliver(self, readings: Sequence[DeviceReading], allocations: Sequence[Allocation]) -> None:
         if self.delivery is not None:
-            self.delivery.record(readings)
+            self.delivery.record(readings, allocations)
 
     def start(self) -> None:
         """Listen, open the delivery and the sources, take a first sample, then sample every
@@ -73,6 +74,9 @@ class Agent:
             raise OSError(f"cannot listen on {self.listen}: {exc.strerror or exc}") from None
         if self._delivery_factory is not None:
             self.delivery = self._delivery_factory()
+            # allocations still open when the agent stopped continue, or end where last seen
+            held, last_seen = self.delivery.spool.open_allocations()
+            self.sampler.allocations.resume(held, last_seen, self.sampler.allocation_source_names)
         self.registry.register(AgentCollector(lambda: self.sampler.snapshot, self._node, self._labels,
                                               self.delivery))
         log.info("serving /metrics on http://%s/metrics", self.listen)

@@ -1,9 +1,13 @@
 """One sample: ask every source, keep the latest result for /metrics, hand readings on.
 
-A source that fails to open or to sample is marked down (``source_up`` 0) and does not stop
-the others; one that could not open is tried again every ``reopen_seconds``. The sampler has
-no timer of its own: the runtime calls :meth:`Sampler.sample` from APScheduler, tests and
-the simulator's backfill call it with the timestamps they want.
+Hardware sources are asked first; then each allocation source (Kubernetes, Slurm, the process
+list), with the devices seen in that sample, who holds them. The :class:`AllocationTracker`
+turns those holdings into allocations, handed on with the readings (the spool stores both in
+one transaction). A source that fails to open or to sample is marked down (``source_up`` 0)
+and does not stop the others (an allocation source that fails ends its holdings: readings
+flow on, unattributed); one that could not open is tried again every ``reopen_seconds``. The
+sampler has no timer of its own: the runtime calls :meth:`Sampler.sample` from APScheduler,
+tests and the simulator's backfill call it with the timestamps they want.
 """
 
 from __future__ import annotations
@@ -13,13 +17,16 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
+from typing import TypeVar
 
+from wattledger.agent.allocations import Allocation, AllocationTracker
 from wattledger.agent.reading import DeviceReading
 from wattledger.agent.sources.base import (
+    AllocationSource,
     HostStats,
     Source,
     SourceError,
-    SourceSample,
 )
 from wattledger.contract import Device
 
@@ -41,16 +48,28 @@ class Snapshot:
     skipped_total: int = 0  # samples dropped because the clock went backwards
 
 
+T = TypeVar("T")
+#: what the sampler hands on after a sample: its new readings and the allocations that changed
+OnReadings = Callable[[Sequence[DeviceReading], Sequence[Allocation]], None]
+
+
 class Sampler:
     def __init__(
         self,
-        sources: Sequence[Source],
-        on_readings: Callable[[Sequence[DeviceReading]], None] | None = None,
+        sources: Sequence[Source | AllocationSource],
+        on_readings: OnReadings | None = None,
         clock: Callable[[], float] = time.time,
         timer: Callable[[], float] = time.perf_counter,
         reopen_seconds: float = 60.0,
     ) -> None:
-        self._sources = list(sources)
+        self._sources: list[Source] = []
+        self._allocation_sources: list[AllocationSource] = []
+        for source in sources:  # the allocation sources are those that say who holds devices
+            if isinstance(source, AllocationSource):
+                self._allocation_sources.append(source)
+            else:
+                self._sources.append(source)
+        self.allocations = AllocationTracker()
         self._on_readings = on_readings
         self._clock = clock
         self._timer = timer
@@ -63,13 +82,20 @@ class Sampler:
         # returns its cached reading at every sample; it is exposed each time, delivered once
         self._handed_ts: dict[str, float] = {}
         self._lock = threading.Lock()  # one sample at a time, whoever calls
-        self.snapshot = Snapshot(source_up={s.name: False for s in self._sources})
+        self.snapshot = Snapshot(source_up={s.name: False for s in self._every_source()})
+
+    def _every_source(self) -> list[Source | AllocationSource]:
+        return [*self._sources, *self._allocation_sources]
+
+    @property
+    def allocation_source_names(self) -> list[str]:
+        return [s.name for s in self._allocation_sources]
 
     def open(self) -> None:
-        for source in self._sources:
+        for source in self._every_source():
             self._try_open(source, self._timer())
 
-    def _try_open(self, source: Source, now: float) -> bool:
+    def _try_open(self, source: Source | AllocationSource, now: float) -> bool:
         try:
             source.open()
         except SourceError as exc:
@@ -86,7 +112,7 @@ class Sampler:
         return True
 
     def close(self) -> None:
-        for source in self._sources:
+        for source in self._every_source():
             if self._open.pop(source.name, False):
                 try:
                     source.close()
@@ -115,12 +141,19 @@ class Sampler:
         host: HostStats | None = None
         up: dict[str, bool] = {}
         for source in self._sources:
-            result = self._sample_source(source, ts, started)
+            result = self._ask(source, started, partial(source.sample, ts))
             up[source.name] = result is not None
             if result is not None:
                 readings.extend(result.readings)
                 down.extend(result.down)
                 host = result.host or host
+        if self._allocation_sources:
+            seen = list({d.id: d for d in (*(r.device for r in readings), *down)}.values())
+            for holder in self._allocation_sources:
+                holdings = self._ask(holder, started, partial(holder.holdings, ts, seen))
+                up[holder.name] = holdings is not None
+                self.allocations.observe(holder.name, ts, holdings)
+        changed = self.allocations.drain()
         fresh = self._fresh(readings)
         duration = self._timer() - started
         self.snapshot = Snapshot(
@@ -128,9 +161,9 @@ class Sampler:
             readings_total=prev.readings_total + len(fresh), samples_total=prev.samples_total + 1,
             sample_seconds=duration, skipped_total=prev.skipped_total,
         )
-        if fresh and self._on_readings is not None:
+        if (fresh or changed) and self._on_readings is not None:
             try:
-                self._on_readings(fresh)
+                self._on_readings(fresh, changed)
             except Exception as exc:  # delivery trouble must not stop the sampling or the scrape
                 log.error("could not hand %d readings to delivery: %s", len(readings), exc)
         return self.snapshot
@@ -146,14 +179,15 @@ class Sampler:
                 fresh.append(r)
         return fresh
 
-    def _sample_source(self, source: Source, ts: float, now: float) -> SourceSample | None:
-        """The source's sample, or None when it is down (not open, or it failed)."""
+    def _ask(self, source: Source | AllocationSource, now: float, call: Callable[[], T]) -> T | None:
+        """``call()`` (the source's sample, or its holdings), or None when the source is down
+        (not open, or it failed)."""
         name = source.name
         closed = not self._open.get(name)
         if closed and (now < self._next_open.get(name, 0.0) or not self._try_open(source, now)):
             return None
         try:
-            result = source.sample(ts)
+            result = call()
         except Exception as exc:  # any failure of one source: that source is down this time
             if name not in self._failing:
                 self._failing.add(name)

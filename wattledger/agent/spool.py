@@ -12,6 +12,14 @@ committed transaction survives a kill -9 or a power cut:
   it, when it is moved to ``dead_letters``, or when the spool is full (dropped, counted).
 - ``dead_letters``: batches the collector refused as bad (a 4xx other than auth), kept with
   the answer for an operator to inspect.
+- ``allocations``: who held which device when (the AllocationTracker's output), written in the
+  sample's transaction; each cut batch carries those that overlap its devices' spans, and an
+  ended one is deleted once no later batch can need it.
+- ``device_cuts``: each device's last reading cut into a batch (where its next span starts).
+
+Schema version 1 (``PRAGMA user_version``) names devices by position: opening an older spool
+rewrites its cut batches, whose ``readings.device`` held hardware indexes (unique in each of
+them, so the rewrite is exact), before anything is sent.
 
 Cutting turns the samples into batches and deletes them in one transaction, so a reading
 is either in the open batch or in exactly one batch, never both, whatever the crash.
@@ -36,6 +44,7 @@ from typing import Any
 
 import orjson
 
+from wattledger.agent.allocations import Allocation, for_batch, still_needed
 from wattledger.agent.reading import DeviceReading
 from wattledger.contract import DEVICE_KINDS, Device
 
@@ -67,7 +76,19 @@ CREATE TABLE IF NOT EXISTS dead_letters (id INTEGER PRIMARY KEY, stream TEXT NOT
                                          readings INTEGER NOT NULL, bytes INTEGER NOT NULL,
                                          status INTEGER NOT NULL, reason TEXT NOT NULL,
                                          at REAL NOT NULL, body BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS allocations (source TEXT NOT NULL, key TEXT NOT NULL, start REAL NOT NULL,
+                                        end_ts REAL, devices TEXT NOT NULL, owner TEXT NOT NULL,
+                                        weight REAL NOT NULL, PRIMARY KEY (source, key, start));
+CREATE TABLE IF NOT EXISTS device_cuts (device TEXT PRIMARY KEY, last_ts REAL NOT NULL);
 """
+#: what ``PRAGMA user_version`` says of a spool: 1 = batches name devices by position
+SPOOL_VERSION = 1
+_ALLOCATION_COLUMNS = "source, key, start, end_ts, devices, owner, weight"
+_UPSERT_ALLOCATION = (f"INSERT INTO allocations ({_ALLOCATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                      "ON CONFLICT (source, key, start) DO UPDATE SET end_ts = excluded.end_ts, "
+                      "devices = excluded.devices, owner = excluded.owner, weight = excluded.weight")
+_UPSERT_CUT = ("INSERT INTO device_cuts (device, last_ts) VALUES (?, ?) "
+               "ON CONFLICT (device) DO UPDATE SET last_ts = excluded.last_ts")
 
 
 class SpoolError(RuntimeError):
@@ -253,6 +274,34 @@ def build_batches(samples: Sequence[bytes], max_readings: int, max_raw_bytes: in
 # ---------------------------------------------------------------------------- the spool
 
 
+def allocation_row(a: Allocation) -> tuple[Any, ...]:
+    return (a.source, a.key, a.start, a.end, orjson.dumps(list(a.device_ids)).decode(),
+            orjson.dumps(dict(a.owner), option=orjson.OPT_SORT_KEYS).decode(), a.weight)
+
+
+def allocation_of(row: Sequence[Any]) -> Allocation:
+    source, key, start, end, devices, owner, weight = row
+    return Allocation(source, key, tuple(orjson.loads(devices)), orjson.loads(owner), float(weight),
+                      float(start), None if end is None else float(end))
+
+
+def positions_body(body: bytes) -> bytes | None:
+    """A batch cut by a spool before version 1 (``readings.device`` = each device's index, unique
+    in the batch) with positions instead; None when it reads the same either way (its indexes
+    were 0, 1, 2… in order: every batch of a GPU-only node) or cannot be read."""
+    try:
+        doc = orjson.loads(gzip.decompress(body))
+        index_at = {int(d["index"]): i for i, d in enumerate(doc["devices"])}
+        device = doc["readings"]["device"]
+        moved = [index_at.get(v, v) for v in device]  # an unknown index stays (and stays refused)
+    except (OSError, EOFError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+    if moved == device or len(index_at) != len(doc["devices"]):
+        return None
+    doc["readings"]["device"] = moved
+    return gzip.compress(orjson.dumps(doc), compresslevel=6, mtime=0)
+
+
 class Spool:
     """The SQLite spool of one agent. Thread-safe: the sampler appends, the shipper reads,
     acknowledges and dead-letters, each under one lock (every operation is short)."""
@@ -346,6 +395,7 @@ class Spool:
             if result != "ok":
                 raise SpoolCorrupt(f"integrity check failed: {result}")
         conn.executescript(_SCHEMA)
+        self._upgrade(conn)
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         if "stream" not in meta:
             meta = {"stream": str(uuid.uuid4()), "next_seq": "1"}
@@ -356,6 +406,22 @@ class Spool:
         self._next_seq = int(meta["next_seq"])
         self.last_success = float(meta["last_success"]) if "last_success" in meta else None
         self._recount()
+
+    def _upgrade(self, conn: sqlite3.Connection) -> None:
+        """Bring a spool of an older agent to SPOOL_VERSION without losing a batch."""
+        if int(conn.execute("PRAGMA user_version").fetchone()[0]) >= SPOOL_VERSION:
+            return
+        rewritten = 0
+        with self._tx() as c:
+            for row_id, body in c.execute("SELECT id, body FROM batches").fetchall():
+                new = positions_body(bytes(body))
+                if new is not None:
+                    c.execute("UPDATE batches SET body = ?, bytes = ? WHERE id = ?", (new, len(new), row_id))
+                    rewritten += 1
+            c.execute(f"PRAGMA user_version = {SPOOL_VERSION}")
+        if rewritten:
+            log.info("spool: %d batches cut by an older agent now name their devices by position",
+                     rewritten)
 
     def _recount(self) -> None:
         conn = self._db()
@@ -396,12 +462,23 @@ class Spool:
             return
         try:
             with self._tx() as c:
+                version = 0
+                with contextlib.suppress(sqlite3.Error):
+                    version = int(old.execute("PRAGMA user_version").fetchone()[0])
                 with contextlib.suppress(sqlite3.Error):
                     for row in old.execute("SELECT stream, seq, readings, bytes, first_ts, last_ts, body "
                                            "FROM batches ORDER BY id"):
+                        new = positions_body(bytes(row[6])) if version < SPOOL_VERSION else None
+                        if new is not None:
+                            row = (*row[:3], len(new), *row[4:6], new)
                         c.execute("INSERT OR IGNORE INTO batches (stream, seq, readings, bytes, first_ts, "
                                   "last_ts, body) VALUES (?, ?, ?, ?, ?, ?, ?)", row)
                         batches += 1
+                with contextlib.suppress(sqlite3.Error):
+                    c.executemany(_UPSERT_ALLOCATION,
+                                  old.execute(f"SELECT {_ALLOCATION_COLUMNS} FROM allocations").fetchall())
+                    c.executemany(_UPSERT_CUT,
+                                  old.execute("SELECT device, last_ts FROM device_cuts").fetchall())
                 with contextlib.suppress(sqlite3.Error):
                     for row in old.execute("SELECT readings, data FROM samples ORDER BY id"):
                         c.execute("INSERT INTO samples (readings, data) VALUES (?, ?)", row)
@@ -460,15 +537,20 @@ class Spool:
     def open_readings(self) -> int:
         return self._open_readings
 
-    def append(self, readings: Sequence[DeviceReading]) -> bool:
-        """Durably append one sample; True when the open batch reached a size limit."""
-        if not readings:
+    def append(self, readings: Sequence[DeviceReading], allocations: Sequence[Allocation] = ()) -> bool:
+        """Durably append one sample and the allocations that changed with it, in one
+        transaction; True when the open batch reached a size limit."""
+        if not readings and not allocations:
             return False
-        data = encode_sample(readings, self._device_dict)
+        data = encode_sample(readings, self._device_dict) if readings else b""
+        rows = [allocation_row(a) for a in allocations]
 
         def op() -> bool:
             with self._tx() as c:
-                c.execute("INSERT INTO samples (readings, data) VALUES (?, ?)", (len(readings), data))
+                if readings:
+                    c.execute("INSERT INTO samples (readings, data) VALUES (?, ?)", (len(readings), data))
+                if rows:
+                    c.executemany(_UPSERT_ALLOCATION, rows)
             self._open_readings += len(readings)
             self._open_bytes += len(data)
             self._bytes += len(data)
@@ -488,9 +570,15 @@ class Spool:
             built = build_batches([r[1] for r in rows], self.max_batch_readings, self.max_batch_bytes)
             seq = self._next_seq
             added_bytes = added_readings = 0
+            allocations, cuts = self._allocations_and_cuts()
             with self._tx() as c:
                 for b in built:
-                    body = b.body(self.node, self.stream, seq, self.labels)
+                    _, position = b.ordered()
+                    spans = {d: (min(cuts.get(d, first), first), b.last_ts[d])
+                             for d, first in b.first_ts.items()}
+                    body = b.body(self.node, self.stream, seq, self.labels,
+                                  for_batch(allocations, spans, position) if allocations else ())
+                    cuts.update(b.last_ts)
                     c.execute("INSERT INTO batches (stream, seq, readings, bytes, first_ts, last_ts, body) "
                               "VALUES (?, ?, ?, ?, ?, ?, ?)",
                               (self.stream, seq, len(b), len(body), min(b.ts), max(b.ts), body))
@@ -499,6 +587,7 @@ class Spool:
                     seq += 1
                 c.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (str(seq),))
                 c.execute("DELETE FROM samples WHERE id <= ?", (rows[-1][0],))
+                self._settle_allocations(c, allocations, cuts, built)
             self._next_seq = seq
             self._batches += len(built)
             self._readings += added_readings
@@ -511,6 +600,33 @@ class Spool:
             if self._bytes > self.max_bytes:
                 self._guarded("trim", self._trim)
             return n
+
+    def _allocations_and_cuts(self) -> tuple[list[Allocation], dict[str, float]]:
+        conn = self._db()
+        allocations = [allocation_of(r) for r in
+                       conn.execute(f"SELECT {_ALLOCATION_COLUMNS} FROM allocations ORDER BY start")]
+        cuts = {str(d): float(t) for d, t in conn.execute("SELECT device, last_ts FROM device_cuts")}
+        return allocations, cuts
+
+    @staticmethod
+    def _settle_allocations(c: sqlite3.Connection, allocations: Sequence[Allocation],
+                            cuts: Mapping[str, float], built: Sequence[_BatchBuilder]) -> None:
+        """After a cut: where each device's next span starts, and the ended allocations that
+        no later batch can need go."""
+        moved = {d for b in built for d in b.last_ts}
+        c.executemany(_UPSERT_CUT, [(d, cuts[d]) for d in sorted(moved)])
+        if allocations and cuts:
+            newest = max(cuts.values())
+            c.executemany("DELETE FROM allocations WHERE source = ? AND key = ? AND start = ?",
+                          [(a.source, a.key, a.start) for a in allocations
+                           if not still_needed(a, cuts, newest)])
+
+    def open_allocations(self) -> tuple[list[Allocation], float | None]:
+        """The allocations the spool holds (for the tracker to take up at a start) and the time
+        of the last reading cut into a batch (where open ones were last seen held)."""
+        with self._lock:
+            allocations, cuts = self._allocations_and_cuts()
+        return allocations, max(cuts.values()) if cuts else None
 
     def _trim(self) -> None:
         """Over the size limit: drop dead letters first, then the oldest batches. Every
