@@ -163,21 +163,25 @@ def _path(loc: Sequence[int | str]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("measured", "projected") and out.endswith("]"):
-            continue  # the fleet entry's union tag, not a key of the file
-        elif part == "from_":
-            out += ".from"
         else:
-            out += f".{part}" if out else str(part)
+            out += f".{'from' if part == 'from_' else part}" if out else str(part)
     return out
 
 
-def issues_of(exc: ValidationError, prefix: Sequence[int | str] = ()) -> list[Issue]:
+def _untagged(loc: Sequence[int | str], tags: Collection[str]) -> list[int | str]:
+    """``loc`` without a union's tags (the fleet entry's kind, the cooling model): they name the
+    member pydantic tried, not a key of the file; they stand first or right after an index."""
+    return [part for n, part in enumerate(loc)
+            if not (part in tags and (n == 0 or isinstance(loc[n - 1], int)))]
+
+
+def issues_of(exc: ValidationError, prefix: Sequence[int | str] = (),
+              tags: Collection[str] = ("measured", "projected")) -> list[Issue]:
     """pydantic's errors as issues: the key's path, and a reason a planner reads (a cross-check
     that knows its key says so as ``[key] reason``)."""
     issues = []
     for error in exc.errors(include_url=False):
-        loc = [*prefix, *error["loc"]]
+        loc = [*prefix, *_untagged(error["loc"], tags)]
         kind = error["type"]
         if kind == "extra_forbidden":
             reason = "unknown key (see docs/planning.md for the scenario's keys)"

@@ -22,6 +22,7 @@ from wattledger.collector.accounting.cooling import ChillerCooling, MeteredCooli
 from wattledger.collector.settings import DEFAULT_SITE, db_url, default_db_url, describe
 from wattledger.collector.sites import SiteConfig, Sites
 from wattledger.config import ConfigError, load_yaml
+from wattledger.plan.scenario import issues_of
 
 Cooling = PueCooling | ChillerCooling | MeteredCooling
 _SITES: TypeAdapter[dict[str, SiteConfig]] = TypeAdapter(Sites)
@@ -63,11 +64,8 @@ def plan_sites(values: Mapping[str, Any], source: str) -> PlanSites:
         try:
             cooling[str(name)] = site_cooling(site)
         except ValidationError as exc:
-            raise ConfigError(
-                describe(exc)
-                .replace("config key ", f"config key sites.{name}.cooling.", 1)
-                .replace("config: ", f"config key sites.{name}.cooling: ", 1)
-            ) from None
+            first = issues_of(exc, ("sites", str(name), "cooling"), tags=("pue", "chiller", "metered"))[0]
+            raise ConfigError(f"config key {first.field}: {first.reason}") from None
         except ValueError as exc:
             raise ConfigError(f"config key sites.{name}: {exc}") from None
         bare[str(name)] = {k: v for k, v in site.items() if k != "cooling"}
