@@ -289,6 +289,16 @@ def make_amdsmi(gpus: list[Gpu], *, driver: str | None = None, version: str = "7
         return {"model_number": "102-G30211-0C", "product_serial": "692251001124", "fru_id": "N/A",
                 "product_name": g.product_name, "manufacturer_name": "AMD"}
 
+    def amdsmi_get_gpu_driver_info(h: object) -> dict[str, Any]:
+        gpu(h, "driver")
+        return {"driver_name": "amdgpu", "driver_version": "6.10.5", "driver_date": "2015/01/01 00:00"}
+
+    def amdsmi_get_lib_version() -> dict[str, Any]:
+        if not state["init"]:
+            raise AmdSmiLibraryException(STATUS["NOT_INIT"])
+        major, minor = (int(x) for x in version.split("."))
+        return {"major": major, "minor": minor, "release": 0, "build": f"{version}.0"}
+
     def amdsmi_get_power_info(h: object) -> dict[str, Any]:
         g = gpu(h, "power")
         current = g.power_w if g.generation == "mi300" else "N/A"
@@ -350,6 +360,7 @@ def make_amdsmi(gpus: list[Gpu], *, driver: str | None = None, version: str = "7
 
     def amdsmi_get_gpu_metrics_info(h: object) -> dict[str, Any]:
         g = gpu(h, "metrics")
+        g.accumulation += 1  # the firmware samples on its own (every ms) between two reads
         na = "N/A"
         mi300 = g.generation == "mi300"
         res = g.residency
@@ -375,7 +386,8 @@ def make_amdsmi(gpus: list[Gpu], *, driver: str | None = None, version: str = "7
                               "active_hbm_thrm"), False)
 
     for fn in (amdsmi_init, amdsmi_shut_down, amdsmi_get_processor_handles, amdsmi_get_gpu_device_uuid,
-               amdsmi_get_gpu_asic_info, amdsmi_get_gpu_board_info, amdsmi_get_power_info,
+               amdsmi_get_gpu_asic_info, amdsmi_get_gpu_board_info, amdsmi_get_gpu_driver_info,
+               amdsmi_get_lib_version, amdsmi_get_power_info,
                amdsmi_get_energy_count, amdsmi_get_temp_metric, amdsmi_get_gpu_activity,
                amdsmi_get_power_cap_info, amdsmi_get_gpu_memory_usage, amdsmi_get_gpu_memory_total,
                amdsmi_get_gpu_metrics_info, amdsmi_get_violation_status):
