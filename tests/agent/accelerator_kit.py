@@ -8,11 +8,22 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
+from wattledger.agent.exposition import AgentCollector
 from wattledger.agent.sampler import Sampler
 from wattledger.agent.sources.base import Source, SourceSample
+from wattledger.contract import CLOCK_EVENT_REASONS
 
 TS = 1_764_000_000.0
+#: the series of a GPU with every reading (names without ``wattledger_gpu_``; ``up`` left out)
+EVERY_SERIES = frozenset({
+    "power_watts", "energy_joules_total", "temperature_celsius{gpu}", "temperature_celsius{memory}",
+    "slowdown_temperature_celsius", "shutdown_temperature_celsius", "utilization_ratio",
+    "memory_utilization_ratio", "memory_used_bytes", "memory_total_bytes", "power_limit_watts",
+    "sm_clock_hertz",
+    *(f"clock_event_active{{{reason}}}" for _, reason in CLOCK_EVENT_REASONS)})
 
 
 class FakeBoard(Protocol):
@@ -68,3 +79,23 @@ def check_no_library_is_one_line_and_the_host_keeps_running(
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1 and said in lines[0] and "keep running" in lines[0], lines
     assert sampler.snapshot.source_up == {source.name: False, "host": True}
+
+
+def gpu_series(source: Source, samples: int = 2) -> dict[str, set[str]]:
+    """The ``wattledger_gpu_*`` families /metrics shows for each device of ``source`` after
+    ``samples`` samples (clock events and temperatures by their reason / sensor)."""
+    sampler = Sampler([source])
+    sampler.open()
+    for i in range(samples):
+        sampler.sample(TS + i)
+    registry = CollectorRegistry()
+    registry.register(AgentCollector(lambda: sampler.snapshot, "n1", {}))
+    out: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(generate_latest(registry).decode()):
+        for s in family.samples:
+            if not s.name.startswith("wattledger_gpu_") or s.name == "wattledger_gpu_up":
+                continue
+            detail = s.labels.get("sensor") or s.labels.get("reason")
+            name = s.name.removeprefix("wattledger_gpu_")
+            out.setdefault(s.labels["uuid"], set()).add(f"{name}{{{detail}}}" if detail else name)
+    return out

@@ -9,10 +9,12 @@ import types
 import pytest
 
 from agent.accelerator_kit import (
+    EVERY_SERIES,
     TS,
     check_a_device_lost_before_discovery_is_down_then_found,
     check_a_lost_device_goes_down_and_the_others_go_on,
     check_no_library_is_one_line_and_the_host_keeps_running,
+    gpu_series,
 )
 from agent.fake_amdsmi import (
     RESOLUTION_UJ,
@@ -251,3 +253,16 @@ def test_close_shuts_amd_smi_down() -> None:
     assert amdsmi.initialized()
     src.close()
     assert not amdsmi.initialized()
+
+
+def test_the_series_each_generation_has() -> None:
+    """What docs/agent.md's vendor table says: no SM clock from AMD; clock events on MI300 only;
+    the second die of an MI250X without power, energy and limit."""
+    first, second = mi250x()
+    mi300 = mi300x()
+    series = gpu_series(AmdSmiSource("n1", amdsmi=make_amdsmi([first, second, mi300])))
+    clock_events = {s for s in EVERY_SERIES if s.startswith("clock_event_active")}
+    assert series[mi300.uuid] == EVERY_SERIES - {"sm_clock_hertz"}
+    assert series[first.uuid] == EVERY_SERIES - {"sm_clock_hertz"} - clock_events
+    no_power = {"power_watts", "energy_joules_total", "power_limit_watts"}
+    assert series[second.uuid] == series[first.uuid] - no_power

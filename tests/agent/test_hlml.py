@@ -9,10 +9,12 @@ import types
 import pytest
 
 from agent.accelerator_kit import (
+    EVERY_SERIES,
     TS,
     check_a_device_lost_before_discovery_is_down_then_found,
     check_a_lost_device_goes_down_and_the_others_go_on,
     check_no_library_is_one_line_and_the_host_keeps_running,
+    gpu_series,
 )
 from agent.fake_pyhlml import Aip, HLMLError, gaudi2, gaudi3, make_pyhlml
 from wattledger.agent.sources.base import SourceUnavailable
@@ -183,3 +185,14 @@ def test_close_shuts_hlml_down() -> None:
     assert pyhlml.initialized()
     src.close()
     assert not pyhlml.initialized()
+
+
+@pytest.mark.parametrize("bindings", ["1.24", "2022"])
+def test_the_series_a_gaudi_has(bindings: str) -> None:
+    """What docs/agent.md's vendor table says: no memory utilization or SM clock from HLML; no
+    HBM temperature through the 2022 bindings."""
+    aip = gaudi3()
+    series = gpu_series(HlmlSource("n1", pyhlml=make_pyhlml([aip], bindings=bindings)))
+    missing = {"memory_utilization_ratio", "sm_clock_hertz"} | (set() if bindings == "1.24" else
+                                                                 {"temperature_celsius{memory}"})
+    assert series[aip.uuid] == EVERY_SERIES - missing
