@@ -75,6 +75,18 @@ class MeasuredEntry(_Strict):
     measured: Literal[True]
 
 
+def _power_kind(value: Any) -> str:
+    return "power:explicit" if isinstance(value, Mapping | ExplicitPower) else "power:measured"
+
+
+#: ``power: measured`` or ``power: {idle_w, max_w, node_overhead_w}``, told apart by their shape so
+#: that a mistake in the mapping is reported as that mapping's (not as "should be 'measured'")
+Power = Annotated[
+    Annotated[Literal["measured"], Tag("power:measured")] | Annotated[ExplicitPower, Tag("power:explicit")],
+    Discriminator(_power_kind),
+]
+
+
 class ProjectedEntry(_Strict):
     """Servers that will run from ``from`` (default: the plan's start) to the plan's end."""
 
@@ -85,7 +97,7 @@ class ProjectedEntry(_Strict):
     gpus_per_server: Annotated[int, Field(ge=1, le=1024)]
     model: Name
     utilization: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
-    power: Literal["measured"] | ExplicitPower
+    power: Power
     capex_per_server: NonNegative = 0.0
     depreciation_months: Annotated[int, Field(ge=1, le=MAX_MONTHS)] | None = None
 
@@ -100,13 +112,17 @@ class ProjectedEntry(_Strict):
 
 
 def _entry_kind(value: Any) -> str:
-    return "measured" if isinstance(value, Mapping) and value.get("measured") is True else "projected"
+    if isinstance(value, MeasuredEntry) or (isinstance(value, Mapping) and value.get("measured") is True):
+        return "entry:measured"
+    return "entry:projected"
 
 
 FleetEntry = Annotated[
-    Annotated[MeasuredEntry, Tag("measured")] | Annotated[ProjectedEntry, Tag("projected")],
+    Annotated[MeasuredEntry, Tag("entry:measured")] | Annotated[ProjectedEntry, Tag("entry:projected")],
     Discriminator(_entry_kind),
 ]
+#: the tags of the unions above: they name the member pydantic tried, never a key of the file
+UNION_TAGS = frozenset({"power:measured", "power:explicit", "entry:measured", "entry:projected"})
 
 
 class Scenario(_Strict):
@@ -169,14 +185,14 @@ def _path(loc: Sequence[int | str]) -> str:
 
 
 def _untagged(loc: Sequence[int | str], tags: Collection[str]) -> list[int | str]:
-    """``loc`` without a union's tags (the fleet entry's kind, the cooling model): they name the
-    member pydantic tried, not a key of the file; they stand first or right after an index."""
-    return [part for n, part in enumerate(loc)
-            if not (part in tags and (n == 0 or isinstance(loc[n - 1], int)))]
+    """``loc`` without the unions' tags: the scenario's own (anywhere), and ``tags`` where they
+    stand first (a cooling model's name, which may also be a key: ``cooling.pue``)."""
+    return [part for n, part in enumerate(loc) if part not in UNION_TAGS and not (n == 0 and part in tags)]
 
 
-def issues_of(exc: ValidationError, prefix: Sequence[int | str] = (),
-              tags: Collection[str] = ("measured", "projected")) -> list[Issue]:
+def issues_of(
+    exc: ValidationError, prefix: Sequence[int | str] = (), tags: Collection[str] = ()
+) -> list[Issue]:
     """pydantic's errors as issues: the key's path, and a reason a planner reads (a cross-check
     that knows its key says so as ``[key] reason``)."""
     issues = []
