@@ -55,18 +55,43 @@ def test_mi300x_readings_in_base_units(version: str) -> None:
     assert r.sm_clock_hz is None
 
 
-def test_mi250x_module_power_is_on_its_first_die_the_second_is_absent_not_zero() -> None:
+def test_an_mi250x_modules_power_is_split_between_its_two_dies() -> None:
     first, second = mi250x()
     src = opened([first, second])
     a, b = src.sample(TS).readings
-    assert a.power_w == 402.0  # average_socket_power: MI200 has no current_socket_power
-    assert a.energy_j == pytest.approx(joules(987_654_321_000))
-    assert a.device.power_limit_w == 560.0
+    # the module's average_socket_power (MI200 has no current_socket_power), counter and cap,
+    # measured on the first die; the second answers 0 W, a count of 0 and a cap of 0
+    assert (a.power_w, b.power_w) == (201.0, 201.0)
+    assert a.energy_j == b.energy_j == pytest.approx(joules(987_654_321_000) / 2)
+    assert (a.device.power_limit_w, b.device.power_limit_w) == (280.0, 280.0)
     assert (a.temp_c, a.mem_temp_c, a.device.model) == (68.0, 61.0, "AMD Instinct MI250X")
-    # the second die answers 0 W, a counter of 0 and a cap of 0: none of it is a reading
-    assert (b.power_w, b.energy_j, b.device.power_limit_w) == (None, None, None)
-    assert (b.temp_c, b.util) == (68.0, 0.88)  # its own sensors and engines are real
+    assert (b.temp_c, b.util) == (68.0, 0.88)  # each die's own sensors and engines
     assert a.device.id != b.device.id
+    before = second.calls.copy()
+    src.sample(TS + 1)
+    assert {"power", "energy", "power_cap"}.isdisjoint(second.calls - before)  # its zeros are not asked
+
+
+def test_mi250x_modules_pair_their_own_dies_and_a_gpu_of_its_own_stays_whole() -> None:
+    gpus = [*mi250x(0), *mi250x(1), mi300x()]
+    gpus[2].power_w, gpus[2].energy_count = 300, 2_000_000_000_000
+    readings = opened(gpus).sample(TS).readings
+    assert [r.power_w for r in readings] == [201.0, 201.0, 150.0, 150.0, 612.0]
+    assert readings[3].energy_j == pytest.approx(joules(2_000_000_000_000) / 2)
+    assert sum(r.power_w or 0 for r in readings) == 402 + 300 + 612  # what the firmware measured
+
+
+def test_while_a_modules_first_die_is_lost_the_second_has_no_power() -> None:
+    first, second = mi250x()
+    src = opened([first, second])
+    first.lost = True
+    out = src.sample(TS)
+    assert [d.id for d in out.down] == [first.uuid]
+    (b,) = out.readings
+    assert (b.power_w, b.energy_j, b.device.power_limit_w) == (None, None, None)
+    assert b.temp_c == 68.0
+    first.lost = False
+    assert [r.power_w for r in src.sample(TS + 1).readings] == [201.0, 201.0]
 
 
 def test_the_energy_comes_from_the_counter_not_from_the_power() -> None:
@@ -257,12 +282,11 @@ def test_close_shuts_amd_smi_down() -> None:
 
 def test_the_series_each_generation_has() -> None:
     """What docs/agent.md's vendor table says: no SM clock from AMD; clock events on MI300 only;
-    the second die of an MI250X without power, energy and limit."""
+    both dies of an MI250X with their share of the module's power, energy and limit."""
     first, second = mi250x()
     mi300 = mi300x()
     series = gpu_series(AmdSmiSource("n1", amdsmi=make_amdsmi([first, second, mi300])))
     clock_events = {s for s in EVERY_SERIES if s.startswith("clock_event_active")}
     assert series[mi300.uuid] == EVERY_SERIES - {"sm_clock_hertz"}
     assert series[first.uuid] == EVERY_SERIES - {"sm_clock_hertz"} - clock_events
-    no_power = {"power_watts", "energy_joules_total", "power_limit_watts"}
-    assert series[second.uuid] == series[first.uuid] - no_power
+    assert series[second.uuid] == series[first.uuid]

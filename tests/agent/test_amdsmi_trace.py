@@ -53,15 +53,35 @@ def expected(raw: dict[str, Any]) -> dict[str, float | None]:
     }
 
 
-def check_every_recorded_answer(trace: dict[str, Any]) -> None:
-    samples = read(trace)
+def modules(trace: dict[str, Any]) -> list[int]:
+    """For each device, the device whose power data it shares: the one before it when its
+    first answers are the zeros of an MI250X module's second die, else itself."""
+    def zeros(raw: dict[str, Any]) -> bool:
+        power, energy, cap = raw["power_info"], raw["energy_count"], raw["power_cap_info"]
+        return (ok(power) and 0 in power.values() and ok(energy) and ok(cap) and cap["power_cap"] == 0
+                and energy.get("energy_accumulator", energy.get("power")) == 0)
+
+    firsts: list[int] = []
     for i, device in enumerate(trace["devices"]):
+        firsts.append(firsts[-1] if i and zeros(device["samples"][0]) else i)
+    return firsts
+
+
+def check_every_recorded_answer(trace: dict[str, Any]) -> None:
+    samples, firsts = read(trace), modules(trace)
+    for i, device in enumerate(trace["devices"]):
+        first = trace["devices"][firsts[i]]
+        dies = firsts.count(firsts[i])
         for step, raw in enumerate(device["samples"]):
             r = samples[step][i]
             want = expected(raw)
+            module = expected(first["samples"][step])  # a module's power data, split between its dies
+            for key in ("power_w", "energy_j"):
+                want[key] = None if module[key] is None else module[key] / dies
             assert {key: getattr(r, key) for key in want} == pytest.approx(want), f"device {i} sample {step}"
-            cap = raw["power_cap_info"]["power_cap"] if ok(raw["power_cap_info"]) else 0
-            assert r.device.power_limit_w == (cap / 1e6 if cap else None)
+            cap_info = first["samples"][step]["power_cap_info"]
+            cap = cap_info["power_cap"] if ok(cap_info) else 0
+            assert r.device.power_limit_w == (cap / 1e6 / dies if cap else None)
             critical = device["temp"]["HOTSPOT CRITICAL"]
             assert r.device.slowdown_c == (float(critical) if ok(critical) and critical else None)
 
@@ -88,8 +108,9 @@ def test_the_recorder_round_trips_through_the_replay(tmp_path: Path) -> None:
     check_every_recorded_answer(trace)
     first, second, mi300 = read(trace)[0]
     assert (first.power_w, first.temp_c, first.mem_temp_c, first.device.model) == (
-        402.0, 68.0, 61.0, "AMD Instinct MI250X")
-    assert (second.power_w, second.energy_j, second.device.power_limit_w) == (None, None, None)
+        201.0, 68.0, 61.0, "AMD Instinct MI250X")  # half of the module's 402 W
+    assert (second.power_w, second.energy_j, second.device.power_limit_w) == (
+        201.0, first.energy_j, 280.0)
     assert (mi300.power_w, mi300.device.power_limit_w, mi300.device.shutdown_c) == (612.0, 750.0, 105.0)
     assert mi300.clock_events is None  # one sample before: nothing to compare with
     assert read(trace)[1][2].clock_events == 0  # the fake's counters did not move

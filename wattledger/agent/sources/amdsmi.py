@@ -28,10 +28,14 @@ What each reading is, in AMD SMI's own units (the Python package's ``amdsmi_inte
   MI200 has no such counters (the Python library reduces its throttle status to a yes/no
   with no cause): its clock events are absent.
 
-On MI250X each OAM module shows as two GPUs; the firmware reports the module's power and
-energy on the first die only, the second answers 0 W, a counter of 0 and a power cap of 0
-(the amdgpu driver: "valid power data is available only from primary die"). No powered
-accelerator draws 0 W, so those are absent, never 0: the pair's energy is on the first die.
+On MI250X each OAM module shows as two GPUs (GCDs), and each is a GPU to Slurm and Kubernetes;
+but the firmware measures the module's power and energy as one, reported on the first die,
+while the second answers 0 W, an energy count of 0 and a power cap of 0 (the amdgpu driver:
+"valid power data is available only from primary die"). Those zeros are not readings. A die
+that answers exactly that when it is discovered belongs to the module of the die before it,
+and the module's power, energy and power cap are split evenly between its dies: each GCD
+carries its half, the node adds up to what the firmware measured, and no die is left with
+time the ledger cannot account for. The halves are that split, not a measurement per die.
 
 AMD SMI has no "device lost" code: a GPU that stops answering shows as I/O failures
 (rocm_smi maps EIO to UNEXPECTED_SIZE, ENXIO to UNEXPECTED_DATA). So such a failure takes the
@@ -55,7 +59,7 @@ from wattledger.agent.sources.accelerator import (
     device_model,
     one_line,
 )
-from wattledger.agent.sources.base import FieldUnsupported, SourceError, SourceUnavailable
+from wattledger.agent.sources.base import FieldUnsupported, SourceError, SourceSample, SourceUnavailable
 from wattledger.contract import CLOCK_EVENT_REASONS, Device
 
 log = logging.getLogger(__name__)
@@ -120,6 +124,8 @@ class AmdSmiSource(AcceleratorSource):
         super().__init__(node, amdsmi, **kwargs)
         self._handles: list[Any] = []
         self._seen_ids: set[str] = set()
+        self._module_of: dict[int, int] = {}  # a die without power data -> its module's first die
+        self._firsts: list[int] = []  # the dies that report a module's power (or their own)
 
     def _classify(self, exc: Exception, what: str) -> SourceError:
         info = getattr(exc, "err_info", None) or one_line(exc) or type(exc).__name__
@@ -140,6 +146,7 @@ class AmdSmiSource(AcceleratorSource):
             self._shut_down()
             raise SourceUnavailable(f"{UNAVAILABLE}: {exc}") from None
         self._seen_ids = set()
+        self._module_of, self._firsts = {}, []
         return len(self._handles)
 
     def _shut_down(self) -> None:
@@ -164,6 +171,11 @@ class AmdSmiSource(AcceleratorSource):
         if ident in self._seen_ids:  # two handles of one UUID (a partitioned GPU): keep both
             ident = device_id(f"{ident}:{index}")
         self._seen_ids.add(ident)
+        first = max((f for f in self._firsts if f < index), default=None)
+        if first is not None and self._answers_no_power(handle):
+            self._module_of[index] = first
+        else:
+            self._firsts.append(index)
         temp = lib.AmdSmiTemperatureType.HOTSPOT
         metric = lib.AmdSmiTemperatureMetric
         return Device(
@@ -171,6 +183,25 @@ class AmdSmiSource(AcceleratorSource):
             slowdown_c=self._threshold(handle, temp, metric.CRITICAL),
             shutdown_c=self._threshold(handle, temp, metric.EMERGENCY),
         ), handle
+
+    def _answers_no_power(self, handle: Any) -> bool:
+        """Exactly 0 W, an energy count of 0 and a power cap of 0: the second die of a module."""
+        lib = self.lib
+
+        def zero(value: object) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool) and value == 0
+
+        power = self._optional(lib.amdsmi_get_power_info, handle)
+        energy = self._optional(lib.amdsmi_get_energy_count, handle)
+        cap = self._optional(lib.amdsmi_get_power_cap_info, handle)
+        return (isinstance(power, dict) and any(zero(power.get(k)) for k in POWER_KEYS)
+                and all(zero(power.get(k)) or number(power.get(k)) is None for k in POWER_KEYS)
+                and isinstance(energy, dict) and zero(energy.get("energy_accumulator", energy.get("power")))
+                and isinstance(cap, dict) and zero(cap.get("power_cap")))
+
+    def _dies(self, first: int) -> int:
+        """How many dies share the power data of die ``first`` (1 for a GPU of its own)."""
+        return 1 + sum(1 for f in self._module_of.values() if f == first)
 
     def _optional(self, fn: Any, *args: Any) -> Any:
         try:
@@ -196,16 +227,39 @@ class AmdSmiSource(AcceleratorSource):
 
     # ---------------------------------------------------------------- sampling
 
+    def sample(self, ts: float) -> SourceSample:
+        out = super().sample(ts)
+        if self._module_of:
+            firsts = {r.device.index: r for r in out.readings}
+            for i, r in enumerate(out.readings):
+                if r.device.index in self._module_of:
+                    out.readings[i] = self._module_share(r, firsts.get(self._module_of[r.device.index]))
+        return out
+
+    def _module_share(self, reading: DeviceReading, first: DeviceReading | None) -> DeviceReading:
+        """A second die's reading with its share of the module, as its first die reports it
+        (absent while the first die does not answer)."""
+        board = self._boards[reading.device.index]
+        assert board is not None
+        limit_w = None if first is None else first.device.power_limit_w
+        if limit_w != board.info.power_limit_w:
+            board.info = dataclasses.replace(board.info, power_limit_w=limit_w)
+        return dataclasses.replace(reading, device=board.info,
+                                   power_w=None if first is None else first.power_w,
+                                   energy_j=None if first is None else first.energy_j)
+
     def _read(self, board: Board, ts: float) -> DeviceReading:
         lib = self.lib
         ask, h = self.ask, board.handle
-        power = ask(board, "power", lib.amdsmi_get_power_info, h)
-        energy = ask(board, "energy", lib.amdsmi_get_energy_count, h)
+        second = board.index in self._module_of  # its module's power data is its first die's
+        dies = 1 if second else self._dies(board.index)
+        power = None if second else ask(board, "power", lib.amdsmi_get_power_info, h)
+        energy = None if second else ask(board, "energy", lib.amdsmi_get_energy_count, h)
         temps, metric = lib.AmdSmiTemperatureType, lib.AmdSmiTemperatureMetric.CURRENT
         temp = ask(board, "temp", lib.amdsmi_get_temp_metric, h, temps.HOTSPOT, metric)
         mem_temp = ask(board, "mem_temp", lib.amdsmi_get_temp_metric, h, temps.VRAM, metric)
         activity = ask(board, "activity", lib.amdsmi_get_gpu_activity, h) or {}
-        cap = ask(board, "power_cap", lib.amdsmi_get_power_cap_info, h) or {}
+        cap = {} if second else ask(board, "power_cap", lib.amdsmi_get_power_cap_info, h) or {}
         vram = lib.AmdSmiMemoryType.VRAM
         used = ask(board, "memory_used", lib.amdsmi_get_gpu_memory_usage, h, vram)
         total = board.state.get("memory_total")
@@ -215,15 +269,16 @@ class AmdSmiSource(AcceleratorSource):
         events = self._clock_events(board)
 
         cap_uw = positive(cap.get("power_cap"))
-        limit_w = None if cap_uw is None else cap_uw / 1e6
-        if limit_w != board.info.power_limit_w:  # rare: keep one Device while it holds
+        limit_w = None if cap_uw is None or second else cap_uw / 1e6 / dies
+        if limit_w != board.info.power_limit_w and not second:  # rare: keep one Device while it holds
             board.info = dataclasses.replace(board.info, power_limit_w=limit_w)
         gfx, umc = number(activity.get("gfx_activity")), number(activity.get("umc_activity"))
+        watts, joules = self._socket_power(power), self._energy_j(board, energy)
         return DeviceReading(
             device=board.info,
             ts=ts,
-            power_w=self._socket_power(power),
-            energy_j=self._energy_j(board, energy),
+            power_w=None if watts is None else watts / dies,
+            energy_j=None if joules is None else joules / dies,
             temp_c=celsius(temp),
             mem_temp_c=celsius(mem_temp),
             util=None if gfx is None or gfx > 100 else gfx / 100.0,
