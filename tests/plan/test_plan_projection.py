@@ -105,7 +105,7 @@ def test_the_band_matching_is_the_collectors() -> None:
     cfg = SiteConfig(name="x", timezone="Europe/Berlin", tariff=TOU_BANDS)
     start = int(month_clock(cfg, 202703).hours)
     assert start == 743
-    from wattledger.collector.siteclock import SiteClock
+    from wattledger.collector.accounting.siteclock import SiteClock
 
     lo, hi = SiteClock(cfg).month_bounds(202703)
     minutes = range(int(lo // 60), int(hi // 60))
@@ -239,3 +239,23 @@ def test_cloud_break_even() -> None:
     assert comparison["break_even_month"] == "2027-02"  # 119,040 + 107,520 >= 124,304 + 3,427 + 510
     no_cloud = plan(scenario(months=1, cloud_price_per_gpu_hour=None), sites_of(dc1=site()))
     assert no_cloud["cloud_comparison"] is None and no_cloud["months"][0]["cloud_cost"] is None
+
+
+def test_break_even_is_where_owning_stays_cheaper_not_the_first_cheap_month() -> None:
+    """Servers already owned cost less than the cloud from the start; a purchase of 1,000,000 in
+    March puts owning above the cloud until the cloud's 160 GPUs catch up in June."""
+    owned = {**ENTRY, "name": "owned", "capex_per_server": 0}
+    bought = {
+        **ENTRY,
+        "name": "bought",
+        "from": "2027-03",
+        "capex_per_server": 100000,
+        "depreciation_months": 36,
+    }
+    doc = plan(scenario(owned, bought, months=8), sites_of(dc1=site()))
+    comparison = doc["cloud_comparison"]
+    own, rent = comparison["onprem_cumulative_cash"], comparison["cloud_cumulative"]
+    assert own[0] < rent[0] and own[2] > rent[2] and own[4] > rent[4] and own[5] <= rent[5]
+    assert comparison["break_even_month"] == "2027-06"
+    short = plan(scenario(owned, bought, months=4), sites_of(dc1=site()))
+    assert short["cloud_comparison"]["break_even_month"] is None

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from wattledger.collector.accounting.cooling import ChillerCooling, PueCooling, chiller_cooling
-from wattledger.collector.siteclock import parse_month
+from wattledger.collector.accounting.siteclock import parse_month
 from wattledger.collector.sites import SiteConfig
 from wattledger.plan.calendar import month_clock
 from wattledger.plan.history import POWER_BIN_W, PowerStats, SiteMonth

@@ -5,12 +5,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import IO, Any
 
 from wattledger.collector.accounting.cooling import ChillerCooling, MeteredCooling, PueCooling
 from wattledger.plan.advice import advice
 from wattledger.plan.history import MeasuredHistory
-from wattledger.plan.inputs import needs_history, resolve_conditions, resolve_entries, site_terms
+from wattledger.plan.inputs import (
+    needs_history,
+    resolve_conditions,
+    resolve_entries,
+    site_terms,
+    wants_history,
+)
+from wattledger.plan.ledger import HistoryUnavailable
 from wattledger.plan.profile import (
     MIN_HOURS,
     MIN_METERED_NODE_HOURS,
@@ -54,11 +62,19 @@ def make_plan(
     site = sites.sites[scenario.site]
     cooling = sites.cooling[scenario.site]
     history: ReadHistory | None = None
-    if needs_history(scenario, cooling):
-        history = read_history(open_history(), scenario.site, progress)
-        issues = cross_check(scenario, sites.sites, history.facts(site.zone))
-        if issues:
-            raise ScenarioError(issues)
+    unread: str | None = None
+    if wants_history(scenario, cooling):
+        try:
+            ledger = open_history()
+        except HistoryUnavailable as exc:
+            if needs_history(scenario, cooling):
+                raise
+            unread = str(exc)  # only the chiller's sensor months wanted it: its fallbacks plan on
+        else:
+            history = read_history(ledger, scenario.site, progress)
+            issues = cross_check(scenario, sites.sites, history.facts(site.zone))
+            if issues:
+                raise ScenarioError(issues)
     terms = site_terms(scenario.site, site, cooling)
     entries = resolve_entries(scenario, history)
     conditions = resolve_conditions(scenario, scenario.site, site, cooling, history)
@@ -82,7 +98,7 @@ def make_plan(
         "months": base.rows,
         "totals": base.totals,
         "proposed_plan": proposed_plan(base),
-        "assumptions": assumptions(scenario, sites, base, history),
+        "assumptions": assumptions(scenario, sites, base, history, unread),
         "fleet": [_entry_doc(e, base, i) for i, e in enumerate(entries)],
         "cloud_comparison": _comparison(base),
         "profiles": [profile_doc(p) for p in profiles.values()],
@@ -159,8 +175,9 @@ def _comparison(projection: Projection) -> dict[str, Any] | None:
         "onprem_cumulative_cash": list(found.onprem_cash),
         "cloud_cumulative": list(found.cloud),
         "basis": "on-prem: each entry's servers paid in full in its first month, energy cost and demand "
-        "charge monthly; cloud: GPU-hours x cloud_price_per_gpu_hour; break-even: the first "
-        "month whose cumulative cloud cost reaches the cumulative on-prem spend",
+        "charge monthly; cloud: GPU-hours x cloud_price_per_gpu_hour; break-even: the first month "
+        "from which the cumulative cloud cost stays at or above the cumulative on-prem spend (null: "
+        "owning still costs more at the plan's end)",
     }
 
 
@@ -228,7 +245,11 @@ def _cooling_doc(cooling: PueCooling | ChillerCooling | MeteredCooling) -> dict[
 
 
 def assumptions(
-    scenario: Scenario, sites: PlanSites, projection: Projection, history: ReadHistory | None
+    scenario: Scenario,
+    sites: PlanSites,
+    projection: Projection,
+    history: ReadHistory | None,
+    unread: str | None = None,
 ) -> dict[str, Any]:
     site = sites.sites[scenario.site]
     over = [m.row["month"] for m in projection.months if m.over_capacity]
@@ -249,6 +270,8 @@ def assumptions(
             }
         )
     warnings = []
+    if unread is not None:
+        warnings.append(f"the outdoor sensor's measured months were not used: {unread}")
     if over:
         warnings.append(
             f"the IT load is more than the chiller can carry in {len(over)} months (first "
@@ -284,8 +307,8 @@ def assumptions(
         "GPU-months)",
         "measured": {
             "fleet_window_days": FLEET_WINDOW_S / 86400,
-            "ledger_first_reading": history.span.first if history and history.span else None,
-            "ledger_last_reading": history.span.last if history and history.span else None,
+            "ledger_first_reading": _utc(history.span.first) if history and history.span else None,
+            "ledger_last_reading": _utc(history.span.last) if history and history.span else None,
             "profile_requirements": {
                 "readings": MIN_READINGS,
                 "hours": MIN_HOURS,
@@ -298,6 +321,10 @@ def assumptions(
         "months": calendar,
         "warnings": warnings,
     }
+
+
+def _utc(unix_s: float) -> str:
+    return datetime.fromtimestamp(unix_s, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def issue_fields(error: ScenarioError) -> list[Mapping[str, str]]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from wattledger.collector.siteclock import SiteClock
+from wattledger.collector.accounting.siteclock import SiteClock
 from wattledger.collector.sites import MINUTES_PER_WEEK, SiteConfig
 
 

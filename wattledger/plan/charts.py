@@ -121,7 +121,7 @@ def tco_chart(doc: dict[str, Any]) -> str:
             ax.plot([i], [comparison["cloud_cumulative"][i]], "o", color="#2ca02c")
         title = "Cumulative on-prem spend against the cloud"
     else:
-        title = "Cumulative on-prem cost (no cloud_cost_per_gpu_hour in the scenario: no cloud line)"
+        title = "Cumulative on-prem cost (no cloud_price_per_gpu_hour in the scenario: no cloud line)"
     ax.plot(x, depreciated, color="#1f4e79", lw=1, ls="--", label="on-prem, capex depreciated (total_cost)")
     ax.set_title(f"{title} ({doc['currency']})", fontsize=11, loc="left")
     ax.yaxis.set_major_formatter(_money(doc["currency"]))

@@ -9,8 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from wattledger.collector.accounting.cooling import ChillerCooling, MeteredCooling
+from wattledger.collector.accounting.siteclock import parse_month
 from wattledger.collector.accounting.weather import epw_monthly_mean_c
-from wattledger.collector.siteclock import parse_month
 from wattledger.collector.sites import SiteConfig
 from wattledger.config import ConfigError
 from wattledger.plan.calendar import month_clock
@@ -45,6 +45,13 @@ def needs_history(scenario: Scenario, cooling: Cooling) -> bool:
         and cooling.outdoor.epw is None
         and cooling.outdoor.fixed_c is None
     )
+
+
+def wants_history(scenario: Scenario, cooling: Cooling) -> bool:
+    """Whether the plan reads the ledger when it can: it must (:func:`needs_history`), or the
+    site's chiller has an outdoor sensor, whose measured months come before its fallbacks."""
+    sensor = isinstance(cooling, ChillerCooling) and cooling.outdoor.sensor is not None
+    return sensor or needs_history(scenario, cooling)
 
 
 def site_terms(name: str, site: SiteConfig, cooling: Cooling) -> SiteTerms:

@@ -33,13 +33,26 @@ from wattledger.collector.accounting.cooling import (
     PueCooling,
     chiller_cooling,
 )
-from wattledger.collector.siteclock import month_text
+from wattledger.collector.accounting.siteclock import month_text
 
 Cooling = PueCooling | ChillerCooling | MeteredCooling
 
 #: the contract's keys of a month row, in order (also the CSV's columns)
-MONTH_KEYS = ("month", "gpus", "it_kwh", "cooling_kwh", "facility_kwh", "energy_cost", "demand_charge",
-              "capex", "total_cost", "carbon_kg", "gpu_hours", "cost_per_gpu_hour", "cloud_cost")
+MONTH_KEYS = (
+    "month",
+    "gpus",
+    "it_kwh",
+    "cooling_kwh",
+    "facility_kwh",
+    "energy_cost",
+    "demand_charge",
+    "capex",
+    "total_cost",
+    "carbon_kg",
+    "gpu_hours",
+    "cost_per_gpu_hour",
+    "cloud_cost",
+)
 #: the keys whose totals are sums (the others: see totals_of)
 SUMMED_KEYS = tuple(k for k in MONTH_KEYS if k not in ("month", "gpus", "cost_per_gpu_hour", "cloud_cost"))
 
@@ -287,7 +300,9 @@ def proposed_plan(projection: Projection) -> list[dict[str, Any]]:
 
 @dataclass(frozen=True, slots=True)
 class BreakEven:
-    month: str | None  # the first month whose cumulative cloud cost reaches the on-prem cash spend
+    #: the first month from which the cumulative cloud cost stays at or above the cumulative
+    #: on-prem cash spend; None when owning still costs more at the plan's end
+    month: str | None
     onprem_cash: tuple[float, ...]  # cumulative: capex paid when the servers arrive + energy + demand
     cloud: tuple[float, ...]  # cumulative cloud cost
 
@@ -300,7 +315,6 @@ def break_even(projection: Projection) -> BreakEven | None:
     onprem: list[float] = []
     cloud: list[float] = []
     spent = rented = 0.0
-    found: str | None = None
     for k, month in enumerate(projection.months):
         purchases = sum(
             e.servers * e.capex_per_server
@@ -311,6 +325,9 @@ def break_even(projection: Projection) -> BreakEven | None:
         rented += month.row["cloud_cost"]
         onprem.append(spent)
         cloud.append(rented)
-        if found is None and rented >= spent and spent > 0:
-            found = month.row["month"]
+    # from the month after the last one in which owning had cost more, owning stays cheaper; a
+    # plan in which it never cost more breaks even at once, one that ends above never does
+    above = [k for k, (own, rent) in enumerate(zip(onprem, cloud, strict=True)) if own > rent]
+    at = 0 if not above else above[-1] + 1
+    found = projection.months[at].row["month"] if at < len(projection.months) else None
     return BreakEven(found, tuple(onprem), tuple(cloud))

@@ -10,7 +10,7 @@ import csv
 import io
 from typing import Any
 
-from wattledger.collector.money import MONEY_COLUMNS, round_money
+from wattledger.collector.accounting.money import MONEY_COLUMNS, round_money
 from wattledger.plan.projection import MONTH_KEYS
 
 

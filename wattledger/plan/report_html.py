@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from html import escape
 from typing import Any
 
-from wattledger.collector.money import minor_units
+from wattledger.collector.accounting.money import minor_units
 from wattledger.plan.charts import cost_chart, power_chart, tco_chart
 
 CSS = """
@@ -40,6 +40,7 @@ pre{background:#f4f6f8;padding:10px;overflow:auto;font-size:12px}
 .estimate{display:inline-block;background:#fff3cd;color:#7a5b00;border-radius:4px;padding:1px 6px;
   font-size:12px}
 .bad{color:#a12b2b}
+span.l{white-space:normal;display:inline-block;min-width:280px;text-align:left}
 ul{margin:4px 0 4px 18px;padding:0}
 .wide{overflow-x:auto}
 """

@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from wattledger.collector.siteclock import month_text, next_month, parse_month
+from wattledger.collector.accounting.siteclock import month_text, next_month, parse_month
 from wattledger.config import ConfigError, load_yaml
 
 MAX_MONTHS = 600  # fifty years: a horizon, not a typo's 36000
