@@ -133,3 +133,41 @@ def test_one_line_parser_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unrecognized arguments: --nope" in err
+
+
+def test_a_bad_value_from_the_file_names_its_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text("# the agent\nverbose: true\n\ninterval: soon\n")
+    args = argparse.Namespace(config=str(cfg))
+    values = config.config_file_values(args, {})
+    with pytest.raises(ConfigError) as caught:
+        config.resolve(OPTIONS, flags(), values, env={})
+    assert str(caught.value) == f"config key 'interval' ({str(cfg)!r}, line 4): 'soon' is not a number"
+
+
+def test_an_unknown_key_names_its_line_and_the_key_meant(tmp_path: Path) -> None:
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text("interval: 5\nlabels:\n  site: s1\n")
+    known = {opt.dest for opt in OPTIONS}
+    with pytest.raises(ConfigError) as caught:
+        config.config_file_values(argparse.Namespace(config=str(cfg)), {}, known)
+    assert str(caught.value) == (f"config file {str(cfg)!r}, line 2: unknown key 'labels' "
+                                 "(did you mean 'label'?)")
+    cfg.write_text("interval: 5\ntoken_fle: /x\n")  # a typo: the closest key is offered
+    with pytest.raises(ConfigError, match=r"line 2: unknown key 'token_fle' \(did you mean 'token_file'\?\)"):
+        config.config_file_values(argparse.Namespace(config=str(cfg)), {}, known)
+    cfg.write_text("interval: 5\nzzz: 1\n")
+    with pytest.raises(ConfigError) as nothing_close:
+        config.config_file_values(argparse.Namespace(config=str(cfg)), {}, known)
+    assert str(nothing_close.value).endswith("line 2: unknown key 'zzz'")
+
+
+def test_nested_keys_know_their_lines(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("sites:\n  dc1:\n    timezone: UTC\n    pue: 0.5\nplan:\n  - {site: dc1}\n  - site: dc2\n"
+                   "    cost: -1\n")
+    doc = config.load_yaml(cfg)
+    assert doc.where("sites", "dc1", "pue") == f" ({str(cfg)!r}, line 4)"
+    assert doc.where("plan", 1, "cost") == f" ({str(cfg)!r}, line 8)"
+    assert doc.where("plan", 0, "month") == f" ({str(cfg)!r}, line 6)"  # not written: its entry's line
+    assert doc.where("nowhere") == ""

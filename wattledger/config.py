@@ -10,6 +10,7 @@ exits with status 2.
 from __future__ import annotations
 
 import argparse
+import difflib
 import ipaddress
 import os
 import sys
@@ -204,11 +205,62 @@ def add_options(parser: argparse.ArgumentParser, options: Sequence[Option]) -> N
 CONFIG_ENV = "WATTLEDGER_CONFIG"
 
 
+class YamlDoc(dict[str, Any]):
+    """A YAML file's mapping, which remembers where each key was written: ``lines`` maps a key's
+    path (``("sites", "dc1", "pue")``; list entries by their 0-based number) to its 1-based line,
+    so that an error can name the line of the offending key."""
+
+    def __init__(self, values: Mapping[str, Any], path: str, lines: Mapping[tuple[str, ...], int]) -> None:
+        super().__init__(values)
+        self.path = path
+        self.lines = dict(lines)
+
+    def where(self, *key: object) -> str:
+        """`` (file F, line N)`` for the deepest part of ``key`` that the file has, or ""."""
+        parts = tuple(str(k) for k in key)
+        while parts:
+            line = self.lines.get(parts)
+            if line is not None:
+                return f" ({self.path!r}, line {line})"
+            parts = parts[:-1]
+        return ""
+
+
+def _key_lines(node: yaml.Node, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], int]:
+    """Each key's line in a composed YAML document (keys of top-level mappings: ``-`` read as ``_``)."""
+    lines: dict[tuple[str, ...], int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            name = str(key.value)
+            name = name.replace("-", "_") if not path else name
+            lines[(*path, name)] = key.start_mark.line + 1
+            lines.update(_key_lines(value, (*path, name)))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines[(*path, str(i))] = item.start_mark.line + 1
+            lines.update(_key_lines(item, (*path, str(i))))
+    return lines
+
+
+#: keys people write for an agent's or collector's key, with the key that is meant
+KEY_HINTS = {"labels": "label"}
+
+
+def unknown_key(key: str, known: Collection[str]) -> str:
+    """``unknown key 'labels' (did you mean 'label'?)``"""
+    meant = KEY_HINTS.get(key) if KEY_HINTS.get(key) in known else None
+    if meant is None:
+        close = difflib.get_close_matches(key.replace("-", "_"), sorted(known), n=1, cutoff=0.8)
+        meant = close[0] if close else None
+    return f"unknown key {key!r}" + (f" (did you mean {meant!r}?)" if meant else "")
+
+
 def config_file_values(args: argparse.Namespace, env: Mapping[str, str],
                        known: Collection[str] | None = None) -> dict[str, Any]:
     """The keys of the ``--config`` (else ``WATTLEDGER_CONFIG``) file, ``-`` read as ``_``; {}
-    when neither names a file. With ``known``, a key outside it is a ConfigError naming the key
-    as written (a typo must not be silently ignored)."""
+    when neither names a file (a :class:`YamlDoc` when one does). With ``known``, a key outside
+    it is a ConfigError naming the key as written and its line (a typo must not be silently
+    ignored)."""
     path = getattr(args, "config", None) or env.get(CONFIG_ENV)
     if not path:
         return {}
@@ -216,12 +268,15 @@ def config_file_values(args: argparse.Namespace, env: Mapping[str, str],
     if known is not None:
         unknown = sorted(str(k) for k in raw if str(k).replace("-", "_") not in known)
         if unknown:
-            raise ConfigError(f"config file {str(path)!r}: unknown key {unknown[0]!r}")
-    return {str(k).replace("-", "_"): v for k, v in raw.items()}
+            raise ConfigError(f"config file {str(path)!r}, line "
+                              f"{raw.lines.get((unknown[0].replace('-', '_'),), '?')}: "
+                              f"{unknown_key(unknown[0], known)}")
+    return YamlDoc({str(k).replace("-", "_"): v for k, v in raw.items()}, raw.path, raw.lines)
 
 
-def load_yaml(path: Path | str) -> dict[str, Any]:
-    """Read a YAML mapping; a missing, unreadable or malformed file is a ConfigError."""
+def load_yaml(path: Path | str) -> YamlDoc:
+    """Read a YAML mapping (with its keys' lines); a missing, unreadable or malformed file is a
+    ConfigError."""
     path = Path(path).expanduser()
     try:
         raw = path.read_text(encoding="utf-8")
@@ -233,15 +288,16 @@ def load_yaml(path: Path | str) -> dict[str, Any]:
         raise ConfigError(f"config file {str(path)!r} is not UTF-8 text (byte {exc.start})") from None
     try:
         data = yaml.safe_load(raw)
+        node = yaml.compose(raw, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"config file {str(path)!r} is not valid YAML{where}") from None
     if data is None:
-        return {}
+        return YamlDoc({}, str(path), {})
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys to values")
-    return data
+    return YamlDoc(data, str(path), _key_lines(node) if node is not None else {})
 
 
 def resolve(
@@ -264,7 +320,8 @@ def resolve(
             if opt.multiple:
                 raw = [part for part in raw.split(",") if part.strip()]
         elif opt.dest in file_values or opt.dest.replace("_", "-") in file_values:
-            source = f"config key {opt.dest!r}"
+            where = file_values.where(opt.dest) if isinstance(file_values, YamlDoc) else ""
+            source = f"config key {opt.dest!r}{where}"
             raw = file_values.get(opt.dest, file_values.get(opt.dest.replace("_", "-")))
             if opt.multiple and isinstance(raw, Mapping):
                 raw = [f"{k}={v}" for k, v in raw.items()]

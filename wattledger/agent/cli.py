@@ -35,7 +35,7 @@ from wattledger.config import (
     resolve,
     text,
 )
-from wattledger.contract import is_node_name
+from wattledger.contract import is_node_name, label_name_problem
 
 if TYPE_CHECKING:
     from wattledger.agent.delivery import Delivery
@@ -149,6 +149,10 @@ def settings(args: argparse.Namespace, env: dict[str, str] | None = None) -> dic
     if not is_node_name(s["node"]):
         raise ConfigError(f"--node: {s['node']!r} is not a valid node name (letters, digits, . _ -)")
     labels = dict(s["label"])
+    for name in labels:  # Prometheus' own names would break the scrape (__name__) or histograms
+        problem = label_name_problem(name)
+        if problem is not None:
+            raise ConfigError(f"--label: {problem}; choose another label name")
     clash = sorted(set(labels) & RESERVED_LABELS)
     if clash:
         raise ConfigError(f"--label: {clash[0]!r} is set by the agent itself; choose another label name")
