@@ -319,8 +319,9 @@ def test_agents_without_a_site_label_are_site_default_on_every_agent_panel(fleet
 
 
 def test_money_panels_keep_currencies_apart(fleet: Fleet) -> None:
+    money_series = r"wattledger_(month_cost|plan_cost(_to_date)?|forecast_cost|demand_charge)\b"
     money = [(title, expr) for board, title, expr in dashboard_queries() if board == "energy-cost-plan.json"
-             and re.search(r"wattledger_(month_cost|plan_cost(_to_date)?|forecast_cost|demand_charge)\b", expr)
+             and re.search(money_series, expr)
              and "sum by (currency)" in expr and " / " not in expr]
     assert {t for t, _ in money} >= {"Spent this month", "Plan to date", "Forecast month end", "Month's plan"}
     for title, expr in money:
