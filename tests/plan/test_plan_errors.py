@@ -263,3 +263,37 @@ def test_the_model_named_in_the_ledger_plans(
     rc, out, err = run(write(tmp_path, scenario(entry(model=MODEL, power="measured"))), capsys)
     assert (rc, err) == (0, "")
     assert json.loads(out)["fleet"][0]["power"].startswith("measured: 57.0 + 333.0 x utilization W")
+
+
+def test_the_demos_collector_configuration_plans(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/demo.md's one line: the demo's generated collector YAML is a plan's --config."""
+    from wattledger.demo import config as democonfig
+    from wattledger.demo.layout import DemoState, Ports
+    from wattledger.demo.scenario import default_scenario
+
+    demo = default_scenario()
+    state = DemoState(tmp_path / "demo")
+    state.prepare(fresh=True)
+    ports = Ports(
+        collector=19861, prometheus=19090, agents={s.node: 19871 + i for i, s in enumerate(demo.servers)}
+    )
+    cfg = democonfig.collector_config(
+        demo, state, ports, state.tokens(s.node for s in demo.servers), 1_795_809_600.0
+    )
+    democonfig.write_yaml(state.collector_yaml, cfg)
+    (tmp_path / "expansion.yaml").write_text(yaml.safe_dump(scenario(site=demo.site.name, months=12)))
+    argv = [
+        "plan",
+        "--scenario",
+        str(tmp_path / "expansion.yaml"),
+        "--config",
+        str(state.collector_yaml),
+        "--format",
+        "html",
+        "--out",
+        str(tmp_path / "plan.html"),
+    ]
+    rc, out, err = run(argv, capsys)
+    assert (rc, out, err) == (0, "", "")
+    page = (tmp_path / "plan.html").read_text()
+    assert page.count("<svg") == 3 and "America/New_York" in page

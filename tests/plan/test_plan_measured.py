@@ -156,3 +156,17 @@ def test_a_progress_bar_on_a_terminal_only() -> None:
     read = read_history(history, "dc1", terminal)
     assert "reading the ledger" in terminal.getvalue()
     assert read.profiles[MODEL].usable
+
+
+def test_a_sensor_with_fallbacks_plans_without_the_ledger_and_says_so() -> None:
+    cooling = {
+        "model": "chiller",
+        "curves": "ashrae-90.1-2010-air-cooled",
+        "cop_ref": 2.8,
+        "capacity_kw": 100.0,
+        "outdoor": {"sensor": "wx-1", "fixed_c": 22.0},
+    }
+    chiller_site = {k: v for k, v in site().items() if k != "pue"} | {"cooling": cooling}
+    doc = plan(scenario(months=1), sites_of(dc1=chiller_site))  # no ledger
+    assert doc["assumptions"]["months"][0]["outdoor_source"] == "fixed_c"
+    assert doc["assumptions"]["warnings"][0].startswith("the outdoor sensor's measured months were not used")

@@ -110,14 +110,9 @@ def tco_chart(doc: dict[str, Any]) -> str:
         if found is not None:
             i = months.index(found)
             ax.axvline(i, color="#2ca02c", ls=":", lw=1.5)
-            ax.annotate(
-                f"break-even {found}",
-                (i, comparison["cloud_cumulative"][i]),
-                xytext=(8, -4),
-                textcoords="offset points",
-                fontsize=9,
-                color="#2ca02c",
-            )
+            ax.annotate(f"break-even {found}", (i, comparison["cloud_cumulative"][i]), xytext=(-12, 28),
+                        textcoords="offset points", fontsize=9, color="#1e7b1e", ha="right",
+                        bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": "#2ca02c", "lw": 0.8})
             ax.plot([i], [comparison["cloud_cumulative"][i]], "o", color="#2ca02c")
         title = "Cumulative on-prem spend against the cloud"
     else:
