@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ from wattledger.config import CONFIG_ENV, ConfigError, Option, add_options, exis
 
 HELP = "project what a fleet (the measured one, and the next servers) will cost to run and cool, per month"
 FORMATS = ("json", "csv", "html")
+log = logging.getLogger(__name__)
 
 
 def output_format(raw: object) -> str:
@@ -108,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
     from wattledger.plan.siteconfig import load_plan_sites
 
     s = settings(args)
+    if not log.isEnabledFor(logging.DEBUG):  # a report: matplotlib's font-cache notes are not news
+        logging.getLogger("matplotlib").setLevel(logging.WARNING)
     raw = load_scenario_file(s["scenario"])
     sites = load_plan_sites(s["config"])
     doc = make_plan(raw, sites, lambda: open_ledger_history(sites.db, configured=s["config"] is not None))
