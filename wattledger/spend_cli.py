@@ -141,7 +141,7 @@ def table(doc: dict[str, Any]) -> str:
     from rich.console import Console
     from rich.table import Table
 
-    from wattledger.collector.money import MONEY_COLUMNS, round_money
+    from wattledger.collector.accounting.money import MONEY_COLUMNS, round_money
 
     rows: list[dict[str, Any]] = list(doc.get("rows", []))
     keys = [k for k in GROUP_KEYS if any(k in row for row in rows)]

@@ -23,8 +23,8 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from tests.loopback import free_port, wait_group_gone
-from wattledger.collector.app import create_app
-from wattledger.collector.ledger import IngestResult, UnknownSite
+from wattledger.collector.api.app import create_app
+from wattledger.collector.ingest.ledger import IngestResult, UnknownSite
 from wattledger.collector.settings import CollectorSettings, settings_from
 from wattledger.wire import ValidBatch
 

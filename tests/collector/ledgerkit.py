@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import TypeAdapter
 
-from wattledger.collector.ledger import Ledger
+from wattledger.collector.ingest.ledger import Ledger
 from wattledger.collector.sites import PlanEntry, SiteConfig, Sites
 from wattledger.wire import Batch, ValidBatch, check_batch
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from ledgerkit import at, device_totals, make_batch, make_sites, open_ledger, site_row
 
-from wattledger.collector import intervals
+from wattledger.collector.accounting import intervals
 from wattledger.collector.sites import PlanEntry
 
 T0 = at("2026-11-02 10:00")  # a Monday, UTC

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from httpkit import WATTLEDGER, batch, body, client, make_app
 
-from wattledger.collector.auth import TokenBook, hash_line, new_token, parse_tokens_file, token_digest
+from wattledger.collector.ingest.auth import TokenBook, hash_line, new_token, parse_tokens_file, token_digest
 from wattledger.collector.settings import settings_from
 from wattledger.config import ConfigError
 

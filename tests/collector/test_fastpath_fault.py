@@ -11,8 +11,8 @@ import pytest
 from httpkit import AUTH, FakeLedger, batch, body, client, make_app
 from prometheus_client.parser import text_string_to_metric_families
 
-from wattledger.collector import ingest
-from wattledger.collector.ingest import BatchIngest
+from wattledger.collector.ingest import intake as ingest
+from wattledger.collector.ingest.intake import BatchIngest
 
 pytestmark = pytest.mark.anyio
 ROUTES = pytest.mark.parametrize("fast_ingest", [True, False], ids=["asgi-fast-path", "fastapi-route"])

@@ -20,7 +20,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from wattledger.collector.app import LedgerService, create_app, open_ledger
+from wattledger.collector.api.app import LedgerService, create_app, open_ledger
 from wattledger.collector.settings import settings_from
 
 MAX_EXAMPLES = 50

@@ -10,7 +10,7 @@ import pytest
 from httpkit import AUTH, NOW, FakeLedger, batch, body, client, make_app, settings
 from prometheus_client.parser import text_string_to_metric_families
 
-from wattledger.collector.app import create_app
+from wattledger.collector.api.app import create_app
 
 pytestmark = pytest.mark.anyio
 

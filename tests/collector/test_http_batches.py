@@ -13,7 +13,7 @@ import pytest
 from httpkit import AUTH, NOW, FakeLedger, batch, body, changed, client, make_app, settings
 from prometheus_client.parser import text_string_to_metric_families
 
-from wattledger.collector.app import create_app, open_ledger
+from wattledger.collector.api.app import create_app, open_ledger
 
 pytestmark = pytest.mark.anyio
 MIB = 1 << 20

@@ -17,7 +17,7 @@ import pytest
 from httpkit import AUTH, TOKENS, Collector_, body, start_collector, trace
 from rawhttp import RawAnswer, exchange, push_head, read_answer, send_all
 
-from wattledger.collector.server import HttpLimits, http_limits
+from wattledger.collector.api.server import HttpLimits, http_limits
 from wattledger.collector.settings import settings_from
 from wattledger.config import ConfigError
 

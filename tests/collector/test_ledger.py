@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ledgerkit import at, device_totals, make_batch, make_sites, open_ledger, site_row
 
-from wattledger.collector.ledger import IngestResult, Ledger, StreamOfAnotherNode, UnknownSite
+from wattledger.collector.ingest.ledger import IngestResult, Ledger, StreamOfAnotherNode, UnknownSite
 from wattledger.collector.sites import PlanEntry
 from wattledger.wire import ValidBatch
 
@@ -269,7 +269,7 @@ def test_refresh_notes_month_roll_over_and_stale_nodes(caplog: pytest.LogCapture
     led.ingest([make_batch(ts=[t - 10, t], power_w=[100.0, 100.0])])
     led.refresh()
     led.clock.now = t + 180  # type: ignore[attr-defined]
-    with caplog.at_level("INFO", logger="wattledger.collector.ledger"):
+    with caplog.at_level("INFO", logger="wattledger.collector.ingest.ledger"):
         led.refresh()
         led.refresh()  # said once, not at every refresh
     messages = [r.getMessage() for r in caplog.records]

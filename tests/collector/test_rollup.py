@@ -14,8 +14,8 @@ import pytest
 from ledgerkit import at, make_batch, make_sites, open_ledger
 from prometheus_client.parser import text_string_to_metric_families
 
-from wattledger.collector.exposition import LedgerCollector
-from wattledger.collector.ledger import Ledger
+from wattledger.collector.ingest.ledger import Ledger
+from wattledger.collector.readmodel.exposition import LedgerCollector
 from wattledger.collector.settings import settings_from
 from wattledger.collector.sites import PlanEntry
 from wattledger.config import ConfigError

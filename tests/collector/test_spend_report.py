@@ -19,7 +19,7 @@ import httpx
 import pytest
 from httpkit import WATTLEDGER, Collector_, batch, start_collector
 
-from wattledger.collector.money import MONEY_COLUMNS, minor_units, round_money
+from wattledger.collector.accounting.money import MONEY_COLUMNS, minor_units, round_money
 from wattledger.collector.settings import settings_from
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from ledgerkit import device_totals, make_sites, open_ledger
 
-from wattledger.collector.store import MIGRATIONS, SCHEMA_VERSION, Store, StoreError, sqlite_path
+from wattledger.collector.store.sqlite import MIGRATIONS, SCHEMA_VERSION, Store, StoreError, sqlite_path
 
 HERE = Path(__file__).parent
 

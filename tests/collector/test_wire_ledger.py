@@ -18,8 +18,8 @@ from tests.collector.httpkit import AUTH, NOW, batch, body, changed, client, set
 from tests.collector.ledgerkit import FAR_FUTURE, device_totals, make_batch, open_ledger
 from tests.delivery.test_spool import gpu_server_with_rapl
 from wattledger.agent.spool import DeviceDicts, build_batches, encode_sample
-from wattledger.collector.app import create_app
-from wattledger.collector.store import MIGRATIONS, Store
+from wattledger.collector.api.app import create_app
+from wattledger.collector.store.sqlite import MIGRATIONS, Store
 from wattledger.contract import CLOCK_EVENT_REASONS
 from wattledger.wire import validate
 

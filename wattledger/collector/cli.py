@@ -67,8 +67,8 @@ def run(args: argparse.Namespace) -> int:
     # imported here so that `--help` and config errors do not load the web stack
     import uvicorn
 
-    from wattledger.collector.app import create_app, open_ledger
-    from wattledger.collector.server import http_limits, uvicorn_config
+    from wattledger.collector.api.app import create_app, open_ledger
+    from wattledger.collector.api.server import http_limits, uvicorn_config
 
     try:
         ledger = open_ledger(settings)
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         scheme = "https" if settings.tls else "http"
         log.info("collector: serving %s://%s (db %s, sites %s, %d plan entries)", scheme, settings.listen,
                  settings.db, ",".join(settings.sites), len(settings.plan))
-        # header/body timeouts, header limits and JSON refusals: wattledger.collector.server
+        # header/body timeouts, header limits and JSON refusals: wattledger.collector.api.server
         server = uvicorn.Server(uvicorn_config(
             app, http_limits(settings), on_refusal=app.state.service_stats.refused,
             ssl_certfile=settings.tls_cert, ssl_keyfile=settings.tls_key,
@@ -187,7 +187,7 @@ def lock_ledger(db_url: str) -> IO[str]:
 def sqlite_file(db_url: str) -> Path | None:
     """The database file of a (validated) ``sqlite:///`` URL, read as the store reads it
     (absolute, with or without its leading /); None for ``:memory:``."""
-    from wattledger.collector.store import sqlite_path
+    from wattledger.collector.store.sqlite import sqlite_path
 
     path = sqlite_path(db_url)
     return None if path == ":memory:" else Path(path)
@@ -206,7 +206,7 @@ def prepare_db_dir(db_url: str) -> None:
 
 
 def hash_token(node: str) -> int:
-    from wattledger.collector.auth import hash_line, new_token
+    from wattledger.collector.ingest.auth import hash_line, new_token
     from wattledger.contract import is_node_name
 
     if not is_node_name(node):

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from wattledger import config
-from wattledger.collector.auth import read_tokens_file
+from wattledger.collector.ingest.auth import read_tokens_file
 from wattledger.collector.sites import PlanEntry, SiteConfig, Sites, check_plan
 from wattledger.wire import NodeName
 

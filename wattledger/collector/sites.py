@@ -102,7 +102,7 @@ class SiteConfig(BaseModel):
     @field_validator("currency")
     @classmethod
     def _iso_currency(cls, value: str) -> str:
-        from wattledger.collector.money import minor_units
+        from wattledger.collector.accounting.money import minor_units
         minor_units(value)  # ValueError for a code ISO 4217 does not have: its CSV could not be rounded
         return value
 

@@ -41,7 +41,7 @@ import numpy as np
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from wattledger.collector.ingest import Answer, Refusal, ServerFault
+from wattledger.collector.ingest.intake import Answer, Refusal, ServerFault
 from wattledger.wire import FLOAT_COLUMNS, Allocation, Batch, Columns, DeviceInfo, ValidBatch
 
 log = logging.getLogger(__name__)
@@ -416,7 +416,7 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     settings = _read_settings(channel)
     import uvicorn
 
-    from wattledger.collector.app import worker_app
+    from wattledger.collector.api.app import worker_app
 
     server: uvicorn.Server | None = None
 

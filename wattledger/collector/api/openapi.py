@@ -5,7 +5,7 @@ shape, every answer JSON, no 5xx. This one is checked by Schemathesis against th
 application (tests/collector/test_fuzz_api.py, status codes, media types and bodies), so it
 says what the collector really does: every error is ``Error`` (``{"error", "detail"}``), the
 CSV of ``/v1/spend`` is ``text/csv`` and ``/metrics`` is Prometheus text, and each operation
-lists the refusals of the server's protocol (400, 408, 414, 431: ``collector/server.py``), its
+lists the refusals of the server's protocol (400, 408, 414, 431: ``collector/api/server.py``), its
 500 and, where it needs the ledger, its 503.
 """
 

@@ -6,7 +6,7 @@ judged before one byte of the body is read; the body limit while it is read and 
 it is un-gzipped (413, so a gzip bomb stops at the limit), and back-pressure (429) on the
 bytes as they arrive; then parsing (400), the node of the token (403) and the contract's
 rules (422). Slow and oversized headers, stalled bodies and broken HTTP framing never get
-here: the server's protocol answers them (``wattledger.collector.server``).
+here: the server's protocol answers them (``wattledger.collector.api.server``).
 
 A valid batch goes on a bounded queue to ONE writer thread, which takes every batch waiting
 (up to ``max_group_batches``) and hands them to ``Ledger.ingest`` in one transaction: under
@@ -34,8 +34,8 @@ from typing import Any, Protocol
 
 from starlette.requests import ClientDisconnect
 
-from wattledger.collector.auth import TokenBook
-from wattledger.collector.httpstats import AuthFailures
+from wattledger.collector.api.httpstats import AuthFailures
+from wattledger.collector.ingest.auth import TokenBook
 from wattledger.wire import BatchError, ValidBatch, check_batch, parse_batch
 
 log = logging.getLogger(__name__)

@@ -34,11 +34,12 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from wattledger import __version__
-from wattledger.collector.apidocs import install_docs
-from wattledger.collector.auth import TokenBook
-from wattledger.collector.fastpath import BatchFastPath, Push, is_push
-from wattledger.collector.httpstats import ServiceCollector, ServiceStats, outcome_of
-from wattledger.collector.ingest import (
+from wattledger.collector.api.docs import install_docs
+from wattledger.collector.api.fastpath import BatchFastPath, Push, is_push
+from wattledger.collector.api.httpstats import ServiceCollector, ServiceStats, outcome_of
+from wattledger.collector.api.openapi import BATCH_OPENAPI, install_openapi
+from wattledger.collector.ingest.auth import TokenBook
+from wattledger.collector.ingest.intake import (
     Answer,
     BatchIngest,
     BatchWriter,
@@ -47,8 +48,7 @@ from wattledger.collector.ingest import (
     RequestHead,
     why,
 )
-from wattledger.collector.openapi import BATCH_OPENAPI, install_openapi
-from wattledger.collector.scheduler import PeriodicWork
+from wattledger.collector.ingest.periodic import PeriodicWork
 from wattledger.collector.settings import CollectorSettings
 from wattledger.collector.sites import Month, SiteConfig
 from wattledger.collector.workers import RelayApp, WorkerPool, WriterLink, WriterSide, serve_worker
@@ -70,7 +70,7 @@ QueryMonth = Annotated[Month, AfterValidator(_plausible_month)]
 
 
 class LedgerService(Protocol):
-    """What the HTTP service needs of ``wattledger.collector.ledger.Ledger``."""
+    """What the HTTP service needs of ``wattledger.collector.ingest.ledger.Ledger``."""
 
     def ingest(self, batches: Sequence[ValidBatch]) -> Sequence[IngestResultLike]: ...
     def collector(self) -> Collector: ...
@@ -82,7 +82,7 @@ class LedgerService(Protocol):
 
 def open_ledger(settings: CollectorSettings, clock: Callable[[], float] = time.time) -> LedgerService:
     """The real ledger of these settings (imported here: the store is loaded only when needed)."""
-    from wattledger.collector.ledger import Ledger
+    from wattledger.collector.ingest.ledger import Ledger
 
     return Ledger(settings.db, settings.sites, settings.plan, max_gap_seconds=settings.max_gap_seconds,
                   clock=clock, stale_after_seconds=settings.stale_after_seconds,
@@ -97,7 +97,7 @@ def site_check(settings: CollectorSettings) -> Callable[[ValidBatch], None]:
     another node) come from ``Ledger.ingest`` in the writer thread, which then commits the
     rest of the group without the refused batch.
     """
-    from wattledger.collector.ledger import UnknownSite, site_and_cluster
+    from wattledger.collector.ingest.ledger import UnknownSite, site_and_cluster
 
     known = frozenset(settings.sites)
 
@@ -343,7 +343,7 @@ def create_app(settings: CollectorSettings, *, ledger: LedgerService | None = No
 
 def current_site_month(site: SiteConfig, now: float) -> str:
     """The month (YYYY-MM) that ``now`` falls in on the site's local clock."""
-    from wattledger.collector.siteclock import SiteClock, month_text
+    from wattledger.collector.accounting.siteclock import SiteClock, month_text
 
     return month_text(SiteClock(site).month_at(now))
 
@@ -369,8 +369,8 @@ def worker_app(settings: CollectorSettings, link: WriterLink) -> ASGIApp:
 
 def rows_to_csv(rows: list[dict[str, Any]]) -> str:
     """Rows as CSV, columns in first-seen order (finance tools open it as is), money rounded to
-    each row's currency's minor unit (``wattledger.collector.money``)."""
-    from wattledger.collector.money import for_csv
+    each row's currency's minor unit (``wattledger.collector.accounting.money``)."""
+    from wattledger.collector.accounting.money import for_csv
 
     columns: dict[str, None] = {}
     for row in rows:

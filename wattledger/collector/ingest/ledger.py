@@ -21,11 +21,11 @@ from typing import Any, Literal
 import numpy as np
 from prometheus_client.registry import Collector
 
-from wattledger.collector import intervals
-from wattledger.collector.devicetable import LATEST, DeviceTable, Floats, Ints
-from wattledger.collector.siteclock import SiteClock, month_text, parse_month
+from wattledger.collector.accounting import intervals
+from wattledger.collector.accounting.siteclock import SiteClock, month_text, parse_month
 from wattledger.collector.sites import PlanEntry, SiteConfig
-from wattledger.collector.store import DEVICE_COLUMNS, Store
+from wattledger.collector.store.devicetable import LATEST, DeviceTable, Floats, Ints
+from wattledger.collector.store.sqlite import DEVICE_COLUMNS, Store
 from wattledger.wire import Batch, BatchError, ValidBatch
 
 log = logging.getLogger(__name__)
@@ -429,18 +429,18 @@ class Ledger:
 
     def collector(self) -> Collector:
         """A prometheus_client custom collector over this ledger's in-memory state."""
-        from wattledger.collector.exposition import LedgerCollector
+        from wattledger.collector.readmodel.exposition import LedgerCollector
         return LedgerCollector(self)
 
     def spend(self, *, site: str | None, month: str | None, group_by: GroupBy) -> list[dict[str, Any]]:
-        """Spend rows for finance (JSON-ready); see wattledger.collector.spend."""
-        from wattledger.collector.spend import spend_rows
+        """Spend rows for finance (JSON-ready); see wattledger.collector.readmodel.spend."""
+        from wattledger.collector.readmodel.spend import spend_rows
         with self.lock:
             return spend_rows(self, site=site, month=month, group_by=group_by, now=self.clock())
 
     def nodes(self) -> list[dict[str, Any]]:
         """Every node: site, cluster, labels, last seen, stale, devices and their latest readings."""
-        from wattledger.collector.spend import node_rows
+        from wattledger.collector.readmodel.spend import node_rows
         with self.lock:
             return node_rows(self, now=self.clock())
 

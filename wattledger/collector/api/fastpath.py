@@ -16,8 +16,8 @@ import orjson
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from wattledger.collector.ingest import Answer, Refusal, RequestHead, why
-from wattledger.collector.server import body_timed_out
+from wattledger.collector.api.server import body_timed_out
+from wattledger.collector.ingest.intake import Answer, Refusal, RequestHead, why
 
 log = logging.getLogger(__name__)
 

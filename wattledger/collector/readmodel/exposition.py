@@ -17,14 +17,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
-from wattledger.collector.devicetable import DeviceTable, Floats, Ints
-from wattledger.collector.spend import current_month, month_summary
+from wattledger.collector.readmodel.spend import current_month, month_summary
+from wattledger.collector.store.devicetable import DeviceTable, Floats, Ints
 from wattledger.wire import CLOCK_EVENT_REASONS
 
 if TYPE_CHECKING:
     import numpy.typing as npt
 
-    from wattledger.collector.ledger import Ledger
+    from wattledger.collector.ingest.ledger import Ledger
 
     Bools = npt.NDArray[np.bool_]
 

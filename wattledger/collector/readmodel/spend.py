@@ -12,10 +12,10 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from wattledger.collector.siteclock import month_text, parse_month
+from wattledger.collector.accounting.siteclock import month_text, parse_month
 
 if TYPE_CHECKING:
-    from wattledger.collector.ledger import GroupBy, Ledger
+    from wattledger.collector.ingest.ledger import GroupBy, Ledger
 
 JOULES_PER_KWH = 3.6e6
 QUARTER_SECONDS = 900.0
@@ -97,7 +97,7 @@ def trailing_day_cost(ledger: Ledger, site: str, now: float) -> float:
 
 def month_summary(ledger: Ledger, site: str, month: str, now: float) -> MonthSummary:
     config = ledger.sites[site]
-    from wattledger.collector.ledger import SiteMonth
+    from wattledger.collector.ingest.ledger import SiteMonth
     sums = ledger.site_months.get((site, parse_month(month)), SiteMonth())
     peak_kw = sums.peak_quarter_facility_j / QUARTER_SECONDS / 1000.0
     demand = peak_kw * config.demand_charge_per_kw
