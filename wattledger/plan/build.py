@@ -8,7 +8,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from wattledger.collector.accounting.cooling import ChillerCooling, MeteredCooling, PueCooling
+from wattledger.collector.accounting.cooling import CURVE_PRESETS, ChillerCooling, Cooling
 from wattledger.plan.advice import advice
 from wattledger.plan.history import MeasuredHistory
 from wattledger.plan.inputs import (
@@ -235,11 +235,9 @@ def profile_doc(p: PowerProfile) -> dict[str, Any]:
     }
 
 
-def _cooling_doc(cooling: PueCooling | ChillerCooling | MeteredCooling) -> dict[str, Any]:
+def _cooling_doc(cooling: Cooling) -> dict[str, Any]:
     doc = cooling.model_dump(mode="json")
     if isinstance(cooling, ChillerCooling) and cooling.curves is not None:
-        from wattledger.collector.accounting.cooling import CURVE_PRESETS
-
         doc["curves_source"] = CURVE_PRESETS[cooling.curves].source
     return doc
 

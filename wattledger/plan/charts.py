@@ -49,7 +49,7 @@ def _month_ticks(ax: Any, months: Sequence[str]) -> None:
     ax.set_xticklabels([months[i] for i in ticks], rotation=45, ha="right", fontsize=8)
 
 
-def _money(currency: str) -> Any:
+def _money() -> Any:
     from matplotlib.ticker import FuncFormatter
 
     def label(value: float, _pos: int) -> str:
@@ -78,7 +78,7 @@ def cost_chart(doc: dict[str, Any]) -> str:
         ax.bar(range(len(rows)), values, bottom=bottom, color=PART_COLOURS[name], label=name, width=0.85)
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
     ax.set_title(f"Monthly cost by part ({doc['currency']})", fontsize=11, loc="left")
-    ax.yaxis.set_major_formatter(_money(doc["currency"]))
+    ax.yaxis.set_major_formatter(_money())
     _month_ticks(ax, months)
     ax.legend(fontsize=8, ncols=4, loc="upper left", frameon=False)
     ax.margins(y=0.18)
@@ -110,16 +110,23 @@ def tco_chart(doc: dict[str, Any]) -> str:
         if found is not None:
             i = months.index(found)
             ax.axvline(i, color="#2ca02c", ls=":", lw=1.5)
-            ax.annotate(f"break-even {found}", (i, comparison["cloud_cumulative"][i]), xytext=(-12, 28),
-                        textcoords="offset points", fontsize=9, color="#1e7b1e", ha="right",
-                        bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": "#2ca02c", "lw": 0.8})
+            ax.annotate(
+                f"break-even {found}",
+                (i, comparison["cloud_cumulative"][i]),
+                xytext=(-12, 28),
+                textcoords="offset points",
+                fontsize=9,
+                color="#1e7b1e",
+                ha="right",
+                bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": "#2ca02c", "lw": 0.8},
+            )
             ax.plot([i], [comparison["cloud_cumulative"][i]], "o", color="#2ca02c")
         title = "Cumulative on-prem spend against the cloud"
     else:
         title = "Cumulative on-prem cost (no cloud_price_per_gpu_hour in the scenario: no cloud line)"
     ax.plot(x, depreciated, color="#1f4e79", lw=1, ls="--", label="on-prem, capex depreciated (total_cost)")
     ax.set_title(f"{title} ({doc['currency']})", fontsize=11, loc="left")
-    ax.yaxis.set_major_formatter(_money(doc["currency"]))
+    ax.yaxis.set_major_formatter(_money())
     _month_ticks(ax, months)
     ax.legend(fontsize=8, loc="upper left", frameon=False)
     ax.grid(alpha=0.3)

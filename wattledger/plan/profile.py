@@ -18,7 +18,6 @@ from datetime import date
 
 from wattledger.plan.history import (
     POWER_BIN_W,
-    POWER_BINS,
     UTIL_BINS,
     ModelDay,
     NodeOverheadDay,
@@ -227,8 +226,3 @@ def profiles_of(
 ) -> dict[str, PowerProfile]:
     """Every model's profile, by model name."""
     return {model: profile_of(model, days, overhead_days) for model in sorted({d.model for d in days})}
-
-
-def overflow_share(stats: PowerStats) -> float:
-    """Share of readings in the histogram's open last bin (3 kW and above)."""
-    return stats.power_hist[POWER_BINS] / stats.n if stats.n else 0.0

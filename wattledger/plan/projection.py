@@ -29,13 +29,12 @@ from typing import Any
 
 from wattledger.collector.accounting.cooling import (
     ChillerCooling,
+    Cooling,
     MeteredCooling,
     PueCooling,
     chiller_cooling,
 )
 from wattledger.collector.accounting.siteclock import month_text
-
-Cooling = PueCooling | ChillerCooling | MeteredCooling
 
 #: the contract's keys of a month row, in order (also the CSV's columns)
 MONTH_KEYS = (

@@ -18,13 +18,12 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from wattledger.collector.accounting.cooling import ChillerCooling, MeteredCooling, PueCooling, site_cooling
+from wattledger.collector.accounting.cooling import Cooling, PueCooling, site_cooling
 from wattledger.collector.settings import DEFAULT_SITE, db_url, default_db_url, describe
 from wattledger.collector.sites import SiteConfig, Sites
 from wattledger.config import ConfigError, load_yaml
 from wattledger.plan.scenario import issues_of
 
-Cooling = PueCooling | ChillerCooling | MeteredCooling
 _SITES: TypeAdapter[dict[str, SiteConfig]] = TypeAdapter(Sites)
 
 

@@ -187,11 +187,14 @@ class MeteredCooling(BaseModel):
     model: Literal["metered"]
 
 
-CoolingModel = Annotated[PueCooling | ChillerCooling | MeteredCooling, Field(discriminator="model")]
-COOLING_ADAPTER: TypeAdapter[PueCooling | ChillerCooling | MeteredCooling] = TypeAdapter(CoolingModel)
+#: a site's cooling model, parsed
+Cooling = PueCooling | ChillerCooling | MeteredCooling
+#: the same as a configuration field (``cooling: CoolingModel``): the ``model`` key picks the member
+CoolingModel = Annotated[Cooling, Field(discriminator="model")]
+COOLING_ADAPTER: TypeAdapter[Cooling] = TypeAdapter(CoolingModel)
 
 
-def site_cooling(site: Mapping[str, Any]) -> PueCooling | ChillerCooling | MeteredCooling:
+def site_cooling(site: Mapping[str, Any]) -> Cooling:
     """The cooling model of one site's raw configuration mapping: its ``cooling`` key, else its
     bare ``pue`` (default 1.5). ``pydantic.ValidationError`` for a bad ``cooling`` (locations
     relative to it), ValueError when both ``cooling`` and ``pue`` are given."""
