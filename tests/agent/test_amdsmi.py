@@ -290,3 +290,12 @@ def test_the_series_each_generation_has() -> None:
     assert series[mi300.uuid] == EVERY_SERIES - {"sm_clock_hertz"}
     assert series[first.uuid] == EVERY_SERIES - {"sm_clock_hertz"} - clock_events
     assert series[second.uuid] == series[first.uuid]
+
+
+def test_bindings_of_another_release_are_one_line_not_a_traceback() -> None:
+    amdsmi = make_amdsmi([mi300x()])
+    del amdsmi.AmdSmiTemperatureType  # a name these bindings do not have
+    src = AmdSmiSource("n1", amdsmi=amdsmi)
+    with pytest.raises(SourceUnavailable, match=r"^no AMD GPU driver \(amdsmi\): AttributeError: "):
+        src.open()
+    assert not amdsmi.initialized()  # what was opened is shut down again

@@ -191,9 +191,16 @@ class AcceleratorSource:
     # ------------------------------------------------------------------ the Source interface
 
     def open(self) -> None:
-        count = self._open_library()
-        self._opened = True
-        self._boards = [self._discover(i) for i in range(count)]
+        try:
+            count = self._open_library()
+            self._opened = True
+            self._boards = [self._discover(i) for i in range(count)]
+        except SourceError:
+            raise
+        except Exception as exc:  # bindings of another release than the library: a name missing...
+            if self._opened:
+                self.close()
+            raise SourceUnavailable(f"{self.unavailable}: {type(exc).__name__}: {one_line(exc)}") from None
         found = [b for b in self._boards if b is not None]
         log.info("%s: %d device(s): %s", self.library, count,
                  ", ".join(f"{b.index}={b.info.model}" for b in found))
