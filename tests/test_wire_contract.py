@@ -277,12 +277,18 @@ def test_an_escaped_key_is_the_same_key() -> None:
     assert refusal(text).reason.startswith("duplicate key 'seq'")
 
 
-def test_keys_that_differ_only_inside_brackets_are_not_duplicates() -> None:
-    # the fast check collapses arrays of numbers, even inside strings: it must not see a
-    # duplicate in two unknown keys that only differ there (the whole body decides)
-    text = json.dumps(batch()).replace('"seq": 7', '"seq": 7, "x[1]": 1, "x[2]": 2', 1)
-    assert validate(text, NOW).batch.seq == 7
-    assert duplicate_key(text.encode()) is None
+def test_unknown_keys_and_escapes_are_read_pair_by_pair_and_judged_right() -> None:
+    # the quick count (colons of the body against the keys pydantic kept) cannot clear these:
+    # the exact reading decides, and finds a duplicate only where there is one
+    plain = json.dumps(batch())
+    unknown = plain.replace('"seq": 7', '"seq": 7, "x:1": {"a": "b:c"}, "x[2]": 2', 1)
+    assert validate(unknown, NOW).batch.seq == 7
+    escaped = plain.replace('"GPU-a"', '"GPU\\u003aa"', 1)  # a colon, escaped
+    assert validate(escaped, NOW).batch.devices[0].id == "GPU:a"
+    masked = plain.replace('"seq": 7', '"seq": 7, "seq": 8', 1).replace('"s-1"', '"s\\u003a1"', 1)
+    assert refusal(masked).reason.startswith("duplicate key 'seq'")
+    hidden = plain.replace('"seq": 7', '"seq": 7, "extra": {"k": 1, "k": 2}', 1)
+    assert (refusal(hidden).field, refusal(hidden).reason[:19]) == ("extra", "duplicate key 'k': ")
     assert duplicate_key(b'{"a": {"b": [1, 2], "c": {"d": 1, "d": [3]}}}') == ("a.c", "d")
 
 

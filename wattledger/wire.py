@@ -19,7 +19,6 @@ ordinals (``the 3rd reading``), so neither reads as a device position.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
@@ -275,22 +274,6 @@ def _refusal(errors: list[ErrorDetails]) -> BatchError:
 
 # ---------------------------------------------------------------------------- parsing
 
-#: an array of numbers and nulls (no string, object or array inside): what the readings are.
-#: A match can never cross a string's edge (it holds no '"'), so replacing it changes no key
-#: outside strings; inside one it can only shorten that string.
-_SCALAR_ARRAY = re.compile(rb'\[[^\[\]{}"]*\]')
-
-
-class _DuplicateKey(Exception):
-    pass
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> int:
-    if len(dict(pairs)) != len(pairs):
-        raise _DuplicateKey
-    return 0
-
-
 def _duplicate_path(doc: Any, path: tuple[str, ...] = ()) -> tuple[str, str] | None:
     """(path of the object, key) of the first key given twice; ``doc`` parsed keeping pairs."""
     if isinstance(doc, _Pairs):
@@ -316,22 +299,37 @@ class _Pairs:
     pairs: list[tuple[str, Any]]
 
 
-def duplicate_key(body: bytes | str) -> tuple[str, str] | None:
+def _colons_of(batch: Batch) -> int:
+    """The colons a body that holds exactly ``batch`` has: one after each key (the keys pydantic
+    kept: each object's given fields, each dict's keys), plus those inside its strings."""
+    n = len(batch.model_fields_set) + len(batch.labels) + len(batch.readings.model_fields_set)
+    n += batch.node.count(":") + batch.stream.count(":")
+    n += sum(k.count(":") + v.count(":") for k, v in batch.labels.items())
+    for d in batch.devices:
+        n += len(d.model_fields_set) + d.id.count(":")
+        n += (d.model or "").count(":") + (d.parent or "").count(":")
+    for a in batch.allocations:
+        n += len(a.model_fields_set) + len(a.owner) + sum(v.count(":") for v in a.owner.values())
+    return n
+
+
+def duplicate_key(body: bytes | str, batch: Batch | None = None) -> tuple[str, str] | None:
     """(object path, key) of the first key given twice in one JSON object, at any level.
 
-    Run on a body pydantic parsed: its arrays of numbers are collapsed first (one regex pass
-    in C), so json.loads sees a skeleton of a few hundred bytes, not the readings. A duplicate
-    in the skeleton is confirmed on the whole body (two keys that differ only inside a
-    bracketed run of digits would collapse into one)."""
+    Run on a body pydantic parsed into ``batch``. The quick test: every key is followed by one
+    colon, and a colon outside a string follows a key; pydantic keeps one of two equal keys, so
+    a key given twice leaves the body with more colons than the batch accounts for (its keys
+    and the colons inside its strings). Nothing else can make up for that as long as no string
+    holds an escape (``\\u003a`` is a colon). Only when that count cannot clear the body (an
+    escape, an unknown key pydantic left out, a key given twice) is every pair of the body read
+    (json, with the path of the first key given twice)."""
     raw = body.encode() if isinstance(body, str) else body
-    try:
-        json.loads(_SCALAR_ARRAY.sub(b"[]", raw), object_pairs_hook=_no_duplicates)
+    if batch is not None and b"\\" not in raw and raw.count(b":") == _colons_of(batch):
         return None
-    except _DuplicateKey:
-        pass
+    try:
+        return _duplicate_path(json.loads(raw, object_pairs_hook=_Pairs))
     except ValueError:  # pydantic read it; if json cannot, let pydantic's reading stand
         return None
-    return _duplicate_path(json.loads(raw, object_pairs_hook=_Pairs))
 
 
 def parse_batch(body: bytes | str) -> Batch:
@@ -341,7 +339,7 @@ def parse_batch(body: bytes | str) -> Batch:
         batch = Batch.model_validate_json(body)
     except ValidationError as exc:
         raise _refusal(exc.errors(include_url=False)) from None
-    twice = duplicate_key(body)
+    twice = duplicate_key(body, batch)
     if twice is not None:
         where, key = twice
         raise invalid(where, f"duplicate key {key!r}: a key may be given once in an object")
