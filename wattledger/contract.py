@@ -73,6 +73,9 @@ OWNER_KEY_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 OWNER_KEY = re.compile(OWNER_KEY_PATTERN)
 OWNER_VALUE_MAX_LENGTH = 256
 
+#: a billing month, as /v1/spend and the configuration's plan take it
+MONTH_PATTERN = r"^\d{4}-(0[1-9]|1[0-2])$"
+
 #: what each pattern means, in words, for the messages people read (never the regex itself)
 PATTERN_WORDS: dict[str, str] = {
     NODE_NAME_PATTERN: "a node name: letters, digits, '.', '_' and '-', starting with a letter or "
@@ -81,6 +84,7 @@ PATTERN_WORDS: dict[str, str] = {
                        "or digit, at most 128 characters",
     LABEL_NAME_PATTERN: "a label name: letters, digits and '_', not starting with a digit, at most "
                         "64 characters",
+    MONTH_PATTERN: "a month written YYYY-MM, e.g. 2026-12",
     OWNER_KEY_PATTERN: "an owner key: lower-case letters, digits and '_', starting with a letter, at "
                        "most 64 characters",
 }

@@ -19,7 +19,7 @@ ordinals (``the 3rd reading``), so neither reads as a device position.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -236,7 +236,7 @@ _WORDS: dict[str, str] = {
 }
 
 
-def plain_reason(error: ErrorDetails) -> str:
+def plain_reason(error: Mapping[str, Any]) -> str:
     """A pydantic error as a sentence a person reads: no regex, no pydantic wording."""
     kind, ctx = error["type"], dict(error.get("ctx") or {})
     if kind in _WORDS:

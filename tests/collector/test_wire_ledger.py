@@ -14,7 +14,7 @@ import numpy as np
 import orjson
 import pytest
 
-from tests.collector.httpkit import AUTH, NOW, batch, body, changed, client, settings
+from tests.collector.httpkit import AUTH, NOW, FakeLedger, batch, body, changed, client, settings
 from tests.collector.ledgerkit import FAR_FUTURE, device_totals, make_batch, open_ledger
 from tests.delivery.test_spool import gpu_server_with_rapl
 from wattledger.agent.spool import DeviceDicts, build_batches, encode_sample
@@ -206,3 +206,19 @@ def test_an_agent_batch_keeps_its_bitmask_bit_for_bit() -> None:
     doc["readings"]["clock_events"] = [ALL_BITS, 2**63, None, 1]
     cols = validate(orjson.dumps(doc), NOW).columns
     assert cols.clock_events.dtype == np.uint64 and int(cols.clock_events[0]) == ALL_BITS
+
+
+@pytest.mark.parametrize(("params", "field", "reason"), [
+    ({"month": "November"}, "query.month", "must be a month written YYYY-MM, e.g. 2026-12"),
+    ({"month": "2025-13"}, "query.month", "must be a month written YYYY-MM, e.g. 2026-12"),
+    ({"month": "0000-01"}, "query.month", "the year must be between 1970 and 9998"),
+    ({"group_by": "rack"}, "query.group_by", "must be one of 'site', 'cluster', 'node' or 'device'"),
+    ({"format": "xlsx"}, "query.format", "must be one of 'json' or 'csv'"),
+    ({"site": "s" * 300}, "query.site", "must be at most 256 characters"),
+])
+async def test_spend_query_refusals_are_plain_sentences(params: dict[str, str], field: str, reason: str) -> None:
+    app = create_app(settings(), ledger=FakeLedger(), clock=lambda: NOW)
+    async with client(app) as c:
+        answer = await c.get("/v1/spend", params=params)
+    assert answer.status_code == 422
+    assert answer.json() == {"error": "invalid request", "detail": {"field": field, "reason": reason}}

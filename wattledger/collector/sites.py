@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from wattledger.contract import MONTH_PATTERN
+
 DAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MINUTES_PER_DAY = 1440
 MINUTES_PER_WEEK = 7 * MINUTES_PER_DAY
@@ -31,7 +33,7 @@ MINUTES_PER_WEEK = 7 * MINUTES_PER_DAY
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 ClockTime = Annotated[str, StringConstraints(pattern=r"^(([01]\d|2[0-3]):[0-5]\d|24:00)$")]
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-Month = Annotated[str, StringConstraints(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")]
+Month = Annotated[str, StringConstraints(pattern=MONTH_PATTERN)]
 SiteName = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 
 

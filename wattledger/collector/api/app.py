@@ -52,7 +52,7 @@ from wattledger.collector.ingest.periodic import PeriodicWork
 from wattledger.collector.settings import CollectorSettings
 from wattledger.collector.sites import Month, SiteConfig
 from wattledger.collector.workers import RelayApp, WorkerPool, WriterLink, WriterSide, serve_worker
-from wattledger.wire import ValidBatch
+from wattledger.wire import ValidBatch, plain_reason
 
 log = logging.getLogger(__name__)
 
@@ -392,7 +392,9 @@ def install_error_handlers(app: FastAPI) -> None:
         errors = exc.errors()
         first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
         field = ".".join(str(part) for part in first.get("loc", ()))
-        return error_response(422, "invalid request", why(field or "request", str(first.get("msg"))))
+        # in words a person reads (no regex, no pydantic wording): the batch path's sentences
+        reason = plain_reason(first) if errors else "invalid request"
+        return error_response(422, "invalid request", why(field or "request", reason))
 
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
