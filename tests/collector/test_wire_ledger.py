@@ -216,7 +216,7 @@ def test_an_agent_batch_keeps_its_bitmask_bit_for_bit() -> None:
     ({"format": "xlsx"}, "query.format", "must be one of 'json' or 'csv'"),
     ({"site": "s" * 300}, "query.site", "must be at most 256 characters"),
 ])
-async def test_spend_query_refusals_are_plain_sentences(params: dict[str, str], field: str, reason: str) -> None:
+async def test_spend_query_refusals_are_plain(params: dict[str, str], field: str, reason: str) -> None:
     app = create_app(settings(), ledger=FakeLedger(), clock=lambda: NOW)
     async with client(app) as c:
         answer = await c.get("/v1/spend", params=params)
