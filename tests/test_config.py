@@ -171,3 +171,16 @@ def test_nested_keys_know_their_lines(tmp_path: Path) -> None:
     assert doc.where("plan", 1, "cost") == f" ({str(cfg)!r}, line 8)"
     assert doc.where("plan", 0, "month") == f" ({str(cfg)!r}, line 6)"  # not written: its entry's line
     assert doc.where("nowhere") == ""
+
+
+def test_the_collector_names_the_line_of_a_bad_nested_key(tmp_path: Path) -> None:
+    from wattledger.cli import build_parser
+    from wattledger.collector.settings import load_settings
+
+    conf = tmp_path / "collector.yaml"
+    conf.write_text("listen: 127.0.0.1:1000\nsites:\n  default:\n    timezone: UTC\n    price_per_kwh: 0.1\n"
+                    "    pue: 0.5\n")
+    args = build_parser().parse_args(["collector", "--config", str(conf)])
+    with pytest.raises(ConfigError) as caught:
+        load_settings(args, {})
+    assert str(caught.value).startswith(f"config key sites.default.pue ({str(conf)!r}, line 6): ")

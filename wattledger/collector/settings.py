@@ -141,15 +141,16 @@ def load_settings(args: argparse.Namespace, env: Mapping[str, str] | None = None
     file_values.pop("log_level", None)  # read by the dispatcher (wattledger.cli.log_level)
     given = config.resolve(OPTIONS, args, file_values, env)
     merged = {**file_values, **{key: value for key, value in given.items() if value is not None}}
-    return settings_from(merged)
+    return settings_from(merged, file_values if isinstance(file_values, config.YamlDoc) else None)
 
 
-def settings_from(values: Mapping[str, Any]) -> CollectorSettings:
-    """Validate a mapping of configuration keys; ConfigError (one line) when it is wrong."""
+def settings_from(values: Mapping[str, Any], doc: config.YamlDoc | None = None) -> CollectorSettings:
+    """Validate a mapping of configuration keys; ConfigError (one line, with the key's line in
+    ``doc``, the file, when it came from there) when it is wrong."""
     try:
         settings = CollectorSettings.model_validate(dict(values))
     except ValidationError as exc:
-        raise config.ConfigError(describe(exc)) from None
+        raise config.ConfigError(describe(exc, doc)) from None
     try:
         settings.hashed_tokens()
     except ValueError as exc:
@@ -157,7 +158,7 @@ def settings_from(values: Mapping[str, Any]) -> CollectorSettings:
     return settings
 
 
-def describe(exc: ValidationError) -> str:
+def describe(exc: ValidationError, doc: config.YamlDoc | None = None) -> str:
     """The first pydantic error as ``config key a.b.c: reason`` (plus how many more there are)."""
     errors = exc.errors(include_url=False)
     first = errors[0]
@@ -169,6 +170,6 @@ def describe(exc: ValidationError) -> str:
         key, marked, rest = reason.partition("] ")
         if reason.startswith("[") and marked:
             loc, reason = [*loc, key[1:]], rest
-    where = f"config key {'.'.join(loc)}" if loc else "config"
+    where = f"config key {'.'.join(loc)}{doc.where(*loc) if doc is not None else ''}" if loc else "config"
     more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
     return f"{where}: {reason}{more}".replace("\n", " ")
