@@ -142,7 +142,7 @@ def test_a_bad_value_from_the_file_names_its_line(tmp_path: Path) -> None:
     values = config.config_file_values(args, {})
     with pytest.raises(ConfigError) as caught:
         config.resolve(OPTIONS, flags(), values, env={})
-    assert str(caught.value) == f"config key 'interval' ({str(cfg)!r}, line 4): 'soon' is not a number"
+    assert str(caught.value) == f"config key 'interval': 'soon' is not a number (in {str(cfg)!r}, line 4)"
 
 
 def test_an_unknown_key_names_its_line_and_the_key_meant(tmp_path: Path) -> None:
@@ -167,9 +167,9 @@ def test_nested_keys_know_their_lines(tmp_path: Path) -> None:
     cfg.write_text("sites:\n  dc1:\n    timezone: UTC\n    pue: 0.5\nplan:\n  - {site: dc1}\n  - site: dc2\n"
                    "    cost: -1\n")
     doc = config.load_yaml(cfg)
-    assert doc.where("sites", "dc1", "pue") == f" ({str(cfg)!r}, line 4)"
-    assert doc.where("plan", 1, "cost") == f" ({str(cfg)!r}, line 8)"
-    assert doc.where("plan", 0, "month") == f" ({str(cfg)!r}, line 6)"  # not written: its entry's line
+    assert doc.where("sites", "dc1", "pue") == f" (in {str(cfg)!r}, line 4)"
+    assert doc.where("plan", 1, "cost") == f" (in {str(cfg)!r}, line 8)"
+    assert doc.where("plan", 0, "month") == f" (in {str(cfg)!r}, line 6)"  # not written: its entry's line
     assert doc.where("nowhere") == ""
 
 
@@ -183,4 +183,5 @@ def test_the_collector_names_the_line_of_a_bad_nested_key(tmp_path: Path) -> Non
     args = build_parser().parse_args(["collector", "--config", str(conf)])
     with pytest.raises(ConfigError) as caught:
         load_settings(args, {})
-    assert str(caught.value).startswith(f"config key sites.default.pue ({str(conf)!r}, line 6): ")
+    assert str(caught.value).startswith("config key sites.default.pue: ")
+    assert str(caught.value).endswith(f"(in {str(conf)!r}, line 6)")

@@ -216,12 +216,12 @@ class YamlDoc(dict[str, Any]):
         self.lines = dict(lines)
 
     def where(self, *key: object) -> str:
-        """`` (file F, line N)`` for the deepest part of ``key`` that the file has, or ""."""
+        """`` (in 'F', line N)`` for the deepest part of ``key`` that the file has, or ""."""
         parts = tuple(str(k) for k in key)
         while parts:
             line = self.lines.get(parts)
             if line is not None:
-                return f" ({self.path!r}, line {line})"
+                return f" (in {self.path!r}, line {line})"
             parts = parts[:-1]
         return ""
 
@@ -313,6 +313,7 @@ def resolve(
     for opt in options:
         source: str
         raw: Any
+        where = ""  # for a value from the file: the file and the line of its key
         if opt.dest in given:
             source, raw = opt.flag, given[opt.dest]
         elif opt.env in env:
@@ -321,7 +322,7 @@ def resolve(
                 raw = [part for part in raw.split(",") if part.strip()]
         elif opt.dest in file_values or opt.dest.replace("_", "-") in file_values:
             where = file_values.where(opt.dest) if isinstance(file_values, YamlDoc) else ""
-            source = f"config key {opt.dest!r}{where}"
+            source = f"config key {opt.dest!r}"
             raw = file_values.get(opt.dest, file_values.get(opt.dest.replace("_", "-")))
             if opt.multiple and isinstance(raw, Mapping):
                 raw = [f"{k}={v}" for k, v in raw.items()]
@@ -333,7 +334,7 @@ def resolve(
         try:
             out[opt.dest] = [opt.convert(item) for item in raw] if opt.multiple else opt.convert(raw)
         except ValueError as exc:
-            raise ConfigError(f"{source}: {exc}") from None
+            raise ConfigError(f"{source}: {exc}{where}") from None
     return out
 
 

@@ -170,6 +170,7 @@ def describe(exc: ValidationError, doc: config.YamlDoc | None = None) -> str:
         key, marked, rest = reason.partition("] ")
         if reason.startswith("[") and marked:
             loc, reason = [*loc, key[1:]], rest
-    where = f"config key {'.'.join(loc)}{doc.where(*loc) if doc is not None else ''}" if loc else "config"
+    where = f"config key {'.'.join(loc)}" if loc else "config"
+    line = doc.where(*loc) if doc is not None and loc else ""
     more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
-    return f"{where}: {reason}{more}".replace("\n", " ")
+    return f"{where}: {reason}{line}{more}".replace("\n", " ")
