@@ -62,6 +62,16 @@ def test_a_position_past_the_devices_is_refused() -> None:
                             "(positions 0 to 2)")
 
 
+def test_an_older_agents_batch_with_a_hole_in_its_indexes_is_refused_never_misread() -> None:
+    # an agent before positions wrote device = index; with GPU 0 missing, GPUs 1 and 2 made
+    # positions 0 and 1 but readings naming 1 and 2: the 2 names no device, so nothing of the
+    # batch is read as the wrong GPU's (docs/delivery.md, "Upgrading an agent")
+    doc = batch()
+    doc["devices"] = [{"id": "GPU-b", "kind": "gpu", "index": 1}, {"id": "GPU-c", "kind": "gpu", "index": 2}]
+    doc["readings"] = {"device": [1, 2], "ts": [NOW - 1, NOW - 1], "power_w": [300.0, 310.0]}
+    assert refusal(doc).field == "readings.device.1"
+
+
 def test_indexes_with_holes_are_fine_positions_are_what_counts() -> None:
     doc = at(batch(), "devices.1.index", 7)
     assert validate(json.dumps(doc), NOW).batch.devices[1].index == 7
