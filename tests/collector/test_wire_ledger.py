@@ -15,11 +15,11 @@ import orjson
 import pytest
 
 from tests.collector.httpkit import AUTH, NOW, FakeLedger, batch, body, changed, client, settings
-from tests.collector.ledgerkit import FAR_FUTURE, device_totals, make_batch, open_ledger
+from tests.collector.ledgerkit import FAR_FUTURE, make_batch, open_ledger
 from tests.delivery.test_spool import gpu_server_with_rapl
 from wattledger.agent.spool import DeviceDicts, build_batches, encode_sample
 from wattledger.collector.api.app import create_app
-from wattledger.collector.store.sqlite import MIGRATIONS, Store
+from wattledger.collector.store.sqlite import MIGRATIONS
 from wattledger.contract import CLOCK_EVENT_REASONS
 from wattledger.wire import validate
 
@@ -29,8 +29,10 @@ T = 1_764_259_000.0
 ALL_BITS = 2**64 - 1
 
 
-def slot_of(ledger: Any, device_id: str) -> int:
-    return int(ledger.devices.device.index(device_id))
+def devices_of(ledger: Any, node: str | None = None) -> dict[str, dict[str, Any]]:
+    """Each device of the node (the only one by default) as /v1/nodes shows it, by id."""
+    rows = [n for n in ledger.nodes() if node is None or n["node"] == node]
+    return {d["id"]: d for d in rows[0]["devices"]}
 
 
 def test_a_gpu_server_with_rapl_is_one_batch_and_every_device_is_its_own() -> None:
@@ -39,15 +41,13 @@ def test_a_gpu_server_with_rapl_is_one_batch_and_every_device_is_its_own() -> No
     valid = validate(gzip.decompress(built.body("node-a", "s", 1, {})), FAR_FUTURE)
     ledger = open_ledger(now=1_700_000_100.0)
     assert ledger.ingest([valid])[0].accepted == 600
-    d = ledger.devices
-    assert d.size == 10
-    assert sorted(zip(d.kind, d.index, strict=True)) == [("cpu", 0), ("cpu", 1),
-                                                          *(("gpu", i) for i in range(8))]
-    # each package's counter (80 J/s) and each GPU's (make_sample: 400 J/s) went to its own slot
-    package_0 = device_totals(ledger, slot_of(ledger, "node-a:rapl:package-0"))
-    assert package_0["energy_j"] == pytest.approx(59 * 80.0)
-    gpu_0 = device_totals(ledger, d.kind.index("gpu"))
-    assert gpu_0["energy_j"] != package_0["energy_j"] and gpu_0["energy_j"] > 0
+    devices = devices_of(ledger)
+    assert sorted((d["kind"], d["index"]) for d in devices.values()) == [
+        ("cpu", 0), ("cpu", 1), *(("gpu", i) for i in range(8))]
+    # each package's counter (80 J/s) and each GPU's (make_sample: 300 + index W) went to its own
+    assert devices["node-a:rapl:package-0"]["energy_j_total"] == pytest.approx(59 * 80.0)
+    gpus = [d for d in devices.values() if d["kind"] == "gpu"]
+    assert sorted(d["energy_j_total"] for d in gpus) == pytest.approx([59 * (300.0 + i) for i in range(8)])
 
 
 def mixed_devices() -> list[dict[str, Any]]:
@@ -57,7 +57,7 @@ def mixed_devices() -> list[dict[str, Any]]:
             {"id": "MIG-0", "kind": "partition", "index": 0, "parent": "GPU-0", "share": 0.5}]
 
 
-def test_meters_sensors_and_partitions_add_no_it_energy_and_no_unmeasured_time() -> None:
+def test_meters_sensors_and_partitions_add_no_it_energy_and_no_unmeasured_time(tmp_path: Path) -> None:
     ts = [T, T, T, T, T + 10, T + 10, T + 10, T + 10, T + 100, T + 100, T + 100, T + 100]
     mixed = make_batch(devices=mixed_devices(), device=[0, 1, 2, 3] * 3, ts=ts,
                        power_w=[500.0, 90e3, None, None] * 3,
@@ -67,21 +67,25 @@ def test_meters_sensors_and_partitions_add_no_it_energy_and_no_unmeasured_time()
     alone = make_batch(devices=mixed_devices()[:1], device=[0, 0, 0], ts=[T, T + 10, T + 100],
                        power_w=[500.0] * 3, energy_j=[1e6, 1e6 + 5000, 1e6 + 50_000],
                        temp_c=[60.0] * 3)
-    with_others, gpu_only = open_ledger(), open_ledger()
+    with_others = open_ledger(db=f"sqlite:///{tmp_path}/mixed.db")
+    gpu_only = open_ledger()
     with_others.ingest([mixed])
     gpu_only.ingest([alone])
     month = "2025-11"
     assert (with_others.spend(site=None, month=month, group_by="site")
             == gpu_only.spend(site=None, month=month, group_by="site"))
+    shown = devices_of(with_others)
     for device in ("feed-a", "wx-1", "MIG-0"):
-        totals = device_totals(with_others, slot_of(with_others, device))
-        assert (totals["energy_j"], totals["unmeasured_s"]) == (0.0, 0.0)
-    assert device_totals(with_others, 0) == device_totals(gpu_only, 0)
-    # their latest readings are kept and shown
-    nodes = {d["id"]: d for d in with_others.nodes()[0]["devices"]}
-    assert nodes["wx-1"]["latest"]["temp_c"] == 12.5
-    assert with_others.devices.role[slot_of(with_others, "feed-a")] == "facility"
-    assert with_others.devices.parent[slot_of(with_others, "MIG-0")] == "GPU-0"
+        assert (shown[device]["energy_j_total"], shown[device]["unmeasured_seconds_total"]) == (0.0, 0.0)
+    gpu = devices_of(gpu_only)["GPU-0"]
+    assert (shown["GPU-0"]["energy_j_total"], shown["GPU-0"]["unmeasured_seconds_total"]) == (
+        gpu["energy_j_total"], gpu["unmeasured_seconds_total"])
+    assert shown["wx-1"]["latest"]["temp_c"] == 12.5  # their latest readings are kept and shown
+    with_others.close()
+    stored = sqlite3.connect(tmp_path / "mixed.db").execute(
+        "SELECT device, role, parent, share FROM devices ORDER BY device").fetchall()
+    assert stored == [("GPU-0", None, None, None), ("MIG-0", None, "GPU-0", 0.5),
+                      ("feed-a", "facility", None, None), ("wx-1", "outdoor", None, None)]
 
 
 def test_allocations_are_accepted_and_change_nothing_yet() -> None:
@@ -96,8 +100,7 @@ def test_allocations_are_accepted_and_change_nothing_yet() -> None:
                      {"devices": [0], "from": NOW - 58, "to": NOW - 57, "owner": {"job": "7"}}]))
     assert held.spend(site=None, month=None, group_by="device") == plain.spend(site=None, month=None,
                                                                                group_by="device")
-    assert device_totals(held) == device_totals(plain)
-    assert held.store.query("SELECT * FROM devices") == plain.store.query("SELECT * FROM devices")
+    assert held.nodes() == plain.nodes()
 
 
 def events_batch(seq: int, events: list[int | None]) -> Any:
@@ -126,10 +129,12 @@ def test_clock_events_are_exact_in_memory_metrics_and_across_a_restart(tmp_path:
 def test_the_migration_makes_a_float_bitmask_exact_and_forgets_impossible_ones(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
     db = sqlite3.connect(path, isolation_level=None)
-    for version, statements in enumerate(MIGRATIONS[:3], start=1):
+    for version, statements in enumerate(MIGRATIONS[:3], start=1):  # a ledger of schema 3
         for statement in statements:
             db.execute(statement)
         db.execute(f"PRAGMA user_version = {version}")
+    db.execute("INSERT INTO nodes (node, site, cluster, labels, last_seen, readings) "
+               "VALUES ('n1', 'default', '', '{}', ?, 5)", (T,))
     row = ("n1", "gpu", 0, None, 700.0, None, None, T, 300.0, None, *[None] * 5, 0, 0.0, 0.0, 0, 0, 0)
     for slot, events in enumerate([float(2**70), 1.8446744073709552e19, 68.0, -4.0, None]):
         db.execute("INSERT INTO devices (slot, node, device, kind, idx, model, power_limit_w, "
@@ -138,12 +143,13 @@ def test_the_migration_makes_a_float_bitmask_exact_and_forgets_impossible_ones(t
                    "resets, anomalies, late) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
                    "?, ?, ?, ?, ?, ?, ?)", (slot, "n1", f"GPU-{slot}", *row[1:15], events, *row[15:]))
     db.close()
-    assert Store(f"sqlite:///{path}").schema_version == len(MIGRATIONS)
     ledger = open_ledger(db=f"sqlite:///{path}", now=T)
-    d = ledger.devices
-    assert [int(v) if known else None for v, known in zip(d.clock_events, d.has_clock_events, strict=False)
-            ][:5] == [None, None, 68, None, None]  # 2^70, 2^64 (the float) and -4 are no bitmasks
+    shown = devices_of(ledger)
+    # 2^70, 2^64 (the float) and -4 are no bitmasks: forgotten; 68 is kept, exactly
+    assert [shown[f"GPU-{i}"]["latest"]["clock_events"] for i in range(5)] == [None, None, 68, None, None]
     ledger.close()
+    version = sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0]
+    assert version >= 4
 
 
 # ---------------------------------------------------------------------------- over HTTP
