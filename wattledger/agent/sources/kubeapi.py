@@ -5,7 +5,7 @@ The agent runs as a DaemonSet pod: it talks to the API server the in-cluster way
 token (re-read for every request: projected tokens rotate) and the cluster's CA
 (``/var/run/secrets/kubernetes.io/serviceaccount/{token,ca.crt}``); TLS is verified, host
 name included. Standard library HTTP only (the agent stays light). RBAC: ``get`` on ``pods``
-and ``namespaces`` (deploy/kubernetes has the ClusterRole).
+and ``namespaces`` (deploy/kubernetes/components/kubernetes-teams has the ClusterRole).
 
 Answers are cached for ``ttl`` seconds per pod and per namespace (labels rarely change; a
 pod's name is its identity on the node). A failing API server is asked nothing for
