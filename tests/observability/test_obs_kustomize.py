@@ -244,9 +244,13 @@ def test_every_collector_pod_is_scraped_and_the_service_is_the_agents_balancer(o
 
 
 @pytest.mark.parametrize("overlay", PLAIN)
-def test_the_prometheusrule_is_the_rules_file(overlay: str) -> None:
-    rule = one(render(overlay), "PrometheusRule")
+def test_the_prometheusrule_is_the_rules_file_and_selected_with_the_monitors(overlay: str) -> None:
+    objects = render(overlay)
+    rule = one(objects, "PrometheusRule")
     assert rule["spec"]["groups"] == load_rules()["groups"]
+    # one Prometheus selects all three (kube-prometheus-stack: the `release` label)
+    for monitor in all_of(objects, "ServiceMonitor"):
+        assert monitor["metadata"]["labels"]["release"] == rule["metadata"]["labels"]["release"]
 
 
 # ---------------------------------------------------------------------------- dashboards
