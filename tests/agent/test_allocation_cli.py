@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from agent.test_cli import parse, settings
-from wattledger.agent import allocation_cli, cli
+from wattledger.agent import cli
 from wattledger.agent.sources import SourceSettings, build_allocation_sources, build_sources
 from wattledger.agent.sources.kubernetes import KubernetesSource
 from wattledger.agent.sources.processes import ProcessesSource
@@ -20,19 +20,19 @@ def test_flags_reach_the_sources(tmp_path: Path) -> None:
     s = settings("--node", "n1", "--sources", "nvml,kubernetes,slurm,processes",
                  "--kubelet-socket", str(tmp_path / "kubelet.sock"), "--kubernetes-interval", "2",
                  "--slurm-job-dir", str(tmp_path / "jobs"), "--proc-root", str(tmp_path / "proc"))
-    ss = SourceSettings(node="n1", **allocation_cli.source_settings(s))
-    kube, slurm, procs = build_allocation_sources(s["source_names"], ss)  # type: ignore[arg-type]
+    ss = s.source_settings()
+    kube, slurm, procs = build_allocation_sources(s.source_names, ss)
     assert isinstance(kube, KubernetesSource) and kube.settings.socket == tmp_path / "kubelet.sock"
     assert kube.settings.interval == 2.0 and kube.settings.team_label is None
     assert isinstance(slurm, SlurmSource) and slurm.settings.job_dir == tmp_path / "jobs"
     assert isinstance(procs, ProcessesSource) and procs.settings.proc_root == tmp_path / "proc"
-    assert [x.name for x in build_sources(s["source_names"], ss)] == ["nvml"]  # type: ignore[arg-type]
+    assert [x.name for x in build_sources(s.source_names, ss)] == ["nvml"]
 
 
 def test_defaults_are_the_documented_paths() -> None:
     s = settings("--node", "n1")
-    assert s["kubelet_socket"] == Path("/var/lib/kubelet/pod-resources/kubelet.sock")
-    assert s["slurm_job_dir"] == Path("/run/wattledger/slurm-jobs") and s["proc_root"] == Path("/proc")
+    assert s.kubelet_socket == Path("/var/lib/kubelet/pod-resources/kubelet.sock")
+    assert s.slurm_job_dir == Path("/run/wattledger/slurm-jobs") and s.proc_root == Path("/proc")
 
 
 def test_team_label_outside_a_pod_leaves_teams_out(caplog: pytest.LogCaptureFixture,

@@ -22,34 +22,34 @@ def parse(*argv: str) -> argparse.Namespace:
     return parser.parse_args(list(argv))
 
 
-def settings(*argv: str, env: dict[str, str] | None = None) -> dict[str, object]:
+def settings(*argv: str, env: dict[str, str] | None = None) -> cli.AgentSettings:
     return cli.settings(parse(*argv), env or {})
 
 
 def test_defaults() -> None:
     s = settings("--node", "n1")
-    assert s["interval"] == 1.0 and s["listen"] == HostPort("0.0.0.0", 9860)
-    assert s["source_names"] == ["nvml", "host"] and s["collector"] == [] and s["labels"] == {}
-    assert s["batch_seconds"] == 10.0 and s["spool_max_bytes"] == 1 << 30
-    assert settings("--simulate", "4", "--node", "n1")["source_names"] == ["simulated", "host"]
+    assert s.interval == 1.0 and s.listen == HostPort("0.0.0.0", 9860)
+    assert s.source_names == ("nvml", "host") and s.collector == () and s.labels == {}
+    assert s.batch_seconds == 10.0 and s.spool_max_bytes == 1 << 30
+    assert settings("--simulate", "4", "--node", "n1").source_names == ("simulated", "host")
 
 
 def test_flag_beats_env_beats_yaml(tmp_path: Path) -> None:
     cfg = tmp_path / "agent.yaml"
     cfg.write_text("interval: 5\nnode: from-yaml\nlabel: {site: s1, rack: r12}\nsimulate: 2\n")
     s = settings("--config", str(cfg), "--interval", "2", env={"WATTLEDGER_NODE": "from-env"})
-    assert (s["interval"], s["node"], s["simulate"]) == (2.0, "from-env", 2)
-    assert s["labels"] == {"site": "s1", "rack": "r12"}
+    assert (s.interval, s.node, s.simulate) == (2.0, "from-env", 2)
+    assert s.labels == {"site": "s1", "rack": "r12"}
     s = settings(env={"WATTLEDGER_CONFIG": str(cfg), "WATTLEDGER_LABEL": "site=s2,cluster=c1"})
-    assert s["node"] == "from-yaml" and s["labels"] == {"site": "s2", "cluster": "c1"}
+    assert s.node == "from-yaml" and s.labels == {"site": "s2", "cluster": "c1"}
 
 
 def test_sources_can_be_chosen_and_switched_off() -> None:
-    assert settings("--node", "n", "--sources", "nvml")["source_names"] == ["nvml"]
-    assert settings("--node", "n", "--disable-source", "host")["source_names"] == ["nvml"]
+    assert settings("--node", "n", "--sources", "nvml").source_names == ("nvml",)
+    assert settings("--node", "n", "--disable-source", "host").source_names == ("nvml",)
     s = settings("--node", "n", "--simulate", "2", "--sources", "simulated,nvml,host",
                  "--disable-source", "nvml")
-    assert s["source_names"] == ["simulated", "host"]
+    assert s.source_names == ("simulated", "host")
 
 
 @pytest.mark.parametrize(

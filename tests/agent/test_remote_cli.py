@@ -23,7 +23,7 @@ from wattledger.config import ConfigError, OneLineParser
 VENDOR_LIBRARIES = ("redfish", "pysnmp", "pymodbus", "pyghmi", "requests")
 
 
-def settings(*argv: str, env: dict[str, str] | None = None) -> dict[str, object]:
+def settings(*argv: str, env: dict[str, str] | None = None) -> cli.AgentSettings:
     parser = OneLineParser(prog="wattledger agent")
     cli.configure(parser)
     return cli.settings(parser.parse_args(list(argv)), env or {})
@@ -60,12 +60,13 @@ def test_redfish_settings_from_flags_env_and_yaml(tmp_path: Path, password: Path
     cfg.write_text(f"redfish_url: https://bmc-yaml\nredfish_user: monitor\n"
                    f"redfish_password_file: {password}\nredfish_insecure: true\nredfish_interval: 15\n")
     s = settings("--config", str(cfg), "--sources", "redfish")
-    r = s["redfish"]
-    assert (r.url, r.user, r.password_file, r.insecure, r.interval) == (  # type: ignore[attr-defined]
+    r = s.redfish
+    assert r is not None
+    assert (r.url, r.user, r.password_file, r.insecure, r.interval) == (
         "https://bmc-yaml", "monitor", password, True, 15.0)
     s = settings("--config", str(cfg), "--sources", "redfish", env={"WATTLEDGER_REDFISH_URL": "https://bmc-env"})
-    assert s["redfish"].url == "https://bmc-env"  # type: ignore[attr-defined]
-    assert settings("--redfish-insecure", "--node", "n")["redfish_insecure"] is True
+    assert s.redfish is not None and s.redfish.url == "https://bmc-env"
+    assert settings("--redfish-insecure", "--node", "n").redfish_insecure is True
 
 
 def test_pdus_and_meters_come_from_the_yaml(tmp_path: Path) -> None:
@@ -84,8 +85,8 @@ modbus_targets:
     energy: {{address: 72, type: float32, table: input, unit: kWh}}
 """)
     s = settings("--config", str(cfg), "--node", "mgmt-01")
-    (pdu,) = s["snmp_targets"]  # type: ignore[misc]
-    (meter,) = s["modbus_targets"]  # type: ignore[misc]
+    (pdu,) = s.snmp_targets
+    (meter,) = s.modbus_targets
     assert (pdu.id, pdu.vendor, pdu.index, pdu.role) == ("pdu-r12", "apc", "1", "it")
     assert (meter.id, meter.energy.factor, meter.power.table) == ("main-feed", 3.6e6, "input")
     cfg.write_text("snmp_targets: [{id: p, host: h, vendor: apc, role: it}]\n")

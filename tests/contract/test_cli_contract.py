@@ -63,7 +63,7 @@ def test_log_level_key_is_known_to_every_sub_command(tmp_path: Path) -> None:
     cfg = tmp_path / "c.yaml"
     cfg.write_text("log_level: debug\n")
     args = parsed(["agent", "--config", str(cfg), "--simulate", "1", "--node", "n"])
-    assert agent_cli.settings(args, {})["simulate"] == 1
+    assert agent_cli.settings(args, {}).simulate == 1
     args = parsed(["collector", "--config", str(cfg)])
     assert collector_settings.load_settings(args, {}).max_gap_seconds == 30.0
     assert demo_cli.settings(parsed(["demo", "--config", str(cfg)]), {})["collector_port"] == 9861

@@ -78,8 +78,11 @@ BASE: dict[str, dict[str, Any]] = {
 }
 
 
-def agent_value(settings: dict[str, Any], dest: str) -> Any:
-    return settings["labels"] if dest == "label" else settings[dest]
+def agent_value(settings: Any, dest: str) -> Any:
+    """A field of AgentSettings (``--label``'s is ``labels``), its tuples as the lists the
+    converters give."""
+    value = getattr(settings, "labels" if dest == "label" else dest)
+    return list(value) if isinstance(value, tuple) else value
 
 
 READERS: dict[str, tuple[list[Option], Callable[[argparse.Namespace, dict[str, str]], Any],

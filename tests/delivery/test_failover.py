@@ -140,8 +140,7 @@ def agent_settings(tmp_path: Path, *argv: str, env: dict[str, str] | None = None
         (tmp_path / "agent.yaml").write_text(yaml.safe_dump({"collector": config}))
         extra = ["--config", str(tmp_path / "agent.yaml")]
     args: argparse.Namespace = parser.parse_args(["--node", "n", "--token-file", str(token), *extra, *argv])
-    urls: list[str] = agent_cli.settings(args, env or {})["collector"]
-    return urls
+    return list(agent_cli.settings(args, env or {}).collector)
 
 
 def test_collectors_repeated_comma_list_env_and_yaml(tmp_path: Path) -> None:

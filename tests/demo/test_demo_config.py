@@ -56,14 +56,14 @@ def test_agent_command_lines_are_accepted_by_the_agent(
         parser = argparse.ArgumentParser()
         agent_cli.configure(parser)
         s = agent_cli.settings(parser.parse_args(argv[1:]), env={})
-        assert s["node"] == server.node
-        assert s["simulate"] == server.gpus and s["workload"] == [server.workload]
-        assert s["seed"] == server.seed
-        assert s["labels"] == {"site": "dc-east", "cluster": server.cluster}
-        assert s["token"] == tokens[server.node]
-        assert s["collector"] == [democonfig.collector_url(ports)]
-        assert s["source_names"] == ["simulated"]  # this machine's own CPU power is no server's
-        assert str(s["listen"]) == f"127.0.0.1:{ports.agents[server.node]}"
+        assert s.node == server.node
+        assert s.simulate == server.gpus and s.workload == (server.workload,)
+        assert s.seed == server.seed
+        assert s.labels == {"site": "dc-east", "cluster": server.cluster}
+        assert s.token == tokens[server.node]
+        assert s.collector == (democonfig.collector_url(ports),)
+        assert s.source_names == ("simulated",)  # this machine's own CPU power is no server's
+        assert str(s.listen) == f"127.0.0.1:{ports.agents[server.node]}"
 
 
 def test_prometheus_config_scrapes_collector_and_agents_with_the_project_rules(

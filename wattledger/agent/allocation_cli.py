@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
 from wattledger.config import Option, positive_float, text
 
@@ -43,9 +42,3 @@ OPTIONS = [
            metavar="DIR"),
 ]
 
-
-def source_settings(s: dict[str, Any]) -> dict[str, Any]:
-    """The SourceSettings fields of the resolved settings ``s``."""
-    return {"kubelet_socket": s["kubelet_socket"], "kubernetes_interval": s["kubernetes_interval"],
-            "kubernetes_team_label": s["kubernetes_team_label"], "slurm_job_dir": s["slurm_job_dir"],
-            "proc_root": s["proc_root"]}

@@ -18,7 +18,7 @@ from wattledger.agent.allocations import Allocation
 from wattledger.agent.exposition import AgentCollector
 from wattledger.agent.reading import DeviceReading
 from wattledger.agent.sampler import Sampler
-from wattledger.agent.sources.base import Source
+from wattledger.agent.sources.base import AllocationSource, Source
 from wattledger.config import HostPort
 
 if TYPE_CHECKING:
@@ -43,13 +43,15 @@ class Agent:
         *,
         node: str,
         labels: dict[str, str],
-        sources: Sequence[Source],
+        sources: Sequence[Source | AllocationSource],
         interval: float,
         listen: HostPort,
         delivery_factory: Callable[[], Delivery] | None = None,
     ) -> None:
-        """``delivery_factory`` (with a collector) is called once the port is ours, so that
-        an agent that cannot listen never opens a spool."""
+        """``sources``: the hardware sources and the allocation sources (who holds the
+        devices), which the sampler asks after the hardware ones. ``delivery_factory`` (with a
+        collector) is called once the port is ours, so that an agent that cannot listen never
+        opens a spool."""
         self.interval = interval
         self.listen = listen
         self._node, self._labels = node, labels

@@ -18,10 +18,12 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from wattledger.agent.settings import settings_from_argv
 from wattledger.agent.shipper import Backoff, HttpSender, Outcome, classify, parse_retry_after
-from wattledger.agent.sources import SourceSettings, build_sources
+from wattledger.agent.sources import build_sources
 from wattledger.agent.sources.base import Source
 from wattledger.agent.spool import DeviceDicts, build_batches, encode_sample
+from wattledger.demo.config import simulation_args
 from wattledger.demo.scenario import Server
 
 log = logging.getLogger(__name__)
@@ -37,10 +39,9 @@ class BackfillError(Exception):
 
 
 def simulated_source(server: Server) -> Source:
-    """The same simulated GPUs the server's live agent runs (same node, workload, seed)."""
-    settings = SourceSettings(node=server.node, simulate=server.gpus, workloads=(server.workload,),
-                              seed=server.seed)
-    return build_sources(["simulated"], settings)[0]
+    """The same simulated GPUs the server's live agent runs: its settings, from the same flags."""
+    settings = settings_from_argv(simulation_args(server), env={})
+    return build_sources(["simulated"], settings.source_settings())[0]
 
 
 def timestamps(start: float, end: float, step: float) -> list[float]:

@@ -71,15 +71,19 @@ def collector_args(state: DemoState) -> list[str]:
     return ["collector", "--config", str(state.collector_yaml)]
 
 
+def simulation_args(server: Server) -> list[str]:
+    """The agent flags of a server's simulated GPUs: the live agent's and the backfill's, so
+    both have the same GPUs (ids, model, workload, seed)."""
+    return ["--node", server.node, "--simulate", str(server.gpus), "--workload", server.workload,
+            "--seed", str(server.seed),
+            # the simulated servers share this machine: its real CPU power is none of theirs
+            "--disable-source", "host"]
+
+
 def agent_args(scenario: Scenario, server: Server, state: DemoState, ports: Ports) -> list[str]:
     args = [
         "agent",
-        "--node", server.node,
-        "--simulate", str(server.gpus),
-        "--workload", server.workload,
-        "--seed", str(server.seed),
-        # the simulated servers share this machine: its real CPU power is none of theirs
-        "--disable-source", "host",
+        *simulation_args(server),
         "--listen", f"{HOST}:{ports.agents[server.node]}",
         "--collector", collector_url(ports),
         "--token-file", str(state.token_file(server.node)),
