@@ -284,6 +284,11 @@ def test_the_image_venv_serves_both_roles(image_venv: Path, procs: Processes, tm
 @pytest.mark.timeout(900)
 def test_the_agent_only_image_runs_the_agent(procs: Processes, tmp_path: Path) -> None:
     venv = build_stage(tmp_path / "image", "")
+    if "collector" in PROJECT.get("optional-dependencies", {}):
+        # once the collector's libraries are an extra, the agent-only image is without them
+        probe = subprocess.run([str(venv / "bin" / "python"), "-c", "import fastapi"], capture_output=True,
+                               text=True, timeout=60)
+        assert probe.returncode != 0, "EXTRAS= still installs the collector's web stack"
     port = free_port()
     procs.start("agent", [str(venv / "bin" / "wattledger"), "agent", "--simulate", "1", "--node=gpu-node-01",
                           f"--listen=127.0.0.1:{port}", f"--spool={tmp_path / 'spool'}"])
