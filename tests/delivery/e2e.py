@@ -213,11 +213,18 @@ def spool_contents(spool_dir: Path) -> tuple[int, dict[str, float]]:
         conn.close()
 
 
+def sent_batches(bodies: list[bytes]) -> list[dict[str, Any]]:
+    """The batches of request bodies (gzip'd JSON, as the agent sends them), in the order sent."""
+    return [orjson.loads(gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body) for body in bodies]
+
+
 # ---------------------------------------------------------------------------- the proxy
 
 
 class Proxy:
-    """An HTTP/1.1 proxy for POSTs, in its own thread and event loop. ``mode``:
+    """An HTTP/1.1 proxy for POSTs, in its own thread and event loop, which keeps every body it
+    was sent (``bodies``; :func:`sent_batches` reads them) and the status the collector answered
+each (``statuses``). ``mode``:
     ``forward``; ``swallow`` (forward, let the collector commit, then drop the answer and the
     connection: the lost-answer failure); ``refuse`` (close every connection unanswered);
     ``unavailable`` (answer 503 itself, as a replica whose database is down does)."""
@@ -228,6 +235,8 @@ class Proxy:
         self.swallow_every = 1  # in swallow mode, drop every n-th answer
         self.swallowed = 0
         self.unavailable = 0  # 503s answered
+        self.bodies: list[bytes] = []  # every request body the agents sent, as sent (gzip'd)
+        self.statuses: list[int] = []  # the collector's answer to each body forwarded
         self._answers = 0
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -254,6 +263,7 @@ class Proxy:
                 length = next((int(ln.split(":", 1)[1]) for ln in lines
                                if ln.lower().startswith("content-length:")), 0)
                 body = await reader.readexactly(length)
+                self.bodies.append(body)
                 if self.mode == "unavailable":
                     self.unavailable += 1
                     error = b'{"error": "unavailable", "detail": "the proxy says so"}'
@@ -268,6 +278,7 @@ class Proxy:
                 up_writer.write(request)
                 await up_writer.drain()
                 answer = await up_reader.read()  # the collector closes after its answer
+                self.statuses.append(int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/") else 0)
                 up_writer.close()
                 self._answers += 1
                 if self.mode == "swallow" and self._answers % self.swallow_every == 0:
