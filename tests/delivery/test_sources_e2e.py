@@ -28,34 +28,37 @@ NODE, TOKEN = "src-node", "src-token"
 GPU0, GPU1 = fake_uuid(NODE, 0, 0), fake_uuid(NODE, 1, 0)  # the agent's two simulated GPUs
 
 
-@pytest.fixture
-def collector(tmp_path: Path) -> Iterator[Collector]:
-    c = Collector(tmp_path, {NODE: TOKEN})
-    c.start()
-    yield c
-    c.cleanup()
+class Site:
+    """A collector behind a recording proxy, and the agent of the test (one at a time)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.collector = Collector(workdir, {NODE: TOKEN})
+        self.collector.start()
+        self.proxy = Proxy(self.collector.port)
+        self.agent: Agent | None = None
+
+    def start_agent(self, *flags: str) -> Agent:
+        self.agent = Agent(self.workdir, NODE, self.proxy.url, TOKEN, interval=0.25, batch_seconds=0.5,
+                           extra=flags)
+        self.agent.start()
+        return self.agent
+
+    def batches(self) -> list[dict[str, Any]]:
+        return sent_batches(list(self.proxy.bodies))
+
+    def close(self) -> None:
+        if self.agent is not None:
+            self.agent.cleanup()
+        self.proxy.close()
+        self.collector.cleanup()
 
 
 @pytest.fixture
-def proxy(collector: Collector) -> Iterator[Proxy]:
-    p = Proxy(collector.port)
-    yield p
-    p.close()
-
-
-@pytest.fixture
-def agents() -> Iterator[list[Agent]]:
-    started: list[Agent] = []
-    yield started
-    for a in started:
-        a.cleanup()
-
-
-def start_agent(tmp_path: Path, proxy: Proxy, agents: list[Agent], *flags: str) -> Agent:
-    agent = Agent(tmp_path, NODE, proxy.url, TOKEN, interval=0.25, batch_seconds=0.5, extra=flags)
-    agents.append(agent)
-    agent.start()
-    return agent
+def site(tmp_path: Path) -> Iterator[Site]:
+    s = Site(tmp_path)
+    yield s
+    s.close()
 
 
 def allocations(batches: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -65,10 +68,6 @@ def allocations(batches: list[dict[str, Any]]) -> list[dict[str, Any]]:
         ids = [d["id"] for d in b["devices"]]
         out += [{**a, "devices": sorted(ids[p] for p in a["devices"])} for a in b.get("allocations", [])]
     return out
-
-
-def sent(proxy: Proxy) -> list[dict[str, Any]]:
-    return sent_batches(list(proxy.bodies))
 
 
 def owners(batches: list[dict[str, Any]], key: str) -> list[str]:
@@ -82,13 +81,15 @@ def readings_of(batch: dict[str, Any], device: str) -> list[float]:
             if ids[p] == device]
 
 
-def stop_and_check_everything_accepted(agent: Agent, collector: Collector, proxy: Proxy) -> None:
+def stop_and_check_everything_accepted(site: Site) -> None:
     """Every reading the agent took is in the ledger once; every batch was answered 200."""
+    agent = site.agent
+    assert agent is not None
     readings, shipped, spooled = agent.stop()
     assert spooled == 0 and shipped == readings > 0
-    assert collector.readings(NODE) == readings
-    assert proxy.statuses and set(proxy.statuses) == {200}, proxy.statuses
-    once = {(b["stream"], b["seq"]): len(b["readings"]["ts"]) for b in sent(proxy)}  # a re-send counts once
+    assert site.collector.readings(NODE) == readings
+    assert site.proxy.statuses and set(site.proxy.statuses) == {200}, site.proxy.statuses
+    once = {(b["stream"], b["seq"]): len(b["readings"]["ts"]) for b in site.batches()}  # a re-send: once
     assert sum(once.values()) == readings
     conn = sqlite3.connect(f"file:{agent.spool / 'spool.db'}?mode=ro", uri=True)
     try:
@@ -116,23 +117,22 @@ def carried_while_held(batches: list[dict[str, Any]], device: str, owner: dict[s
     return after
 
 
-def test_kubernetes_pods_ride_the_batches_to_the_collector(tmp_path: Path, collector: Collector,
-                                                           proxy: Proxy, agents: list[Agent]) -> None:
+def test_kubernetes_pods_ride_the_batches_to_the_collector(tmp_path: Path, site: Site) -> None:
     kubelet = FakeKubelet(tmp_path / "kubelet.sock").start()
     try:
         kubelet.pods = [pod("nlp", "llama-ft-7", {"trainer": [("nvidia.com/gpu", [GPU0])]}),
                         pod("vision", "eval-3", {"main": [("nvidia.com/gpu", [GPU1])]}),
                         pod("web", "frontend", {"nginx": []})]  # no accelerator: no holding
-        agent = start_agent(tmp_path, proxy, agents, "--sources", "simulated,host,kubernetes",
-                            "--kubelet-socket", str(kubelet.socket), "--kubernetes-interval", "0.2")
-        wait_until("both pods in a batch", lambda: len(set(owners(sent(proxy), "pod"))) == 2)
+        agent = site.start_agent("--sources", "simulated,host,kubernetes",
+                                 "--kubelet-socket", str(kubelet.socket), "--kubernetes-interval", "0.2")
+        wait_until("both pods in a batch", lambda: len(set(owners(site.batches(), "pod"))) == 2)
         assert agent.metric("wattledger_agent_source_up", source="kubernetes") == 1.0
         kubelet.pods = kubelet.pods[:1]  # eval-3 finished
-        wait_until("batches without eval-3", lambda: owners(sent(proxy)[-3:], "pod") == ["llama-ft-7"] * 3)
-        stop_and_check_everything_accepted(agent, collector, proxy)
+        wait_until("batches without eval-3", lambda: owners(site.batches()[-3:], "pod") == ["llama-ft-7"] * 3)
+        stop_and_check_everything_accepted(site)
     finally:
         kubelet.stop()
-    batches = sent(proxy)
+    batches = site.batches()
     nlp = {"namespace": "nlp", "pod": "llama-ft-7", "container": "trainer"}
     vision = {"namespace": "vision", "pod": "eval-3", "container": "main"}
     held = {(a["owner"]["pod"], a["from"]): a for a in allocations(batches)}  # the latest state of each
@@ -144,19 +144,18 @@ def test_kubernetes_pods_ride_the_batches_to_the_collector(tmp_path: Path, colle
     assert carried_while_held(batches, GPU1, vision) >= 3  # eval-3 is over: GPU1 reports on, unheld
 
 
-def test_slurm_jobs_of_the_shipped_prolog_ride_the_batches(tmp_path: Path, collector: Collector,
-                                                           proxy: Proxy, agents: list[Agent]) -> None:
+def test_slurm_jobs_of_the_shipped_prolog_ride_the_batches(tmp_path: Path, site: Site) -> None:
     jobs = tmp_path / "slurm-jobs"
     prolog(jobs, "48213", "0")  # by index (SLURM_JOB_GPUS), as slurmd gives it
     prolog(jobs, "48214", GPU1, SLURM_JOB_ACCOUNT="nlp", SLURM_JOB_USER="ana")  # by UUID (env_uuid)
     started = {job: float(dict(line.split("=", 1) for line in (jobs / "jobs" / job).read_text().splitlines())
                           ["start"]) for job in ("48213", "48214")}
-    agent = start_agent(tmp_path, proxy, agents, "--sources", "simulated,slurm", "--slurm-job-dir", str(jobs))
-    wait_until("both jobs in a batch", lambda: len(set(owners(sent(proxy), "job"))) == 2)
+    site.start_agent("--sources", "simulated,slurm", "--slurm-job-dir", str(jobs))
+    wait_until("both jobs in a batch", lambda: len(set(owners(site.batches(), "job"))) == 2)
     epilog(jobs, "48214", GPU1)
-    wait_until("batches without job 48214", lambda: owners(sent(proxy)[-3:], "job") == ["48213"] * 3)
-    stop_and_check_everything_accepted(agent, collector, proxy)
-    batches = sent(proxy)
+    wait_until("batches without job 48214", lambda: owners(site.batches()[-3:], "job") == ["48213"] * 3)
+    stop_and_check_everything_accepted(site)
+    batches = site.batches()
     held = {a["owner"]["job"]: a for a in allocations(batches)}
     first, second = held["48213"], held["48214"]
     assert first["devices"] == [GPU0] and first["to"] is None
@@ -169,21 +168,20 @@ def test_slurm_jobs_of_the_shipped_prolog_ride_the_batches(tmp_path: Path, colle
     assert carried_while_held(batches, GPU1, second["owner"]) >= 3
 
 
-def test_redfish_node_and_inlet_reach_the_ledger(tmp_path: Path, collector: Collector, proxy: Proxy,
-                                                 agents: list[Agent]) -> None:
+def test_redfish_node_and_inlet_reach_the_ledger(tmp_path: Path, site: Site) -> None:
     bmc = FakeBmc("public-rackmount1")
     password = tmp_path / "bmc-password"
     password.write_text("s3cret-pw\n")
     try:
-        agent = start_agent(tmp_path, proxy, agents, "--sources", "simulated,redfish",
-                            "--redfish-url", bmc.url, "--redfish-user", "monitor",
-                            "--redfish-password-file", str(password), "--redfish-interval", "0.3")
+        site.start_agent("--sources", "simulated,redfish", "--redfish-url", bmc.url,
+                         "--redfish-user", "monitor", "--redfish-password-file", str(password),
+                         "--redfish-interval", "0.3")
         wait_until("the node's wall power in batches", lambda: sum(
-            1 for b in sent(proxy) for d in b["devices"] if d["kind"] == "node") >= 3)
-        stop_and_check_everything_accepted(agent, collector, proxy)
+            1 for b in site.batches() for d in b["devices"] if d["kind"] == "node") >= 3)
+        stop_and_check_everything_accepted(site)
     finally:
         bmc.close()
-    kinds = {(d["kind"], d.get("role")) for b in sent(proxy) for d in b["devices"]}
+    kinds = {(d["kind"], d.get("role")) for b in site.batches() for d in b["devices"]}
     assert kinds == {("gpu", None), ("node", None), ("sensor", "inlet")}
-    node = {d["id"] for d in collector.node(NODE)["devices"]}
+    node = {d["id"] for d in site.collector.node(NODE)["devices"]}
     assert {GPU0, GPU1} < node and len(node) == 4  # the GPUs, the node at the wall, its inlet sensor
