@@ -89,6 +89,50 @@ PATTERN_WORDS: dict[str, str] = {
                        "most 64 characters",
 }
 
+# ---------------------------------------------------------------------------- readings' columns
+
+#: how a column's entries are written: ``float`` a finite JSON number; ``int`` a JSON integer
+#: (the one such column, ``device``, a position in ``devices``); ``uint64`` a JSON integer of
+#: 0..2^64-1 kept bit for bit
+ColumnType = Literal["float", "int", "uint64"]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadingColumn:
+    """One array of a batch's ``readings``: one entry per device reading."""
+
+    name: str  # ``readings.<name>`` on the wire
+    type: ColumnType
+    unit: str  # the base unit of its values
+    attribute: str  # the agent's DeviceReading attribute it is written from
+    required: bool = False  # in every batch (an optional column of nothing but nulls is left out)
+    nullable: bool = True  # an entry may be null: not measured at that reading
+    non_negative: bool = False
+    ratio: bool = False  # a fraction, 0..1
+    latest: bool = False  # the collector keeps each device's latest value (/v1/nodes, /metrics)
+
+
+#: THE table of the readings' columns, in their wire order: the agent's spool encoder, the
+#: collector's decoder (``wire.Readings``) and its store of latest values are made from it.
+#: Never reorder or remove one: the agent's spooled sample rows hold the values positionally.
+READING_COLUMNS: tuple[ReadingColumn, ...] = (
+    ReadingColumn("device", "int", "position", "device", required=True, nullable=False, non_negative=True),
+    ReadingColumn("ts", "float", "s", "ts", required=True, nullable=False, non_negative=True),
+    ReadingColumn("power_w", "float", "W", "power_w", required=True, non_negative=True),
+    ReadingColumn("energy_j", "float", "J", "energy_j", non_negative=True),  # the cumulative counter
+    ReadingColumn("temp_c", "float", "°C", "temp_c", latest=True),
+    ReadingColumn("util", "float", "ratio", "util", ratio=True, latest=True),
+    ReadingColumn("mem_temp_c", "float", "°C", "mem_temp_c", latest=True),
+    ReadingColumn("mem_util", "float", "ratio", "mem_util", ratio=True, latest=True),
+    ReadingColumn("sm_clock_hz", "float", "Hz", "sm_clock_hz", non_negative=True, latest=True),
+    ReadingColumn("clock_events", "uint64", "bitmask", "clock_events", non_negative=True),  # NVML's
+    ReadingColumn("mem_used_bytes", "float", "bytes", "mem_used_bytes", non_negative=True, latest=True),
+)
+#: what a reading measured: every column but the device and its time
+VALUE_COLUMNS: tuple[ReadingColumn, ...] = tuple(c for c in READING_COLUMNS if c.name not in ("device", "ts"))
+#: the columns whose latest value the collector keeps per device, in the table's order
+LATEST_COLUMNS: tuple[str, ...] = tuple(c.name for c in VALUE_COLUMNS if c.latest)
+
 #: NVML clock-event (throttle) reason bits of ``clock_events`` and the ``reason`` label each
 #: gets on the agent's and the collector's /metrics
 CLOCK_EVENT_REASONS: tuple[tuple[int, str], ...] = (

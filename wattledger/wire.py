@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, create_model
 from pydantic_core import ErrorDetails
 
 # the contract's names other code imports from here are re-exported ("X as X")
@@ -41,7 +41,9 @@ from wattledger.contract import (
     OWNER_KEY_PATTERN,
     OWNER_VALUE_MAX_LENGTH,
     PATTERN_WORDS,
+    READING_COLUMNS,
     STREAM_ID_PATTERN,
+    VALUE_COLUMNS,
     DeviceKind,
     DeviceRole,
     kind_problem,
@@ -66,19 +68,17 @@ DeviceId = Annotated[str, StringConstraints(min_length=1, max_length=DEVICE_ID_M
 OwnerKey = Annotated[str, StringConstraints(pattern=OWNER_KEY_PATTERN)]
 OwnerValue = Annotated[str, StringConstraints(max_length=OWNER_VALUE_MAX_LENGTH)]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
-Column = list[Finite | None]
 #: a position in ``devices``
 Position = Annotated[int, Field(ge=0, le=MAX_DEVICES - 1)]
 
 #: optional arrays beyond the required ``device``, ``ts`` and ``power_w``
-OPTIONAL_COLUMNS = ("energy_j", "temp_c", "util", "mem_temp_c", "mem_util", "sm_clock_hz",
-                    "clock_events", "mem_used_bytes")
-#: the float columns of a batch (``clock_events`` is an unsigned 64-bit integer)
-FLOAT_COLUMNS = tuple(c for c in ("power_w", *OPTIONAL_COLUMNS) if c != "clock_events")
-#: columns whose values must be >= 0
-NON_NEGATIVE = ("power_w", "energy_j", "sm_clock_hz", "mem_used_bytes")
+OPTIONAL_COLUMNS = tuple(c.name for c in READING_COLUMNS if not c.required)
+#: the float columns of a reading's values (``clock_events`` is an unsigned 64-bit integer)
+FLOAT_COLUMNS = tuple(c.name for c in VALUE_COLUMNS if c.type == "float")
+#: value columns whose values must be >= 0 (``clock_events``' bound is in its schema)
+NON_NEGATIVE = tuple(c.name for c in VALUE_COLUMNS if c.non_negative and c.type == "float")
 #: columns whose values must lie in 0..1
-RATIOS = ("util", "mem_util")
+RATIOS = tuple(c.name for c in VALUE_COLUMNS if c.ratio)
 
 #: strict: JSON true/false and numeric strings are refused where a number is due (an integer
 #: is still a number where a float is due); no NaN or infinity
@@ -102,20 +102,38 @@ class DeviceInfo(BaseModel):
     share: Annotated[float, Field(gt=0, le=1)] | None = None
 
 
-class Readings(BaseModel):
+#: what one entry of a column of each type is (an ``int`` column is a position in ``devices``)
+_ENTRY_OF: dict[str, Any] = {"float": Finite, "int": Position,
+                             "uint64": Annotated[int, Field(ge=0, le=MAX_CLOCK_EVENTS)]}
+
+
+def _readings_fields() -> dict[str, Any]:
+    """``Readings``' fields, one per column of contract.READING_COLUMNS, in its order."""
+    fields: dict[str, Any] = {}
+    for c in READING_COLUMNS:
+        entry = _ENTRY_OF[c.type] | None if c.nullable else _ENTRY_OF[c.type]
+        array = list[entry]  # type: ignore[valid-type]  # made at run time from the table
+        fields[c.name] = (array, ...) if c.required else (array | None, None)
+    return fields
+
+
+class ReadingsModel(BaseModel):
+    """What ``Readings`` is to the type checker: its fields are the table's columns (read them
+    by name: :func:`column`)."""
+
     model_config = _STRICT
 
-    device: list[Position]
-    ts: list[Finite]
-    power_w: Column
-    energy_j: Column | None = None
-    temp_c: Column | None = None
-    util: Column | None = None
-    mem_temp_c: Column | None = None
-    mem_util: Column | None = None
-    sm_clock_hz: Column | None = None
-    clock_events: list[Annotated[int, Field(ge=0, le=MAX_CLOCK_EVENTS)] | None] | None = None
-    mem_used_bytes: Column | None = None
+
+if TYPE_CHECKING:
+    Readings = ReadingsModel
+else:  # the columnar ``readings`` of a batch, made from the contract's table
+    Readings = create_model("Readings", __base__=ReadingsModel, __module__=__name__, **_readings_fields())
+
+
+def column(readings: ReadingsModel, name: str) -> list[Any] | None:
+    """A batch's column by its name (None: left out of the batch)."""
+    values: list[Any] | None = getattr(readings, name)
+    return values
 
 
 class Allocation(BaseModel):
@@ -410,16 +428,17 @@ def check_batch(batch: Batch, now: float) -> Columns:
     import numpy as np
 
     r = batch.readings
-    n = len(r.ts)
-    if len(r.device) != n:
-        raise invalid("readings.device", f"has {len(r.device)} entries, but readings.ts has {n}")
+    device, ts = column(r, "device") or [], column(r, "ts") or []  # both required
+    n = len(ts)
+    if len(device) != n:
+        raise invalid("readings.device", f"has {len(device)} entries, but readings.ts has {n}")
     _check_devices(batch.devices)
-    events, has_events = _clock_events(r.clock_events, n)
+    events, has_events = _clock_events(column(r, "clock_events"), n)
     cols = Columns(
-        device=np.array(r.device, dtype=np.int64),
-        ts=np.array(r.ts, dtype=np.float64),
+        device=np.array(device, dtype=np.int64),
+        ts=np.array(ts, dtype=np.float64),
         clock_events=events, has_clock_events=has_events,
-        **{name: _column(getattr(r, name), n, name) for name in FLOAT_COLUMNS},
+        **{name: _column(column(r, name), n, name) for name in FLOAT_COLUMNS},
     )
     # most batches are good: a screen of a few whole-batch numpy calls clears them (numpy's
     # cost per call, not per value, dominates on batches this small); a batch it does not

@@ -44,6 +44,7 @@ from typing import Any
 
 import orjson
 
+from wattledger import contract
 from wattledger.agent.allocations import Allocation, for_batch, still_needed
 from wattledger.agent.reading import DeviceReading
 from wattledger.contract import DEVICE_KINDS, Device
@@ -53,11 +54,14 @@ log = logging.getLogger(__name__)
 SPOOL_FILE = "spool.db"
 LOCK_FILE = "spool.lock"
 
-#: (DeviceReading attribute, wire column) in the order a sample row stores them
-VALUE_COLUMNS = ("power_w", "energy_j", "temp_c", "util", "mem_temp_c", "mem_util", "sm_clock_hz",
-                 "clock_events", "mem_used_bytes")
-_NON_NEGATIVE = frozenset({"power_w", "energy_j", "sm_clock_hz", "mem_used_bytes", "clock_events"})
-_RATIOS = frozenset({"util", "mem_util"})
+#: the wire's value columns (contract.READING_COLUMNS), in the order a sample row stores them
+VALUE_COLUMNS = tuple(c.name for c in contract.VALUE_COLUMNS)
+#: (wire column, DeviceReading attribute it is written from), in that order
+_ENCODED = tuple((c.name, c.attribute) for c in contract.VALUE_COLUMNS)
+_REQUIRED = frozenset(c.name for c in contract.VALUE_COLUMNS if c.required)
+_NON_NEGATIVE = frozenset(c.name for c in contract.VALUE_COLUMNS if c.non_negative)
+_RATIOS = frozenset(c.name for c in contract.VALUE_COLUMNS if c.ratio)
+_UINT64 = frozenset(c.name for c in contract.VALUE_COLUMNS if c.type == "uint64")
 
 # SQLite primary result codes that mean "this file is damaged", as opposed to busy, locked,
 # read-only or out of disk (which must never make the agent throw a spool away).
@@ -138,6 +142,9 @@ def _clean(name: str, value: float | int | None) -> float | int | None:
         return None
     if name in _RATIOS and not 0 <= value <= 1:
         return None
+    if name in _UINT64 and (isinstance(value, bool) or not isinstance(value, int)
+                            or value > contract.MAX_CLOCK_EVENTS):
+        return None
     return value
 
 
@@ -167,7 +174,7 @@ def encode_sample(readings: Sequence[DeviceReading], device_dict: Callable[[Devi
         if pos is None:
             pos = position[r.device.id] = len(devices)
             devices.append(device_dict(r.device))
-        rows.append([pos, r.ts, *(_clean(c, getattr(r, c)) for c in VALUE_COLUMNS)])
+        rows.append([pos, r.ts, *(_clean(name, getattr(r, attribute)) for name, attribute in _ENCODED)])
     return orjson.dumps({"dev": devices, "rows": rows})
 
 
@@ -234,11 +241,10 @@ class _BatchBuilder:
         at = [0] * len(self.number)
         for dev_id, number in self.number.items():
             at[number] = position[dev_id]
-        readings: dict[str, list[Any]] = {"device": [at[n] for n in self.device], "ts": self.ts,
-                                          "power_w": self.columns["power_w"]}
-        for name in VALUE_COLUMNS[1:]:
+        readings: dict[str, list[Any]] = {"device": [at[n] for n in self.device], "ts": self.ts}
+        for name in VALUE_COLUMNS:
             column = self.columns[name]
-            if any(v is not None for v in column):  # an all-null optional column is left out
+            if name in _REQUIRED or any(v is not None for v in column):  # an all-null optional: left out
                 readings[name] = column
         doc: dict[str, Any] = {"node": node, "stream": stream, "seq": seq, "labels": dict(labels),
                                "devices": devices, "readings": readings}
