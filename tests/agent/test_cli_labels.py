@@ -33,7 +33,7 @@ def test_reserved_label_names_are_refused(label: str, reason: str) -> None:
 
 def test_ordinary_labels_and_single_underscores_are_fine() -> None:
     s = settings("--node", "n1", "--label", "_tier=gold", "--label", "rack=r12")
-    assert s["labels"] == {"_tier": "gold", "rack": "r12"}
+    assert s.labels == {"_tier": "gold", "rack": "r12"}
 
 
 def test_the_command_says_it_in_one_line_and_exits_2(tmp_path: Path) -> None:
