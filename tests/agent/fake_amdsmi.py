@@ -3,10 +3,12 @@
 Where each shape comes from (ROCm/amdsmi ``py-interface/``, as published on PyPI as
 ``amdsmi`` 7.0.2, and the ROCm 6.3 sources):
 
-- function names, arguments and the dicts they return: ``amdsmi_interface.py``. Handles come
-  from ``amdsmi_get_processor_handles()``; a call given something else than a handle, or an
-  int where an enum member is wanted (``AmdSmiTemperatureType`` ...), raises
-  ``AmdSmiParameterException``, as the real ``isinstance`` checks do.
+- function names, arguments and the dicts they return: ``amdsmi_interface.py``
+  (``amdsmi_get_gpu_device_bdf`` writes the PCI address as its ``_format_bdf`` does: lower-case
+  hex, ``0000:c1:00.0``). Handles come from ``amdsmi_get_processor_handles()``; a call given
+  something else than a handle, or an int where an enum member is wanted
+  (``AmdSmiTemperatureType`` ...), raises ``AmdSmiParameterException``, as the real
+  ``isinstance`` checks do.
 - errors: ``amdsmi_exception.py``: ``AmdSmiLibraryException(err_code)`` with ``err_code``,
   ``err_info``, ``get_error_info()`` and a two-line ``__str__``; ``AmdSmiRetryException`` and
   ``AmdSmiTimeoutException`` for RETRY and TIMEOUT; the status codes of ``amdsmi_wrapper.py``
@@ -168,6 +170,7 @@ class Gpu:
     market_name: str = "AMD Instinct MI300X"
     product_name: str = "AMD Instinct MI300X OAM"
     uuid: str | None = "ecff74b5-0000-1000-80da-0dd9ae88d8a5"
+    bdf: str = "0000:05:00.0"  # the PCI address, as amdsmi_interface._format_bdf writes it
     asic_serial: str = "0x2B7A1D5C3E4F6071"
     power_w: int = 612  # current_socket_power (MI300) or average_socket_power (MI200)
     energy_count: int | None = 1_234_567_890_123  # steps of RESOLUTION_UJ
@@ -195,8 +198,13 @@ class Gpu:
             self.residency[key] += samples
 
 
+#: the PCI buses of an 8-GPU MI300X platform's OAMs (each GPU behind its own switch)
+MI300X_BUSES = (0x05, 0x26, 0x46, 0x65, 0x85, 0xA6, 0xC6, 0xE5)
+
+
 def mi300x(i: int = 0) -> Gpu:
-    return Gpu(uuid=f"ecff74b5-0000-1000-80da-0dd9ae88d8{i:02x}", asic_serial=f"0x2B7A1D5C3E4F60{i:02X}")
+    return Gpu(uuid=f"ecff74b5-0000-1000-80da-0dd9ae88d8{i:02x}", asic_serial=f"0x2B7A1D5C3E4F60{i:02X}",
+               bdf=f"0000:{MI300X_BUSES[i % 8]:02x}:00.0")
 
 
 def mi250x(module: int = 0) -> list[Gpu]:
@@ -207,6 +215,7 @@ def mi250x(module: int = 0) -> list[Gpu]:
         dies.append(Gpu(
             generation="mi200", market_name="AMD Instinct MI250X", product_name="AMD Instinct MI250X",
             uuid=f"1aff740c-0000-1000-8026-a0b1c2d3e{module:01x}{die:02x}",
+            bdf=f"0000:{0xC1 + 8 * module + 5 * die:02x}:00.0",  # each die is a PCI device of its own
             asic_serial=f"0x5C1E0A2B3C4D{module:02X}{die:02X}",
             power_w=402 if primary else 0, energy_count=987_654_321_000 if primary else 0,
             edge=52, hotspot=68, vram=61, critical=100, emergency=105, gfx=88, umc=22,
@@ -274,6 +283,9 @@ def make_amdsmi(gpus: list[Gpu], *, driver: str | None = None, version: str = "7
 
     def amdsmi_get_gpu_device_uuid(h: object) -> str:
         return str(need(gpu(h, "uuid").uuid))
+
+    def amdsmi_get_gpu_device_bdf(h: object) -> str:
+        return gpu(h, "bdf").bdf
 
     def amdsmi_get_gpu_asic_info(h: object) -> dict[str, Any]:
         g = gpu(h, "asic")
@@ -386,7 +398,8 @@ def make_amdsmi(gpus: list[Gpu], *, driver: str | None = None, version: str = "7
                               "active_hbm_thrm"), False)
 
     for fn in (amdsmi_init, amdsmi_shut_down, amdsmi_get_processor_handles, amdsmi_get_gpu_device_uuid,
-               amdsmi_get_gpu_asic_info, amdsmi_get_gpu_board_info, amdsmi_get_gpu_driver_info,
+               amdsmi_get_gpu_device_bdf, amdsmi_get_gpu_asic_info, amdsmi_get_gpu_board_info,
+               amdsmi_get_gpu_driver_info,
                amdsmi_get_lib_version, amdsmi_get_power_info,
                amdsmi_get_energy_count, amdsmi_get_temp_metric, amdsmi_get_gpu_activity,
                amdsmi_get_power_cap_info, amdsmi_get_gpu_memory_usage, amdsmi_get_gpu_memory_total,

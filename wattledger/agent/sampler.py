@@ -1,13 +1,15 @@
 """One sample: ask every source, keep the latest result for /metrics, hand readings on.
 
 Hardware sources are asked first; then each allocation source (Kubernetes, Slurm, the process
-list), with the devices seen in that sample, who holds them. The :class:`AllocationTracker`
-turns those holdings into allocations, handed on with the readings (the spool stores both in
-one transaction). A source that fails to open or to sample is marked down (``source_up`` 0)
-and does not stop the others (an allocation source that fails ends its holdings: readings
-flow on, unattributed); one that could not open is tried again every ``reopen_seconds``. The
-sampler has no timer of its own: the runtime calls :meth:`Sampler.sample` from APScheduler,
-tests and the simulator's backfill call it with the timestamps they want.
+list), with the devices seen in that sample, who holds them; a device a holding names by an
+alias a hardware source gave (an AMD GPU's PCI address) is named by its id. The
+:class:`AllocationTracker` turns those holdings into allocations, handed on with the readings
+(the spool stores both in one transaction). A source that fails to open or to sample is marked
+down (``source_up`` 0) and does not stop the others (an allocation source that fails ends its
+holdings: readings flow on, unattributed); one that could not open is tried again every
+``reopen_seconds``. The sampler has no timer of its own: the runtime calls
+:meth:`Sampler.sample` from APScheduler, tests and the simulator's backfill call it with the
+timestamps they want.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from wattledger.agent.allocations import Allocation, AllocationTracker
 from wattledger.agent.reading import DeviceReading
 from wattledger.agent.sources.base import (
     AllocationSource,
+    Holding,
     HostStats,
     Source,
     SourceError,
@@ -81,6 +84,9 @@ class Sampler:
         # ts of the last reading handed on per device: a slow source (a BMC polled every 10 s)
         # returns its cached reading at every sample; it is exposed each time, delivered once
         self._handed_ts: dict[str, float] = {}
+        # the hardware sources' other names of their devices (SourceSample.aliases), kept: a
+        # device down for a sample is still held by its alias
+        self._aliases: dict[str, str] = {}
         self._lock = threading.Lock()  # one sample at a time, whoever calls
         self.snapshot = Snapshot(source_up={s.name: False for s in self._every_source()})
 
@@ -147,12 +153,13 @@ class Sampler:
                 readings.extend(result.readings)
                 down.extend(result.down)
                 host = result.host or host
+                self._aliases.update(result.aliases)
         if self._allocation_sources:
             seen = list({d.id: d for d in (*(r.device for r in readings), *down)}.values())
             for holder in self._allocation_sources:
                 holdings = self._ask(holder, started, partial(holder.holdings, ts, seen))
                 up[holder.name] = holdings is not None
-                self.allocations.observe(holder.name, ts, holdings)
+                self.allocations.observe(holder.name, ts, None if holdings is None else self._by_id(holdings))
         changed = self.allocations.drain()
         fresh = self._fresh(readings)
         duration = self._timer() - started
@@ -167,6 +174,21 @@ class Sampler:
             except Exception as exc:  # delivery trouble must not stop the sampling or the scrape
                 log.error("could not hand %d readings to delivery: %s", len(readings), exc)
         return self.snapshot
+
+    def _by_id(self, holdings: list[Holding]) -> list[Holding]:
+        """The holdings with each device named by its id: a name a device plugin hands a device
+        out by (an AMD GPU's PCI address) becomes the id its hardware source reports (the GPU's
+        AMD SMI UUID). A holding the tracker will refuse anyway is left as it is."""
+        aliases = self._aliases
+        if not aliases:
+            return holdings
+        out: list[Holding] = []
+        for h in holdings:
+            given = h.device_ids if isinstance(h.device_ids, tuple | list) else ()
+            if all(isinstance(d, str) for d in given) and any(d in aliases for d in given):
+                h = replace(h, device_ids=tuple(dict.fromkeys(aliases.get(d, d) for d in given)))
+            out.append(h)
+        return out
 
     def _fresh(self, readings: list[DeviceReading]) -> list[DeviceReading]:
         """The readings not handed on before: a device's reading whose ts is not after its

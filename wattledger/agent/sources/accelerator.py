@@ -98,6 +98,7 @@ class Board:
     energy: EnergyCounter = field(default_factory=EnergyCounter)
     state: dict[str, Any] = field(default_factory=dict)  # a vendor's own between samples
     answered: bool = False  # this sample: something was answered already
+    aliases: tuple[str, ...] = ()  # other ids it is known by (SourceSample.aliases)
 
 
 class AcceleratorSource:
@@ -152,6 +153,10 @@ class AcceleratorSource:
 
     def _shut_down(self) -> None:
         raise NotImplementedError
+
+    def _aliases(self, handle: Any) -> tuple[str, ...]:
+        """Other ids a discovered device is known by (SourceSample.aliases); none by default."""
+        return ()
 
     # ------------------------------------------------------------------ calls
 
@@ -211,7 +216,7 @@ class AcceleratorSource:
         except SourceError as exc:
             log.warning("%s: device %d does not answer (%s); reported down", self.library, index, exc)
             return None
-        return Board(index, handle, info)
+        return Board(index, handle, info, aliases=self._aliases(handle))
 
     def close(self) -> None:
         if self._opened:
@@ -232,4 +237,5 @@ class AcceleratorSource:
                 out.readings.append(self._read(board, ts))
             except DeviceLost:
                 out.down.append(board.info)
+        out.aliases.update((alias, b.info.id) for b in self._boards if b is not None for alias in b.aliases)
         return out

@@ -37,6 +37,10 @@ and the module's power, energy and power cap are split evenly between its dies: 
 carries its half, the node adds up to what the firmware measured, and no die is left with
 time the ledger cannot account for. The halves are that split, not a measurement per die.
 
+Each GPU's PCI address (``amdsmi_get_gpu_device_bdf``, ``0000:c1:00.0``) is given as an alias
+of its device (``SourceSample.aliases``): the ROCm device plugin hands AMD GPUs out to pods by
+that address, and the sampler names the kubelet's holdings by the GPUs' ids through it.
+
 AMD SMI has no "device lost" code: a GPU that stops answering shows as I/O failures
 (rocm_smi maps EIO to UNEXPECTED_SIZE, ENXIO to UNEXPECTED_DATA). So such a failure takes the
 GPU down only when it is the first thing asked of the GPU in a sample; later in the sample it
@@ -48,6 +52,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import re
 from typing import Any
 
 from wattledger.agent.reading import DeviceReading
@@ -90,6 +95,8 @@ VIOLATIONS = (
     ("vr_thm_residency_acc", _BIT["hw_slowdown"]),
 )
 POWER_KEYS = ("socket_power", "current_socket_power", "average_socket_power")
+#: a PCI address, domain:bus:device.function
+PCI_ADDRESS = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]")
 
 
 def number(value: object) -> float | None:
@@ -183,6 +190,16 @@ class AmdSmiSource(AcceleratorSource):
             slowdown_c=self._threshold(handle, temp, metric.CRITICAL),
             shutdown_c=self._threshold(handle, temp, metric.EMERGENCY),
         ), handle
+
+    def _aliases(self, handle: Any) -> tuple[str, ...]:
+        """The GPU's PCI address, which the ROCm device plugin hands it out by in Kubernetes
+        (``amd.com/gpu``): ``amdsmi_get_gpu_device_bdf``, ``0000:c1:00.0`` (lower-case hex, as
+        the kernel's sysfs and the plugin write it)."""
+        bdf_of = getattr(self.lib, "amdsmi_get_gpu_device_bdf", None)
+        bdf = self._optional(bdf_of, handle) if bdf_of is not None else None
+        if not isinstance(bdf, str) or not PCI_ADDRESS.fullmatch(bdf.strip().lower()):
+            return ()
+        return (bdf.strip().lower(),)
 
     def _answers_no_power(self, handle: Any) -> bool:
         """Exactly 0 W, an energy count of 0 and a power cap of 0: the second die of a module."""

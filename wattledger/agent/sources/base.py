@@ -63,6 +63,10 @@ class SourceSample:
     #: devices the source knows but which did not answer this time (reported down)
     down: list[Device] = field(default_factory=list)
     host: HostStats | None = None
+    #: other ids of this source's devices, alias -> Device.id: the names a device plugin hands
+    #: a device out by, where they are not its id (an AMD GPU's PCI address, ``0000:c1:00.0``);
+    #: the sampler maps the allocation sources' device ids through them
+    aliases: dict[str, str] = field(default_factory=dict)
 
 
 class Source(Protocol):
