@@ -85,16 +85,28 @@ def wait_http(url: str, proc: Proc, timeout: float = 60.0) -> None:
 
 
 def start_collector(d: Path, tokens: dict[str, str], extra: dict[str, Any] | None = None,
-                    wrap: Sequence[str] = ()) -> tuple[Proc, int]:
-    """A real ``wattledger collector`` on loopback with a fresh ledger in ``d``."""
+                    wrap: Sequence[str] = (), *, db: str | None = None, source: Path | None = None,
+                    name: str = "collector") -> tuple[Proc, int]:
+    """A real ``wattledger collector`` on loopback: a fresh SQLite ledger in ``d``, or ``db``;
+    run from the checkout ``source`` (another commit, for a same-run A/B) when given."""
     port = free_port()
-    cfg = {"listen": f"127.0.0.1:{port}", "db": f"sqlite:///{d}/ledger.db", "tokens": tokens,
+    cfg = {"listen": f"127.0.0.1:{port}", "db": db or f"sqlite:///{d}/{name}.db", "tokens": tokens,
            "sites": {"default": SITE}, **(extra or {})}
-    (d / "collector.yaml").write_text(json.dumps(cfg))
-    proc = Proc([*wrap, WATTLEDGER, "collector", "--config", str(d / "collector.yaml")],
-                d / "collector.log")
+    (d / f"{name}.yaml").write_text(json.dumps(cfg))
+    env = {"PYTHONPATH": str(source)} if source is not None else None
+    command = [sys.executable, "-m", "wattledger.cli"] if source is not None else [WATTLEDGER]
+    proc = Proc([*wrap, *command, "collector", "--config", str(d / f"{name}.yaml")], d / f"{name}.log",
+                env=env)
     wait_http(f"http://127.0.0.1:{port}/healthz", proc)
     return proc, port
+
+
+def start_postgres() -> Any:
+    """A throwaway PostgreSQL (tests/pgserver.py) with fsync on, as a production server runs."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.pgserver import PgServer
+
+    return PgServer(durable=True).start()  # its own folder, open to the postgres user
 
 
 NULL_SERVER = """

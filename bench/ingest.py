@@ -10,9 +10,17 @@ One run, three servers on loopback, the same readings:
 Then ``wire.validate`` on the same bodies in this process: parsing alone.
 
 Each repeat uses fresh streams and devices; the servers take turns in a rotating order. The
-figures are medians over the repeats and ratios of medians (this machine is shared and noisy).
+figures are medians over the repeats and ratios of medians (this machine is shared and noisy),
+with the CPU time each part (collector or replicas, PostgreSQL, VictoriaMetrics, the sender)
+spent per reading.
 
     .venv/bin/python bench/ingest.py [--repeats 5] [--nodes 100] [--rounds 20] [--conns 16]
+    .venv/bin/python bench/ingest.py --db postgresql --replicas 2 [--scaling] [--sqlite-too]
+    .venv/bin/python bench/ingest.py --compare-with /tmp/wl-old   # a worktree of an older commit
+
+``--db postgresql --replicas N``: N collectors on one PostgreSQL (started here, fsync on), the
+connections spread over them; ``--scaling`` adds 1..N-1 replicas (each on its own database) in
+the same turns.
 """
 
 from __future__ import annotations
@@ -25,7 +33,9 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 from benchkit import (
@@ -40,6 +50,7 @@ from benchkit import (
     send_in_order,
     start_collector,
     start_null_server,
+    start_postgres,
     wait_http,
     workdir,
 )
@@ -83,8 +94,9 @@ class Load:
         self.readings = args.nodes * args.rounds * args.gpus * args.batch_seconds
 
 
-async def _blast(port: int, per_node: Sequence[Sequence[bytes]], conns: int) -> SendStats:
-    """Each connection carries some nodes' streams, round by round (every stream in seq order)."""
+async def _blast(ports: Sequence[int], per_node: Sequence[Sequence[bytes]], conns: int) -> SendStats:
+    """Each connection carries some nodes' streams, round by round (every stream in seq order);
+    connection c goes to ``ports[c % len(ports)]`` (replicas behind no balancer: spread evenly)."""
     stats = SendStats()
     rounds = len(per_node[0])
 
@@ -93,29 +105,37 @@ async def _blast(port: int, per_node: Sequence[Sequence[bytes]], conns: int) -> 
         return [per_node[n][r] for r in range(rounds) for n in mine]
 
     await asyncio.wait_for(asyncio.gather(
-        *(send_in_order(port, connection_requests(c), stats) for c in range(conns))), timeout=600)
+        *(send_in_order(ports[c % len(ports)], connection_requests(c), stats) for c in range(conns))),
+        timeout=600)
     return stats
 
 
-def blast(name: str, port: int, per_node: Sequence[Sequence[bytes]], conns: int,
-          readings: int, good: int, server: psutil.Process) -> tuple[float, float]:
-    """Readings per second of one server, and its CPU (% of one core) meanwhile; every batch
-    must have been answered ``good``."""
-    family = [server, *server.children()]  # a collector's worker processes count too
-    cpu = [p.cpu_times() for p in family]
+def cpu_seconds(procs: Sequence[psutil.Process]) -> float:
+    total = 0.0
+    for p in procs:
+        try:
+            times = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def blast(name: str, ports: Sequence[int], per_node: Sequence[Sequence[bytes]], conns: int,
+          readings: int, good: int, parts: dict[str, list[psutil.Process]]) -> tuple[float, dict[str, float]]:
+    """Readings per second of one server (its connections spread over ``ports``: replicas), and
+    the CPU seconds per reading of each of its ``parts`` (and of the sender, this process);
+    every batch must have been answered ``good``."""
+    parts = {**parts, "sender": [psutil.Process()]}
+    before = {part: cpu_seconds(procs) for part, procs in parts.items()}
     started = time.perf_counter()
-    stats = asyncio.run(_blast(port, per_node, conns))
+    stats = asyncio.run(_blast(ports, per_node, conns))
     elapsed = time.perf_counter() - started
-    after = [p.cpu_times() for p in family]
-    if len(family) > 1:
-        print(f"  {name}: " + ", ".join(
-            f"pid {p.pid} {100.0 * ((a.user - b.user) + (a.system - b.system)) / elapsed:.0f} %"
-            for p, b, a in zip(family, cpu, after, strict=True)), flush=True)
+    used = {part: (cpu_seconds(procs) - before[part]) / readings for part, procs in parts.items()}
     batches = sum(len(requests) for requests in per_node)
     if stats.codes.get(good, 0) != batches:
         raise SystemExit(f"{name} answered {stats.codes} to {batches} batches")
-    used = sum((a.user - b.user) + (a.system - b.system) for b, a in zip(cpu, after, strict=True))
-    return readings / elapsed, 100.0 * used / elapsed
+    return readings / elapsed, used
 
 
 def parse_alone(bodies: Sequence[Sequence[bytes]], readings: int) -> float:
@@ -130,6 +150,25 @@ def parse_alone(bodies: Sequence[Sequence[bytes]], readings: int) -> float:
     return readings / (time.perf_counter() - started)
 
 
+@dataclass
+class Server:
+    """One contender: its ports (a replica each), what answers it counts as good, its parts."""
+
+    name: str
+    ports: list[int]
+    good: int
+    parts: dict[str, list[psutil.Process]]
+    vm: bool = False
+    checked: list[int] = field(default_factory=list)  # ports whose ledger must hold every reading
+
+
+def postgres_processes(server: Any) -> list[psutil.Process]:
+    """The PostgreSQL server and its backends (a new backend per connection: found at each turn)."""
+    pid = int((server.data / "postmaster.pid").read_text().split()[0])
+    main = psutil.Process(pid)
+    return [main, *main.children(recursive=True)]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -139,13 +178,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=20, help="batches per stream per repeat")
     parser.add_argument("--conns", type=int, default=16, help="concurrent keep-alive connections")
     parser.add_argument("--profile", metavar="FILE",
-                        help="record the collector with py-spy (raw folded stacks) into FILE")
+                        help="record the (first) collector with py-spy (raw folded stacks) into FILE")
     parser.add_argument("--no-vm", action="store_true", help="skip VictoriaMetrics")
-    parser.add_argument("--ingest-workers", type=int, default=None,
-                        help="the collector's --ingest-workers (default: its own default)")
-    parser.add_argument("--compare-workers", type=int, default=None, metavar="N",
-                        help="also run a second collector with N ingest workers, in the same turns")
+    parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite",
+                        help="the collectors' store: one SQLite process, or replicas on one PostgreSQL")
+    parser.add_argument("--replicas", type=int, default=1, help="collector replicas (with --db postgresql)")
+    parser.add_argument("--scaling", action="store_true",
+                        help="with --replicas N: also 1..N-1 replicas on the same PostgreSQL, same turns")
+    parser.add_argument("--compare-with", type=Path, metavar="CHECKOUT",
+                        help="also a SQLite collector run from another checkout (git worktree of an "
+                             "older commit), in the same turns: a same-run A/B")
+    parser.add_argument("--sqlite-too", action="store_true",
+                        help="with --db postgresql: also the single SQLite collector, same turns")
     args = parser.parse_args(argv)
+    if args.replicas > 1 and args.db != "postgresql":
+        raise SystemExit("--replicas needs --db postgresql (replicas share one PostgreSQL)")
 
     vm_bin = shutil.which("victoria-metrics") or shutil.which("victoria-metrics-prod")
     if vm_bin is None and not args.no_vm:
@@ -157,26 +204,39 @@ def main(argv: Sequence[str] | None = None) -> int:
              for k in range(args.repeats)]
     tokens = {node: token for load in loads for node, token in load.tokens.items()}
     procs: list[Proc] = []
+    pg: Any = None
+    servers: list[Server] = []
     try:
-        wrap = [] if args.ingest_workers is None else [
-            "env", f"WATTLEDGER_INGEST_WORKERS={args.ingest_workers}"]
-        collector, cport = start_collector(d, tokens, wrap=wrap)
-        procs.append(collector)
-        other: tuple[str, Proc, int] | None = None
-        if args.compare_workers is not None:
-            (d / "other").mkdir()
-            name = f"collector x{args.compare_workers}"
-            proc, port = start_collector(d / "other", tokens, wrap=[
-                "env", f"WATTLEDGER_INGEST_WORKERS={args.compare_workers}"])
+        if args.db == "sqlite" or args.sqlite_too:
+            proc, port = start_collector(d, tokens)
             procs.append(proc)
-            other = (name, proc, port)
+            servers.append(Server("collector" if args.db == "sqlite" else "sqlite collector", [port], 200,
+                                  {"collector": [psutil.Process(proc.pid)]}, checked=[port]))
+        if args.db == "postgresql":
+            pg = start_postgres()
+            counts = range(1, args.replicas + 1) if args.scaling else [args.replicas]
+            for n in counts:
+                db = pg.new_database(prefix=f"bench{n}")
+                fast = {"metrics_refresh_seconds": 1.0}
+                started = [start_collector(d, tokens, fast, db=db, name=f"r{n}-{i}") for i in range(n)]
+                procs += [proc for proc, _ in started]
+                parts = {f"replica {i + 1}": [psutil.Process(proc.pid)]
+                         for i, (proc, _) in enumerate(started)}
+                ports = [port for _, port in started]
+                servers.append(Server(f"{n} replica{'s' if n > 1 else ''} on PostgreSQL", ports, 200, parts,
+                                      checked=ports))
+        if args.compare_with is not None:
+            proc, port = start_collector(d, tokens, source=args.compare_with.resolve(), name="compared")
+            procs.append(proc)
+            servers.append(Server(f"collector ({args.compare_with.name})", [port], 200,
+                                  {"collector": [psutil.Process(proc.pid)]}, checked=[port]))
         if args.profile:
-            procs.append(Proc(["py-spy", "record", "--pid", str(collector.pid), "--rate", "250",
+            procs.append(Proc(["py-spy", "record", "--pid", str(procs[0].pid), "--rate", "250",
                                "--format", "raw", "--threads", "--gil", "--output", args.profile],
                               d / "py-spy.log", stop_signal=signal.SIGINT))
         null, nport = start_null_server(d)
         procs.append(null)
-        vport = 0
+        servers.append(Server("sender alone", [nport], 200, {"null server": [psutil.Process(null.pid)]}))
         if not args.no_vm:
             assert vm_bin is not None
             vport = free_port()
@@ -184,62 +244,76 @@ def main(argv: Sequence[str] | None = None) -> int:
                        "-retentionPeriod=100y", "-loggerLevel=ERROR"], d / "vm.log")
             procs.append(vm)
             wait_http(f"http://127.0.0.1:{vport}/health", vm)
-        rates: dict[str, list[float]] = {"collector": [], "victoria-metrics": [], "sender alone": [],
-                                         "parsing alone": []}
-        if other is not None:
-            rates[other[0]] = []
-        cpu: dict[str, list[float]] = {name: [] for name in rates}
+            servers.append(Server("victoria-metrics", [vport], 204,
+                                  {"victoria-metrics": [psutil.Process(vm.pid)]}, vm=True))
+        rates: dict[str, list[float]] = {s.name: [] for s in servers}
+        rates["parsing alone"] = []
+        cpu: dict[str, dict[str, list[float]]] = {s.name: {} for s in servers}
         for k, load in enumerate(loads):
-            turns = [("collector", cport, load.collector, 200, collector),
-                     ("sender alone", nport, load.collector, 200, null)]
-            if not args.no_vm:
-                turns.append(("victoria-metrics", vport, load.vm, 204, vm))
-            if other is not None:
-                turns.append((other[0], other[2], load.collector, 200, other[1]))
-            turns = turns[k % len(turns):] + turns[:k % len(turns)]
-            for name, port, requests, good, server in turns:
-                rate, busy = blast(name, port, requests, args.conns, load.readings, good,
-                                   psutil.Process(server.pid))
-                rates[name].append(rate)
-                cpu[name].append(busy)
+            turns = servers[k % len(servers):] + servers[:k % len(servers)]
+            for server in turns:
+                parts = dict(server.parts)
+                if pg is not None and "on PostgreSQL" in server.name:
+                    parts["postgresql"] = postgres_processes(pg)
+                rate, used = blast(server.name, server.ports, load.vm if server.vm else load.collector,
+                                   args.conns, load.readings, server.good, parts)
+                rates[server.name].append(rate)
+                for part, value in used.items():
+                    cpu[server.name].setdefault(part, []).append(value)
             rates["parsing alone"].append(parse_alone(load.bodies, load.readings))
             print(f"repeat {k + 1}/{args.repeats}: " + ", ".join(
-                f"{name} {values[-1] / 1e3:.0f}k/s" for name, values in rates.items() if values),
-                flush=True)
+                f"{name} {values[-1] / 1e3:.0f}k/s" for name, values in rates.items() if values), flush=True)
         expected = sum(load.readings for load in loads)
-        for port in [cport] + ([other[2]] if other is not None else []):
-            committed = scrape_total(port, "wattledger_ingest_readings_total")
-            if committed != expected:
-                raise SystemExit(f"the ledger holds {committed:.0f} readings of {expected} sent")
+        time.sleep(2.5)  # replicas: each shows the whole fleet within metrics_refresh_seconds
+        for server in servers:
+            for port in server.checked:
+                committed = scrape_total(port, "wattledger_ingest_readings_total")
+                if committed != expected:
+                    raise SystemExit(f"{server.name} (:{port}) holds {committed:.0f} readings of "
+                                     f"{expected} sent")
     finally:
         for proc in reversed(procs):
             proc.stop()
+        if pg is not None:
+            pg.destroy()
     report(args, rates, cpu)
     shutil.rmtree(d, ignore_errors=True)
     return 0
 
 
 def report(args: argparse.Namespace, rates: dict[str, list[float]],
-           cpu: dict[str, list[float]]) -> None:
+           cpu: dict[str, dict[str, list[float]]]) -> None:
     med = {name: median(values) for name, values in rates.items() if values}
     print(f"\ningest: {args.nodes} streams x {args.rounds} batches of {args.gpus} GPUs x "
           f"{args.batch_seconds} s, {args.conns} connections, {args.repeats} repeats "
           f"(median readings/s; {os.cpu_count()} cores)")
+    width = max(len(name) for name in med)
     for name, value in med.items():
-        busy = f"   server CPU {median(cpu[name]):4.0f} % of one core" if cpu[name] else ""
-        print(f"  {name:<17} {value / 1e3:8.0f}k readings/s{busy}")
-    c = med["collector"]
+        parts = cpu.get(name, {})
+        per_part = ", ".join(f"{part} {median(v) * 1e6:.1f}" for part, v in parts.items())
+        total = sum(median(v) for v in parts.values()) * 1e6
+        busy = f"   CPU us/reading: {per_part} (all {total:.1f})" if parts else ""
+        print(f"  {name:<{width}} {value / 1e3:8.0f}k readings/s{busy}")
+    collectors = [n for n in med if n.startswith(("collector", "sqlite collector")) or "replica" in n]
     if "victoria-metrics" in med:
         v = med["victoria-metrics"]
-        for name in [n for n in med if n.startswith("collector")]:
+        for name in collectors:
             print(f"  {name} / VictoriaMetrics = {med[name] / v:.2f}x (target >= {COLLECTOR_TARGET:.1f}x)"
                   f"{'' if med[name] / v >= COLLECTOR_TARGET else '  MISSES'}")
+    if args.compare_with is not None and "collector" in med:
+        other = f"collector ({args.compare_with.name})"
+        print(f"  collector / {other} = {med['collector'] / med[other]:.2f}x (same-run A/B)")
+    scaling = sorted((n for n in med if "on PostgreSQL" in n), key=lambda n: int(n.split()[0]))
+    if len(scaling) > 1:
+        one = med[scaling[0]]
+        print("  scaling: " + ", ".join(f"{n.split()[0]} -> {med[n] / one:.2f}x" for n in scaling))
     top = max(value for name, value in med.items() if name not in ("sender alone", "parsing alone"))
     print(f"  sender alone / fastest server = {med['sender alone'] / top:.1f}x "
           f"(> 1: the load generator is not the bottleneck)")
-    ratio = c / med["parsing alone"]
-    print(f"  collector / parsing alone = {ratio:.0%} (target >= {PARSE_TARGET:.0%})"
-          f"{'' if ratio >= PARSE_TARGET else '  MISSES'}")
+    if collectors:
+        ratio = med[collectors[0]] / med["parsing alone"]
+        print(f"  {collectors[0]} / parsing alone = {ratio:.0%} (target >= {PARSE_TARGET:.0%})"
+              f"{'' if ratio >= PARSE_TARGET else '  MISSES'}")
 
 
 if __name__ == "__main__":

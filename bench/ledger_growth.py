@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from wattledger.collector.ingest.ledger import Ledger
+from wattledger.collector.service import Ledger
 from wattledger.collector.sites import SiteConfig
 from wattledger.wire import Batch, ValidBatch, check_batch
 

@@ -21,10 +21,12 @@ import httpx
 from fastapi import FastAPI
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
+from starlette.types import ASGIApp
 
 from tests.loopback import free_port, wait_group_gone
 from wattledger.collector.api.app import create_app
-from wattledger.collector.ingest.ledger import IngestResult, UnknownSite
+from wattledger.collector.api.fastpath import FastPath
+from wattledger.collector.ingest.transaction import IngestResult, UnknownSite
 from wattledger.collector.settings import CollectorSettings, settings_from
 from wattledger.wire import ValidBatch
 
@@ -96,6 +98,13 @@ class FakeLedger:
             return [{group_by: node, "month": month or "2025-11", "readings": n}
                     for node, n in sorted(self.readings.items())]
 
+    def node_names(self) -> list[str]:
+        return sorted(self.readings)
+
+    def ping(self) -> None:
+        if self.fail_with is not None:
+            raise self.fail_with
+
     def nodes(self) -> list[dict[str, Any]]:
         with self.lock:
             return [{"node": node, "readings": n} for node, n in sorted(self.readings.items())]
@@ -153,16 +162,24 @@ def body(doc: Any, *, gz: bool = False) -> bytes:
 
 
 @contextlib.asynccontextmanager
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+async def client(app: ASGIApp) -> AsyncIterator[httpx.AsyncClient]:
     """An httpx client on the ASGI app, with the app's lifespan (start-up, shutdown) around it."""
-    async with app.router.lifespan_context(app):
+    inner = fastapi_of(app)
+    async with inner.router.lifespan_context(inner):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://collector") as c:
             yield c
 
 
+def fastapi_of(app: ASGIApp) -> FastAPI:
+    """The FastAPI application of ``create_app``'s answer (inside its FastPath, when it has one)."""
+    inner = app.app if isinstance(app, FastPath) else app
+    assert isinstance(inner, FastAPI)
+    return inner
+
+
 def make_app(ledger: FakeLedger | None = None, *, fast_ingest: bool = True,
-             **over: Any) -> tuple[FastAPI, FakeLedger]:
+             **over: Any) -> tuple[ASGIApp, FakeLedger]:
     ledger = ledger or FakeLedger()
     return create_app(settings(**over), ledger=ledger, clock=lambda: NOW, fast_ingest=fast_ingest), ledger
 

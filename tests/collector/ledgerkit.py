@@ -1,15 +1,20 @@
-"""Helpers of the ledger tests: sites from YAML-like dicts, batches from columns, clocks."""
+"""Helpers of the ledger tests: sites from YAML-like dicts, batches from columns, clocks, and the
+store backend a test runs on (``backend`` fixture, tests/collector/conftest.py: SQLite, or a
+database of the session's PostgreSQL)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from pydantic import TypeAdapter
 
-from wattledger.collector.ingest.ledger import Ledger
+from wattledger.collector.readmodel.view import NodeView
+from wattledger.collector.service import Ledger
 from wattledger.collector.sites import PlanEntry, SiteConfig, Sites
 from wattledger.wire import Batch, ValidBatch, check_batch
 
@@ -51,11 +56,50 @@ def make_batch(*, node: str = "n1", stream: str = "s1", seq: int = 1,
     return ValidBatch(batch, check_batch(batch, FAR_FUTURE))
 
 
+class Backend:
+    """Where a test's ledgers live. SQLite: each ledger in memory unless given a file. Postgres:
+    ``fresh`` databases from the session's server (a copy of the migrated template each)."""
+
+    def __init__(self, name: str, new_database: Callable[[], str] | None = None) -> None:
+        self.name = name
+        self._new_database = new_database
+        self.opened: list[Ledger] = []
+        self._main: str | None = None
+
+    def fresh(self) -> str:
+        """A URL no other ledger of this test uses."""
+        if self._new_database is None:
+            return "sqlite:///:memory:"
+        return self._new_database()
+
+    def reopenable(self, tmp_path: Path) -> str:
+        """The URL of the test's one durable ledger (open it, close it, open it again)."""
+        if self._new_database is None:
+            return f"sqlite:///{tmp_path}/ledger.db"
+        if self._main is None:
+            self._main = self._new_database()
+        return self._main
+
+    def close_all(self) -> None:
+        for ledger in self.opened:
+            with contextlib.suppress(Exception):
+                ledger.close()
+        self.opened.clear()
+
+
+#: the backend of the running test (the ``backend`` fixture sets it; SQLite otherwise)
+BACKEND = Backend("sqlite")
+
+
 def open_ledger(sites: Mapping[str, SiteConfig] | None = None, plan: Sequence[PlanEntry] = (),
-                db: str = "sqlite:///:memory:", now: float = 1_764_260_000.0, **kw: Any) -> Ledger:
-    """A ledger whose clock reads ``ledger.now`` (a settable attribute)."""
+                db: str | None = None, now: float = 1_764_260_000.0, **kw: Any) -> Ledger:
+    """A ledger whose clock reads ``ledger.now`` (a settable attribute), on the test's backend
+    (a fresh store, unless ``db`` names one)."""
     clock = Clock(now)
-    ledger = Ledger(db, sites if sites is not None else make_sites(), plan, clock=clock, **kw)
+    ledger = Ledger(db or BACKEND.fresh(), sites if sites is not None else make_sites(), plan, clock=clock,
+                    **kw)
+    if BACKEND.name != "sqlite":  # its pool of connections is closed at the test's end
+        BACKEND.opened.append(ledger)
     return ledger
 
 
@@ -68,7 +112,8 @@ class Clock:
 
 
 def device_totals(ledger: Ledger, slot: int = 0) -> dict[str, float]:
-    d = ledger.devices
+    """The counters of the ``slot``-th device the ledger made."""
+    d = ledger.view().devices
     return {"energy_j": float(d.floats["energy_j"][slot]),
             "unmeasured_s": float(d.floats["unmeasured_s"][slot]),
             "resets": int(d.counts["resets"][slot]), "anomalies": int(d.counts["anomalies"][slot]),
@@ -79,3 +124,13 @@ def site_row(ledger: Ledger, month: str, site: str = "default") -> dict[str, Any
     rows = ledger.spend(site=site, month=month, group_by="site")
     assert len(rows) == 1
     return rows[0]
+
+
+def node_state(ledger: Ledger, node: str) -> NodeView:
+    return ledger.view().nodes[node]
+
+
+def committed_low(ledger: Ledger, stream: str) -> int:
+    state = ledger.store.stream(stream)
+    assert state is not None
+    return state.low

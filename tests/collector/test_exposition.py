@@ -9,7 +9,7 @@ from ledgerkit import at, make_batch, make_sites, open_ledger
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from wattledger.collector.ingest.ledger import Ledger
+from wattledger.collector.service import Ledger
 from wattledger.collector.sites import PlanEntry
 
 T = at("2026-11-02 10:00")

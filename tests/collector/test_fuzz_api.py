@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import schemathesis
 from fastapi import FastAPI
-from httpkit import NOW, TOKENS
+from httpkit import NOW, TOKENS, fastapi_of
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -20,7 +20,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from wattledger.collector.api.app import LedgerService, create_app, open_ledger
+from wattledger.collector.api.app import create_app, open_ledger
+from wattledger.collector.api.runtime import LedgerService
 from wattledger.collector.settings import settings_from
 
 MAX_EXAMPLES = 50
@@ -41,7 +42,7 @@ def fuzz_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FastAPI
 # the document of an app with the same settings (building one opens nothing: the ledger is
 # opened by its lifespan); each case is then sent to the fixture's app, on the real ledger
 schema = schemathesis.openapi.from_dict(
-    create_app(settings_from({"tokens": TOKENS, "db": "sqlite:////nonexistent/unused.db"})).openapi())
+    fastapi_of(create_app(settings_from({"tokens": TOKENS, "db": "sqlite:////nonexistent/unused.db"}))).openapi())
 
 
 def ledger_state(ledger: LedgerService) -> Any:
@@ -98,7 +99,7 @@ def test_picked_answers_are_what_the_document_says(fuzz_app: tuple[FastAPI, Ledg
 
 
 def test_the_document_declares_the_real_media_types_and_errors() -> None:
-    doc = create_app(settings_from({"tokens": TOKENS, "db": "sqlite:////nonexistent/unused.db"})).openapi()
+    doc = fastapi_of(create_app(settings_from({"tokens": TOKENS, "db": "sqlite:////nonexistent/unused.db"}))).openapi()
     spend = doc["paths"]["/v1/spend"]["get"]["responses"]
     assert set(spend["200"]["content"]) == {"application/json", "text/csv"}
     assert spend["422"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}

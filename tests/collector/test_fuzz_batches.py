@@ -14,7 +14,8 @@ from httpkit import AUTH, NOW, TOKENS, batch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from wattledger.collector.api.app import LedgerService, create_app, open_ledger
+from wattledger.collector.api.app import create_app, open_ledger
+from wattledger.collector.api.runtime import LedgerService
 from wattledger.collector.settings import settings_from
 
 with warnings.catch_warnings():  # starlette asks for httpx2, which this project does not use

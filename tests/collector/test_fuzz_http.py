@@ -37,7 +37,8 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 from rawhttp import RawAnswer, read_answer, send_all
 
-from wattledger.collector.api.app import LedgerService, create_app, open_ledger
+from wattledger.collector.api.app import create_app, open_ledger
+from wattledger.collector.api.runtime import LedgerService
 from wattledger.collector.api.server import HttpLimits, uvicorn_config
 from wattledger.collector.settings import settings_from
 

@@ -12,9 +12,9 @@ import pytest
 from httpkit import FakeLedger, batch, body, client, make_app
 from prometheus_client.parser import text_string_to_metric_families
 
-from wattledger.collector.api.httpstats import AuthFailures
+from wattledger.collector.ingest.refusals import AuthFailures
 
-LOGGER = "wattledger.collector.api.httpstats"
+LOGGER = "wattledger.collector.ingest.refusals"
 
 
 def failures(text: str) -> dict[tuple[str, str], float]:

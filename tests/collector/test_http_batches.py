@@ -281,7 +281,9 @@ async def test_rejected_pushes_change_nothing_and_are_counted() -> None:
         metrics = (await c.get("/metrics")).text
     for outcome, n in (("accepted", 1), ("rejected_401", 1), ("rejected_403", 1), ("rejected_400", 1),
                        ("rejected_415", 1), ("rejected_422", 1), ("duplicate", 0)):
-        assert f'wattledger_ingest_batches_total{{outcome="{outcome}"}} {float(n)}' in metrics
+        # a process's own families carry its replica label (the listen address here)
+        sample = f'wattledger_ingest_batches_total{{outcome="{outcome}",replica="127.0.0.1:0"}} {float(n)}'
+        assert sample in metrics
 
 
 async def test_concurrent_pushes_share_transactions() -> None:
@@ -344,7 +346,7 @@ async def test_ledger_fault_is_500_json_and_the_batch_can_be_sent_again() -> Non
     assert "disk on fire" in not_ready.json()["detail"]["last_commit_error"]
     assert ready.status_code == 200  # the next commit that succeeds makes it ready again
     assert again.json() == {"accepted": 4, "duplicate": False}
-    assert 'wattledger_ingest_batches_total{outcome="error"} 1.0' in metrics
+    assert 'wattledger_ingest_batches_total{outcome="error",replica="127.0.0.1:0"} 1.0' in metrics
 
 
 async def test_big_batch_is_checked_off_the_event_loop_and_accepted() -> None:

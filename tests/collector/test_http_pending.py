@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from wattledger.collector.ingest.intake import PendingBytes, Refusal
+from wattledger.collector.ingest.checks import PendingBytes, Refusal
 
 
 def test_a_reservation_holds_nothing_until_bytes_arrive() -> None:

@@ -9,11 +9,27 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ledgerkit import at, device_totals, make_batch, make_sites, open_ledger, site_row
+from ledgerkit import (
+    BACKEND,
+    Backend,
+    at,
+    committed_low,
+    device_totals,
+    make_batch,
+    make_sites,
+    node_state,
+    open_ledger,
+    site_row,
+)
 
-from wattledger.collector.ingest.ledger import IngestResult, Ledger, StreamOfAnotherNode, UnknownSite
+from wattledger.collector.ingest.transaction import IngestResult, StreamOfAnotherNode, UnknownSite
+from wattledger.collector.service import Ledger
 from wattledger.collector.sites import PlanEntry
+from wattledger.collector.store.base import StreamState
 from wattledger.wire import ValidBatch
+
+#: every test here runs on SQLite and on PostgreSQL (tests/collector/conftest.py)
+pytestmark = pytest.mark.usefixtures("backend")
 
 T0 = at("2026-11-30 23:45", "America/New_York")  # a month ends within the traces below
 TWO_GPUS = [{"id": "GPU-a", "kind": "gpu", "index": 0, "power_limit_w": 700.0},
@@ -47,17 +63,18 @@ def traces(draw: st.DrawFn) -> list[Reading]:
 def ledger_state(led: Ledger) -> dict[str, Any]:
     """Everything the ledger holds, devices by (node, id) (slots are numbered in arrival order),
     floats rounded to a micro-unit (the same sums, added in another order)."""
-    def name(slot: int) -> str:
-        return f"{led.devices.node[slot]}/{led.devices.device[slot]}"
+    devices = led.view().devices
 
     def rounded(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         return sorted(tuple(round(v, 6) if isinstance(v, float) else v for v in row) for row in rows)
 
-    usage = led.store.query("SELECT month, slot, site, cluster, it_j, cooling_j, it_cost, cooling_cost, "
-                            "carbon_g, unmeasured_s FROM usage")
+    usage = led.store.query("SELECT u.month, d.node || '/' || d.device, u.site, u.cluster, u.it_j, "
+                            "u.cooling_j, u.it_cost, u.cooling_cost, u.carbon_g, u.unmeasured_s "
+                            "FROM usage u JOIN devices d ON d.slot = u.slot")
     return {
-        "devices": {name(slot): device_totals(led, slot) for slot in range(led.devices.size)},
-        "usage": rounded([(month, name(slot), *rest) for month, slot, *rest in usage]),
+        "devices": {f"{devices.node[slot]}/{devices.device[slot]}": device_totals(led, slot)
+                    for slot in range(devices.size)},
+        "usage": rounded(usage),
         "quarters": rounded(led.store.query("SELECT site, cluster, start_minute, month, it_j, facility_j, "
                                             "cost FROM quarters")),
         "demand": [round(site_row(led, m)["demand_charge"], 6) for m in ("2026-11", "2026-12")],
@@ -77,13 +94,14 @@ def as_batch(readings: list[Reading], seq: int, stream: str = "s1", node: str = 
                       power_w=[r[2] for r in readings], energy_j=[r[3] for r in readings])
 
 
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.large_base_example])
-@given(traces_by_node=st.tuples(traces(), traces()), data=st.data())
-def test_any_split_and_any_resend_gives_the_totals_of_one_batch(
-        traces_by_node: tuple[list[Reading], list[Reading]], data: st.DataObject) -> None:
+HEALTH = [HealthCheck.too_slow, HealthCheck.large_base_example, HealthCheck.function_scoped_fixture]
+
+
+def any_split_and_any_resend(traces_by_node: tuple[list[Reading], list[Reading]],
+                             data: st.DataObject) -> None:
     """Two nodes, each trace cut anywhere into its stream's batches; group commits mix the two
-    streams (each in seq order), shuffled, with re-sends of anything sent before."""
+    streams (each in seq order), shuffled, with re-sends of anything sent before: the totals of
+    one batch per stream."""
     sites = make_sites(SITES)
     nodes = {"n1": traces_by_node[0], "n2": traces_by_node[1]}
     whole = open_ledger(sites)
@@ -110,7 +128,26 @@ def test_any_split_and_any_resend_gives_the_totals_of_one_batch(
 
     assert ledger_state(split) == approx_state(ledger_state(whole))
     for node, trace in nodes.items():
-        assert split.node_states[node].readings == len(trace)
+        assert node_state(split, node).readings == len(trace)
+    BACKEND.close_all()  # each example's databases: their connections go now
+
+
+
+
+@pytest.mark.backends("sqlite")
+@settings(max_examples=60, deadline=None, suppress_health_check=HEALTH)
+@given(traces_by_node=st.tuples(traces(), traces()), data=st.data())
+def test_any_split_and_any_resend_gives_the_totals_of_one_batch(
+        backend: Backend, traces_by_node: tuple[list[Reading], list[Reading]], data: st.DataObject) -> None:
+    any_split_and_any_resend(traces_by_node, data)
+
+
+@pytest.mark.backends("postgresql")
+@settings(max_examples=15, deadline=None, suppress_health_check=HEALTH)  # two databases an example
+@given(traces_by_node=st.tuples(traces(), traces()), data=st.data())
+def test_any_split_and_any_resend_gives_the_totals_of_one_batch_on_postgresql(
+        backend: Backend, traces_by_node: tuple[list[Reading], list[Reading]], data: st.DataObject) -> None:
+    any_split_and_any_resend(traces_by_node, data)
 
 
 def test_duplicates_are_answered_and_change_nothing() -> None:
@@ -120,7 +157,7 @@ def test_duplicates_are_answered_and_change_nothing() -> None:
     before = ledger_state(led)
     assert [(r.accepted, r.duplicate) for r in led.ingest([first])] == [(0, True)]
     assert ledger_state(led) == before
-    assert led.node_states["n1"].readings == 2
+    assert node_state(led, "n1").readings == 2
 
 
 def test_seqs_out_of_order_are_each_committed_once() -> None:
@@ -129,17 +166,17 @@ def test_seqs_out_of_order_are_each_committed_once() -> None:
     b = {seq: make_batch(seq=seq, ts=[t + 10 * seq], power_w=[100.0]) for seq in (1, 2, 3, 4)}
     led.ingest([b[1]])
     led.ingest([b[3]])  # 2 still missing: 3 is held above the low mark
-    assert led.streams["s1"].low == 1 and led.streams["s1"].above == {3}
+    assert led.store.stream("s1") == StreamState("n1", 1, {3})
     assert led.ingest([b[3]])[0].duplicate
     assert not led.ingest([b[2]])[0].duplicate
-    assert led.streams["s1"].low == 3 and not led.streams["s1"].above
+    assert led.store.stream("s1") == StreamState("n1", 3, set())
     assert led.store.query("SELECT stream, seq FROM stream_seqs") == []
     assert [r.duplicate for r in led.ingest([b[4], b[2], b[1]])] == [False, True, True]
 
 
-def test_restart_keeps_totals_and_dedupe(tmp_path: Path) -> None:
+def test_restart_keeps_totals_and_dedupe(backend: Backend, tmp_path: Path) -> None:
     sites = make_sites(SITES)
-    db = f"sqlite:///{tmp_path}/ledger.db"
+    db = backend.reopenable(tmp_path)
     trace: list[Reading] = [(d, T0 + 10 * i, 300.0 + d, 1000.0 * i) for i in range(60) for d in (0, 1)]
     batches = [as_batch(trace[i:i + 20], seq) for seq, i in enumerate(range(0, 120, 20), start=1)]
     whole = open_ledger(sites)
@@ -156,8 +193,8 @@ def test_restart_keeps_totals_and_dedupe(tmp_path: Path) -> None:
     led = open_ledger(sites, db=db)
     assert ledger_state(led) == approx_state(ledger_state(whole))
     assert all(r.duplicate for r in led.ingest(batches))
-    assert led.node_states["n1"].readings == 120
-    assert led.site_totals["default"].it_cost == pytest.approx(whole.site_totals["default"].it_cost)
+    assert node_state(led, "n1").readings == 120
+    assert led.view().totals["default"].it_cost == pytest.approx(whole.view().totals["default"].it_cost)
     led.close()
 
 
@@ -171,7 +208,7 @@ def test_unknown_site_is_refused_before_anything_is_written() -> None:
     assert caught.value.status == 422
     assert caught.value.to_json()["detail"]["field"] == "labels.site"
     assert caught.value.batch_index == 1  # type: ignore[attr-defined]
-    assert led.node_states == {} and led.streams == {}
+    assert led.view().nodes == {} and led.store.stream("s1") is None
     assert led.store.query("SELECT COUNT(*) FROM streams") == [(0,)]
     with pytest.raises(UnknownSite):
         led.check(bad)
@@ -183,10 +220,12 @@ def test_a_stream_belongs_to_one_node() -> None:
     other = make_batch(node="n2", stream="shared", seq=2, ts=[at("2026-11-02 10:00")], power_w=[1.0])
     with pytest.raises(StreamOfAnotherNode):
         led.ingest([other])
-    assert "n2" not in led.node_states
+    assert "n2" not in led.view().nodes
 
 
-def test_failed_commit_leaves_memory_as_stored(tmp_path: Path) -> None:
+def test_failed_commit_leaves_memory_as_stored(backend: Backend, tmp_path: Path) -> None:
+    if backend.name != "sqlite":
+        pytest.skip("SQLite's store keeps the ledger in memory too; PostgreSQL's keeps nothing there")
     db = f"sqlite:///{tmp_path}/ledger.db"
     led = open_ledger(db=db)
     t = at("2026-11-02 10:00")
@@ -199,7 +238,7 @@ def test_failed_commit_leaves_memory_as_stored(tmp_path: Path) -> None:
     with pytest.raises(sqlite3.DatabaseError):
         led.ingest([make_batch(seq=2, ts=[t + 20], power_w=[100.0])])
     assert ledger_state(led) == before
-    assert led.streams["s1"].low == 1
+    assert committed_low(led, "s1") == 1
     raw.execute("DROP TRIGGER nope")
     raw.commit()
     raw.close()
@@ -269,7 +308,7 @@ def test_refresh_notes_month_roll_over_and_stale_nodes(caplog: pytest.LogCapture
     led.ingest([make_batch(ts=[t - 10, t], power_w=[100.0, 100.0])])
     led.refresh()
     led.clock.now = t + 180  # type: ignore[attr-defined]
-    with caplog.at_level("INFO", logger="wattledger.collector.ingest.ledger"):
+    with caplog.at_level("INFO", logger="wattledger.collector.service"):
         led.refresh()
         led.refresh()  # said once, not at every refresh
     messages = [r.getMessage() for r in caplog.records]
@@ -277,12 +316,13 @@ def test_refresh_notes_month_roll_over_and_stale_nodes(caplog: pytest.LogCapture
                         "node n1 is stale: no batch for over 120 s"]
     led.clock.now = t + 90 * 86400  # type: ignore[attr-defined]
     led.refresh()
-    assert led.quarters == {}  # quarter-hours older than needed leave memory (not the store)
+    # quarter-hours older than needed leave memory (SQLite's; not the store)
+    assert getattr(led.store, "quarters", {}) == {}
     assert site_row(led, "2026-11")["it_energy_j"] == 1000.0
 
 
-def test_devices_without_readings_are_stored_too(tmp_path: Path) -> None:
-    db = f"sqlite:///{tmp_path}/l.db"
+def test_devices_without_readings_are_stored_too(backend: Backend, tmp_path: Path) -> None:
+    db = backend.reopenable(tmp_path)
     t = at("2026-11-02 10:00")
     led = open_ledger(db=db)
     # GPU-b is declared but never measured; then another node's GPU is
@@ -290,7 +330,8 @@ def test_devices_without_readings_are_stored_too(tmp_path: Path) -> None:
     led.ingest([make_batch(node="n2", stream="s2", ts=[t, t + 10], power_w=[50.0, 50.0])])
     led.close()
     again = open_ledger(db=db)
-    assert [(again.devices.node[s], again.devices.device[s]) for s in range(again.devices.size)] == \
+    devices = again.view().devices
+    assert [(devices.node[s], devices.device[s]) for s in range(devices.size)] == \
         [("n1", "GPU-a"), ("n1", "GPU-b"), ("n2", "GPU-0")]
     assert device_totals(again, 2)["energy_j"] == 500.0
     again.close()

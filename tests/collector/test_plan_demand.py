@@ -10,7 +10,7 @@ from ledgerkit import at, make_batch, make_sites, open_ledger, site_row
 from pydantic import ValidationError
 from test_exposition import scrape, value
 
-from wattledger.collector.ingest.ledger import Ledger
+from wattledger.collector.service import Ledger
 from wattledger.collector.settings import settings_from
 from wattledger.collector.sites import PlanEntry
 

@@ -11,14 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ledgerkit import at, make_batch, make_sites, open_ledger
+from ledgerkit import Backend, at, make_batch, make_sites, open_ledger
 from prometheus_client.parser import text_string_to_metric_families
 
-from wattledger.collector.ingest.ledger import Ledger
 from wattledger.collector.readmodel.exposition import LedgerCollector
+from wattledger.collector.service import Ledger
 from wattledger.collector.settings import settings_from
 from wattledger.collector.sites import PlanEntry
 from wattledger.config import ConfigError
+
+#: every test here runs on SQLite and on PostgreSQL (tests/collector/conftest.py)
+pytestmark = pytest.mark.usefixtures("backend")
 
 START = at("2026-10-20 00:00", "Europe/Berlin")
 DAYS = 24  # into November: two billing months
@@ -87,8 +90,8 @@ def quarter_sums(led: Ledger) -> list[float]:
     return [q_it + h_it, q_fac + h_fac, q_cost + h_cost]
 
 
-def test_roll_up_keeps_every_figure(tmp_path: Path) -> None:
-    db = f"sqlite:///{tmp_path}/ledger.db"
+def test_roll_up_keeps_every_figure(backend: Backend, tmp_path: Path) -> None:
+    db = backend.reopenable(tmp_path)
     led = open_ledger(make_sites(SITES), PLAN, db=db, now=NOW, rollup_after_days=10)
     fill(led)
     before_spend, before_metrics, before_sums = spend(led), metrics(led), quarter_sums(led)
@@ -115,8 +118,8 @@ def test_roll_up_keeps_every_figure(tmp_path: Path) -> None:
     again.close()
 
 
-def test_a_late_reading_into_a_rolled_up_day_is_added_to_its_hour(tmp_path: Path) -> None:
-    led = open_ledger(make_sites(SITES), [], db=f"sqlite:///{tmp_path}/l.db", now=NOW, rollup_after_days=10)
+def test_a_late_reading_into_a_rolled_up_day_is_added_to_its_hour(backend: Backend, tmp_path: Path) -> None:
+    led = open_ledger(make_sites(SITES), [], db=backend.reopenable(tmp_path), now=NOW, rollup_after_days=10)
     fill(led)
     led.roll_up()
     hours_before = quarter_sums(led)

@@ -47,7 +47,11 @@ BAD = {
     "unknown site key": ({"sites": {"default": {**SITE, "colour": "green"}}},
                          "config key sites.default.colour: unknown key"),
     "bad listen": ({"listen": "localhost"}, "config key listen: 'localhost' is not HOST:PORT"),
-    "bad db": ({"db": "mysql://db/ledger"}, "config key db: 'mysql://db/ledger' is not sqlite:///PATH"),
+    "bad db": ({"db": "mysql://db/ledger"},
+               "config key db: must be sqlite:///PATH or postgresql://USER@HOST:PORT/DATABASE"),
+    "removed ingest_workers": ({"ingest_workers": 2},
+                               "config key ingest_workers: removed: run replicas on PostgreSQL"),
+    "metrics_refresh_seconds 0": ({"metrics_refresh_seconds": 0}, "config key metrics_refresh_seconds:"),
     "missing tokens_file": ({"tokens_file": "/nonexistent/tokens"},
                             "config key tokens_file: '/nonexistent/tokens'"),
     "tls half": ({"tls_cert": __file__}, "config key tls_key: tls_cert and tls_key go together"),
@@ -146,3 +150,23 @@ def test_real_process_exits_2_on_a_missing_config_file() -> None:
     assert r.stdout == ""
     assert r.stderr.strip().splitlines() == [
         "wattledger collector: error: config file '/nonexistent/wattledger.yaml' does not exist"]
+
+
+def test_postgresql_urls_and_the_replica_name() -> None:
+    s = settings_from({"db": "postgresql://wl@db.example:5432/ledger", "listen": "0.0.0.0:9861"})
+    assert s.db == "postgresql://wl@db.example:5432/ledger" and s.metrics_refresh_seconds == 5.0
+    import socket
+    assert s.replica_name == f"{socket.gethostname()}:9861"  # a wildcard address names no host
+    assert settings_from({"listen": "10.0.0.7:9861"}).replica_name == "10.0.0.7:9861"
+    assert settings_from({"replica": "collector-b"}).replica_name == "collector-b"
+
+
+def test_the_removed_workers_variable_is_one_line(capsys: pytest.CaptureFixture[str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from wattledger.cli import main
+
+    monkeypatch.setenv("WATTLEDGER_INGEST_WORKERS", "2")
+    assert main(["collector", "--listen", "127.0.0.1:0"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("wattledger collector: error: WATTLEDGER_INGEST_WORKERS: removed: run replicas on "
+                   "PostgreSQL (docs/collector.md, \"Replicas\")\n")

@@ -62,6 +62,8 @@ SAMPLES: dict[str, tuple[Any, str, str]] = {
     "max_body_bytes": (2048, "4096", "8192"),
     "max_gap_seconds": (10, "20", "40"),
     "stale_after_seconds": (60, "90", "30"),
+    "metrics_refresh_seconds": (2, "3", "4"),
+    "replica": ("r-yaml", "r-env", "r-flag"),
     "tls_cert": ("{tmp}/a", "{tmp}/b", "{tmp}/c"),
     "tls_key": ("{tmp}/a", "{tmp}/b", "{tmp}/c"),
     "collector_port": (19001, "19002", "19003"),

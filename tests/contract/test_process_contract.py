@@ -79,7 +79,7 @@ COLLECTOR = {
     "wattledger_node_last_seen_timestamp_seconds": {"site", "cluster", "node"},
     "wattledger_unmeasured_seconds_total": DEVICE_LABELS,
     "wattledger_counter_resets_total": DEVICE_LABELS,
-    "wattledger_ingest_batches_total": {"outcome"},
+    "wattledger_ingest_batches_total": {"outcome", "replica"},  # per process: its replica's
     "wattledger_ingest_readings_total": {"node"},
 }
 #: words that would say a name is not in base units
@@ -312,4 +312,6 @@ def test_agent_stop_line_matches_the_ledger(fleet: Fleet) -> None:
 
 def test_collector_exposes_its_own_cpu_and_memory(fleet: Fleet) -> None:
     text = httpx.get(fleet.collector.url + "/metrics", timeout=10).text
-    assert "\nprocess_resident_memory_bytes " in text and "\nprocess_cpu_seconds_total " in text
+    # per process: with its replica label (docs/metrics.md)
+    assert "\nprocess_resident_memory_bytes{replica=" in text
+    assert "\nprocess_cpu_seconds_total{replica=" in text

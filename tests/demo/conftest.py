@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from demokit import NOW, collector_settings
 
-from wattledger.collector.ingest.ledger import Ledger
+from wattledger.collector.service import Ledger
 from wattledger.demo.backfill import node_batches, simulated_source, timestamps
 from wattledger.demo.layout import DemoState, Ports
 from wattledger.demo.scenario import Scenario, default_scenario

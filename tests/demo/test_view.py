@@ -10,7 +10,7 @@ import pytest
 from demokit import NOW, as_json
 from rich.console import Console
 
-from wattledger.collector.ingest.ledger import Ledger
+from wattledger.collector.service import Ledger
 from wattledger.demo.fetch import alerts_from_prometheus, servers_from_nodes, sites_from_spend, unwrap
 from wattledger.demo.scenario import Scenario
 from wattledger.demo.snapshot import BackfillState, Snapshot, Urls, group_alerts

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import gc
 import io
 import logging
 import os
@@ -15,26 +14,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
-from wattledger import config
+from wattledger import config, tuning
 from wattledger.collector import settings as collector_settings
 
 HELP = "run the central collector: authenticated ingest, ledger of energy, cost, carbon and plan"
 log = logging.getLogger(__name__)
-SWITCH_INTERVAL_SECONDS = 0.0005
-#: young-generation collections every 50,000 allocations, not the interpreter's 700 (see tune_gc)
-GC_THRESHOLDS = (50_000, 20, 20)
-
-
-def tune_gc() -> None:
-    """Collect cyclic garbage less often, and never look at what start-up made again.
-
-    Checking a batch makes ~1,000 short-lived containers, almost all freed by reference count;
-    at the default threshold the cyclic collector ran after every batch or so and took ~7 % of
-    the ingest path (docs/performance.md: +7-8 % readings/s in same-run A/B tests). What exists
-    once the ledger is loaded (its state, the app, the libraries) lives as long as the process:
-    frozen, it is skipped by every collection."""
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -48,19 +32,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.hash_token is not None:
         return hash_token(args.hash_token)
+    refuse_removed_environment()
     settings = collector_settings.load_settings(args)
     # APScheduler logs every run at INFO; its warnings (missed runs) are what an operator needs
     logging.getLogger("apscheduler").setLevel(max(logging.WARNING, logging.getLogger().level))
     if settings.tls_cert is not None and settings.tls_key is not None:
         check_tls(settings.tls_cert, settings.tls_key)
-    workers = ingest_workers()
+    from wattledger.collector.store import redacted
+
+    shown_db = redacted(settings.db)
     prepare_db_dir(settings.db)
-    ledger_lock = lock_ledger(settings.db)  # held until this process ends
+    ledger_lock = lock_ledger(settings.db)  # held until this process ends (SQLite only)
     try:
-        # with workers, each binds its own socket to this address (SO_REUSEPORT: the kernel spreads
-        # connections evenly; one shared socket let one worker take nearly all); this one reserves
-        # the address and never listens
-        sock = bind(settings.listen, reuse_port=workers > 1)
+        sock = bind(settings.listen)
     except config.ConfigError:
         ledger_lock.close()
         raise
@@ -76,24 +60,17 @@ def run(args: argparse.Namespace) -> int:
         sock.close()
         ledger_lock.close()
         log.debug("opening the ledger failed", exc_info=True)
-        raise config.ConfigError(f"db {settings.db}: cannot be opened: {exc}") from None
-    # The ledger writer gives the GIL up at every SQLite step of a commit and must win it back
-    # each time; while /metrics is being written in a worker thread, each win waits up to the
-    # switch interval (5 ms by default), which at 20,000+ GPUs made a commit take 100s of ms.
-    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
-    pool = None
+        raise config.ConfigError(f"db {shown_db}: cannot be opened: {exc}") from None
+    tuning.tune_threads()
     try:
-        if workers > 1:
-            from wattledger.collector.workers import start_workers
-
-            pool = start_workers(workers, sock, settings, logging.getLogger().getEffectiveLevel())
-        app = create_app(settings, ledger=ledger, workers=pool)
+        app = create_app(settings, ledger=ledger)
         scheme = "https" if settings.tls else "http"
-        log.info("collector: serving %s://%s (db %s, sites %s, %d plan entries)", scheme, settings.listen,
-                 settings.db, ",".join(settings.sites), len(settings.plan))
+        log.info("collector: serving %s://%s (db %s, replica %s, sites %s, %d plan entries)", scheme,
+                 settings.listen, shown_db, settings.replica_name, ",".join(settings.sites),
+                 len(settings.plan))
         # header/body timeouts, header limits and JSON refusals: wattledger.collector.api.server
         server = uvicorn.Server(uvicorn_config(
-            app, http_limits(settings), on_refusal=app.state.service_stats.refused,
+            app, http_limits(settings), on_refusal=app.state.service_stats.refused,  # type: ignore[attr-defined]
             ssl_certfile=settings.tls_cert, ssl_keyfile=settings.tls_key,
             log_level=logging.getLogger().getEffectiveLevel(),
         ))
@@ -101,13 +78,11 @@ def run(args: argparse.Namespace) -> int:
         # so that a stop asked for by systemd or Kubernetes ends with status 0
         previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
         try:
-            tune_gc()
-            server.run(sockets=[sock] if pool is None else [])  # with workers, they serve clients
+            tuning.tune_gc()
+            server.run(sockets=[sock])
         finally:
             signal.signal(signal.SIGTERM, previous)
     finally:
-        if pool is not None:
-            pool.kill()
         sock.close()
         ledger.close()
         ledger_lock.close()
@@ -115,25 +90,21 @@ def run(args: argparse.Namespace) -> int:
     return 0 if server.started else 1
 
 
-def ingest_workers(env: Mapping[str, str] = os.environ) -> int:
-    """``WATTLEDGER_INGEST_WORKERS``, else 1 (this process serves everything).
-
-    Experimental, so an environment variable only: a flag and a YAML key (the contract: every
-    flag reads all three) need the setting in ``collector/settings.py``."""
-    raw = env.get("WATTLEDGER_INGEST_WORKERS") or 1
-    try:
-        return int(config.positive_int(raw))
-    except ValueError as exc:
-        raise config.ConfigError(f"WATTLEDGER_INGEST_WORKERS: {exc}") from None
+#: environment variables of earlier versions that are gone, and what to do instead
+REMOVED_ENVIRONMENT = {"WATTLEDGER_INGEST_WORKERS": collector_settings.REMOVED["ingest_workers"]}
 
 
-def bind(listen: config.HostPort, *, reuse_port: bool = False) -> socket.socket:
+def refuse_removed_environment(env: Mapping[str, str] = os.environ) -> None:
+    for name, why_gone in REMOVED_ENVIRONMENT.items():
+        if env.get(name):
+            raise config.ConfigError(f"{name}: {why_gone}")
+
+
+def bind(listen: config.HostPort) -> socket.socket:
     """The listening socket, made here so that a port in use is one clear line (exit 2)."""
     family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((listen.host, listen.port))
     except OSError as exc:
@@ -186,9 +157,13 @@ def lock_ledger(db_url: str) -> IO[str]:
 
 def sqlite_file(db_url: str) -> Path | None:
     """The database file of a (validated) ``sqlite:///`` URL, read as the store reads it
-    (absolute, with or without its leading /); None for ``:memory:``."""
+    (absolute, with or without its leading /); None for ``:memory:`` and for PostgreSQL (whose
+    replicas share the database: nothing to lock, no folder to make)."""
+    from wattledger.collector.store import is_postgres
     from wattledger.collector.store.sqlite import sqlite_path
 
+    if is_postgres(db_url):
+        return None
     path = sqlite_path(db_url)
     return None if path == ":memory:" else Path(path)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -42,10 +43,18 @@ def _converted(convert: Callable[[object], Any]) -> BeforeValidator:
 
 
 def db_url(raw: object) -> str:
+    """``sqlite:///PATH`` (one collector) or ``postgresql://USER@HOST:PORT/DB`` (replicas)."""
     text = str(raw).strip()
     if text.startswith("sqlite:///") and len(text) > len("sqlite:///"):
         return text
-    raise ValueError(f"{text!r} is not sqlite:///PATH (the only store this version has)")
+    if text.startswith(("postgresql://", "postgres://")) and "/" in text.split("://", 1)[1]:
+        return text
+    # no echo of the value: a PostgreSQL URL may hold a password
+    raise ValueError("must be sqlite:///PATH or postgresql://USER@HOST:PORT/DATABASE")
+
+
+#: keys of earlier versions that are gone, and what to do instead
+REMOVED = {"ingest_workers": "removed: run replicas on PostgreSQL (docs/collector.md, \"Replicas\")"}
 
 
 class CollectorSettings(BaseModel):
@@ -65,6 +74,11 @@ class CollectorSettings(BaseModel):
     max_gap_seconds: Annotated[float, Field(gt=0, le=86400, allow_inf_nan=False)] = 30.0
     stale_after_seconds: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 120.0
     refresh_interval_seconds: Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)] = 15.0
+    #: on PostgreSQL, how old the fleet view of /metrics and /v1/nodes may be (this replica's own
+    #: commits are always in it); SQLite reads the one writer's memory at each request
+    metrics_refresh_seconds: Annotated[float, Field(gt=0, le=300, allow_inf_nan=False)] = 5.0
+    #: the ``replica`` label of this process's own metric families (default: host:port)
+    replica: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\s\"\\]+$")] | None = None
     #: quarter-hours older than this are summed into hours (docs/accounting.md, "Roll-up"); off by default
     rollup_after_days: Annotated[float, Field(ge=2, allow_inf_nan=False)] | None = None
     max_body_bytes: Annotated[int, Field(ge=1024)] = 8 * MIB
@@ -100,6 +114,16 @@ class CollectorSettings(BaseModel):
     def tls(self) -> bool:
         return self.tls_cert is not None
 
+    @property
+    def replica_name(self) -> str:
+        """``replica``, else this host's name and port (the listen address when it names one)."""
+        if self.replica is not None:
+            return self.replica
+        host = self.listen.host
+        if host in ("", "0.0.0.0", "::", "[::]"):
+            host = socket.gethostname()
+        return f"{host}:{self.listen.port}"
+
     def hashed_tokens(self) -> dict[str, bytes]:
         """The tokens_file's node -> SHA-256 digest (read again at each call)."""
         return read_tokens_file(self.tokens_file) if self.tokens_file is not None else {}
@@ -119,6 +143,11 @@ OPTIONS: tuple[config.Option, ...] = (
                   f"largest push body, before and after gzip (default {8 * MIB})", metavar="BYTES"),
     config.Option("--max-gap-seconds", config.positive_float, None,
                   "power-only readings further apart are not bridged (default 30)", metavar="SECONDS"),
+    config.Option("--metrics-refresh-seconds", config.positive_float, None,
+                  "PostgreSQL: how old the fleet view of /metrics and /v1/nodes may be (default 5)",
+                  metavar="SECONDS"),
+    config.Option("--replica", config.text, None,
+                  "the replica label of this process's own metrics (default HOST:PORT)", metavar="NAME"),
     config.Option("--stale-after-seconds", config.positive_float, None,
                   "a node unheard for this long is stale (default 120)", metavar="SECONDS"),
     config.Option("--tls-cert", config.existing_file, None,
@@ -147,6 +176,9 @@ def load_settings(args: argparse.Namespace, env: Mapping[str, str] | None = None
 def settings_from(values: Mapping[str, Any], doc: config.YamlDoc | None = None) -> CollectorSettings:
     """Validate a mapping of configuration keys; ConfigError (one line, with the key's line in
     ``doc``, the file, when it came from there) when it is wrong."""
+    for key, why_gone in REMOVED.items():
+        if key in values:
+            raise config.ConfigError(f"config key {key}: {why_gone}")
     try:
         settings = CollectorSettings.model_validate(dict(values))
     except ValidationError as exc:

@@ -1,10 +1,13 @@
-"""POST /v1/batches straight on ASGI, ahead of FastAPI's routing.
+"""The ASGI application the server runs: POST /v1/batches answered straight on ASGI, every other
+request handed to the FastAPI application.
 
 Agents push thousands of batches a second; FastAPI's per-request machinery (routing, the
-Request object, dependency solving, the Response object) costs more than checking a batch
-does. This middleware answers exactly ``POST /v1/batches`` itself, with the same handler that
-the FastAPI route uses (which stays, so the OpenAPI document describes the endpoint), and
-passes every other request on untouched.
+Request object, dependency solving, the Response object, its middleware stack) costs more than
+checking a batch does. So :class:`FastPath` — ONE explicit wrapper, the outermost layer of
+the collector (``api/app.py``) — answers exactly ``POST /v1/batches`` with the same handler
+that the FastAPI route uses (which stays, so the OpenAPI document describes the endpoint) and
+passes everything else, lifespan included, to the FastAPI application untouched. A middleware
+added to the FastAPI application does not see pushes: wrap it around this one instead.
 """
 
 from __future__ import annotations
@@ -13,11 +16,13 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import orjson
+from fastapi import FastAPI
+from starlette.datastructures import State
 from starlette.requests import ClientDisconnect
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from wattledger.collector.api.server import body_timed_out
-from wattledger.collector.ingest.intake import Answer, Refusal, RequestHead, why
+from wattledger.collector.ingest.checks import Answer, Refusal, RequestHead, why
 
 log = logging.getLogger(__name__)
 
@@ -64,21 +69,21 @@ def is_push(scope: Scope) -> bool:
     return bool(scope["type"] == "http" and scope["path"] == PATH and scope["method"] == "POST")
 
 
-class BatchFastPath:
-    """ASGI middleware: ``POST /v1/batches`` goes to ``push``, the rest to ``app``."""
+class FastPath:
+    """``POST /v1/batches`` to ``push``; everything else to ``app`` (the FastAPI application)."""
 
-    def __init__(self, app: ASGIApp, push: Push) -> None:
+    def __init__(self, app: FastAPI, push: Push) -> None:
         self.app = app
         self.push = push
+
+    @property
+    def state(self) -> State:
+        return self.app.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not is_push(scope):
             await self.app(scope, receive, send)
             return
-        await self.serve(scope, receive, send)
-
-    async def serve(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Answer one ``POST /v1/batches``."""
         try:
             answer = await self.push(head_of(scope), body_chunks(receive, scope))
         except Exception:  # a fault of the collector: what the app's error handler would answer

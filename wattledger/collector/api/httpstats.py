@@ -5,8 +5,6 @@
 ``wattledger_ingest_queue_batches`` / ``wattledger_ingest_pending_bytes`` show back-pressure;
 ``wattledger_collector_http_refusals_total{reason}`` counts the requests the server's protocol
 refused itself (slow or oversized headers, stalled bodies, broken framing);
-``wattledger_ingest_auth_failures_total{node,status}`` the pushes refused 401/403, by the node
-they claim to be.
 These counters live in the process: they restart at 0 with it, as Prometheus expects of a
 process's own counters (the ledger's money and energy counters are the ones kept in the store).
 """
@@ -16,13 +14,10 @@ from __future__ import annotations
 import bisect
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
-
-from wattledger.contract import is_node_name
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +26,6 @@ OUTCOMES = ("accepted", "duplicate", "rejected_400", "rejected_401", "rejected_4
             "rejected_413", "rejected_415", "rejected_422", "overloaded", "error")
 #: why the server's protocol refused a request itself (wattledger.collector.api.server), each at 0
 REFUSALS = ("header_timeout", "body_timeout", "headers_too_large", "target_too_long", "malformed")
-#: the ``node`` of a refused push whose claimed name is not one this collector knows
-UNKNOWN_NODE = "unknown"
-#: one log line per claimed node and status per this many seconds
-AUTH_LOG_INTERVAL_SECONDS = 60.0
 #: latency buckets in seconds: a group commit on SQLite takes milliseconds, a big batch longer
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -142,50 +133,3 @@ _HELP = {
 
 def _le(bound: float) -> str:
     return "+Inf" if bound == float("inf") else repr(bound)
-
-
-class AuthFailures(Collector):
-    """Pushes refused 401/403, counted and logged by the node they claim to be.
-
-    The claim is the agent's ``X-Wattledger-Node`` header: it is not proof of anything (that is
-    what the token is for), but it tells the operator which agent to look at. Only a valid
-    node name that this collector knows (``known``: a token's node, or a node of the ledger)
-    becomes a label; any other claim, or none, is counted under ``node="unknown"``, so that
-    no client can make series up. One log line per label and status per minute at most.
-    Used from the event loop only; a scrape reads a copy.
-    """
-
-    def __init__(self, known: Callable[[str], bool], clock: Callable[[], float] = time.monotonic) -> None:
-        self._known = known
-        self._clock = clock
-        self.counts: dict[tuple[str, int], int] = {}
-        self._logged_at: dict[tuple[str, int], float] = {}
-        self._quiet: dict[tuple[str, int], int] = {}  # refusals not logged since the last line
-
-    def label(self, claimed: str | None) -> str:
-        if claimed is not None and is_node_name(claimed) and self._known(claimed):
-            return claimed
-        return UNKNOWN_NODE
-
-    def record(self, claimed: str | None, status: int, reason: str, peer: str | None = None) -> None:
-        key = (self.label(claimed), status)
-        self.counts[key] = self.counts.get(key, 0) + 1
-        now = self._clock()
-        last = self._logged_at.get(key)
-        if last is not None and now - last < AUTH_LOG_INTERVAL_SECONDS:
-            self._quiet[key] = self._quiet.get(key, 0) + 1
-            return
-        self._logged_at[key] = now
-        quiet = self._quiet.pop(key, 0)
-        # the claim is the client's text: repr() and cut short, so it cannot forge log lines
-        said = "no X-Wattledger-Node" if claimed is None else f"claims node {claimed[:80]!r}"
-        log.warning("push refused %d from %s (%s): %s%s", status, peer or "?", said, reason,
-                    f" ({quiet} more since the last line)" if quiet else "")
-
-    def collect(self) -> Iterable[Metric]:
-        family = CounterMetricFamily("wattledger_ingest_auth_failures",
-                                     "pushes refused 401/403, by the node they claim to be",
-                                     labels=["node", "status"])
-        for (node, status), value in sorted(dict(self.counts).items()):
-            family.add_metric([node, str(status)], value)
-        yield family

@@ -1,46 +1,34 @@
-"""/metrics of the collector: a custom collector over the ledger's in-memory state.
+"""/metrics of the collector: a custom collector over a view of the fleet (``view.py``).
 
-Nothing here touches the disk: counters are the ledger's write-through sums (loaded from the
-store at start, so they never go backwards across restarts), gauges are its latest readings
-and month summaries. Latest-reading gauges of a stale node are left out (a dead node's last
-700 W is not its power now); its counters and last-seen time stay. Names: DESIGN.md.
+Counters are the store's all-time sums (on SQLite the one writer's memory, loaded from the
+store at start, so they never go backwards across restarts; on PostgreSQL a view of the
+database at most ``metrics_refresh_seconds`` old, the same on every replica). Gauges are the
+latest readings and month summaries. Latest-reading gauges of a stale node are left out (a dead
+node's last 700 W is not its power now); its counters and last-seen time stay. Names: DESIGN.md.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
-from wattledger.collector.readmodel.spend import current_month, month_summary
+from wattledger.collector.readmodel.view import FleetView, NodeView, ReadModel
+from wattledger.collector.sites import SiteConfig
 from wattledger.collector.store.devicetable import DeviceTable, Floats, Ints
 from wattledger.wire import CLOCK_EVENT_REASONS
 
-if TYPE_CHECKING:
-    import numpy.typing as npt
-
-    from wattledger.collector.ingest.ledger import Ledger
-
-    Bools = npt.NDArray[np.bool_]
+Bools = npt.NDArray[np.bool_]
 
 DEVICE_LABELS = ["site", "cluster", "node", "device"]
 Labels = tuple[str, str, str, str]  # values of DEVICE_LABELS
 #: NVML clock-event (throttle) reasons, by bit: the same labels as the agent's
 CLOCK_EVENTS = dict(CLOCK_EVENT_REASONS)
-
-
-@dataclass(frozen=True)
-class NodeView:
-    site: str
-    cluster: str
-    last_seen: float
-    readings: int
-    stale: bool
 
 
 class LedgerCollector(Collector):
@@ -52,23 +40,16 @@ class LedgerCollector(Collector):
     node changes site or cluster).
     """
 
-    def __init__(self, ledger: Ledger) -> None:
-        self._ledger = ledger
+    def __init__(self, model: ReadModel) -> None:
+        self._model = model
         self._label_cache: list[tuple[Labels, str]] = []  # by slot
 
     def describe(self) -> list[Metric]:
         return []  # families depend on the ledger's contents: collected at scrape time only
 
-    def _state(self) -> tuple[list[Metric], dict[str, NodeView], DeviceTable]:
-        ledger = self._ledger
-        # hold the lock only to copy (ingest waits for it); write the text without it
-        with ledger.lock:
-            now = ledger.clock()
-            site_families = list(_site_families(ledger, now))
-            nodes = {name: NodeView(s.site, s.cluster, s.last_seen, s.readings, ledger.is_stale(s, now))
-                     for name, s in ledger.node_states.items()}
-            devices = ledger.devices.snapshot()
-        return site_families, nodes, devices
+    def _state(self) -> tuple[list[Metric], Mapping[str, NodeView], DeviceTable]:
+        view = self._model.view()  # a copy: read without any lock
+        return list(_site_families(view, self._model.terms.sites)), view.nodes, view.devices
 
     def collect(self) -> Iterator[Metric]:
         site_families, nodes, devices = self._state()
@@ -86,7 +67,7 @@ class LedgerCollector(Collector):
         return head + "".join(family.text(labels)
                               for family in _device_families(nodes, devices)).encode()
 
-    def _labels(self, nodes: dict[str, NodeView], dev: DeviceTable) -> list[tuple[Labels, str]]:
+    def _labels(self, nodes: Mapping[str, NodeView], dev: DeviceTable) -> list[tuple[Labels, str]]:
         """Per slot: its label values and their text, made again only where the values changed."""
         cache = self._label_cache
         del cache[dev.size:]  # a reload of the ledger may have fewer devices
@@ -113,7 +94,7 @@ class _Families(Collector):
         return iter(self._families)
 
 
-def _site_families(ledger: Ledger, now: float) -> Iterator[Metric]:
+def _site_families(view: FleetView, sites: Mapping[str, SiteConfig]) -> Iterator[Metric]:
     cooling = CounterMetricFamily("wattledger_cooling_energy_joules",
                                   "Cooling energy: IT energy x (pue - 1).", labels=["site"])
     cost = CounterMetricFamily("wattledger_energy_cost", "Energy cost, IT and cooling parts.",
@@ -135,14 +116,14 @@ def _site_families(ledger: Ledger, now: float) -> Iterator[Metric]:
     peak = GaugeMetricFamily("wattledger_peak_demand_watts",
                              "This month's highest 15-minute average facility power.",
                              labels=["site"])
-    for site in ledger.site_names:
-        totals = ledger.site_totals[site]
-        currency = ledger.sites[site].currency
+    for site in view.sites:
+        totals = view.totals[site]
+        currency = sites[site].currency
         cooling.add_metric([site], totals.cooling_j)
         cost.add_metric([site, currency, "it"], totals.it_cost)
         cost.add_metric([site, currency, "cooling"], totals.cooling_cost)
         carbon.add_metric([site], totals.carbon_g)
-        summary = month_summary(ledger, site, current_month(ledger, site, now), now)
+        summary = view.months[site]
         gauges["demand_charge"].add_metric([site, currency], summary.demand_charge)
         gauges["month_cost"].add_metric([site, currency], summary.total_cost)
         if summary.plan_cost is not None and summary.plan_to_date is not None:
@@ -159,7 +140,7 @@ def _site_families(ledger: Ledger, now: float) -> Iterator[Metric]:
     yield from (cooling, cost, carbon, *gauges.values(), peak)
 
 
-def _node_families(nodes: dict[str, NodeView], dev: DeviceTable) -> Iterator[Metric]:
+def _node_families(nodes: Mapping[str, NodeView], dev: DeviceTable) -> Iterator[Metric]:
     seen = GaugeMetricFamily("wattledger_node_last_seen_timestamp_seconds",
                              "When the collector last committed a batch of the node.",
                              labels=["site", "cluster", "node"])
@@ -170,6 +151,13 @@ def _node_families(nodes: dict[str, NodeView], dev: DeviceTable) -> Iterator[Met
     power = GaugeMetricFamily("wattledger_it_power_watts",
                               "IT power of the node: sum of its devices' latest power.",
                               labels=["site", "cluster", "node"])
+    duplicate = GaugeMetricFamily("wattledger_node_duplicate_agent",
+                                  "1 when a second agent's batches for the node were refused within "
+                                  "stale_after (two live streams with the same devices).",
+                                  labels=["site", "cluster", "node"])
+    conflicts = CounterMetricFamily("wattledger_ingest_conflicts",
+                                    "Batches refused 409: their devices came from another live stream "
+                                    "of the node (a second agent).", labels=["node"])
     node_power: dict[str, float] = {}
     last_power = dev.view("last_power_w")
     for slot in range(dev.size):
@@ -181,9 +169,11 @@ def _node_families(nodes: dict[str, NodeView], dev: DeviceTable) -> Iterator[Met
         seen.add_metric(labels, state.last_seen)
         stale.add_metric(labels, 1.0 if state.stale else 0.0)
         readings.add_metric([node], state.readings)
+        duplicate.add_metric(labels, 1.0 if state.duplicate_agent else 0.0)
+        conflicts.add_metric([node], state.conflicts)
         if not state.stale and node in node_power:
             power.add_metric(labels, node_power[node])
-    yield from (seen, stale, readings, power)
+    yield from (seen, stale, readings, power, duplicate, conflicts)
 
 
 @dataclass(frozen=True)
@@ -237,7 +227,7 @@ def _escape_help(text: str) -> str:
     return text.replace("\\", r"\\").replace("\n", r"\n")
 
 
-def _device_families(nodes: dict[str, NodeView], dev: DeviceTable) -> list[DeviceFamily]:
+def _device_families(nodes: Mapping[str, NodeView], dev: DeviceTable) -> list[DeviceFamily]:
     """Every per-device family, computed column-wise over the device table.
 
     Devices of nodes not (yet) known are left out; the latest-reading gauges of stale nodes too.

@@ -4,7 +4,9 @@ Columns the accounting reads for a whole ingest at once (last committed reading,
 whether the device's energy is IT energy) are numpy arrays indexed by slot; what is only shown
 (model, thresholds, role) are Python lists. The latest ``clock_events`` is kept exactly, as an
 unsigned 64-bit integer (a float would round bits above 2^53). The table is a write-through
-cache of the store's ``devices`` table.
+cache of the store's ``devices`` table (SQLite), or a copy of it loaded for the read model.
+A device's *owner* is the stream whose batches its readings come from (docs/collector.md,
+"Two agents for one node").
 """
 
 from __future__ import annotations
@@ -15,23 +17,28 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from wattledger.collector.accounting.readings import LATEST
 from wattledger.contract import NOT_IT_KINDS
 from wattledger.wire import DeviceInfo
 
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
 
-#: the latest reading of each device (NaN = not reported), as shown on /metrics and /v1/nodes
-LATEST = ("temp_c", "mem_temp_c", "util", "mem_util", "sm_clock_hz", "mem_used_bytes")
-#: float columns: the accounting state, the latest reading and the all-time sums
+#: float columns: the accounting state, the latest reading, the all-time sums, the owner's time
 FLOATS = ("last_ts", "last_power_w", "last_energy_j", "power_limit_w", *LATEST, "energy_j",
-          "unmeasured_s")
+          "unmeasured_s", "stream_seen")
 #: event counters
 COUNTS = ("resets", "anomalies", "late")
+#: the store's ``devices`` columns, in the order of :meth:`DeviceTable.rows`
+DEVICE_COLUMNS = ("slot", "node", "device", "kind", "idx", "model", "power_limit_w", "slowdown_c",
+                  "shutdown_c", "last_ts", "last_power_w", "last_energy_j", "temp_c", "mem_temp_c",
+                  "util", "mem_util", "sm_clock_hz", "mem_used_bytes", "energy_j",
+                  "unmeasured_s", "resets", "anomalies", "late", "clock_events", "role", "parent",
+                  "share", "stream", "stream_seen")
 
 
 class DeviceTable:
-    """Devices by slot; ``slot_of`` finds or adds the slot of (node, device id)."""
+    """Devices by slot: ``find`` the slot of (node, device id), ``add_info`` a new one."""
 
     def __init__(self) -> None:
         self.size = 0
@@ -51,6 +58,7 @@ class DeviceTable:
         self.role: list[str | None] = []
         self.parent: list[str | None] = []
         self.share: list[float | None] = []
+        self.stream: list[str | None] = []  # the owner stream
         self._slots: dict[tuple[str, str], int] = {}
 
     def _grow(self, size: int) -> None:
@@ -89,6 +97,7 @@ class DeviceTable:
         self.role.append(role)
         self.parent.append(parent)
         self.share.append(share)
+        self.stream.append(None)
         self.it_energy[slot] = kind not in NOT_IT_KINDS
         self.clock_events[slot] = 0
         self.has_clock_events[slot] = False
@@ -101,12 +110,17 @@ class DeviceTable:
             self.counts[name][slot] = 0
         return slot
 
-    def slot_of(self, node: str, info: DeviceInfo) -> int:
-        """The slot of this device of this node, added if new; its metadata brought up to date."""
-        slot = self._slots.get((node, info.id))
-        if slot is None:
-            return self.add(node, info.id, info.kind, info.index, info.model, info.power_limit_w,
-                            info.slowdown_c, info.shutdown_c, info.role, info.parent, info.share)
+    def find(self, node: str, device: str) -> int:
+        """The slot of this device of this node; -1 when there is none."""
+        return self._slots.get((node, device), -1)
+
+    def add_info(self, node: str, info: DeviceInfo) -> int:
+        """A new device, with its metadata; its slot."""
+        return self.add(node, info.id, info.kind, info.index, info.model, info.power_limit_w,
+                        info.slowdown_c, info.shutdown_c, info.role, info.parent, info.share)
+
+    def set_info(self, slot: int, info: DeviceInfo) -> None:
+        """Bring a device's metadata up to date."""
         self.kind[slot] = info.kind
         self.it_energy[slot] = info.kind not in NOT_IT_KINDS
         self.role[slot] = info.role
@@ -118,7 +132,6 @@ class DeviceTable:
         self.shutdown_c[slot] = info.shutdown_c
         self.floats["power_limit_w"][slot] = (np.nan if info.power_limit_w is None
                                               else info.power_limit_w)
-        return slot
 
     def snapshot(self) -> DeviceTable:
         """A copy to read without the ledger's lock (e.g. while /metrics is being written)."""
@@ -129,7 +142,7 @@ class DeviceTable:
         for attr in ("clock_events", "has_clock_events", "it_energy"):
             setattr(copy, attr, getattr(self, attr)[:self.size].copy())
         for name in ("node", "device", "kind", "index", "model", "slowdown_c", "shutdown_c", "role",
-                     "parent", "share"):
+                     "parent", "share", "stream"):
             setattr(copy, name, list(getattr(self, name)))
         return copy
 
@@ -138,7 +151,7 @@ class DeviceTable:
         return self.floats[name][:self.size]
 
     def rows(self, slots: Sequence[int]) -> list[tuple[Any, ...]]:
-        """The store's ``devices`` rows of these slots (store.DEVICE_COLUMNS order).
+        """The store's ``devices`` rows of these slots (DEVICE_COLUMNS order).
 
         Built column-wise from the arrays; NaN goes to SQLite as NULL (which it is there), and
         ``clock_events`` as a signed 64-bit integer (two's complement: what a BIGINT holds).
@@ -161,26 +174,53 @@ class DeviceTable:
         events = [int(v) if known else None for v, known in
                   zip(self.clock_events[take].view(np.int64).tolist(),
                       self.has_clock_events[take].tolist(), strict=True)]
-        extra = [(e, self.role[s], self.parent[s], self.share[s]) for e, s in zip(events, slots, strict=True)]
+        seen = floats("stream_seen")
+        extra = [(e, self.role[s], self.parent[s], self.share[s], self.stream[s], t)
+                 for e, s, t in zip(events, slots, seen, strict=True)]
         columns = zip(*(floats(name) for name in ("last_ts", "last_power_w", "last_energy_j", *LATEST,
                                                     "energy_j", "unmeasured_s")),
                       *(counts(name) for name in COUNTS), strict=True)
         return [(*m, limit, *t, *rest, *x)
                 for m, limit, t, rest, x in zip(meta, limits, thresholds, columns, extra, strict=True)]
 
+    @classmethod
+    def from_rows(cls, rows: Sequence[tuple[Any, ...]]) -> DeviceTable:
+        """A table of exactly these devices (DEVICE_COLUMNS order, sorted by slot), numbered
+        0, 1, 2... whatever their slots (the read model's copy of a shared store), built column
+        by column: at 40,000 devices ~20x faster than ``load``."""
+        table = cls()
+        table.size = len(rows)
+        columns = dict(zip(DEVICE_COLUMNS, zip(*rows, strict=True), strict=True)) if rows else \
+            {name: () for name in DEVICE_COLUMNS}
+        # numpy reads None as NaN in a float array: a NULL is "not reported", as in the table
+        table.floats = {name: np.array(columns[name], dtype=np.float64) for name in FLOATS}
+        table.counts = {name: np.array(columns[name], dtype=np.int64) for name in COUNTS}
+        events = columns["clock_events"]
+        table.has_clock_events = np.array([v is not None for v in events], dtype=bool)
+        table.clock_events = np.array([0 if v is None else v for v in events], dtype=np.int64).view(np.uint64)
+        table.it_energy = np.array([kind not in NOT_IT_KINDS for kind in columns["kind"]], dtype=bool)
+        for name in ("node", "device", "kind", "model", "slowdown_c", "shutdown_c", "role", "parent",
+                     "share", "stream"):
+            setattr(table, name, list(columns[name]))
+        table.index = list(columns["idx"])
+        table._slots = {key: slot for slot, key in enumerate(zip(table.node, table.device, strict=True))}
+        return table
+
     def load(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        """Fill the table from the store's rows (DEVICE_COLUMNS order, by slot)."""
+        """Fill the table from the store's rows (DEVICE_COLUMNS order, by slot): SQLite's slots
+        are the table's own numbers, so a hole is an error."""
         for row in sorted(rows, key=lambda r: int(r[0])):
             (slot, node, device, kind, index, model, limit, slowdown, shutdown,
              last_ts, last_power, last_energy, *rest) = row
             latest, rest = rest[:len(LATEST)], rest[len(LATEST):]
-            energy, unmeasured, resets, anomalies, late, events, role, parent, share = rest
+            energy, unmeasured, resets, anomalies, late, events, role, parent, share, stream, seen = rest
             if slot != self.size:
                 raise ValueError(f"devices table has a hole before slot {slot}")
             self.add(node, device, kind, index, model, limit, slowdown, shutdown, role, parent, share)
+            self.stream[slot] = stream
             values = dict(zip(LATEST, latest, strict=True))
             values.update(last_ts=last_ts, last_power_w=last_power, last_energy_j=last_energy,
-                          energy_j=energy, unmeasured_s=unmeasured)
+                          energy_j=energy, unmeasured_s=unmeasured, stream_seen=seen)
             for name, value in values.items():
                 self.floats[name][slot] = np.nan if value is None else value
             for name, count in zip(COUNTS, (resets, anomalies, late), strict=True):

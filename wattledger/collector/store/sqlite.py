@@ -1,165 +1,53 @@
-"""The ledger's durable store: SQLite (stdlib) in WAL mode, schema versioned by migrations.
+"""The embedded store: SQLite (stdlib) in WAL mode, for one collector process.
 
-Tables (all money and energy in base units; see docs/accounting.md):
-- ``streams``/``stream_seqs``: dedupe state. A stream's committed seqs are every seq up to
-  ``low_seq`` plus the few above it in ``stream_seqs`` (normally none: agents send in order).
-- ``nodes``: labels, site, cluster, last seen, readings committed.
-- ``devices``: one row per (node, device id), numbered by ``slot``: metadata, the last
-  committed reading (the accounting state an interval continues from) and all-time counters.
-- ``usage``: the ledger proper, per (month, device, site, cluster): IT and cooling energy,
-  their cost, carbon and unmeasured time.
-- ``quarters``: per (site, cluster, local quarter-hour): IT and facility energy and cost, for
-  demand charges and the trailing-24 h cost rate of forecasts.
-- ``site_totals``: per site, the all-time sums shown as /metrics counters (schema 2).
-- ``hours`` and ``month_peaks`` (schema 3): where the roll-up puts old quarter-hours — summed
-  per UTC hour, and the month's highest quarter-hour (the demand charge's peak) kept first.
-- schema 4: ``devices.clock_events`` exact (a BIGINT of the bitmask's two's complement, no
-  longer a DOUBLE), and a device's ``role``, ``parent`` and ``share``.
+One process holds the ledger (``wattledger collector`` takes ``<db>.lock``), so the truth can
+live in memory as well as on disk: this store keeps the ledger's state — dedupe marks, each
+device's last reading, node states, the sums behind /metrics — as a write-through cache of its
+tables, loaded at open. An ingest then reads nothing from the disk: it decides against memory,
+writes every row it changed in ONE transaction with ``synchronous=FULL`` (when the agent hears
+200, the batch, its seq and its money are on disk together) and, if that transaction fails,
+reloads the cache from what is stored. /metrics reads the cache directly.
 
-Every write of one ingest happens in ONE transaction with ``synchronous=FULL``: when the agent
-hears 200, the batch, its seq and its money are on disk together. The SQL is kept to what
-PostgreSQL also speaks (``INSERT ... ON CONFLICT ... DO UPDATE``).
+Schema and migrations: ``store/migrations.py``.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-Row = tuple[Any, ...]
+import numpy as np
 
-#: each migration takes the schema from version i to i + 1
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    (
-        """CREATE TABLE streams (
-             stream TEXT PRIMARY KEY,
-             node TEXT NOT NULL,
-             low_seq INTEGER NOT NULL)""",
-        """CREATE TABLE stream_seqs (
-             stream TEXT NOT NULL,
-             seq INTEGER NOT NULL,
-             PRIMARY KEY (stream, seq))""",
-        """CREATE TABLE nodes (
-             node TEXT PRIMARY KEY,
-             site TEXT NOT NULL,
-             cluster TEXT NOT NULL,
-             labels TEXT NOT NULL,
-             last_seen DOUBLE PRECISION NOT NULL,
-             readings BIGINT NOT NULL)""",
-        """CREATE TABLE devices (
-             slot INTEGER PRIMARY KEY,
-             node TEXT NOT NULL,
-             device TEXT NOT NULL,
-             kind TEXT NOT NULL,
-             idx INTEGER NOT NULL,
-             model TEXT,
-             power_limit_w DOUBLE PRECISION,
-             slowdown_c DOUBLE PRECISION,
-             shutdown_c DOUBLE PRECISION,
-             last_ts DOUBLE PRECISION,
-             last_power_w DOUBLE PRECISION,
-             last_energy_j DOUBLE PRECISION,
-             temp_c DOUBLE PRECISION,
-             mem_temp_c DOUBLE PRECISION,
-             util DOUBLE PRECISION,
-             mem_util DOUBLE PRECISION,
-             sm_clock_hz DOUBLE PRECISION,
-             clock_events DOUBLE PRECISION,
-             mem_used_bytes DOUBLE PRECISION,
-             energy_j DOUBLE PRECISION NOT NULL,
-             unmeasured_s DOUBLE PRECISION NOT NULL,
-             resets BIGINT NOT NULL,
-             anomalies BIGINT NOT NULL,
-             late BIGINT NOT NULL,
-             UNIQUE (node, device))""",
-        """CREATE TABLE usage (
-             month TEXT NOT NULL,
-             slot INTEGER NOT NULL,
-             site TEXT NOT NULL,
-             cluster TEXT NOT NULL,
-             it_j DOUBLE PRECISION NOT NULL,
-             cooling_j DOUBLE PRECISION NOT NULL,
-             it_cost DOUBLE PRECISION NOT NULL,
-             cooling_cost DOUBLE PRECISION NOT NULL,
-             carbon_g DOUBLE PRECISION NOT NULL,
-             unmeasured_s DOUBLE PRECISION NOT NULL,
-             PRIMARY KEY (month, slot, site, cluster))""",
-        """CREATE TABLE quarters (
-             site TEXT NOT NULL,
-             cluster TEXT NOT NULL,
-             start_minute BIGINT NOT NULL,
-             month TEXT NOT NULL,
-             it_j DOUBLE PRECISION NOT NULL,
-             facility_j DOUBLE PRECISION NOT NULL,
-             cost DOUBLE PRECISION NOT NULL,
-             PRIMARY KEY (site, cluster, start_minute))""",
-        "CREATE INDEX quarters_by_month ON quarters (site, month)",
-    ),
-    (
-        # the all-time sums behind /metrics counters, stored as the exact values shown: a sum of
-        # usage rows re-added at start could come out a rounding error lower, and a counter
-        # that goes down is a reset to Prometheus
-        """CREATE TABLE site_totals (
-             site TEXT PRIMARY KEY,
-             cooling_j DOUBLE PRECISION NOT NULL,
-             it_cost DOUBLE PRECISION NOT NULL,
-             cooling_cost DOUBLE PRECISION NOT NULL,
-             carbon_g DOUBLE PRECISION NOT NULL)""",
-        """INSERT INTO site_totals (site, cooling_j, it_cost, cooling_cost, carbon_g)
-             SELECT site, SUM(cooling_j), SUM(it_cost), SUM(cooling_cost), SUM(carbon_g)
-             FROM usage GROUP BY site""",
-    ),
-    (
-        # the roll-up of old quarter-hours (rollup_after_days): their sums per UTC hour (every
-        # quarter-hour of a site's clock lies in one UTC hour: offsets are multiples of 15 min),
-        # and, kept before they go, each month's highest site quarter-hour
-        """CREATE TABLE hours (
-             site TEXT NOT NULL,
-             cluster TEXT NOT NULL,
-             month TEXT NOT NULL,
-             start_minute BIGINT NOT NULL,
-             it_j DOUBLE PRECISION NOT NULL,
-             facility_j DOUBLE PRECISION NOT NULL,
-             cost DOUBLE PRECISION NOT NULL,
-             PRIMARY KEY (site, cluster, month, start_minute))""",
-        """CREATE TABLE month_peaks (
-             site TEXT NOT NULL,
-             month TEXT NOT NULL,
-             facility_j DOUBLE PRECISION NOT NULL,
-             PRIMARY KEY (site, month))""",
-    ),
-    (
-        # clock_events is NVML's unsigned 64-bit bitmask: kept exactly as a BIGINT holding its
-        # two's complement (a DOUBLE rounds bits above 2^53, and 2^70 made /v1/nodes fail). A
-        # stored value that no bitmask can be (negative, 2^64 or more) is forgotten.
-        "ALTER TABLE devices ADD COLUMN clock_events_bits BIGINT",
-        """UPDATE devices SET clock_events_bits = CASE
-             WHEN clock_events >= 0 AND clock_events < 9223372036854775808.0
-               THEN CAST(clock_events AS BIGINT)
-             WHEN clock_events >= 9223372036854775808.0 AND clock_events < 18446744073709551616.0
-               THEN CAST(clock_events - 18446744073709551616.0 AS BIGINT)
-             ELSE NULL END""",
-        "ALTER TABLE devices DROP COLUMN clock_events",
-        "ALTER TABLE devices RENAME COLUMN clock_events_bits TO clock_events",
-        # the device kinds' extra fields: a meter's or sensor's role, a partition's parent and share
-        "ALTER TABLE devices ADD COLUMN role TEXT",
-        "ALTER TABLE devices ADD COLUMN parent TEXT",
-        "ALTER TABLE devices ADD COLUMN share DOUBLE PRECISION",
-    ),
+from wattledger.collector.accounting.pricing import SiteSums
+from wattledger.collector.accounting.readings import LATEST
+from wattledger.collector.accounting.siteclock import parse_month
+from wattledger.collector.store import sql
+from wattledger.collector.store.base import (
+    KEEP_QUARTERS_SECONDS,
+    Changes,
+    FleetData,
+    GroupBy,
+    HeldDevices,
+    Ints,
+    NodeState,
+    Row,
+    StoreError,
+    StreamState,
+    Upkeep,
 )
-SCHEMA_VERSION = len(MIGRATIONS)
+from wattledger.collector.store.devicetable import DEVICE_COLUMNS, DeviceTable
+from wattledger.collector.store.migrations import SQLITE_MIGRATIONS
+from wattledger.wire import DeviceInfo
 
-DEVICE_COLUMNS = ("slot", "node", "device", "kind", "idx", "model", "power_limit_w", "slowdown_c",
-                  "shutdown_c", "last_ts", "last_power_w", "last_energy_j", "temp_c", "mem_temp_c",
-                  "util", "mem_util", "sm_clock_hz", "mem_used_bytes", "energy_j",
-                  "unmeasured_s", "resets", "anomalies", "late", "clock_events", "role", "parent",
-                  "share")
-
-
-class StoreError(RuntimeError):
-    """The store cannot be opened or is of a newer schema than this collector knows."""
+SCHEMA_VERSION = len(SQLITE_MIGRATIONS)
+MIGRATIONS = SQLITE_MIGRATIONS
 
 
 def sqlite_path(db_url: str) -> str:
@@ -185,9 +73,9 @@ def _upsert(table: str, columns: Sequence[str], key: Sequence[str], add: bool) -
             f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}")
 
 
+NODE_COLUMNS = ("node", "site", "cluster", "labels", "last_seen", "readings", "conflicts", "conflict_at")
 _UPSERT_STREAM = _upsert("streams", ("stream", "node", "low_seq"), ("stream",), add=False)
-_UPSERT_NODE = _upsert("nodes", ("node", "site", "cluster", "labels", "last_seen", "readings"),
-                       ("node",), add=False)
+_UPSERT_NODE = _upsert("nodes", NODE_COLUMNS, ("node",), add=False)
 _UPSERT_DEVICE = _upsert("devices", DEVICE_COLUMNS, ("slot",), add=False)
 _UPSERT_SITE_TOTALS = _upsert("site_totals", ("site", "cooling_j", "it_cost", "cooling_cost", "carbon_g"),
                               ("site",), add=False)
@@ -200,34 +88,21 @@ _ADD_QUARTER = (
     "it_j = quarters.it_j + excluded.it_j, facility_j = quarters.facility_j + excluded.facility_j, "
     "cost = quarters.cost + excluded.cost")
 
-# the month's highest site quarter-hour (all clusters) among those about to be rolled up, kept
-# if higher than the one kept before
-_KEEP_PEAKS = (
-    "INSERT INTO month_peaks (site, month, facility_j) "
-    "SELECT site, month, MAX(facility_j) FROM (SELECT site, month, SUM(facility_j) AS facility_j "
-    "FROM quarters WHERE start_minute < ? GROUP BY site, month, start_minute) AS site_quarters "
-    "GROUP BY site, month "
-    "ON CONFLICT (site, month) DO UPDATE SET "
-    "facility_j = CASE WHEN excluded.facility_j > month_peaks.facility_j "
-    "THEN excluded.facility_j ELSE month_peaks.facility_j END")
-_ADD_HOURS = (
-    "INSERT INTO hours (site, cluster, month, start_minute, it_j, facility_j, cost) "
-    "SELECT site, cluster, month, (start_minute / 60) * 60, SUM(it_j), SUM(facility_j), SUM(cost) "
-    "FROM quarters WHERE start_minute < ? GROUP BY site, cluster, month, start_minute / 60 "
-    "ON CONFLICT (site, cluster, month, start_minute) DO UPDATE SET "
-    "it_j = hours.it_j + excluded.it_j, facility_j = hours.facility_j + excluded.facility_j, "
-    "cost = hours.cost + excluded.cost")
 
+class SqliteStore:
+    """One SQLite connection and the ledger's state in memory, used under ``lock``."""
 
-class Store:
-    """One SQLite connection, used under the ledger's lock (so from any one thread at a time)."""
+    backend = "sqlite"
+    shared = False
 
-    def __init__(self, db_url: str) -> None:
+    def __init__(self, db_url: str, clock: Callable[[], float] = time.time) -> None:
         path = sqlite_path(db_url)
         if path != ":memory:":
             parent = Path(path).parent
             if not parent.is_dir():
                 raise StoreError(f"cannot open the ledger {path}: folder {parent} does not exist")
+        self._clock = clock
+        self.lock = threading.RLock()
         try:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -236,6 +111,9 @@ class Store:
             self._migrate()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the ledger {path}: {exc}") from None
+        self._load()
+
+    # ---- schema ---------------------------------------------------------------------------
 
     def _migrate(self) -> None:
         version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
@@ -245,7 +123,7 @@ class Store:
         for target in range(version + 1, SCHEMA_VERSION + 1):
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                for statement in MIGRATIONS[target - 1]:
+                for statement in SQLITE_MIGRATIONS[target - 1]:
                     self._db.execute(statement)
                 self._db.execute(f"PRAGMA user_version = {target}")
                 self._db.execute("COMMIT")
@@ -257,12 +135,79 @@ class Store:
     def schema_version(self) -> int:
         return int(self._db.execute("PRAGMA user_version").fetchone()[0])
 
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        return self._db.execute(sql, params).fetchall()
+    def query(self, statement: str, params: Sequence[Any] = ()) -> list[Row]:
+        """Rows of one read-only statement (diagnostics and tests; the ledger uses the methods)."""
+        with self.lock:
+            return self._db.execute(statement, params).fetchall()
 
-    def commit_ingest(self, *, streams: Iterable[Row], seqs_added: Iterable[Row],
-                      seqs_dropped: Iterable[Row], nodes: Iterable[Row], devices: Iterable[Row],
-                      usage: Iterable[Row], quarters: Iterable[Row], site_totals: Iterable[Row]) -> None:
+    # ---- the cache --------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        """(Re)build every in-memory structure from the tables."""
+        db = self._db
+        self.devices = DeviceTable()
+        self.devices.load(db.execute(f"SELECT {', '.join(DEVICE_COLUMNS)} FROM devices").fetchall())
+        self.streams = {s: StreamState(node, int(low))
+                        for s, node, low in db.execute("SELECT stream, node, low_seq FROM streams")}
+        for stream, seq in db.execute("SELECT stream, seq FROM stream_seqs"):
+            self.streams[stream].above.add(int(seq))
+        self.node_states = {
+            node: NodeState(site, cluster, json.loads(labels), float(seen), int(readings), int(conflicts),
+                            conflict_at)
+            for node, site, cluster, labels, seen, readings, conflicts, conflict_at in db.execute(
+                f"SELECT {', '.join(NODE_COLUMNS)} FROM nodes")}
+        #: per site: all-time sums (the counters of /metrics, exactly as stored) and per month
+        self.site_totals: dict[str, SiteSums] = {
+            site: SiteSums(0.0, cool_j, it_cost, cool_cost, carbon)
+            for site, cool_j, it_cost, cool_cost, carbon in db.execute(
+                "SELECT site, cooling_j, it_cost, cooling_cost, carbon_g FROM site_totals")}
+        self.site_months: dict[tuple[str, int], SiteSums] = {}
+        for site, month, it_j, cool_j, it_cost, cool_cost, carbon in db.execute(
+                "SELECT site, month, SUM(it_j), SUM(cooling_j), SUM(it_cost), SUM(cooling_cost), "
+                "SUM(carbon_g) FROM usage GROUP BY site, month"):
+            self.site_months[(site, parse_month(month))] = SiteSums(it_j, cool_j, it_cost, cool_cost, carbon)
+        #: per (site, quarter start minute): facility joules and energy cost, all clusters
+        self.quarters: dict[tuple[str, int], list[float]] = {}
+        horizon = self._clock() - KEEP_QUARTERS_SECONDS
+        for site, month, start, facility_j, cost in db.execute(
+                "SELECT site, month, start_minute, SUM(facility_j), SUM(cost) FROM quarters "
+                "GROUP BY site, month, start_minute"):
+            sums = self.site_months.setdefault((site, parse_month(month)), SiteSums())
+            sums.peak_quarter_facility_j = max(sums.peak_quarter_facility_j, facility_j)
+            if start * 60.0 >= horizon:
+                self.quarters[(site, int(start))] = [facility_j, cost]
+        # the peaks of quarter-hours rolled up into hours (kept before they went)
+        for site, month, facility_j in db.execute("SELECT site, month, facility_j FROM month_peaks"):
+            sums = self.site_months.setdefault((site, parse_month(month)), SiteSums())
+            sums.peak_quarter_facility_j = max(sums.peak_quarter_facility_j, facility_j)
+
+    # ---- ingest -----------------------------------------------------------------------------
+
+    @contextmanager
+    def ingest(self) -> Iterator[_Unit]:
+        with self.lock:
+            unit = _Unit(self)
+            try:
+                yield unit
+                unit.finish()
+            except BaseException:
+                if unit.dirty:
+                    self._load()  # the transaction rolled back: memory back to what is stored
+                else:  # refused before anything was written: only new streams to forget
+                    for stream in unit.new_streams:
+                        self.streams.pop(stream, None)
+                raise
+
+    def _stored_quarter(self, site: str, start: int) -> list[float]:
+        """[facility J, cost] of a site's quarter-hour as committed (all clusters)."""
+        ((facility_j, cost),) = self._db.execute(
+            "SELECT COALESCE(SUM(facility_j), 0), COALESCE(SUM(cost), 0) FROM quarters "
+            "WHERE site = ? AND start_minute = ?", (site, start)).fetchall()
+        return [float(facility_j), float(cost)]
+
+    def _commit(self, *, streams: Iterable[Row], seqs_added: Iterable[Row], seqs_dropped: Iterable[Row],
+                nodes: Iterable[Row], devices: Iterable[Row], usage: Iterable[Row], quarters: Iterable[Row],
+                site_totals: Iterable[Row]) -> None:
         """Write everything one ingest changed, in one transaction (all or nothing)."""
         db = self._db
         db.execute("BEGIN IMMEDIATE")
@@ -281,16 +226,62 @@ class Store:
                 db.execute("ROLLBACK")
             raise
 
-    def roll_up(self, before_minute: int) -> int:
-        """Roll quarter-hours that start before ``before_minute`` (a UTC hour) up into ``hours``,
-        keeping each month's highest site quarter-hour in ``month_peaks`` first; one transaction.
-        Returns the quarter rows rolled up."""
+    # ---- reading ----------------------------------------------------------------------------
+
+    def fleet(self, months: Mapping[str, int], since_minute: float, until_minute: float) -> FleetData:
+        with self.lock:
+            return FleetData(
+                site_totals={site: replace(sums) for site, sums in self.site_totals.items()},
+                month_sums={site: replace(self.site_months.get((site, month), SiteSums()))
+                            for site, month in months.items()},
+                day_cost={site: self.day_cost(site, since_minute, until_minute) for site in months},
+                nodes={name: replace(state, labels=dict(state.labels))
+                       for name, state in self.node_states.items()},
+                devices=self.devices.snapshot())
+
+    def month_sums(self, site: str, month: int) -> SiteSums:
+        with self.lock:
+            return replace(self.site_months.get((site, month), SiteSums()))
+
+    def day_cost(self, site: str, since_minute: float, until_minute: float) -> float:
+        """Energy cost of the site's quarter-hours that start in [since, until] (kept in memory)."""
+        with self.lock:
+            return sum(cost for (s, start), (_, cost) in self.quarters.items()
+                       if s == site and since_minute <= start <= until_minute)
+
+    def spend_sums(self, site: str, month: str, group_by: GroupBy) -> list[Row]:
+        return self.query(sql.dialect(sql.spend_sums(group_by), "?"), (month, site))
+
+    def cluster_day_cost(self, site: str, since_minute: float, until_minute: float) -> dict[str, float]:
+        return {str(cluster): float(cost) for cluster, cost in self.query(
+            sql.dialect(sql.CLUSTER_DAY_COST, "?"), (site, since_minute, until_minute))}
+
+    def stream(self, stream: str) -> StreamState | None:
+        with self.lock:
+            state = self.streams.get(stream)
+            return None if state is None else StreamState(state.node, state.low, set(state.above))
+
+    def node_names(self) -> list[str]:
+        with self.lock:
+            return sorted(self.node_states)
+
+    # ---- upkeep -----------------------------------------------------------------------------
+
+    def upkeep(self, rollup_before_minute: int | None, forget_before_minute: float) -> Upkeep:
+        """Forget quarter-hours older than memory keeps; roll up the old ones (one transaction)."""
+        with self.lock:
+            for key in [k for k in self.quarters if k[1] < forget_before_minute]:
+                del self.quarters[key]
+            rolled = 0 if rollup_before_minute is None else self._roll_up(rollup_before_minute)
+            return Upkeep(rolled, {name: s.last_seen for name, s in self.node_states.items()})
+
+    def _roll_up(self, before_minute: int) -> int:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.execute(_KEEP_PEAKS, (before_minute,))
-            db.execute(_ADD_HOURS, (before_minute,))
-            rolled = db.execute("DELETE FROM quarters WHERE start_minute < ?", (before_minute,)).rowcount
+            db.execute(sql.dialect(sql.KEEP_PEAKS, "?"), (before_minute,))
+            db.execute(sql.dialect(sql.ADD_HOURS, "?"), (before_minute,))
+            rolled = db.execute(sql.dialect(sql.DROP_QUARTERS, "?"), (before_minute,)).rowcount
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
@@ -298,12 +289,141 @@ class Store:
             raise
         return int(rolled)
 
+    def ping(self) -> None:
+        with self.lock:
+            self._db.execute("SELECT 1").fetchall()
+
     def size_bytes(self) -> int:
         """Bytes the database takes (pages in use, WAL folded in first)."""
-        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        pages = int(self._db.execute("PRAGMA page_count").fetchone()[0])
-        free = int(self._db.execute("PRAGMA freelist_count").fetchone()[0])
-        return (pages - free) * int(self._db.execute("PRAGMA page_size").fetchone()[0])
+        with self.lock:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            pages = int(self._db.execute("PRAGMA page_count").fetchone()[0])
+            free = int(self._db.execute("PRAGMA freelist_count").fetchone()[0])
+            return (pages - free) * int(self._db.execute("PRAGMA page_size").fetchone()[0])
 
     def close(self) -> None:
-        self._db.close()
+        with self.lock:
+            self._db.close()
+
+
+class _Unit:
+    """One ingest against the cache; its rows are written by ``write`` in one transaction."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+        self.new_streams: list[str] = []
+        self._new_slots: list[int] = []
+        self.dirty = False  # memory changed beyond new streams (devices added, rows written)
+        self._written = False
+
+    def hold(self, streams: Mapping[str, tuple[str, int]], devices: Sequence[tuple[str, str]]
+             ) -> tuple[dict[str, StreamState], HeldDevices]:
+        store = self._store
+        states: dict[str, StreamState] = {}
+        for stream, (node, first_seq) in streams.items():
+            state = store.streams.get(stream)
+            if state is None:  # a new stream starts where its first batch is (sent in seq order)
+                state = store.streams[stream] = StreamState(node, first_seq - 1)
+                self.new_streams.append(stream)
+            states[stream] = state
+        table = store.devices
+        slots = np.fromiter((table.find(node, device) for node, device in devices), dtype=np.int64,
+                            count=len(devices))
+        known = slots >= 0
+
+        def column(name: str) -> Any:
+            values = np.full(len(devices), np.nan)
+            values[known] = table.floats[name][slots[known]]
+            return values
+
+        owner = [table.stream[slot] if slot >= 0 else None for slot in slots.tolist()]
+        return states, HeldDevices(slots, column("last_ts"), column("last_power_w"),
+                                   column("last_energy_j"), owner, column("stream_seen"))
+
+    def create_devices(self, keys: Sequence[tuple[str, DeviceInfo]]) -> Ints:
+        table = self._store.devices
+        slots = [table.add_info(node, info) for node, info in keys]
+        self._new_slots.extend(slots)
+        self.dirty = True
+        return np.array(slots, dtype=np.int64)
+
+    def write(self, changes: Changes) -> None:
+        """Apply the changes to memory, then write every row they touched (one transaction)."""
+        store = self._store
+        self.dirty = self._written = True
+        touched_nodes: set[str] = set()
+        for change in changes.nodes:
+            node = store.node_states.get(change.node)
+            if node is None:
+                node = store.node_states[change.node] = NodeState(change.site, change.cluster, {},
+                                                                  change.seen, 0)
+            node.site, node.cluster, node.labels = change.site, change.cluster, dict(change.labels)
+            node.last_seen = change.seen
+            node.readings += change.readings
+            touched_nodes.add(change.node)
+        for conflict in changes.conflicts:
+            state = store.node_states.get(conflict.node)
+            if state is not None:
+                state.conflicts += conflict.refused
+                state.conflict_at = conflict.at
+                touched_nodes.add(conflict.node)
+        slots = set(self._new_slots)
+        if changes.devices is not None:
+            self._apply_devices(changes)
+            slots.update(changes.devices.slots.tolist())
+        for site, month, *values in changes.site_months:
+            store.site_totals.setdefault(site, SiteSums()).add(*values)
+            store.site_months.setdefault((site, month), SiteSums()).add(*values)
+        for site, _, start, month, _, facility_j, cost in changes.quarters:
+            held = store.quarters.get((site, start))
+            if held is None:  # new, or older than memory keeps (a late backfill): ask the store
+                held = store.quarters[(site, start)] = store._stored_quarter(site, start)
+            held[0] += facility_j
+            held[1] += cost
+            sums = store.site_months.setdefault((site, parse_month(month)), SiteSums())
+            sums.peak_quarter_facility_j = max(sums.peak_quarter_facility_j, held[0])
+        stream_rows = {stream: (stream, node, low) for stream, node, low in changes.streams}
+        for stream in self.new_streams:
+            if stream not in stream_rows:
+                mark = store.streams[stream]
+                stream_rows[stream] = (stream, mark.node, mark.low)
+        self.new_streams = []
+        node_rows = [(n, s.site, s.cluster, json.dumps(s.labels, sort_keys=True), s.last_seen, s.readings,
+                      s.conflicts, s.conflict_at)
+                     for n in sorted(touched_nodes) for s in [store.node_states[n]]]
+        sites = sorted({row[0] for row in changes.site_months})
+        totals = [(site, t.cooling_j, t.it_cost, t.cooling_cost, t.carbon_g)
+                  for site in sites for t in [store.site_totals[site]]]
+        store._commit(streams=[stream_rows[s] for s in sorted(stream_rows)], seqs_added=changes.seqs_added,
+                      seqs_dropped=changes.seqs_dropped, nodes=node_rows,
+                      devices=store.devices.rows(sorted(slots)), usage=changes.usage,
+                      quarters=changes.quarters, site_totals=totals)
+
+    def _apply_devices(self, changes: Changes) -> None:
+        ch = changes.devices
+        assert ch is not None
+        table = self._store.devices
+        f, counts, slots = table.floats, table.counts, ch.slots
+        for slot, info, owner in zip(slots.tolist(), ch.infos, ch.owner, strict=True):
+            table.set_info(slot, info)
+            table.stream[slot] = owner
+        # a group's devices are distinct: plain fancy-index additions are exact here
+        f["energy_j"][slots] += ch.energy_j
+        f["unmeasured_s"][slots] += ch.unmeasured_s
+        f["stream_seen"][slots] = ch.owner_seen
+        counts["resets"][slots] += ch.resets
+        counts["anomalies"][slots] += ch.anomalies
+        counts["late"][slots] += ch.late
+        up, newest = ch.updated, ch.newest
+        f["last_ts"][up] = newest["ts"]
+        f["last_power_w"][up] = newest["power_w"]
+        f["last_energy_j"][up] = newest["energy_j"]
+        for name in LATEST:
+            f[name][up] = newest[name]
+        table.clock_events[up] = newest["clock_events"]
+        table.has_clock_events[up] = newest["has_clock_events"]
+
+    def finish(self) -> None:
+        """At the end of a clean ingest: new streams or devices not yet written are written."""
+        if not self._written and (self.new_streams or self._new_slots):
+            self.write(Changes())

@@ -1,0 +1,107 @@
+"""From one group's readings to intervals and each device's next state (DESIGN.md, "Accounting").
+
+The readings of a group of batches arrive with the accounting state of every device they
+name — its last committed reading, its power limit, whether its energy is IT energy — with
+the devices numbered 0..k-1 for this group only. What comes out is what the ledger adds and
+the state it leaves behind: the intervals of IT devices (rules 1-3, ``intervals.py``), each
+device's counter increments and its newest reading. An interval that spans two batches, two
+streams or a restart is the same interval as if it had come in one batch, because the state
+is the device's last *committed* reading, wherever it was committed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+import numpy.typing as npt
+
+from wattledger.collector.accounting import intervals
+
+Floats = npt.NDArray[np.float64]
+Ints = npt.NDArray[np.int64]
+Bools = npt.NDArray[np.bool_]
+Events = npt.NDArray[np.uint64]
+
+#: the latest values of a device (NaN = not reported), as shown on /metrics and /v1/nodes
+LATEST = ("temp_c", "mem_temp_c", "util", "mem_util", "sm_clock_hz", "mem_used_bytes")
+
+
+@dataclass(frozen=True)
+class DeviceStates:
+    """Per device of the group (0..k-1): where its accounting stands before this group."""
+
+    last_ts: Floats        # NaN: no reading committed yet
+    last_power_w: Floats
+    last_energy_j: Floats
+    power_limit_w: Floats  # as the group's batches declare it (NaN: unknown, never anomalous)
+    it_energy: Bools       # False for meters, sensors and partitions
+
+
+@dataclass(frozen=True)
+class Readings:
+    """A group's readings, any order; ``device`` numbers the group's devices 0..k-1."""
+
+    device: Ints
+    group: Ints  # the (site, cluster) each reading is filed under
+    ts: Floats
+    power_w: Floats
+    energy_j: Floats
+    temp_c: Floats
+    mem_temp_c: Floats
+    util: Floats
+    mem_util: Floats
+    sm_clock_hz: Floats
+    mem_used_bytes: Floats
+    clock_events: Events
+    has_clock_events: Bools
+
+    def take(self, index: Ints | Bools) -> Readings:
+        return Readings(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
+
+@dataclass(frozen=True)
+class Accounted:
+    """What one group adds to its devices, and the state it leaves them in."""
+
+    intervals: intervals.Intervals  # of IT devices; ``slot`` is the group's device number
+    interval_group: Ints            # the (site, cluster) of each interval (its closing reading's)
+    # increments per device of the group (0..k-1)
+    energy_j: Floats
+    unmeasured_s: Floats
+    resets: Ints
+    anomalies: Ints
+    late: Ints
+    # the newest reading of each device that had one (its new state and latest values)
+    updated: Ints  # device numbers, ascending
+    newest: Readings  # aligned with ``updated``
+
+
+def account(readings: Readings, state: DeviceStates, *, max_gap_seconds: float) -> Accounted:
+    """Apply the accounting rules to a group's readings against its devices' committed state."""
+    k = state.last_ts.shape[0]
+    r = readings.take(np.lexsort((readings.ts, readings.device)))
+    late = intervals.late_readings(r.device, r.ts, state.last_ts)
+    late_counts = np.bincount(r.device[late], minlength=k).astype(np.int64)
+    if late.any():
+        r = r.take(~late)
+    iv = intervals.account(
+        r.device, r.ts, r.power_w, r.energy_j, state_ts=state.last_ts, state_power_w=state.last_power_w,
+        state_energy_j=state.last_energy_j, power_limit_w=state.power_limit_w,
+        max_gap_seconds=max_gap_seconds)
+    if r.device.shape[0]:
+        last = np.flatnonzero(np.append(r.device[1:] != r.device[:-1], True))
+    else:
+        last = np.zeros(0, dtype=np.int64)
+    # meters, sensors and partitions add no IT energy and no unmeasured time: their readings
+    # move the device's state and latest values, nothing more
+    it = state.it_energy[iv.slot]
+    if not it.all():
+        iv = intervals.Intervals(*(getattr(iv, f.name)[it] for f in fields(intervals.Intervals)))
+    return Accounted(
+        intervals=iv, interval_group=r.group[iv.reading],
+        energy_j=np.bincount(iv.slot, weights=iv.energy_j, minlength=k).astype(np.float64),
+        unmeasured_s=np.bincount(iv.slot, weights=iv.unmeasured_s, minlength=k).astype(np.float64),
+        resets=np.bincount(iv.slot[iv.reset], minlength=k).astype(np.int64),
+        anomalies=np.bincount(iv.slot[iv.anomaly], minlength=k).astype(np.int64),
+        late=late_counts, updated=r.device[last], newest=r.take(last))

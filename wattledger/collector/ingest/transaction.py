@@ -1,0 +1,316 @@
+"""The ingest transaction: a group of batches deduped, accounted and stored, all or nothing.
+
+``Bookkeeper.ingest`` takes any number of validated batches (the group-commit writer hands it
+every batch waiting). In ONE store transaction it
+
+1. reads and locks the group's streams and devices (``IngestUnit.hold``): each stream's
+   committed seqs, each device's last committed reading and owner stream;
+2. drops the batches already committed (``dedupe.py``), refuses the batches whose devices
+   another live stream of the node holds (409: two agents for one node, below);
+3. accounts the rest against the devices' committed state (``accounting/readings.py``) and
+   prices every device-minute at the site's tariff in local time (``accounting/pricing.py``);
+4. writes the new marks and states and adds the sums (``IngestUnit.write``).
+
+The store decides where that state lives (SQLite: the one writer's memory; PostgreSQL: rows
+locked in the transaction), so the same code holds on one process or on many replicas.
+
+Two agents for one node (a cloned host, a copied token): a device belongs to the stream whose
+batches its readings come from. A batch of another stream whose readings of a device do not
+start after the device's last committed reading, while that device's stream had a batch
+committed in the last ``stale_after_seconds``, is refused 409 (the agent keeps it and sends it
+again): two agents reading the same devices overlap in time. Readings that start after the last
+committed one are a hand-over (a re-imaged host with a fresh spool, a salvaged spool): the new
+stream takes the device over at once, and the old one, should it come back, is refused. Once
+a stream has been silent for ``stale_after_seconds`` any other takes its devices over.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from wattledger.collector.accounting.pricing import SitePrices, price
+from wattledger.collector.accounting.readings import LATEST, DeviceStates, Readings, account
+from wattledger.collector.accounting.siteclock import month_text
+from wattledger.collector.ingest import dedupe
+from wattledger.collector.sites import SiteConfig
+from wattledger.collector.store.base import (
+    Changes,
+    DeviceChanges,
+    Floats,
+    HeldDevices,
+    NodeChange,
+    NodeConflicts,
+    Store,
+    StreamState,
+)
+from wattledger.contract import NOT_IT_KINDS
+from wattledger.wire import Batch, BatchError, DeviceInfo, ValidBatch
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SITE = "default"
+#: one "two agents" line per node per this many seconds (each refused batch is counted anyway)
+CONFLICT_LOG_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """The answer to one batch: readings committed, or a re-sent batch already committed."""
+
+    accepted: int
+    duplicate: bool
+
+
+class UnknownSite(BatchError):
+    """A batch whose ``site`` label (default ``default``) names no configured site: 422."""
+
+    def __init__(self, site: str) -> None:
+        super().__init__(422, "unknown site", "labels.site",
+                         f"site {site!r} is not configured on this collector")
+
+
+class StreamOfAnotherNode(BatchError):
+    """A batch on a stream that another node already uses: 422 (dedupe is per stream)."""
+
+    def __init__(self, stream: str, owner: str) -> None:
+        super().__init__(422, "invalid batch", "stream",
+                         f"stream {stream!r} belongs to node {owner!r}")
+
+
+class DuplicateAgent(BatchError):
+    """A batch whose devices another live stream of the node holds: 409, send it again later."""
+
+    def __init__(self, node: str, stream: str, device: str, owner: str, age: float,
+                 stale_after: float) -> None:
+        wait = max(1, min(60, math.ceil(stale_after - age)))
+        super().__init__(
+            409, "duplicate agent", "stream",
+            f"the readings of device {device!r} of node {node!r} overlap those of stream {owner!r}, "
+            f"which sent it {age:.0f} s ago: two agents push for this node (a cloned host or a copied "
+            "token). "
+            f"Stream {stream!r} takes the node's devices over once {owner!r} has been silent for "
+            f"{stale_after:g} s; until then its batches are refused")
+        self.headers = {"Retry-After": str(wait)}
+
+
+def site_and_cluster(batch: Batch) -> tuple[str, str]:
+    """A node's site is its ``site`` label (default ``default``); its cluster its ``cluster``."""
+    return batch.labels.get("site", DEFAULT_SITE), batch.labels.get("cluster", "")
+
+
+class Bookkeeper:
+    """Books groups of batches into the ledger's store (one transaction per group)."""
+
+    def __init__(self, store: Store, sites: Mapping[str, SiteConfig], *, max_gap_seconds: float = 30.0,
+                 stale_after_seconds: float = 120.0, clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.store = store
+        self.sites = dict(sites)
+        self.max_gap_seconds = max_gap_seconds
+        self.stale_after_seconds = stale_after_seconds
+        self.clock = clock
+        self._monotonic = monotonic
+        names = sorted(self.sites)
+        self._site_index = {name: i for i, name in enumerate(names)}
+        self._prices = SitePrices([self.sites[name] for name in names])
+        #: the (site, cluster) pairs readings are filed under, numbered
+        self._groups: list[tuple[str, str]] = []
+        self._group_index: dict[tuple[str, str], int] = {}
+        self._group_site: list[int] = []
+        #: transactions this process committed: the read model's read-your-writes mark
+        self.commits = 0
+        self._conflict_logged: dict[str, float] = {}
+
+    def check(self, vb: ValidBatch) -> None:
+        """Raise the refusal that needs no store: a site this collector does not have."""
+        site, _ = site_and_cluster(vb.batch)
+        if site not in self.sites:
+            raise UnknownSite(site)
+
+    def _group(self, site: str, cluster: str) -> int:
+        key = (site, cluster)
+        index = self._group_index.get(key)
+        if index is None:
+            index = self._group_index[key] = len(self._groups)
+            self._groups.append(key)
+            self._group_site.append(self._site_index[site])
+        return index
+
+    def ingest(self, batches: Sequence[ValidBatch]) -> list[IngestResult | BatchError]:
+        """Dedupe, account and commit the batches in ONE transaction; one result per batch: an
+        IngestResult, or the BatchError that refuses that batch alone (409, two agents).
+
+        A batch that must refuse the whole call (unknown site, another node's stream) raises its
+        BatchError before anything is written, with ``batch_index`` set to its position; the
+        other batches of the call are then not committed either (send them again).
+        """
+        for number, vb in enumerate(batches):
+            try:
+                self.check(vb)
+            except BatchError as exc:
+                exc.batch_index = number  # type: ignore[attr-defined]
+                raise
+        now = self.clock()
+        firsts: dict[str, tuple[str, int]] = {}
+        keys: dict[tuple[str, str], int] = {}
+        for vb in batches:
+            b = vb.batch
+            first = firsts.get(b.stream)
+            if first is None or b.seq < first[1]:
+                firsts[b.stream] = (b.node, b.seq)
+            for info in b.devices:
+                keys.setdefault((b.node, info.id), len(keys))
+        key_list = list(keys)
+        with self.store.ingest() as unit:
+            states, held = unit.hold(firsts, key_list)
+            for number, vb in enumerate(batches):
+                owner = states[vb.batch.stream].node
+                if owner != vb.batch.node:
+                    wrong = StreamOfAnotherNode(vb.batch.stream, owner)
+                    wrong.batch_index = number  # type: ignore[attr-defined]
+                    raise wrong
+            is_fresh = dedupe.fresh(batches, states)
+            results: list[IngestResult | BatchError] = [IngestResult(0, True)] * len(batches)
+            fresh = [number for number, new in enumerate(is_fresh) if new]
+            if not fresh:
+                return results
+            infos: dict[int, DeviceInfo] = {}
+            for number in fresh:
+                b = batches[number].batch
+                for info in b.devices:
+                    infos[keys[(b.node, info.id)]] = info
+            slots = held.slots.copy()
+            new = [k for k in sorted(infos) if slots[k] < 0]
+            if new:
+                slots[new] = unit.create_devices([(key_list[k][0], infos[k]) for k in new])
+            owners, seen, last_ts = list(held.owner), held.owner_seen.copy(), held.last_ts.copy()
+            accepted: list[int] = []
+            conflicts: dict[str, NodeConflicts] = {}
+            for number in fresh:
+                refusal = self._claim(batches[number], keys, key_list, owners, seen, last_ts, now)
+                if refusal is None:
+                    accepted.append(number)
+                    results[number] = IngestResult(len(batches[number].columns), False)
+                else:
+                    results[number] = refusal
+                    b = batches[number].batch
+                    before = conflicts.get(b.node)
+                    conflicts[b.node] = NodeConflicts(b.node, 1 + (before.refused if before else 0), now,
+                                                      b.stream)
+            changes = Changes(conflicts=[conflicts[n] for n in sorted(conflicts)])
+            if accepted:
+                self._book([batches[n] for n in accepted], keys, held, slots, infos, owners, now, changes,
+                           states)
+            unit.write(changes)
+        self.commits += 1
+        return results
+
+    def _claim(self, vb: ValidBatch, keys: Mapping[tuple[str, str], int], key_list: Sequence[tuple[str, str]],
+               owners: list[str | None], seen: Floats, last_ts: Floats, now: float) -> DuplicateAgent | None:
+        """Give the devices the batch has readings of to its stream, or the refusal when another
+        stream holds one of them and is live (had a batch of it committed within stale_after)
+        and this batch's readings of it do not start after its last committed reading.
+
+        A stream whose readings start after the last committed one takes a live stream's device
+        over at once: a hand-over (a re-imaged host, a salvaged spool, the demo's backfill
+        followed by its live agent). Should the old stream come back, it is the one refused.
+        """
+        b, cols = vb.batch, vb.columns
+        n = len(b.devices)
+        first = np.full(n, np.inf)
+        newest = np.full(n, -np.inf)
+        np.minimum.at(first, cols.device, cols.ts)
+        np.maximum.at(newest, cols.device, cols.ts)
+        measured = [(keys[(b.node, info.id)], i) for i, info in enumerate(b.devices) if first[i] < np.inf]
+        for k, i in measured:
+            owner = owners[k]
+            live = now - seen[k] <= self.stale_after_seconds
+            if owner is not None and owner != b.stream and live and first[i] <= last_ts[k]:
+                age = float(now - seen[k])
+                device = key_list[k][1]
+                self._log_conflict(b, device, owner, age)
+                return DuplicateAgent(b.node, b.stream, device, owner, age, self.stale_after_seconds)
+        taken = sorted({owner for k, _ in measured if (owner := owners[k]) is not None and owner != b.stream})
+        if taken:
+            log.warning("node %s: stream %s takes its devices over from stream %s (its readings start after "
+                        "the last committed ones, or those are older than %g s)", b.node, b.stream,
+                        ", ".join(taken), self.stale_after_seconds)
+        for k, i in measured:
+            owners[k] = b.stream
+            seen[k] = now
+            last_ts[k] = max(last_ts[k], newest[i]) if not np.isnan(last_ts[k]) else newest[i]
+        return None
+
+    def _log_conflict(self, b: Batch, device: str, owner: str, age: float) -> None:
+        tick = self._monotonic()
+        last = self._conflict_logged.get(b.node)
+        if last is not None and tick - last < CONFLICT_LOG_SECONDS:
+            return
+        self._conflict_logged[b.node] = tick
+        log.warning("node %s: two agents push for it (a cloned host or a copied token?): stream %s sent "
+                    "readings of device %s that overlap those of stream %s, which sent it %.0f s ago; "
+                    "%s's batches are refused (409) until %s has been silent for %g s", b.node, b.stream,
+                    device, owner, age, b.stream, owner, self.stale_after_seconds)
+
+    def _book(self, batches: Sequence[ValidBatch], keys: Mapping[tuple[str, str], int], held: HeldDevices,
+              slots: np.ndarray, infos: Mapping[int, DeviceInfo], owners: Sequence[str | None], now: float,
+              changes: Changes, states: Mapping[str, StreamState]) -> None:
+        """Account the accepted batches into ``changes``."""
+        changes.streams, changes.seqs_added, changes.seqs_dropped = dedupe.advance(states, batches)
+        used = sorted({keys[(vb.batch.node, info.id)] for vb in batches for info in vb.batch.devices})
+        local = {k: i for i, k in enumerate(used)}
+        nodes: dict[str, NodeChange] = {}
+        parts: dict[str, list[np.ndarray]] = {name: [] for name in _READING_COLUMNS}
+        for vb in batches:
+            b, cols = vb.batch, vb.columns
+            site, cluster = site_and_cluster(b)
+            before = nodes.get(b.node)
+            nodes[b.node] = NodeChange(b.node, site, cluster, b.labels, now,
+                                       len(cols) + (before.readings if before else 0))
+            at = np.array([local[keys[(b.node, info.id)]] for info in b.devices], dtype=np.int64)
+            parts["device"].append(at[cols.device])
+            parts["group"].append(np.full(len(cols), self._group(site, cluster), dtype=np.int64))
+            for name in _READING_COLUMNS[2:]:
+                parts[name].append(getattr(cols, name))
+        readings = Readings(**{name: np.concatenate(arrays) for name, arrays in parts.items()})
+        used_infos = [infos[k] for k in used]
+        limits = np.array([np.nan if i.power_limit_w is None else i.power_limit_w for i in used_infos])
+        state = DeviceStates(held.last_ts[used], held.last_power_w[used], held.last_energy_j[used], limits,
+                             np.array([i.kind not in NOT_IT_KINDS for i in used_infos], dtype=bool))
+        done = account(readings, state, max_gap_seconds=self.max_gap_seconds)
+        priced = price(done.intervals, done.interval_group, np.array(self._group_site, dtype=np.int64),
+                       self._prices)
+        used_slots = slots[used]
+        newest = {name: getattr(done.newest, name) for name in ("ts", "power_w", "energy_j", *LATEST,
+                                                                "clock_events", "has_clock_events")}
+        changes.devices = DeviceChanges(
+            used_slots, used_infos, [str(owners[k]) for k in used], now, done.energy_j, done.unmeasured_s,
+            done.resets, done.anomalies, done.late, used_slots[done.updated], newest)
+        changes.nodes = [nodes[n] for n in sorted(nodes)]
+        # rows built column-wise (one .tolist() per column, not one float() per value)
+        (u_month, u_device, u_group), usage = priced.usage_keys, priced.usage
+        groups = [self._groups[g] for g in u_group.tolist()]
+        texts = {m: month_text(m) for m in np.unique(u_month).tolist()}
+        changes.usage = list(zip([texts[m] for m in u_month.tolist()], used_slots[u_device].tolist(),
+                                 [site for site, _ in groups], [cluster for _, cluster in groups],
+                                 *(v.tolist() for v in usage), strict=True))
+        (m_group, m_month), months = priced.month_keys, priced.months
+        changes.site_months = [(self._groups[g][0], m, *values) for g, m, *values in
+                               zip(m_group.tolist(), m_month.tolist(), *(v.tolist() for v in months),
+                                   strict=True)]
+        (q_group, q_start, q_month), quarters = priced.quarter_keys, priced.quarters
+        changes.quarters = [(*self._groups[g], start, month_text(m), it_j, facility_j, cost)
+                            for g, start, m, it_j, facility_j, cost in
+                            zip(q_group.tolist(), q_start.tolist(), q_month.tolist(),
+                                *(v.tolist() for v in quarters), strict=True)]
+
+
+#: the columns of ``Readings``, in its order (device and group first)
+_READING_COLUMNS = ("device", "group", "ts", "power_w", "energy_j", *LATEST, "clock_events",
+                    "has_clock_events")

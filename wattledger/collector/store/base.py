@@ -1,0 +1,201 @@
+"""The store's interface: what the ingest transaction, the read model and the periodic work ask
+of the database, whichever it is (``store/sqlite.py``: the embedded default, one writer
+process; ``store/postgres.py``: any number of collector replicas on one PostgreSQL).
+
+No SQL and no driver outside ``store/``: the callers speak in the records below.
+
+Ingest, one transaction per group of batches (``Store.ingest()``, a context manager that
+commits on a clean exit and rolls back on an exception):
+
+1. ``hold``: the group's streams (created at low = first seq - 1 when new) and devices (those
+   that exist), read and locked, in one round trip;
+2. ``create_devices``: the group's new devices, given their slots;
+3. ``write``: everything the group changes, as sums to add (usage, quarter-hours, site totals,
+   node readings, device counters) and the newest state of what the group moved on (stream
+   low-water marks, each device's last reading, metadata).
+
+Tables: docs/collector.md, "The store". Every sum in the ledger only ever grows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from wattledger.collector.accounting.pricing import SiteSums
+from wattledger.collector.store.devicetable import DeviceTable
+from wattledger.wire import DeviceInfo
+
+Row = tuple[Any, ...]
+#: quarter-hours a process keeps in memory: this month and the last (demand, trailing 24 h)
+KEEP_QUARTERS_SECONDS = 70 * 86400.0
+Floats = npt.NDArray[np.float64]
+Ints = npt.NDArray[np.int64]
+GroupBy = Literal["site", "cluster", "node", "device"]
+#: spend rows' keys per level: the columns a level's rows are summed by
+SPEND_KEYS: dict[str, tuple[str, ...]] = {
+    "site": ("site",),
+    "cluster": ("site", "cluster"),
+    "node": ("site", "cluster", "node"),
+    "device": ("site", "cluster", "node", "device", "kind", "index", "model"),
+}
+
+
+class StoreError(RuntimeError):
+    """The store cannot be opened, or is of a newer schema than this collector knows."""
+
+
+class StoreUnavailable(StoreError):
+    """The database does not answer now (down, restarting, unreachable): answered 503, and the
+    agent sends the batch again."""
+
+
+@dataclass
+class StreamState:
+    """Committed seqs of a stream: all up to ``low``, plus ``above`` (sent out of order)."""
+
+    node: str
+    low: int
+    above: set[int] = field(default_factory=set)
+
+    def committed(self, seq: int) -> bool:
+        return seq <= self.low or seq in self.above
+
+
+@dataclass
+class NodeState:
+    site: str
+    cluster: str
+    labels: dict[str, str]
+    last_seen: float
+    readings: int
+    #: batches refused because another live stream of the node held their devices (409)
+    conflicts: int = 0
+    conflict_at: float | None = None
+
+
+@dataclass(frozen=True)
+class HeldDevices:
+    """The devices asked for, in that order, as committed (and locked for this transaction)."""
+
+    slots: Ints  # -1: no such device yet
+    last_ts: Floats  # NaN: no reading committed
+    last_power_w: Floats
+    last_energy_j: Floats
+    owner: list[str | None]  # the stream whose batches the device's readings come from
+    owner_seen: Floats  # when that stream last had a batch of the device committed (NaN: never)
+
+
+@dataclass(frozen=True)
+class DeviceChanges:
+    """What the group does to its devices; every array is aligned with ``slots``."""
+
+    slots: Ints
+    infos: Sequence[DeviceInfo]  # metadata as the group's latest batch declares it
+    owner: Sequence[str]
+    owner_seen: float
+    energy_j: Floats  # increments
+    unmeasured_s: Floats
+    resets: Ints
+    anomalies: Ints
+    late: Ints
+    #: the devices with a new last reading (a subset of ``slots``) and that reading's columns:
+    #: ts, power_w, energy_j and the LATEST columns, plus clock_events / has_clock_events
+    updated: Ints
+    newest: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class NodeChange:
+    node: str
+    site: str
+    cluster: str
+    labels: Mapping[str, str]
+    seen: float
+    readings: int  # to add
+
+
+@dataclass(frozen=True)
+class NodeConflicts:
+    node: str
+    refused: int  # batches to add to its conflicts
+    at: float
+    stream: str  # the stream refused
+
+
+@dataclass
+class Changes:
+    """Everything one group changes in the ledger (sums are increments)."""
+
+    streams: list[tuple[str, str, int]] = field(default_factory=list)  # (stream, node, new low)
+    seqs_added: list[tuple[str, int]] = field(default_factory=list)
+    seqs_dropped: list[tuple[str, int]] = field(default_factory=list)
+    nodes: list[NodeChange] = field(default_factory=list)
+    conflicts: list[NodeConflicts] = field(default_factory=list)
+    devices: DeviceChanges | None = None
+    #: (month text, slot, site, cluster, it_j, cooling_j, it_cost, cooling_cost, carbon_g, unmeasured_s)
+    usage: list[Row] = field(default_factory=list)
+    #: (site, cluster, start_minute, month text, it_j, facility_j, cost)
+    quarters: list[Row] = field(default_factory=list)
+    #: (site, month id, it_j, cooling_j, it_cost, cooling_cost, carbon_g): site totals and months
+    site_months: list[Row] = field(default_factory=list)
+
+
+class IngestUnit(Protocol):
+    """One ingest transaction (see the module's docstring)."""
+
+    def hold(self, streams: Mapping[str, tuple[str, int]], devices: Sequence[tuple[str, str]]
+             ) -> tuple[dict[str, StreamState], HeldDevices]: ...
+    def create_devices(self, keys: Sequence[tuple[str, DeviceInfo]]) -> Ints: ...
+    def write(self, changes: Changes) -> None: ...
+
+
+@dataclass
+class FleetData:
+    """What /metrics and /v1/nodes show, as the store held it at one instant."""
+
+    site_totals: dict[str, SiteSums]  # all-time sums (counters)
+    month_sums: dict[str, SiteSums]  # per site: the month asked for (with its peak quarter-hour)
+    day_cost: dict[str, float]  # per site: energy cost of the quarter-hours in the window asked for
+    nodes: dict[str, NodeState]
+    devices: DeviceTable  # a copy: read it without any lock
+
+
+@dataclass(frozen=True)
+class Upkeep:
+    """What the periodic work did (None from ``upkeep``: another replica does it now)."""
+
+    rolled_up: int  # quarter-hour rows summed into hours
+    nodes: dict[str, float]  # every node's last-seen time (the caller judges staleness)
+
+
+class Store(Protocol):
+    """A ledger store: ``SqliteStore`` or ``PostgresStore``."""
+
+    #: "sqlite" or "postgresql"
+    backend: str
+    #: other processes write to this store too: what a process holds in memory may be behind
+    shared: bool
+
+    @property
+    def schema_version(self) -> int: ...
+
+    def ingest(self) -> AbstractContextManager[IngestUnit]: ...
+
+    def fleet(self, months: Mapping[str, int], since_minute: float, until_minute: float) -> FleetData: ...
+    def month_sums(self, site: str, month: int) -> SiteSums: ...
+    def day_cost(self, site: str, since_minute: float, until_minute: float) -> float: ...
+    def spend_sums(self, site: str, month: str, group_by: GroupBy) -> list[Row]: ...
+    def cluster_day_cost(self, site: str, since_minute: float, until_minute: float) -> dict[str, float]: ...
+    def stream(self, stream: str) -> StreamState | None: ...
+    def node_names(self) -> list[str]: ...
+
+    def upkeep(self, rollup_before_minute: int | None, forget_before_minute: float) -> Upkeep | None: ...
+    def ping(self) -> None: ...
+    def size_bytes(self) -> int: ...
+    def close(self) -> None: ...

@@ -1,0 +1,252 @@
+"""The ledger's schema, as versioned migrations for each backend (docs/collector.md, "The store").
+
+SQLite keeps its version in ``PRAGMA user_version``; PostgreSQL in the one-row table
+``wattledger_schema``, and migrates under an advisory lock so that replicas starting together
+migrate once. A migration takes the schema from version i to i + 1 in one transaction; a store
+of a newer version than this collector knows is refused (upgrade wattledger first).
+
+Tables (all money and energy in base units; see docs/accounting.md):
+- ``streams``/``stream_seqs``: dedupe state. A stream's committed seqs are every seq up to
+  ``low_seq`` plus the few above it in ``stream_seqs`` (normally none: agents send in order).
+- ``nodes``: labels, site, cluster, last seen, readings committed; batches refused because
+  another live stream held the node's devices (``conflicts``, ``conflict_at``).
+- ``devices``: one row per (node, device id), numbered by ``slot``: metadata, the last
+  committed reading (the accounting state an interval continues from), all-time counters, and
+  its owner stream.
+- ``usage``: the ledger proper, per (month, device, site, cluster): IT and cooling energy,
+  their cost, carbon and unmeasured time.
+- ``quarters``: per (site, cluster, local quarter-hour): IT and facility energy and cost, for
+  demand charges and the trailing-24 h cost rate of forecasts.
+- ``site_totals``: per site, the all-time sums shown as /metrics counters.
+- ``hours`` and ``month_peaks``: where the roll-up puts old quarter-hours — summed per UTC hour,
+  and the month's highest quarter-hour (the demand charge's peak) kept first.
+"""
+
+from __future__ import annotations
+
+#: each migration takes the schema from version i to i + 1
+SQLITE_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE streams (
+             stream TEXT PRIMARY KEY,
+             node TEXT NOT NULL,
+             low_seq INTEGER NOT NULL)""",
+        """CREATE TABLE stream_seqs (
+             stream TEXT NOT NULL,
+             seq INTEGER NOT NULL,
+             PRIMARY KEY (stream, seq))""",
+        """CREATE TABLE nodes (
+             node TEXT PRIMARY KEY,
+             site TEXT NOT NULL,
+             cluster TEXT NOT NULL,
+             labels TEXT NOT NULL,
+             last_seen DOUBLE PRECISION NOT NULL,
+             readings BIGINT NOT NULL)""",
+        """CREATE TABLE devices (
+             slot INTEGER PRIMARY KEY,
+             node TEXT NOT NULL,
+             device TEXT NOT NULL,
+             kind TEXT NOT NULL,
+             idx INTEGER NOT NULL,
+             model TEXT,
+             power_limit_w DOUBLE PRECISION,
+             slowdown_c DOUBLE PRECISION,
+             shutdown_c DOUBLE PRECISION,
+             last_ts DOUBLE PRECISION,
+             last_power_w DOUBLE PRECISION,
+             last_energy_j DOUBLE PRECISION,
+             temp_c DOUBLE PRECISION,
+             mem_temp_c DOUBLE PRECISION,
+             util DOUBLE PRECISION,
+             mem_util DOUBLE PRECISION,
+             sm_clock_hz DOUBLE PRECISION,
+             clock_events DOUBLE PRECISION,
+             mem_used_bytes DOUBLE PRECISION,
+             energy_j DOUBLE PRECISION NOT NULL,
+             unmeasured_s DOUBLE PRECISION NOT NULL,
+             resets BIGINT NOT NULL,
+             anomalies BIGINT NOT NULL,
+             late BIGINT NOT NULL,
+             UNIQUE (node, device))""",
+        """CREATE TABLE usage (
+             month TEXT NOT NULL,
+             slot INTEGER NOT NULL,
+             site TEXT NOT NULL,
+             cluster TEXT NOT NULL,
+             it_j DOUBLE PRECISION NOT NULL,
+             cooling_j DOUBLE PRECISION NOT NULL,
+             it_cost DOUBLE PRECISION NOT NULL,
+             cooling_cost DOUBLE PRECISION NOT NULL,
+             carbon_g DOUBLE PRECISION NOT NULL,
+             unmeasured_s DOUBLE PRECISION NOT NULL,
+             PRIMARY KEY (month, slot, site, cluster))""",
+        """CREATE TABLE quarters (
+             site TEXT NOT NULL,
+             cluster TEXT NOT NULL,
+             start_minute BIGINT NOT NULL,
+             month TEXT NOT NULL,
+             it_j DOUBLE PRECISION NOT NULL,
+             facility_j DOUBLE PRECISION NOT NULL,
+             cost DOUBLE PRECISION NOT NULL,
+             PRIMARY KEY (site, cluster, start_minute))""",
+        "CREATE INDEX quarters_by_month ON quarters (site, month)",
+    ),
+    (
+        # the all-time sums behind /metrics counters, stored as the exact values shown: a sum of
+        # usage rows re-added at start could come out a rounding error lower, and a counter
+        # that goes down is a reset to Prometheus
+        """CREATE TABLE site_totals (
+             site TEXT PRIMARY KEY,
+             cooling_j DOUBLE PRECISION NOT NULL,
+             it_cost DOUBLE PRECISION NOT NULL,
+             cooling_cost DOUBLE PRECISION NOT NULL,
+             carbon_g DOUBLE PRECISION NOT NULL)""",
+        """INSERT INTO site_totals (site, cooling_j, it_cost, cooling_cost, carbon_g)
+             SELECT site, SUM(cooling_j), SUM(it_cost), SUM(cooling_cost), SUM(carbon_g)
+             FROM usage GROUP BY site""",
+    ),
+    (
+        # the roll-up of old quarter-hours (rollup_after_days): their sums per UTC hour (every
+        # quarter-hour of a site's clock lies in one UTC hour: offsets are multiples of 15 min),
+        # and, kept before they go, each month's highest site quarter-hour
+        """CREATE TABLE hours (
+             site TEXT NOT NULL,
+             cluster TEXT NOT NULL,
+             month TEXT NOT NULL,
+             start_minute BIGINT NOT NULL,
+             it_j DOUBLE PRECISION NOT NULL,
+             facility_j DOUBLE PRECISION NOT NULL,
+             cost DOUBLE PRECISION NOT NULL,
+             PRIMARY KEY (site, cluster, month, start_minute))""",
+        """CREATE TABLE month_peaks (
+             site TEXT NOT NULL,
+             month TEXT NOT NULL,
+             facility_j DOUBLE PRECISION NOT NULL,
+             PRIMARY KEY (site, month))""",
+    ),
+    (
+        # clock_events is NVML's unsigned 64-bit bitmask: kept exactly as a BIGINT holding its
+        # two's complement (a DOUBLE rounds bits above 2^53, and 2^70 made /v1/nodes fail). A
+        # stored value that no bitmask can be (negative, 2^64 or more) is forgotten.
+        "ALTER TABLE devices ADD COLUMN clock_events_bits BIGINT",
+        """UPDATE devices SET clock_events_bits = CASE
+             WHEN clock_events >= 0 AND clock_events < 9223372036854775808.0
+               THEN CAST(clock_events AS BIGINT)
+             WHEN clock_events >= 9223372036854775808.0 AND clock_events < 18446744073709551616.0
+               THEN CAST(clock_events - 18446744073709551616.0 AS BIGINT)
+             ELSE NULL END""",
+        "ALTER TABLE devices DROP COLUMN clock_events",
+        "ALTER TABLE devices RENAME COLUMN clock_events_bits TO clock_events",
+        # the device kinds' extra fields: a meter's or sensor's role, a partition's parent and share
+        "ALTER TABLE devices ADD COLUMN role TEXT",
+        "ALTER TABLE devices ADD COLUMN parent TEXT",
+        "ALTER TABLE devices ADD COLUMN share DOUBLE PRECISION",
+    ),
+    (
+        # two agents for one node (docs/collector.md): each device's owner stream and when that
+        # stream last had a batch of it committed; per node, the batches refused meanwhile
+        "ALTER TABLE devices ADD COLUMN stream TEXT",
+        "ALTER TABLE devices ADD COLUMN stream_seen DOUBLE PRECISION",
+        "ALTER TABLE nodes ADD COLUMN conflicts BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE nodes ADD COLUMN conflict_at DOUBLE PRECISION",
+    ),
+)
+
+
+#: PostgreSQL: the same tables as SQLite's version 5, with the types PostgreSQL gives them
+#: (a device's slot is an identity; numbers assigned by a sequence may have holes)
+POSTGRES_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE streams (
+             stream TEXT PRIMARY KEY,
+             node TEXT NOT NULL,
+             low_seq BIGINT NOT NULL)""",
+        """CREATE TABLE stream_seqs (
+             stream TEXT NOT NULL,
+             seq BIGINT NOT NULL,
+             PRIMARY KEY (stream, seq))""",
+        """CREATE TABLE nodes (
+             node TEXT PRIMARY KEY,
+             site TEXT NOT NULL,
+             cluster TEXT NOT NULL,
+             labels TEXT NOT NULL,
+             last_seen DOUBLE PRECISION NOT NULL,
+             readings BIGINT NOT NULL,
+             conflicts BIGINT NOT NULL DEFAULT 0,
+             conflict_at DOUBLE PRECISION)""",
+        """CREATE TABLE devices (
+             slot BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+             node TEXT NOT NULL,
+             device TEXT NOT NULL,
+             kind TEXT NOT NULL,
+             idx INTEGER NOT NULL,
+             model TEXT,
+             power_limit_w DOUBLE PRECISION,
+             slowdown_c DOUBLE PRECISION,
+             shutdown_c DOUBLE PRECISION,
+             last_ts DOUBLE PRECISION,
+             last_power_w DOUBLE PRECISION,
+             last_energy_j DOUBLE PRECISION,
+             temp_c DOUBLE PRECISION,
+             mem_temp_c DOUBLE PRECISION,
+             util DOUBLE PRECISION,
+             mem_util DOUBLE PRECISION,
+             sm_clock_hz DOUBLE PRECISION,
+             mem_used_bytes DOUBLE PRECISION,
+             energy_j DOUBLE PRECISION NOT NULL,
+             unmeasured_s DOUBLE PRECISION NOT NULL,
+             resets BIGINT NOT NULL,
+             anomalies BIGINT NOT NULL,
+             late BIGINT NOT NULL,
+             clock_events BIGINT,
+             role TEXT,
+             parent TEXT,
+             share DOUBLE PRECISION,
+             stream TEXT,
+             stream_seen DOUBLE PRECISION,
+             UNIQUE (node, device))""",
+        """CREATE TABLE usage (
+             month TEXT NOT NULL,
+             slot BIGINT NOT NULL,
+             site TEXT NOT NULL,
+             cluster TEXT NOT NULL,
+             it_j DOUBLE PRECISION NOT NULL,
+             cooling_j DOUBLE PRECISION NOT NULL,
+             it_cost DOUBLE PRECISION NOT NULL,
+             cooling_cost DOUBLE PRECISION NOT NULL,
+             carbon_g DOUBLE PRECISION NOT NULL,
+             unmeasured_s DOUBLE PRECISION NOT NULL,
+             PRIMARY KEY (month, slot, site, cluster))""",
+        """CREATE TABLE quarters (
+             site TEXT NOT NULL,
+             cluster TEXT NOT NULL,
+             start_minute BIGINT NOT NULL,
+             month TEXT NOT NULL,
+             it_j DOUBLE PRECISION NOT NULL,
+             facility_j DOUBLE PRECISION NOT NULL,
+             cost DOUBLE PRECISION NOT NULL,
+             PRIMARY KEY (site, cluster, start_minute))""",
+        "CREATE INDEX quarters_by_month ON quarters (site, month)",
+        "CREATE INDEX quarters_by_start ON quarters (start_minute)",
+        """CREATE TABLE site_totals (
+             site TEXT PRIMARY KEY,
+             cooling_j DOUBLE PRECISION NOT NULL,
+             it_cost DOUBLE PRECISION NOT NULL,
+             cooling_cost DOUBLE PRECISION NOT NULL,
+             carbon_g DOUBLE PRECISION NOT NULL)""",
+        """CREATE TABLE hours (
+             site TEXT NOT NULL,
+             cluster TEXT NOT NULL,
+             month TEXT NOT NULL,
+             start_minute BIGINT NOT NULL,
+             it_j DOUBLE PRECISION NOT NULL,
+             facility_j DOUBLE PRECISION NOT NULL,
+             cost DOUBLE PRECISION NOT NULL,
+             PRIMARY KEY (site, cluster, month, start_minute))""",
+        """CREATE TABLE month_peaks (
+             site TEXT NOT NULL,
+             month TEXT NOT NULL,
+             facility_j DOUBLE PRECISION NOT NULL,
+             PRIMARY KEY (site, month))""",
+    ),
+)

@@ -1,0 +1,464 @@
+"""The shared store: PostgreSQL (psycopg 3 and psycopg-pool), for any number of collector replicas.
+
+A batch may reach any replica, so nothing a replica holds in memory decides anything: each
+group of batches is ONE transaction that reads the state it continues from and locks it.
+
+- Dedupe: the group's stream rows are upserted and locked (``INSERT ... ON CONFLICT DO UPDATE
+  ... RETURNING``: a new stream is created, an existing one locked, and either way its
+  committed low-water mark comes back), with the few seqs above the mark. Two replicas given
+  the same batch at the same instant queue on that row lock; the second reads the first's mark
+  once it commits and answers "duplicate".
+- Accounting state: the group's device rows are locked (``SELECT ... FOR UPDATE``), their last
+  committed readings read, and advanced in the same transaction.
+- Locks are always taken in one global order — streams, devices, nodes, usage, quarter-hours,
+  site totals, each by key — so transactions queue and never deadlock; the rows every
+  transaction shares (the current quarter-hour, each site's totals) come last, so their locks
+  are held for the shortest time (to the commit).
+- Sums are additive updates (``x = x + excluded.x``): a replica never writes a total it read.
+- ``synchronous_commit`` stays on: the 200 an agent hears means the batch is on disk.
+
+The periodic work runs under ``pg_try_advisory_xact_lock``: one replica at a time does it, the
+others skip that round. Reads (``fleet``) are one REPEATABLE READ READ ONLY transaction, so a
+view is consistent. Connection errors become ``StoreUnavailable`` (answered 503).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from wattledger.collector.accounting.pricing import SiteSums
+from wattledger.collector.accounting.readings import LATEST
+from wattledger.collector.accounting.siteclock import month_text
+from wattledger.collector.store import sql
+from wattledger.collector.store.base import (
+    Changes,
+    FleetData,
+    GroupBy,
+    HeldDevices,
+    Ints,
+    NodeState,
+    Row,
+    StoreError,
+    StoreUnavailable,
+    StreamState,
+    Upkeep,
+)
+from wattledger.collector.store.devicetable import DEVICE_COLUMNS, DeviceTable
+from wattledger.collector.store.migrations import POSTGRES_MIGRATIONS
+from wattledger.wire import DeviceInfo
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = len(POSTGRES_MIGRATIONS)
+#: advisory lock keys (one 64-bit namespace per database): migrations, periodic work
+MIGRATE_LOCK = 0x776C_6D69_6772
+UPKEEP_LOCK = 0x776C_7570_6B70
+#: libpq settings the collector brings unless the URL gives its own (milliseconds for timeouts)
+CONNECTION_DEFAULTS = {
+    "connect_timeout": "5", "application_name": "wattledger-collector",
+    "keepalives": "1", "keepalives_idle": "30", "keepalives_interval": "10", "keepalives_count": "3",
+    # a statement or lock wait this long is a broken database, not load; a replica killed in a
+    # transaction leaves no lock behind for longer than the idle timeout
+    "options": "-c statement_timeout=30000 -c lock_timeout=20000 "
+               "-c idle_in_transaction_session_timeout=60000",
+}
+
+_UPSERT_STREAMS = (
+    "INSERT INTO streams (stream, node, low_seq) "
+    "SELECT s.stream, s.node, s.low_seq FROM unnest(%s::text[], %s::text[], %s::bigint[]) "
+    "AS s(stream, node, low_seq) ORDER BY s.stream "
+    # a no-op update: the row is locked and returned, new or not
+    "ON CONFLICT (stream) DO UPDATE SET low_seq = streams.low_seq RETURNING stream, node, low_seq")
+_ABOVE = "SELECT stream, seq FROM stream_seqs WHERE stream = ANY(%s::text[])"
+_LOCK_DEVICES = (
+    "SELECT d.node, d.device, d.slot, COALESCE(d.last_ts, 'NaN'), COALESCE(d.last_power_w, 'NaN'), "
+    "COALESCE(d.last_energy_j, 'NaN'), d.stream, COALESCE(d.stream_seen, 'NaN') "
+    "FROM devices d JOIN unnest(%s::text[], %s::text[]) AS k(node, device) "
+    "ON d.node = k.node AND d.device = k.device ORDER BY d.node, d.device FOR UPDATE OF d")
+_META = ("kind", "idx", "model", "power_limit_w", "slowdown_c", "shutdown_c", "role", "parent", "share")
+_META_TYPES = ("text", "integer", "text", "float8", "float8", "float8", "text", "text", "float8")
+_CREATE_DEVICES = (
+    f"INSERT INTO devices (node, device, {', '.join(_META)}, energy_j, unmeasured_s, resets, anomalies, "
+    "late) SELECT k.*, 0, 0, 0, 0, 0 FROM unnest(%s::text[], %s::text[], "
+    + ", ".join(f"%s::{t}[]" for t in _META_TYPES)
+    + f") AS k(node, device, {', '.join(_META)}) ORDER BY k.node, k.device "
+    "ON CONFLICT (node, device) DO NOTHING RETURNING node, device, slot")
+_ADVANCE_STREAMS = ("UPDATE streams SET low_seq = u.low FROM unnest(%s::text[], %s::bigint[]) "
+                    "AS u(stream, low) WHERE streams.stream = u.stream")
+_ADD_SEQS = ("INSERT INTO stream_seqs (stream, seq) SELECT * FROM unnest(%s::text[], %s::bigint[]) "
+             "ON CONFLICT DO NOTHING")
+_DROP_SEQS = ("DELETE FROM stream_seqs USING unnest(%s::text[], %s::bigint[]) AS u(stream, seq) "
+              "WHERE stream_seqs.stream = u.stream AND stream_seqs.seq = u.seq")
+#: per device: metadata, owner, counters added, and (``fresh``) the newest reading as its state
+_STATE = ("last_ts", "last_power_w", "last_energy_j", *LATEST)
+_UPDATE_DEVICES = (
+    "UPDATE devices SET "
+    + ", ".join(f"{c} = u.{c}" for c in _META)
+    + ", stream = u.stream, stream_seen = u.stream_seen, "
+    "energy_j = devices.energy_j + u.energy_j, unmeasured_s = devices.unmeasured_s + u.unmeasured_s, "
+    "resets = devices.resets + u.resets, anomalies = devices.anomalies + u.anomalies, "
+    "late = devices.late + u.late, "
+    + ", ".join(f"{c} = CASE WHEN u.fresh THEN NULLIF(u.{c}, 'NaN') ELSE devices.{c} END" for c in _STATE)
+    + ", clock_events = CASE WHEN u.fresh THEN u.clock_events ELSE devices.clock_events END "
+    "FROM unnest(%s::bigint[], "
+    + ", ".join(f"%s::{t}[]" for t in _META_TYPES)
+    + ", %s::text[], %s::float8[], %s::float8[], %s::float8[], %s::bigint[], %s::bigint[], %s::bigint[], "
+    "%s::bool[], " + ", ".join("%s::float8[]" for _ in _STATE) + ", %s::bigint[]) "
+    f"AS u(slot, {', '.join(_META)}, stream, stream_seen, energy_j, unmeasured_s, resets, anomalies, late, "
+    f"fresh, {', '.join(_STATE)}, clock_events) WHERE devices.slot = u.slot")
+_UPSERT_NODES = (
+    "INSERT INTO nodes (node, site, cluster, labels, last_seen, readings) "
+    "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::float8[], %s::bigint[]) "
+    "AS n(node, site, cluster, labels, last_seen, readings) ORDER BY n.node "
+    "ON CONFLICT (node) DO UPDATE SET site = excluded.site, cluster = excluded.cluster, "
+    "labels = excluded.labels, last_seen = GREATEST(nodes.last_seen, excluded.last_seen), "
+    "readings = nodes.readings + excluded.readings")
+_ADD_CONFLICTS = (
+    "UPDATE nodes SET conflicts = nodes.conflicts + u.refused, "
+    "conflict_at = GREATEST(nodes.conflict_at, u.at) "
+    "FROM unnest(%s::text[], %s::bigint[], %s::float8[]) AS u(node, refused, at) WHERE nodes.node = u.node")
+_ADD_USAGE = (
+    "INSERT INTO usage (month, slot, site, cluster, it_j, cooling_j, it_cost, cooling_cost, carbon_g, "
+    "unmeasured_s) SELECT * FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::text[], %s::float8[], "
+    "%s::float8[], %s::float8[], %s::float8[], %s::float8[], %s::float8[]) "
+    "AS u(month, slot, site, cluster, it_j, cooling_j, it_cost, cooling_cost, carbon_g, unmeasured_s) "
+    "ORDER BY u.month, u.slot, u.site, u.cluster "
+    "ON CONFLICT (month, slot, site, cluster) DO UPDATE SET it_j = usage.it_j + excluded.it_j, "
+    "cooling_j = usage.cooling_j + excluded.cooling_j, it_cost = usage.it_cost + excluded.it_cost, "
+    "cooling_cost = usage.cooling_cost + excluded.cooling_cost, "
+    "carbon_g = usage.carbon_g + excluded.carbon_g, "
+    "unmeasured_s = usage.unmeasured_s + excluded.unmeasured_s")
+_ADD_QUARTERS = (
+    "INSERT INTO quarters (site, cluster, start_minute, month, it_j, facility_j, cost) "
+    "SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[], %s::float8[], %s::float8[], "
+    "%s::float8[]) AS q(site, cluster, start_minute, month, it_j, facility_j, cost) "
+    "ORDER BY q.site, q.cluster, q.start_minute "
+    "ON CONFLICT (site, cluster, start_minute) DO UPDATE SET it_j = quarters.it_j + excluded.it_j, "
+    "facility_j = quarters.facility_j + excluded.facility_j, cost = quarters.cost + excluded.cost")
+_ADD_SITE_TOTALS = (
+    "INSERT INTO site_totals (site, cooling_j, it_cost, cooling_cost, carbon_g) "
+    "SELECT t.site, SUM(t.cooling_j), SUM(t.it_cost), SUM(t.cooling_cost), SUM(t.carbon_g) "
+    "FROM unnest(%s::text[], %s::float8[], %s::float8[], %s::float8[], %s::float8[]) "
+    "AS t(site, cooling_j, it_cost, cooling_cost, carbon_g) GROUP BY t.site ORDER BY t.site "
+    "ON CONFLICT (site) DO UPDATE SET cooling_j = site_totals.cooling_j + excluded.cooling_j, "
+    "it_cost = site_totals.it_cost + excluded.it_cost, "
+    "cooling_cost = site_totals.cooling_cost + excluded.cooling_cost, "
+    "carbon_g = site_totals.carbon_g + excluded.carbon_g")
+_MONTH_SUMS = (
+    "SELECT u.site, SUM(u.it_j), SUM(u.cooling_j), SUM(u.it_cost), SUM(u.cooling_cost), SUM(u.carbon_g) "
+    "FROM usage u JOIN unnest(%s::text[], %s::text[]) AS k(site, month) "
+    "ON u.site = k.site AND u.month = k.month GROUP BY u.site")
+_MONTH_PEAKS = (
+    "SELECT q.site, MAX(q.facility_j) FROM (SELECT q.site, SUM(q.facility_j) AS facility_j FROM quarters q "
+    "JOIN unnest(%s::text[], %s::text[]) AS k(site, month) ON q.site = k.site AND q.month = k.month "
+    "GROUP BY q.site, q.start_minute) AS q GROUP BY q.site "
+    "UNION ALL SELECT p.site, p.facility_j FROM month_peaks p "
+    "JOIN unnest(%s::text[], %s::text[]) AS k(site, month) ON p.site = k.site AND p.month = k.month")
+_DAY_COST = ("SELECT site, SUM(cost) FROM quarters WHERE start_minute >= %s AND start_minute <= %s "
+             "GROUP BY site")
+_NODE_COLUMNS = "node, site, cluster, labels, last_seen, readings, conflicts, conflict_at"
+
+
+def connection_kwargs(db_url: str) -> dict[str, str]:
+    """The collector's libpq settings for keys the URL does not set itself."""
+    try:
+        given = conninfo_to_dict(db_url)
+    except psycopg.ProgrammingError as exc:
+        raise StoreError(f"db URL: {exc}") from None
+    return {key: value for key, value in CONNECTION_DEFAULTS.items() if key not in given}
+
+
+class PostgresStore:
+    """A pool of connections to one PostgreSQL database, migrated at open."""
+
+    backend = "postgresql"
+    shared = True
+
+    def __init__(self, db_url: str, clock: Callable[[], float] = time.time, *, pool_size: int = 8,
+                 open_timeout: float = 30.0) -> None:
+        self._clock = clock
+        self.pool = ConnectionPool(db_url, min_size=2, max_size=pool_size, open=False, timeout=10.0,
+                                   kwargs=connection_kwargs(db_url), name="wattledger")
+        try:
+            self.pool.open(wait=True, timeout=open_timeout)
+        except PoolTimeout:
+            self.pool.close()
+            raise StoreError(f"cannot connect within {open_timeout:g} s") from None
+        try:
+            self._migrate()
+        except BaseException:
+            self.pool.close()
+            raise
+
+    # ---- schema ---------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        with self._errors(), self.pool.connection() as conn:
+            conn.autocommit = True
+            try:
+                conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATE_LOCK,))
+                conn.execute("CREATE TABLE IF NOT EXISTS wattledger_schema (version INTEGER NOT NULL)")
+                if conn.execute("SELECT count(*) FROM wattledger_schema").fetchone() == (0,):
+                    conn.execute("INSERT INTO wattledger_schema VALUES (0)")
+                version = self._version(conn)
+                if version > SCHEMA_VERSION:
+                    raise StoreError(f"the ledger has schema version {version}; this collector knows "
+                                     f"up to {SCHEMA_VERSION} (upgrade wattledger)")
+                for target in range(version + 1, SCHEMA_VERSION + 1):
+                    with conn.transaction():
+                        for statement in POSTGRES_MIGRATIONS[target - 1]:
+                            conn.execute(statement)
+                        conn.execute("UPDATE wattledger_schema SET version = %s", (target,))
+                    log.info("store: schema migrated to version %d", target)
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATE_LOCK,))
+                conn.autocommit = False
+
+    @staticmethod
+    def _version(conn: psycopg.Connection[Any]) -> int:
+        row = conn.execute("SELECT version FROM wattledger_schema").fetchone()
+        return int(row[0]) if row else 0
+
+    @property
+    def schema_version(self) -> int:
+        with self._errors(), self.pool.connection() as conn:
+            return self._version(conn)
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """The database's outages as StoreUnavailable (a refusal to send again, not a fault)."""
+        try:
+            yield
+        except PoolTimeout as exc:
+            raise StoreUnavailable(f"no database connection: {exc}") from None
+        except psycopg.OperationalError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StoreUnavailable(f"database: {first}") from None
+
+    def query(self, statement: str, params: Sequence[Any] = ()) -> list[Row]:
+        """Rows of one read-only statement (diagnostics and tests; the ledger uses the methods)."""
+        with self._errors(), self.pool.connection() as conn:
+            return conn.execute(statement.replace("?", "%s"), params).fetchall()
+
+    # ---- ingest -----------------------------------------------------------------------------
+
+    @contextmanager
+    def ingest(self) -> Iterator[_Unit]:
+        """One transaction; committed when the block ends cleanly, rolled back otherwise."""
+        with self._errors(), self.pool.connection() as conn:
+            yield _Unit(conn)
+
+    # ---- reading ----------------------------------------------------------------------------
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[psycopg.Connection[Any]]:
+        with self._errors(), self.pool.connection() as conn:
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            yield conn
+
+    def fleet(self, months: Mapping[str, int], since_minute: float, until_minute: float) -> FleetData:
+        with self._snapshot() as conn:
+            totals = {site: SiteSums(0.0, cool_j, it_cost, cool_cost, carbon)
+                      for site, cool_j, it_cost, cool_cost, carbon in conn.execute(
+                          "SELECT site, cooling_j, it_cost, cooling_cost, carbon_g FROM site_totals")}
+            sums = self._month_sums(conn, months)
+            day_cost = dict.fromkeys(months, 0.0)
+            for site, cost in conn.execute(_DAY_COST, (since_minute, until_minute)):
+                if site in day_cost:
+                    day_cost[site] = float(cost)
+            nodes = self._nodes(conn)
+            devices = DeviceTable.from_rows(conn.execute(
+                f"SELECT {', '.join(DEVICE_COLUMNS)} FROM devices ORDER BY slot").fetchall())
+        return FleetData(totals, sums, day_cost, nodes, devices)
+
+    @staticmethod
+    def _month_sums(conn: psycopg.Connection[Any], months: Mapping[str, int]) -> dict[str, SiteSums]:
+        sites = sorted(months)
+        texts = [month_text(months[site]) for site in sites]
+        sums = {site: SiteSums() for site in sites}
+        for site, it_j, cool_j, it_cost, cool_cost, carbon in conn.execute(_MONTH_SUMS, (sites, texts)):
+            sums[site] = SiteSums(it_j, cool_j, it_cost, cool_cost, carbon)
+        for site, facility_j in conn.execute(_MONTH_PEAKS, (sites, texts, sites, texts)):
+            held = sums[site]
+            held.peak_quarter_facility_j = max(held.peak_quarter_facility_j, float(facility_j))
+        return sums
+
+    @staticmethod
+    def _nodes(conn: psycopg.Connection[Any]) -> dict[str, NodeState]:
+        return {node: NodeState(site, cluster, json.loads(labels), float(seen), int(readings), int(conflicts),
+                                conflict_at)
+                for node, site, cluster, labels, seen, readings, conflicts, conflict_at in conn.execute(
+                    f"SELECT {_NODE_COLUMNS} FROM nodes")}
+
+    def month_sums(self, site: str, month: int) -> SiteSums:
+        with self._snapshot() as conn:
+            return self._month_sums(conn, {site: month})[site]
+
+    def day_cost(self, site: str, since_minute: float, until_minute: float) -> float:
+        with self._errors(), self.pool.connection() as conn:
+            row = conn.execute("SELECT COALESCE(SUM(cost), 0) FROM quarters WHERE site = %s AND "
+                               "start_minute >= %s AND start_minute <= %s",
+                               (site, since_minute, until_minute)).fetchone()
+        return float(row[0]) if row else 0.0
+
+    def spend_sums(self, site: str, month: str, group_by: GroupBy) -> list[Row]:
+        return self.query(sql.dialect(sql.spend_sums(group_by), "%s"), (month, site))
+
+    def cluster_day_cost(self, site: str, since_minute: float, until_minute: float) -> dict[str, float]:
+        return {str(cluster): float(cost) for cluster, cost in self.query(
+            sql.dialect(sql.CLUSTER_DAY_COST, "%s"), (site, since_minute, until_minute))}
+
+    def stream(self, stream: str) -> StreamState | None:
+        with self._snapshot() as conn:
+            row = conn.execute("SELECT node, low_seq FROM streams WHERE stream = %s", (stream,)).fetchone()
+            if row is None:
+                return None
+            above = {int(seq) for (seq,) in conn.execute(
+                "SELECT seq FROM stream_seqs WHERE stream = %s", (stream,))}
+        return StreamState(str(row[0]), int(row[1]), above)
+
+    def node_names(self) -> list[str]:
+        return [str(node) for (node,) in self.query("SELECT node FROM nodes ORDER BY node")]
+
+    # ---- upkeep -----------------------------------------------------------------------------
+
+    def upkeep(self, rollup_before_minute: int | None, forget_before_minute: float) -> Upkeep | None:
+        """The periodic work, on one replica at a time (None: another one holds the lock)."""
+        with self._errors(), self.pool.connection() as conn:
+            # one snapshot: a quarter-hour that an ingest changes meanwhile fails the roll-up (it is
+            # tried again next round) rather than being summed into hours without its change
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            row = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (UPKEEP_LOCK,)).fetchone()
+            if not row or not row[0]:
+                return None
+            rolled = 0
+            if rollup_before_minute is not None:
+                conn.execute(sql.dialect(sql.KEEP_PEAKS, "%s"), (rollup_before_minute,))
+                conn.execute(sql.dialect(sql.ADD_HOURS, "%s"), (rollup_before_minute,))
+                rolled = conn.execute(sql.dialect(sql.DROP_QUARTERS, "%s"),
+                                      (rollup_before_minute,)).rowcount
+            seen = {str(node): float(last)
+                    for node, last in conn.execute("SELECT node, last_seen FROM nodes")}
+        return Upkeep(int(rolled), seen)
+
+    def ping(self) -> None:
+        with self._errors(), self.pool.connection(timeout=5.0) as conn:
+            conn.execute("SELECT 1")
+
+    def size_bytes(self) -> int:
+        row = self.query("SELECT pg_database_size(current_database())")
+        return int(row[0][0])
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def _floats(values: Any) -> list[float]:
+    out: list[float] = np.asarray(values, dtype=np.float64).tolist()
+    return out
+
+
+class _Unit:
+    """One ingest transaction on one connection (see ``store/base.py``)."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+
+    def hold(self, streams: Mapping[str, tuple[str, int]], devices: Sequence[tuple[str, str]]
+             ) -> tuple[dict[str, StreamState], HeldDevices]:
+        conn = self._conn
+        names = list(streams)
+        with conn.pipeline():
+            got = conn.execute(_UPSERT_STREAMS, (names, [streams[s][0] for s in names],
+                                                 [streams[s][1] - 1 for s in names]))
+            above = conn.execute(_ABOVE, (names,))
+            locked = conn.execute(_LOCK_DEVICES, ([n for n, _ in devices], [d for _, d in devices]))
+        states = {str(stream): StreamState(str(node), int(low)) for stream, node, low in got.fetchall()}
+        for stream, seq in above.fetchall():
+            states[str(stream)].above.add(int(seq))
+        position = {key: i for i, key in enumerate(devices)}
+        n = len(devices)
+        slots = np.full(n, -1, dtype=np.int64)
+        state = np.full((4, n), np.nan)
+        owner: list[str | None] = [None] * n
+        for node, device, slot, last_ts, last_power, last_energy, stream, seen in locked.fetchall():
+            i = position[(node, device)]
+            slots[i] = slot
+            state[:, i] = (last_ts, last_power, last_energy, seen)
+            owner[i] = stream
+        return states, HeldDevices(slots, state[0], state[1], state[2], owner, state[3])
+
+    def create_devices(self, keys: Sequence[tuple[str, DeviceInfo]]) -> Ints:
+        infos = [info for _, info in keys]
+        columns = [[node for node, _ in keys], [info.id for info in infos],
+                   *([getattr(info, "index" if name == "idx" else name) for info in infos] for name in _META)]
+        made = {(node, device): slot for node, device, slot in
+                self._conn.execute(_CREATE_DEVICES, columns).fetchall()}
+        if len(made) != len(keys):
+            # another replica made one of these devices meanwhile (two agents' first batches at
+            # once): its state is not what this transaction read; the writer tries again
+            raise psycopg.errors.SerializationFailure("a new device was made by another transaction")
+        return np.array([made[(node, info.id)] for node, info in keys], dtype=np.int64)
+
+    def write(self, ch: Changes) -> None:
+        """Everything the group changes, in lock order, in one pipeline (one round trip)."""
+        conn = self._conn
+        with conn.pipeline():
+            if ch.streams:
+                conn.execute(_ADVANCE_STREAMS, ([s for s, _, _ in ch.streams],
+                                                [low for _, _, low in ch.streams]))
+            if ch.seqs_added:
+                conn.execute(_ADD_SEQS, ([s for s, _ in ch.seqs_added], [q for _, q in ch.seqs_added]))
+            if ch.seqs_dropped:
+                conn.execute(_DROP_SEQS, ([s for s, _ in ch.seqs_dropped], [q for _, q in ch.seqs_dropped]))
+            if ch.devices is not None:
+                conn.execute(_UPDATE_DEVICES, self._device_columns(ch))
+            if ch.nodes:
+                conn.execute(_UPSERT_NODES, (
+                    [c.node for c in ch.nodes], [c.site for c in ch.nodes], [c.cluster for c in ch.nodes],
+                    [json.dumps(dict(c.labels), sort_keys=True) for c in ch.nodes],
+                    [c.seen for c in ch.nodes], [c.readings for c in ch.nodes]))
+            if ch.conflicts:
+                refused = ch.conflicts
+                conn.execute(_ADD_CONFLICTS, ([c.node for c in refused], [c.refused for c in refused],
+                                              [c.at for c in refused]))
+            if ch.usage:
+                conn.execute(_ADD_USAGE, [list(column) for column in zip(*ch.usage, strict=True)])
+            if ch.quarters:
+                conn.execute(_ADD_QUARTERS, [list(column) for column in zip(*ch.quarters, strict=True)])
+            if ch.site_months:  # the rows every transaction shares: last, held until the commit
+                columns = list(zip(*ch.site_months, strict=True))
+                conn.execute(_ADD_SITE_TOTALS, [list(columns[0]), *(list(c) for c in columns[3:])])
+
+    @staticmethod
+    def _device_columns(ch: Changes) -> list[Any]:
+        d = ch.devices
+        assert d is not None
+        n = len(d.slots)
+        position = {slot: i for i, slot in enumerate(d.slots.tolist())}
+        fresh = np.zeros(n, dtype=bool)
+        state = np.full((len(_STATE), n), np.nan)
+        events: list[int | None] = [None] * n
+        where = [position[slot] for slot in d.updated.tolist()]
+        fresh[where] = True
+        for row, name in enumerate(("ts", "power_w", "energy_j", *LATEST)):
+            state[row, where] = d.newest[name]
+        bits = np.asarray(d.newest["clock_events"], dtype=np.uint64).view(np.int64).tolist()
+        known_bits = np.asarray(d.newest["has_clock_events"]).tolist()
+        for i, value, known in zip(where, bits, known_bits, strict=True):
+            events[i] = int(value) if known else None
+        meta = [[getattr(info, "index" if name == "idx" else name) for info in d.infos] for name in _META]
+        return [d.slots.tolist(), *meta, list(d.owner), [d.owner_seen] * n, _floats(d.energy_j),
+                _floats(d.unmeasured_s), d.resets.tolist(), d.anomalies.tolist(), d.late.tolist(),
+                fresh.tolist(), *(row.tolist() for row in state), events]
+

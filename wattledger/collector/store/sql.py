@@ -1,0 +1,49 @@
+"""SQL that both backends speak the same way (SQLite 3.35+ and PostgreSQL 15): reports over
+usage rows, the roll-up of old quarter-hours. ``P`` in a statement is the driver's placeholder
+(``?`` for sqlite3, ``%s`` for psycopg), filled in by :func:`dialect`."""
+
+from __future__ import annotations
+
+from wattledger.collector.store.base import SPEND_KEYS, GroupBy
+
+#: a spend level's keys -> SQL columns (usage ``u``, devices ``d``)
+_COLUMNS = {"site": "u.site", "cluster": "u.cluster", "node": "d.node", "device": "d.device",
+            "kind": "d.kind", "index": "d.idx", "model": "d.model"}
+
+
+def dialect(statement: str, placeholder: str) -> str:
+    return statement.replace("{P}", placeholder)
+
+
+def spend_sums(group_by: GroupBy) -> str:
+    """A month's usage of one site summed by the level's keys: (keys..., it_j, cooling_j,
+    it_cost, cooling_cost, carbon_g, unmeasured_s), sorted by the keys."""
+    keys = ", ".join(_COLUMNS[k] for k in SPEND_KEYS[group_by])
+    join = " JOIN devices d ON d.slot = u.slot" if group_by in ("node", "device") else ""
+    return (f"SELECT {keys}, SUM(u.it_j), SUM(u.cooling_j), SUM(u.it_cost), SUM(u.cooling_cost), "
+            f"SUM(u.carbon_g), SUM(u.unmeasured_s) FROM usage u{join} "
+            f"WHERE u.month = {{P}} AND u.site = {{P}} GROUP BY {keys} ORDER BY {keys}")
+
+
+#: energy cost per cluster of a site's quarter-hours that start in [since, until]
+CLUSTER_DAY_COST = ("SELECT cluster, SUM(cost) FROM quarters WHERE site = {P} AND start_minute >= {P} "
+                    "AND start_minute <= {P} GROUP BY cluster")
+
+# the month's highest site quarter-hour (all clusters) among those about to be rolled up, kept
+# if higher than the one kept before
+KEEP_PEAKS = (
+    "INSERT INTO month_peaks (site, month, facility_j) "
+    "SELECT site, month, MAX(facility_j) FROM (SELECT site, month, SUM(facility_j) AS facility_j "
+    "FROM quarters WHERE start_minute < {P} GROUP BY site, month, start_minute) AS site_quarters "
+    "GROUP BY site, month "
+    "ON CONFLICT (site, month) DO UPDATE SET "
+    "facility_j = CASE WHEN excluded.facility_j > month_peaks.facility_j "
+    "THEN excluded.facility_j ELSE month_peaks.facility_j END")
+ADD_HOURS = (
+    "INSERT INTO hours (site, cluster, month, start_minute, it_j, facility_j, cost) "
+    "SELECT site, cluster, month, (start_minute / 60) * 60, SUM(it_j), SUM(facility_j), SUM(cost) "
+    "FROM quarters WHERE start_minute < {P} GROUP BY site, cluster, month, start_minute / 60 "
+    "ON CONFLICT (site, cluster, month, start_minute) DO UPDATE SET "
+    "it_j = hours.it_j + excluded.it_j, facility_j = hours.facility_j + excluded.facility_j, "
+    "cost = hours.cost + excluded.cost")
+DROP_QUARTERS = "DELETE FROM quarters WHERE start_minute < {P}"
