@@ -52,6 +52,7 @@ def run_until(delivery: Delivery, collector: FakeCollector, readings: int) -> No
 @pytest.mark.parametrize(("status", "outcome"), [
     (500, Outcome.RETRY), (502, Outcome.RETRY), (503, Outcome.RETRY), (429, Outcome.RETRY),
     (408, Outcome.RETRY), (404, Outcome.RETRY), (301, Outcome.RETRY),
+    (409, Outcome.RETRY),  # two agents for one node: kept until this one takes the node over
     (401, Outcome.AUTH_ERROR), (403, Outcome.AUTH_ERROR),
     (400, Outcome.DEAD_LETTER), (413, Outcome.DEAD_LETTER), (415, Outcome.DEAD_LETTER),
     (422, Outcome.DEAD_LETTER),
@@ -113,6 +114,22 @@ def test_429_waits_at_least_retry_after(tmp_path: Path, collector: FakeCollector
     assert delivery.shipper.recent_delays[0][0] is Outcome.RETRY
     assert delivery.shipper.recent_delays[0][1] >= 1.0  # not the 0.02 s of the backoff
     assert collector.readings == expected(range(2))
+
+
+def test_409_keeps_the_batch_and_sends_it_again(tmp_path: Path, collector: FakeCollector) -> None:
+    """Two agents for one node: the collector refuses the newer one's batches (409) until the
+    older one has been silent long enough; they stay spooled, none is dead-lettered."""
+    refusal = {"error": "duplicate agent", "detail": {"field": "stream", "reason": "another live stream"}}
+    collector.script.extend([Scripted(409, {"Retry-After": "1"}, refusal), Scripted(409, {}, refusal)])
+    delivery = make_delivery(tmp_path, collector.url)
+    n = spool_batches(delivery, range(2))
+    run_until(delivery, collector, n)
+    assert collector.answers == [409, 409, 200, 200]
+    assert collector.readings == expected(range(2))  # in order, nothing parked
+    assert delivery.shipper.recent_delays[0][0] is Outcome.RETRY
+    assert delivery.shipper.recent_delays[0][1] >= 1.0  # the collector's Retry-After
+    delivery.spool.open()
+    assert delivery.spool.dead_letters() == []
 
 
 @pytest.mark.parametrize("status", [400, 413])

@@ -57,9 +57,10 @@ def classify(status: int) -> Outcome:
     """What to do with a batch after a non-2xx answer."""
     if status in (401, 403, 407):
         return Outcome.AUTH_ERROR
-    if 400 <= status < 500 and status not in (404, 405, 408, 429):
+    if 400 <= status < 500 and status not in (404, 405, 408, 409, 429):
         return Outcome.DEAD_LETTER
-    return Outcome.RETRY  # 3xx, 404, 405, 408, 429, 5xx (and anything stranger)
+    # 409: another agent pushes for this node; the batch is kept until this one takes over
+    return Outcome.RETRY  # 3xx, 404, 405, 408, 409, 429, 5xx (and anything stranger)
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
