@@ -48,7 +48,9 @@ def test_the_agent_runs_its_allocation_sources(tmp_path: Path) -> None:
     assert [type(h) for h in holders] == [KubernetesSource, SlurmSource]
     agent.start()
     try:
-        wait_until(lambda: agent.sampler.allocations.open_count == 1)
+        # the tracker is updated inside a sample, the snapshot at its end: wait for both
+        wait_until(lambda: agent.sampler.allocations.open_count == 1
+                   and agent.sampler.snapshot.source_up.get("kubernetes") is True)
         up = agent.sampler.snapshot.source_up
     finally:
         agent.stop()
