@@ -12,6 +12,7 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ensure-system-packages"
 #: what the script itself runs, besides the stubs
 TOOLS = ("bash", "env", "id", "awk", "mktemp", "tail", "rm", "chmod", "printf", "cat")
+PG_BIN = "15/bin/initdb"  # where Debian puts a major version's server binaries
 
 STUB_APT = """#!/bin/bash
 echo "$*" >> "$RECORD"
@@ -25,7 +26,8 @@ exit 0
 STUB_ID = '#!/bin/bash\n[ "$1" = -u ] && echo 0 || exec /usr/bin/id "$@"\n'
 
 
-def sandbox(tmp_path: Path, present: tuple[str, ...] = ()) -> tuple[dict[str, str], Path]:
+def sandbox(tmp_path: Path, present: tuple[str, ...] = (),
+            postgres: bool = False) -> tuple[dict[str, str], Path]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for tool in TOOLS:
@@ -38,8 +40,13 @@ def sandbox(tmp_path: Path, present: tuple[str, ...] = ()) -> tuple[dict[str, st
     for name in present:  # a binary that is "installed"
         (bin_dir / name).write_text("#!/bin/sh\n")
         (bin_dir / name).chmod(0o755)
+    pg_root = tmp_path / "postgresql"
+    if postgres:  # the server binaries "installed"
+        (pg_root / PG_BIN).parent.mkdir(parents=True)
+        (pg_root / PG_BIN).write_text("#!/bin/sh\n")
     record = tmp_path / "apt.log"
     env = {"PATH": str(bin_dir), "RECORD": str(record), "POLICY_RC_D": str(tmp_path / "policy-rc.d"),
+           "PG_ROOT": str(pg_root),
            "INIT_D": str(tmp_path / "init.d"), "HOME": str(tmp_path), "TMPDIR": str(tmp_path)}
     return env, record
 
@@ -56,13 +63,14 @@ def test_installs_the_three_debian_packages_with_services_held_back(tmp_path: Pa
     calls = record.read_text().splitlines()
     assert calls[0].startswith("update")
     assert calls[1] == ("install -y -q --no-install-recommends "
-                        "prometheus prometheus-alertmanager victoria-metrics")
+                        "prometheus prometheus-alertmanager victoria-metrics postgresql")
     assert calls[2] == "policy=101", "services could start during the install"
     assert not (tmp_path / "policy-rc.d").exists(), "its own policy-rc.d is left behind"
 
 
 def test_asks_only_for_what_is_missing_and_nothing_when_all_is_there(tmp_path: Path) -> None:
-    env, record = sandbox(tmp_path, present=("prometheus", "promtool", "victoria-metrics-prod"))
+    env, record = sandbox(tmp_path, present=("prometheus", "promtool", "victoria-metrics-prod"),
+                          postgres=True)
     assert run(env).returncode == 0
     install = record.read_text().splitlines()[1]
     assert install == "install -y -q --no-install-recommends prometheus-alertmanager"

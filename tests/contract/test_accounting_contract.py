@@ -18,12 +18,16 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 T0 = datetime(2026, 10, 15, 7, 59, tzinfo=UTC).timestamp()  # a Thursday, 07:59 UTC
 
 
-@pytest.fixture(scope="module")
-def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def collector(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Process]:
+    """The same bill from the embedded store and from PostgreSQL (the session's server)."""
     tmp = tmp_path_factory.mktemp("accounting")
     port = free_port()
+    db = f"sqlite:///{tmp}/ledger.db"
+    if request.param == "postgresql":
+        db = request.getfixturevalue("pg_server").new_database()
     (tmp / "c.yaml").write_text(json.dumps({
-        "db": f"sqlite:///{tmp}/ledger.db", "tokens": {"n1": "t1"},
+        "db": db, "tokens": {"n1": "t1"},
         "sites": {"default": {"timezone": "UTC", "currency": "USD", "pue": 1.5,
                               "tariff": [{"price_per_kwh": 0.30, "from": "08:00", "to": "20:00"},
                                          {"price_per_kwh": 0.10}],

@@ -69,6 +69,7 @@ SIGNALS: dict[str, list[str]] = {
                              "site:wattledger_budget_burn:ratio_rate30m"],
     "EnergyPlanMissing": ["max by (site, currency) (wattledger_month_cost)"],
     "NodeStale": ["time() - max without (instance, pod) (wattledger_node_last_seen_timestamp_seconds)"],
+    "NodeDuplicateAgent": ["max without (instance, pod) (wattledger_node_duplicate_agent)"],
     "AgentDown": ['up{job="wattledger-agent"}'],
     "CollectorDown": ['up{job="wattledger-collector"}'],
     "AgentSourceDown": ["wattledger_agent_source_up"],

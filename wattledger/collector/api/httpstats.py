@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 #: outcomes always exposed (at 0 too), so that dashboards and alerts see the series from the start
 OUTCOMES = ("accepted", "duplicate", "rejected_400", "rejected_401", "rejected_403", "rejected_408",
-            "rejected_413", "rejected_415", "rejected_422", "overloaded", "error")
+            "rejected_409", "rejected_413", "rejected_415", "rejected_422", "overloaded", "error")
 #: why the server's protocol refused a request itself (wattledger.collector.api.server), each at 0
 REFUSALS = ("header_timeout", "body_timeout", "headers_too_large", "target_too_long", "malformed")
 #: latency buckets in seconds: a group commit on SQLite takes milliseconds, a big batch longer

@@ -68,9 +68,12 @@ BATCH_OPENAPI: dict[str, Any] = {
         "403": error("the token of another node"),
         "413": error("body over the limit, before or after gzip"),
         "415": error("not JSON, or an unknown Content-Encoding"),
+        "409": error("another agent pushes for this node: its stream holds the batch's devices (send "
+                     "again after Retry-After; the batch is kept)"),
         "422": error("an invalid batch"),
         "429": error("overloaded: send again after Retry-After seconds"),
-        "503": error("the collector is starting or stopping; send again later"),
+        "503": error("the collector is starting or stopping, or its database does not answer; send "
+                     "again later"),
     },
 }
 

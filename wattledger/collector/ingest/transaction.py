@@ -42,7 +42,6 @@ from wattledger.collector.sites import SiteConfig
 from wattledger.collector.store.base import (
     Changes,
     DeviceChanges,
-    Floats,
     HeldDevices,
     NodeChange,
     NodeConflicts,
@@ -158,14 +157,14 @@ class Bookkeeper:
                 raise
         now = self.clock()
         firsts: dict[str, tuple[str, int]] = {}
-        keys: dict[tuple[str, str], int] = {}
+        keys: dict[tuple[str, str], int] = {}  # (node, device id) -> the group's number of it
+        batch_keys: list[list[int]] = []  # per batch, its devices' numbers
         for vb in batches:
             b = vb.batch
             first = firsts.get(b.stream)
             if first is None or b.seq < first[1]:
                 firsts[b.stream] = (b.node, b.seq)
-            for info in b.devices:
-                keys.setdefault((b.node, info.id), len(keys))
+            batch_keys.append([keys.setdefault((b.node, info.id), len(keys)) for info in b.devices])
         key_list = list(keys)
         with self.store.ingest() as unit:
             states, held = unit.hold(firsts, key_list)
@@ -182,18 +181,17 @@ class Bookkeeper:
                 return results
             infos: dict[int, DeviceInfo] = {}
             for number in fresh:
-                b = batches[number].batch
-                for info in b.devices:
-                    infos[keys[(b.node, info.id)]] = info
+                infos.update(zip(batch_keys[number], batches[number].batch.devices, strict=True))
             slots = held.slots.copy()
             new = [k for k in sorted(infos) if slots[k] < 0]
             if new:
                 slots[new] = unit.create_devices([(key_list[k][0], infos[k]) for k in new])
-            owners, seen, last_ts = list(held.owner), held.owner_seen.copy(), held.last_ts.copy()
+            owners, seen, last_ts = list(held.owner), held.owner_seen.tolist(), held.last_ts.tolist()
             accepted: list[int] = []
             conflicts: dict[str, NodeConflicts] = {}
             for number in fresh:
-                refusal = self._claim(batches[number], keys, key_list, owners, seen, last_ts, now)
+                refusal = self._claim(batches[number], batch_keys[number], key_list, owners, seen, last_ts,
+                                      now)
                 if refusal is None:
                     accepted.append(number)
                     results[number] = IngestResult(len(batches[number].columns), False)
@@ -205,14 +203,15 @@ class Bookkeeper:
                                                       b.stream)
             changes = Changes(conflicts=[conflicts[n] for n in sorted(conflicts)])
             if accepted:
-                self._book([batches[n] for n in accepted], keys, held, slots, infos, owners, now, changes,
-                           states)
+                self._book([batches[n] for n in accepted], [batch_keys[n] for n in accepted], held, slots,
+                           infos, owners, now, changes, states)
             unit.write(changes)
         self.commits += 1
         return results
 
-    def _claim(self, vb: ValidBatch, keys: Mapping[tuple[str, str], int], key_list: Sequence[tuple[str, str]],
-               owners: list[str | None], seen: Floats, last_ts: Floats, now: float) -> DuplicateAgent | None:
+    def _claim(self, vb: ValidBatch, ks: Sequence[int], key_list: Sequence[tuple[str, str]],
+               owners: list[str | None], seen: list[float], last_ts: list[float], now: float
+               ) -> DuplicateAgent | None:
         """Give the devices the batch has readings of to its stream, or the refusal when another
         stream holds one of them and is live (had a batch of it committed within stale_after)
         and this batch's readings of it do not start after its last committed reading.
@@ -222,12 +221,23 @@ class Bookkeeper:
         followed by its live agent). Should the old stream come back, it is the one refused.
         """
         b, cols = vb.batch, vb.columns
+        stream = b.stream
+        if all(owners[k] is None or owners[k] == stream for k in ks):
+            # the usual case, a stream's own devices: no reading to compare; the batch's newest
+            # reading bounds each device's (enough for a later batch of the group to compare to)
+            top = float(cols.ts.max()) if len(cols) else -math.inf
+            for k in ks:
+                owners[k] = stream
+                seen[k] = now
+                last = last_ts[k]
+                last_ts[k] = top if last != last or top > last else last  # NaN: none committed
+            return None
         n = len(b.devices)
         first = np.full(n, np.inf)
         newest = np.full(n, -np.inf)
         np.minimum.at(first, cols.device, cols.ts)
         np.maximum.at(newest, cols.device, cols.ts)
-        measured = [(keys[(b.node, info.id)], i) for i, info in enumerate(b.devices) if first[i] < np.inf]
+        measured = [(k, i) for i, k in enumerate(ks) if first[i] < np.inf]
         for k, i in measured:
             owner = owners[k]
             live = now - seen[k] <= self.stale_after_seconds
@@ -244,7 +254,8 @@ class Bookkeeper:
         for k, i in measured:
             owners[k] = b.stream
             seen[k] = now
-            last_ts[k] = max(last_ts[k], newest[i]) if not np.isnan(last_ts[k]) else newest[i]
+            last = last_ts[k]
+            last_ts[k] = float(newest[i]) if last != last or newest[i] > last else last
         return None
 
     def _log_conflict(self, b: Batch, device: str, owner: str, age: float) -> None:
@@ -258,22 +269,22 @@ class Bookkeeper:
                     "%s's batches are refused (409) until %s has been silent for %g s", b.node, b.stream,
                     device, owner, age, b.stream, owner, self.stale_after_seconds)
 
-    def _book(self, batches: Sequence[ValidBatch], keys: Mapping[tuple[str, str], int], held: HeldDevices,
+    def _book(self, batches: Sequence[ValidBatch], batch_keys: Sequence[Sequence[int]], held: HeldDevices,
               slots: np.ndarray, infos: Mapping[int, DeviceInfo], owners: Sequence[str | None], now: float,
               changes: Changes, states: Mapping[str, StreamState]) -> None:
         """Account the accepted batches into ``changes``."""
         changes.streams, changes.seqs_added, changes.seqs_dropped = dedupe.advance(states, batches)
-        used = sorted({keys[(vb.batch.node, info.id)] for vb in batches for info in vb.batch.devices})
+        used = sorted({k for ks in batch_keys for k in ks})
         local = {k: i for i, k in enumerate(used)}
         nodes: dict[str, NodeChange] = {}
         parts: dict[str, list[np.ndarray]] = {name: [] for name in _READING_COLUMNS}
-        for vb in batches:
+        for vb, ks in zip(batches, batch_keys, strict=True):
             b, cols = vb.batch, vb.columns
             site, cluster = site_and_cluster(b)
             before = nodes.get(b.node)
             nodes[b.node] = NodeChange(b.node, site, cluster, b.labels, now,
                                        len(cols) + (before.readings if before else 0))
-            at = np.array([local[keys[(b.node, info.id)]] for info in b.devices], dtype=np.int64)
+            at = np.array([local[k] for k in ks], dtype=np.int64)
             parts["device"].append(at[cols.device])
             parts["group"].append(np.full(len(cols), self._group(site, cluster), dtype=np.int64))
             for name in _READING_COLUMNS[2:]:

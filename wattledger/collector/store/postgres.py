@@ -169,6 +169,26 @@ _DAY_COST = ("SELECT site, SUM(cost) FROM quarters WHERE start_minute >= %s AND 
 _NODE_COLUMNS = "node, site, cluster, labels, last_seen, readings, conflicts, conflict_at"
 
 
+def array_literal(values: Sequence[Any]) -> str:
+    """A list as PostgreSQL's array text (``{1.5,nan,NULL}``, ``{"a","b"}``) for a ``%s::type[]``
+    parameter. psycopg's own list dumper searches every element with a regex: at a few thousand
+    elements per transaction that was a third of a replica's CPU (docs/performance.md)."""
+    if not values:
+        return "{}"
+    first = next((v for v in values if v is not None), None)  # a column is of one type
+    if isinstance(first, str):
+        return "{" + ",".join("NULL" if v is None else
+                              '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
+    if None in values:
+        return "{" + ",".join("NULL" if v is None else str(v) for v in values) + "}"
+    return "{" + ",".join(map(str, values)) + "}"
+
+
+def arrays(params: Sequence[Any]) -> list[Any]:
+    """Parameters with every list as its array text (see ``array_literal``)."""
+    return [array_literal(p) if isinstance(p, list) else p for p in params]
+
+
 def connection_kwargs(db_url: str) -> dict[str, str]:
     """The collector's libpq settings for keys the URL does not set itself."""
     try:
@@ -286,9 +306,10 @@ class PostgresStore:
         sites = sorted(months)
         texts = [month_text(months[site]) for site in sites]
         sums = {site: SiteSums() for site in sites}
-        for site, it_j, cool_j, it_cost, cool_cost, carbon in conn.execute(_MONTH_SUMS, (sites, texts)):
+        found = conn.execute(_MONTH_SUMS, arrays((sites, texts)))
+        for site, it_j, cool_j, it_cost, cool_cost, carbon in found:
             sums[site] = SiteSums(it_j, cool_j, it_cost, cool_cost, carbon)
-        for site, facility_j in conn.execute(_MONTH_PEAKS, (sites, texts, sites, texts)):
+        for site, facility_j in conn.execute(_MONTH_PEAKS, arrays((sites, texts, sites, texts))):
             held = sums[site]
             held.peak_quarter_facility_j = max(held.peak_quarter_facility_j, float(facility_j))
         return sums
@@ -379,10 +400,10 @@ class _Unit:
         conn = self._conn
         names = list(streams)
         with conn.pipeline():
-            got = conn.execute(_UPSERT_STREAMS, (names, [streams[s][0] for s in names],
-                                                 [streams[s][1] - 1 for s in names]))
-            above = conn.execute(_ABOVE, (names,))
-            locked = conn.execute(_LOCK_DEVICES, ([n for n, _ in devices], [d for _, d in devices]))
+            got = conn.execute(_UPSERT_STREAMS, arrays((names, [streams[s][0] for s in names],
+                                                        [streams[s][1] - 1 for s in names])))
+            above = conn.execute(_ABOVE, arrays((names,)))
+            locked = conn.execute(_LOCK_DEVICES, arrays(([n for n, _ in devices], [d for _, d in devices])))
         states = {str(stream): StreamState(str(node), int(low)) for stream, node, low in got.fetchall()}
         for stream, seq in above.fetchall():
             states[str(stream)].above.add(int(seq))
@@ -403,7 +424,7 @@ class _Unit:
         columns = [[node for node, _ in keys], [info.id for info in infos],
                    *([getattr(info, "index" if name == "idx" else name) for info in infos] for name in _META)]
         made = {(node, device): slot for node, device, slot in
-                self._conn.execute(_CREATE_DEVICES, columns).fetchall()}
+                self._conn.execute(_CREATE_DEVICES, arrays(columns)).fetchall()}
         if len(made) != len(keys):
             # another replica made one of these devices meanwhile (two agents' first batches at
             # once): its state is not what this transaction read; the writer tries again
@@ -415,30 +436,32 @@ class _Unit:
         conn = self._conn
         with conn.pipeline():
             if ch.streams:
-                conn.execute(_ADVANCE_STREAMS, ([s for s, _, _ in ch.streams],
-                                                [low for _, _, low in ch.streams]))
+                conn.execute(_ADVANCE_STREAMS, arrays(([s for s, _, _ in ch.streams],
+                                                       [low for _, _, low in ch.streams])))
             if ch.seqs_added:
-                conn.execute(_ADD_SEQS, ([s for s, _ in ch.seqs_added], [q for _, q in ch.seqs_added]))
+                added = ch.seqs_added
+                conn.execute(_ADD_SEQS, arrays(([s for s, _ in added], [q for _, q in added])))
             if ch.seqs_dropped:
-                conn.execute(_DROP_SEQS, ([s for s, _ in ch.seqs_dropped], [q for _, q in ch.seqs_dropped]))
+                dropped = ch.seqs_dropped
+                conn.execute(_DROP_SEQS, arrays(([s for s, _ in dropped], [q for _, q in dropped])))
             if ch.devices is not None:
-                conn.execute(_UPDATE_DEVICES, self._device_columns(ch))
+                conn.execute(_UPDATE_DEVICES, arrays(self._device_columns(ch)))
             if ch.nodes:
-                conn.execute(_UPSERT_NODES, (
+                conn.execute(_UPSERT_NODES, arrays((
                     [c.node for c in ch.nodes], [c.site for c in ch.nodes], [c.cluster for c in ch.nodes],
                     [json.dumps(dict(c.labels), sort_keys=True) for c in ch.nodes],
-                    [c.seen for c in ch.nodes], [c.readings for c in ch.nodes]))
+                    [c.seen for c in ch.nodes], [c.readings for c in ch.nodes])))
             if ch.conflicts:
                 refused = ch.conflicts
-                conn.execute(_ADD_CONFLICTS, ([c.node for c in refused], [c.refused for c in refused],
-                                              [c.at for c in refused]))
+                conn.execute(_ADD_CONFLICTS, arrays(([c.node for c in refused], [c.refused for c in refused],
+                                                     [c.at for c in refused])))
             if ch.usage:
-                conn.execute(_ADD_USAGE, [list(column) for column in zip(*ch.usage, strict=True)])
+                conn.execute(_ADD_USAGE, arrays([list(column) for column in zip(*ch.usage, strict=True)]))
             if ch.quarters:
-                conn.execute(_ADD_QUARTERS, [list(column) for column in zip(*ch.quarters, strict=True)])
+                conn.execute(_ADD_QUARTERS, arrays([list(c) for c in zip(*ch.quarters, strict=True)]))
             if ch.site_months:  # the rows every transaction shares: last, held until the commit
                 columns = list(zip(*ch.site_months, strict=True))
-                conn.execute(_ADD_SITE_TOTALS, [list(columns[0]), *(list(c) for c in columns[3:])])
+                conn.execute(_ADD_SITE_TOTALS, arrays([list(columns[0]), *(list(c) for c in columns[3:])]))
 
     @staticmethod
     def _device_columns(ch: Changes) -> list[Any]:
