@@ -162,6 +162,37 @@ class Server:
     checked: list[int] = field(default_factory=list)  # ports whose ledger must hold every reading
 
 
+class WaitSampler:
+    """What PostgreSQL's busy sessions are doing, sampled every few ms during a turn
+    (pg_stat_activity: on the CPU, waiting for a row lock, for the WAL flush, for the client)."""
+
+    def __init__(self, url: str) -> None:
+        import threading
+
+        import psycopg
+
+        self._conn = psycopg.connect(url, autocommit=True)
+        self.counts: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.005):
+            for kind, event in self._conn.execute(
+                    "SELECT wait_event_type, wait_event FROM pg_stat_activity WHERE state = 'active' "
+                    "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"):
+                key = "CPU" if kind is None else f"{kind}:{event}"
+                self.counts[key] = self.counts.get(key, 0) + 1
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join()
+        self._conn.close()
+        total = sum(self.counts.values()) or 1
+        return {k: v / total for k, v in sorted(self.counts.items(), key=lambda kv: -kv[1])}
+
+
 def postgres_processes(server: Any) -> list[psutil.Process]:
     """The PostgreSQL server and its backends (a new backend per connection: found at each turn)."""
     pid = int((server.data / "postmaster.pid").read_text().split()[0])
@@ -249,14 +280,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         rates: dict[str, list[float]] = {s.name: [] for s in servers}
         rates["parsing alone"] = []
         cpu: dict[str, dict[str, list[float]]] = {s.name: {} for s in servers}
+        waits: dict[str, dict[str, list[float]]] = {}
         for k, load in enumerate(loads):
             turns = servers[k % len(servers):] + servers[:k % len(servers)]
             for server in turns:
                 parts = dict(server.parts)
                 if pg is not None and "on PostgreSQL" in server.name:
                     parts["postgresql"] = postgres_processes(pg)
+                sampler = WaitSampler(pg.url()) if pg is not None and "on PostgreSQL" in server.name else None
                 rate, used = blast(server.name, server.ports, load.vm if server.vm else load.collector,
                                    args.conns, load.readings, server.good, parts)
+                if sampler is not None:
+                    for event, share in sampler.stop().items():
+                        waits.setdefault(server.name, {}).setdefault(event, []).append(share)
                 rates[server.name].append(rate)
                 for part, value in used.items():
                     cpu[server.name].setdefault(part, []).append(value)
@@ -277,6 +313,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if pg is not None:
             pg.destroy()
     report(args, rates, cpu)
+    for name, events in waits.items():
+        shares = sorted(((sum(v) / args.repeats, e) for e, v in events.items()), reverse=True)[:6]
+        print(f"  {name}: PostgreSQL sessions busy with " + ", ".join(f"{e} {v:.0%}" for v, e in shares))
     shutil.rmtree(d, ignore_errors=True)
     return 0
 
