@@ -57,10 +57,17 @@ def test_the_encoder_is_the_table() -> None:
     assert isinstance(sparse, dict) and list(sparse) == [c.name for c in READING_COLUMNS if c.required]
 
 
-def test_the_collectors_latest_values_are_the_tables() -> None:
-    from wattledger.collector.accounting.readings import LATEST
+def test_the_collectors_columns_are_the_tables() -> None:
+    """The collector's lists of columns come from the table: a column added there and not to
+    the accounting's Readings (written out for mypy) fails here; the store's ``devices`` table
+    is checked on both backends in tests/collector/test_store.py."""
+    from wattledger.collector.accounting.readings import LATEST, READINGS_FIELDS, Readings
+    from wattledger.collector.store.devicetable import DEVICE_COLUMNS, FLOATS
 
-    assert set(LATEST) == set(contract.LATEST_COLUMNS)
+    assert LATEST == contract.LATEST_COLUMNS == tuple(c.name for c in READING_COLUMNS if c.latest)
+    assert ("device", "group", *(c.name for c in READING_COLUMNS[1:]), "has_clock_events") == READINGS_FIELDS
+    assert tuple(f.name for f in dataclasses.fields(Readings)) == READINGS_FIELDS
+    assert set(LATEST) <= set(DEVICE_COLUMNS) and set(LATEST) <= set(FLOATS)
 
 
 def test_every_value_arrives_as_it_was_read() -> None:

@@ -12,12 +12,22 @@ import time
 from pathlib import Path
 
 import pytest
-from ledgerkit import at, committed_low, device_totals, make_batch, make_sites, node_state, open_ledger
+from ledgerkit import (
+    Backend,
+    at,
+    committed_low,
+    device_totals,
+    make_batch,
+    make_sites,
+    node_state,
+    open_ledger,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from wattledger.collector.service import Ledger
 from wattledger.collector.store import redacted
 from wattledger.collector.store.base import StoreError
+from wattledger.collector.store.devicetable import DEVICE_COLUMNS
 from wattledger.collector.store.sqlite import MIGRATIONS, SCHEMA_VERSION, sqlite_path
 from wattledger.collector.store.sqlite import SqliteStore as Store
 
@@ -174,3 +184,16 @@ def test_urls_in_messages_hide_their_password() -> None:
     assert redacted("postgresql://wl:s3cret@db:5432/ledger") == "postgresql://wl:***@db:5432/ledger"
     assert redacted("postgresql://wl@db/ledger") == "postgresql://wl@db/ledger"
     assert redacted("sqlite:////var/lib/l.db") == "sqlite:////var/lib/l.db"
+
+
+def test_the_devices_table_holds_every_column_the_store_writes(backend: Backend) -> None:
+    """DEVICE_COLUMNS (the wire table's latest columns among them) are the ``devices`` table's
+    columns on both backends: a column added to contract.READING_COLUMNS as ``latest`` needs a
+    migration of each."""
+    store = open_ledger().store
+    if backend.name == "sqlite":
+        names = {row[1] for row in store.query("PRAGMA table_info(devices)")}
+    else:
+        names = {row[0] for row in store.query(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'devices'")}
+    assert set(DEVICE_COLUMNS) <= names

@@ -17,14 +17,20 @@ import numpy as np
 import numpy.typing as npt
 
 from wattledger.collector.accounting import intervals
+from wattledger.contract import LATEST_COLUMNS, READING_COLUMNS
 
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
 Bools = npt.NDArray[np.bool_]
 Events = npt.NDArray[np.uint64]
 
-#: the latest values of a device (NaN = not reported), as shown on /metrics and /v1/nodes
-LATEST = ("temp_c", "mem_temp_c", "util", "mem_util", "sm_clock_hz", "mem_used_bytes")
+#: the latest values of a device (NaN = not reported), as shown on /metrics and /v1/nodes: the
+#: columns the wire's table (contract.READING_COLUMNS) marks ``latest``, in its order
+LATEST = LATEST_COLUMNS
+#: the fields of :class:`Readings`, in its order: the wire's columns, the (site, cluster) group
+#: after the device, and whether a reading carries ``clock_events`` (its NaN, an integer has none)
+READINGS_FIELDS: tuple[str, ...] = ("device", "group", *(c.name for c in READING_COLUMNS[1:]),
+                                    "has_clock_events")
 
 
 @dataclass(frozen=True)
@@ -40,7 +46,13 @@ class DeviceStates:
 
 @dataclass(frozen=True)
 class Readings:
-    """A group's readings, any order; ``device`` numbers the group's devices 0..k-1."""
+    """A group's readings, any order; ``device`` numbers the group's devices 0..k-1.
+
+    Its fields are the wire's columns (contract.READING_COLUMNS, in that order) with ``group``
+    after ``device`` and ``has_clock_events`` at the end (:data:`READINGS_FIELDS`); they are
+    written out, not generated, so that mypy knows each one's type (tests/test_wire_columns.py
+    fails when a column is added to the table and not here).
+    """
 
     device: Ints
     group: Ints  # the (site, cluster) each reading is filed under
@@ -48,12 +60,12 @@ class Readings:
     power_w: Floats
     energy_j: Floats
     temp_c: Floats
-    mem_temp_c: Floats
     util: Floats
+    mem_temp_c: Floats
     mem_util: Floats
     sm_clock_hz: Floats
-    mem_used_bytes: Floats
     clock_events: Events
+    mem_used_bytes: Floats
     has_clock_events: Bools
 
     def take(self, index: Ints | Bools) -> Readings:

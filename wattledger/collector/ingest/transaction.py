@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from wattledger.collector.accounting.pricing import SitePrices, price
-from wattledger.collector.accounting.readings import LATEST, DeviceStates, Readings, account
+from wattledger.collector.accounting.readings import LATEST, READINGS_FIELDS, DeviceStates, Readings, account
 from wattledger.collector.accounting.siteclock import month_text
 from wattledger.collector.ingest import dedupe
 from wattledger.collector.sites import SiteConfig
@@ -277,7 +277,7 @@ class Bookkeeper:
         used = sorted({k for ks in batch_keys for k in ks})
         local = {k: i for i, k in enumerate(used)}
         nodes: dict[str, NodeChange] = {}
-        parts: dict[str, list[np.ndarray]] = {name: [] for name in _READING_COLUMNS}
+        parts: dict[str, list[np.ndarray]] = {name: [] for name in READINGS_FIELDS}
         for vb, ks in zip(batches, batch_keys, strict=True):
             b, cols = vb.batch, vb.columns
             site, cluster = site_and_cluster(b)
@@ -287,7 +287,7 @@ class Bookkeeper:
             at = np.array([local[k] for k in ks], dtype=np.int64)
             parts["device"].append(at[cols.device])
             parts["group"].append(np.full(len(cols), self._group(site, cluster), dtype=np.int64))
-            for name in _READING_COLUMNS[2:]:
+            for name in READINGS_FIELDS[2:]:
                 parts[name].append(getattr(cols, name))
         readings = Readings(**{name: np.concatenate(arrays) for name, arrays in parts.items()})
         used_infos = [infos[k] for k in used]
@@ -321,7 +321,3 @@ class Bookkeeper:
                             zip(q_group.tolist(), q_start.tolist(), q_month.tolist(),
                                 *(v.tolist() for v in quarters), strict=True)]
 
-
-#: the columns of ``Readings``, in its order (device and group first)
-_READING_COLUMNS = ("device", "group", "ts", "power_w", "energy_j", *LATEST, "clock_events",
-                    "has_clock_events")

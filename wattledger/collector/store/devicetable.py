@@ -30,9 +30,10 @@ FLOATS = ("last_ts", "last_power_w", "last_energy_j", "power_limit_w", *LATEST, 
 #: event counters
 COUNTS = ("resets", "anomalies", "late")
 #: the store's ``devices`` columns, in the order of :meth:`DeviceTable.rows`
+#: (the latest values are the wire table's ``latest`` columns: one added there needs its column
+#: in a migration of both backends, tests/collector/test_store.py checks it)
 DEVICE_COLUMNS = ("slot", "node", "device", "kind", "idx", "model", "power_limit_w", "slowdown_c",
-                  "shutdown_c", "last_ts", "last_power_w", "last_energy_j", "temp_c", "mem_temp_c",
-                  "util", "mem_util", "sm_clock_hz", "mem_used_bytes", "energy_j",
+                  "shutdown_c", "last_ts", "last_power_w", "last_energy_j", *LATEST, "energy_j",
                   "unmeasured_s", "resets", "anomalies", "late", "clock_events", "role", "parent",
                   "share", "stream", "stream_seen")
 
