@@ -6,12 +6,15 @@ Each example is one request put together from a framing (good or broken: Content
 colon, headers too large, a target too long, headers or a body that stall), a credential
 (good, absent, present and wrong, another node's), a body (a good batch, or one whose numbers
 are booleans or strings, whose integers pass what the store holds, with a key given twice),
-gzip or not, and the path (with or without a trailing slash). For every one:
+gzip or not, the path (with or without a trailing slash), and whether the ledger fails while
+the push is in it (item 7: a fault of the collector). For every one:
 
-- the answer is never a 5xx and always JSON of the contract's shapes;
+- the answer is always JSON of the contract's shapes, and never a 5xx but the 500 of a push
+  the failing ledger had to commit;
 - its status is the one its parts call for (400/408/414/431 from the server, 401 for any
   present and wrong credential although ``allow_unauthenticated`` is on, 404 for the slash,
-  422 for the hostile numbers), and the connection is closed where it must be;
+  422 for the hostile numbers, 500 for the ledger's fault), and the connection is closed where
+  it must be;
 - a refusal changes nothing in the ledger, and no pending byte stays reserved;
 - every push that reached the application is counted once in
   ``wattledger_ingest_batches_total`` and once in the answer-time histogram, and every request
@@ -25,7 +28,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,22 +38,61 @@ from httpkit import NOW, TOKENS, batch, changed
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
 from rawhttp import RawAnswer, read_answer, send_all
 
 from wattledger.collector.api.app import create_app, open_ledger
 from wattledger.collector.api.runtime import LedgerService
 from wattledger.collector.api.server import HttpLimits, uvicorn_config
+from wattledger.collector.ingest.writer import IngestResultLike
 from wattledger.collector.settings import settings_from
+from wattledger.collector.store.base import GroupBy
+from wattledger.wire import BatchError, ValidBatch
 
 pytestmark = pytest.mark.timeout(600)
 HEADER_TIMEOUT, BODY_TIMEOUT = 1.0, 0.5
 MAX_HEADER_BYTES = 16 * 1024
 
 
+class FailingLedger:
+    """The real ledger, whose ``ingest`` raises while ``failing`` is set: a fault of the
+    collector (a bug, a full disk) in the middle of a push."""
+
+    def __init__(self, real: LedgerService) -> None:
+        self.real = real
+        self.failing = False
+
+    def ingest(self, batches: Sequence[ValidBatch]) -> Sequence[IngestResultLike | BatchError]:
+        if self.failing:
+            raise OSError(28, "No space left on device")
+        return self.real.ingest(batches)
+
+    def collector(self) -> Collector:
+        return self.real.collector()
+
+    def spend(self, *, site: str | None, month: str | None, group_by: GroupBy) -> list[dict[str, Any]]:
+        return self.real.spend(site=site, month=month, group_by=group_by)
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return self.real.nodes()
+
+    def node_names(self) -> list[str]:
+        return self.real.node_names()
+
+    def ping(self) -> None:
+        self.real.ping()
+
+    def refresh(self) -> None:
+        self.real.refresh()
+
+    def close(self) -> None:
+        self.real.close()
+
+
 @dataclass
 class Served:
     port: int
-    ledger: LedgerService
+    ledger: FailingLedger
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +100,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     db = tmp_path_factory.mktemp("fuzzhttp") / "ledger.db"
     s = settings_from({"db": f"sqlite:///{db}", "tokens": TOKENS, "refresh_interval_seconds": 60,
                        "allow_unauthenticated": True, "max_body_bytes": 65536})
-    ledger = open_ledger(s, clock=lambda: NOW)
+    ledger = FailingLedger(open_ledger(s, clock=lambda: NOW))
     app = create_app(s, ledger=ledger, clock=lambda: NOW)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -129,6 +171,7 @@ class Push:
     slash: bool
     seq: int
     chunks: int
+    fault: bool = False  # the ledger fails while it holds this push
 
     def expected(self) -> tuple[set[int], bool]:
         """(the statuses this push may get, whether the connection must be closed after it)."""
@@ -143,7 +186,9 @@ class Push:
         if self.body != "good":
             refused = {422, 400} if self.body == "node twice" else {422}
             return refused | ({403} if self.credential == "other-node" else set()), False
-        return ({403} if self.credential == "other-node" else {200}), False
+        if self.credential == "other-node":
+            return {403}, False
+        return ({500} if self.fault else {200}), False
 
     def reaches_the_application(self) -> bool:
         """Whether the push's headers were good: its handler then runs, and counts it (a bad
@@ -198,7 +243,7 @@ def pushes(draw: st.DrawFn) -> Push:
     credential = draw(st.sampled_from(["good", "good", "absent", "other-node", *WRONG_CREDENTIALS]))
     body = draw(st.sampled_from(["good", "good", *HOSTILE_BODIES]))
     return Push(framing, credential, body, draw(st.booleans()), draw(st.integers(0, 9)) == 0,
-                draw(st.integers(1, 10**9)), draw(st.integers(1, 3)))
+                draw(st.integers(1, 10**9)), draw(st.integers(1, 3)), draw(st.integers(0, 5)) == 0)
 
 
 # ---------------------------------------------------------------------------- the observations
@@ -230,16 +275,21 @@ def books(served: Served) -> Books:
                 refused[s.labels["reason"]] = s.value
             elif s.name == "wattledger_ingest_pending_bytes":
                 pending = s.value
-    state = served.ledger.nodes(), served.ledger.spend(site=None, month="2025-11", group_by="device")
+    real = served.ledger.real
+    state = real.nodes(), real.spend(site=None, month="2025-11", group_by="device")
     return Books(pushes, timed, refused, pending, state)
 
 
 def send(served: Served, push: Push) -> RawAnswer:
-    with socket.create_connection(("127.0.0.1", served.port), timeout=30) as sock:
-        send_all(sock, push.request())
-        # a body that stalls after its answer (a 404) has its connection closed at the body timeout
-        wait = BODY_TIMEOUT + 5 if push.framing == "stalled-body" else 0.3
-        return read_answer(sock, timeout=30, close_wait=wait)
+    served.ledger.failing = push.fault
+    try:
+        with socket.create_connection(("127.0.0.1", served.port), timeout=30) as sock:
+            send_all(sock, push.request())
+            # a body that stalls after its answer (a 404) has its connection closed at the body timeout
+            wait = BODY_TIMEOUT + 5 if push.framing == "stalled-body" else 0.3
+            return read_answer(sock, timeout=30, close_wait=wait)
+    finally:
+        served.ledger.failing = False
 
 
 def every_hostile_body(test: Callable[..., None]) -> Callable[..., None]:
@@ -247,6 +297,10 @@ def every_hostile_body(test: Callable[..., None]) -> Callable[..., None]:
     for name in HOSTILE_BODIES:
         test = example(push=Push("content-length", "good", name, gzip=False, slash=False, seq=1,
                                  chunks=1))(test)
+    # item 7: a good push the ledger fails to commit, plain and gzip'd, sent whole and chunked
+    for framing, zipped in (("content-length", False), ("chunked", True)):
+        test = example(push=Push(framing, "good", "good", gzip=zipped, slash=False, seq=7, chunks=2,
+                                 fault=True))(test)
     return test
 
 
@@ -258,7 +312,7 @@ def test_hostile_requests_get_their_json_answer_and_change_nothing(served: Serve
     answer = send(served, push)
     event(f"{push.framing}: {answer.status}")
     statuses, must_close = push.expected()
-    assert answer.status < 500, (push, answer)
+    assert answer.status < 500 or (answer.status == 500 and push.fault), (push, answer)
     assert answer.status in statuses, (push, answer)
     assert answer.headers["content-type"] == "application/json", (push, answer)
     doc = answer.json()
