@@ -14,8 +14,6 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import settings
 
-from tests.binaries import on_ci
-
 settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
@@ -25,13 +23,9 @@ if os.environ.get("CI"):
 def pg_server() -> Iterator[object]:
     """ONE real PostgreSQL for the whole session (tests/pgserver.py), on a free loopback port.
     Skipped without the server binaries, except under CI, where that fails."""
-    from tests.pgserver import PgServer, server_binaries
+    from tests.pgserver import PgServer, require_server_binaries
 
-    if server_binaries() is None:
-        reason = "PostgreSQL server binaries not installed (apt-get install postgresql)"
-        if on_ci():
-            pytest.fail(f"{reason}, which CI must have: scripts/ensure-system-packages installs it")
-        pytest.skip(reason)
+    require_server_binaries()
     try:
         import psycopg  # noqa: F401
     except ImportError:

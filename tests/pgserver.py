@@ -34,6 +34,22 @@ def server_binaries() -> Path | None:
     return found[-1].parent if found else None
 
 
+def require_server_binaries() -> Path:
+    """The server binaries; without them the test skips, except under CI, where it fails (the
+    CI set-up, scripts/ensure-system-packages, installs postgresql)."""
+    import pytest
+
+    from tests.binaries import on_ci
+
+    found = server_binaries()
+    if found is None:
+        reason = "PostgreSQL server binaries not installed (apt-get install postgresql)"
+        if on_ci():
+            pytest.fail(f"{reason}, which CI must have: scripts/ensure-system-packages installs it")
+        pytest.skip(reason)
+    return found
+
+
 class PgServer:
     """One PostgreSQL server in ``folder``: ``start``, ``stop``, ``restart``, databases by name.
 

@@ -16,7 +16,7 @@ import pytest
 from httpkit import Collector_, start_collector
 
 from tests.delivery.e2e import Agent, metric_sum, scrape, wait_until
-from tests.pgserver import PgServer, server_binaries
+from tests.pgserver import PgServer, require_server_binaries
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -27,8 +27,7 @@ TOKENS = {node: f"tok-{node}" for node in NODES}
 @pytest.fixture
 def own_server() -> Iterator[PgServer]:
     """A PostgreSQL of this test's own (it is stopped and started; the session's is not)."""
-    if server_binaries() is None:
-        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql)")
+    require_server_binaries()  # skips without them; fails under CI, which has them
     server = PgServer().start()
     try:
         yield server

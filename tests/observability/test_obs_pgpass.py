@@ -26,8 +26,6 @@ import httpx
 import pytest
 import yaml
 
-from tests.binaries import on_ci
-
 from .kustomize import render
 from .support import WATTLEDGER, Processes, eventually, free_port
 
@@ -93,10 +91,7 @@ def pod() -> Iterator[Pod]:
     pytest.importorskip("psycopg")
     trustme = pytest.importorskip("trustme")
     pgserver = pytest.importorskip("tests.pgserver")
-    if pgserver.server_binaries() is None:
-        if on_ci():
-            pytest.fail("PostgreSQL server binaries missing under CI (scripts/ensure-system-packages)")
-        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql)")
+    pgserver.require_server_binaries()
     dep = next(o for o in render("postgresql") if o["kind"] == "Deployment")
     spec = dep["spec"]["template"]["spec"]
     (init,), (collector,) = spec["initContainers"], spec["containers"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import binaries
+from tests import binaries, pgserver
 
 from .support import ROOT
 
@@ -59,3 +59,14 @@ def test_a_missing_prometheus_binary_fails_under_ci_and_skips_elsewhere(
     with pytest.raises(pytest.skip.Exception, match="apt-get install prometheus"):
         binaries.binary("promtool")
     assert binaries.find("victoria-metrics") is None
+
+
+def test_missing_postgresql_server_binaries_fail_under_ci_and_skip_elsewhere(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(pgserver, "PG_ROOT", tmp_path)  # no version installed there
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="ensure-system-packages"):
+        pgserver.require_server_binaries()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="apt-get install postgresql"):
+        pgserver.require_server_binaries()
