@@ -93,6 +93,19 @@ def collector_urls(given: list[list[str]]) -> tuple[str, ...]:
     return tuple(urls)
 
 
+def agent_label(raw: object) -> tuple[str, str]:
+    """``KEY=VALUE`` of ``--label``, whose name is neither Prometheus' own (``__name__`` would
+    break the scrape, ``le``/``quantile`` histograms and summaries) nor one the agent sets; the
+    check runs as the value is read, so that a YAML ``label:`` entry's error names its line."""
+    name, value = key_value(raw)
+    problem = label_name_problem(name)
+    if problem is not None:
+        raise ValueError(f"{problem}; choose another label name")
+    if name in RESERVED_LABELS:
+        raise ValueError(f"{name!r} is set by the agent itself; choose another label name")
+    return name, value
+
+
 OPTIONS = [
     Option("--node", text, None, "node name (default: this host's name)", metavar="NAME"),
     Option("--interval", positive_float, 1.0, "seconds between samples", metavar="SECONDS"),
@@ -104,7 +117,7 @@ OPTIONS = [
            "--collector)", metavar="FILE"),
     Option("--spool", lambda raw: Path(text(raw)).expanduser(), None,
            "spool directory (default: <state dir>/spool); used only with --collector", metavar="DIR"),
-    Option("--label", key_value, [], "label on every series and batch (repeatable)", multiple=True,
+    Option("--label", agent_label, [], "label on every series and batch (repeatable)", multiple=True,
            metavar="KEY=VALUE"),
     Option("--simulate", non_negative_int, 0, "simulate N GPUs instead of reading NVML", metavar="N"),
     Option("--simulate-model", one_of(list(MODELS), "GPU model"), "h100-sxm",
@@ -212,15 +225,7 @@ def load_settings(args: argparse.Namespace, env: Mapping[str, str] | None = None
     s["node"] = s["node"] or socket.gethostname().split(".")[0]
     if not is_node_name(s["node"]):
         raise ConfigError(f"--node: {s['node']!r} is not a valid node name (letters, digits, . _ -)")
-    labels = dict(s.pop("label"))
-    for name in labels:  # Prometheus' own names would break the scrape (__name__) or histograms
-        problem = label_name_problem(name)
-        if problem is not None:
-            raise ConfigError(f"--label: {problem}; choose another label name")
-    clash = sorted(set(labels) & RESERVED_LABELS)
-    if clash:
-        raise ConfigError(f"--label: {clash[0]!r} is set by the agent itself; choose another label name")
-    s["labels"] = labels
+    s["labels"] = dict(s.pop("label"))
     workload = s["workload"]  # the default is one name, a given value a list of them
     s["workload"] = (workload,) if isinstance(workload, str) else tuple(workload)
     s["sources"] = None if s["sources"] is None else tuple(s["sources"])
