@@ -9,10 +9,13 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from tests.binaries import find
 
@@ -70,6 +73,13 @@ def cleanup() -> Iterator[list[subprocess.Popen[bytes]]]:
             p.wait(5)
 
 
+def scrape(port: int, family: str) -> list[Sample]:
+    """The samples of one metric family on the collector's /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    return [s for f in text_string_to_metric_families(text) if f.name == family for s in f.samples]
+
+
 LIVE_LINE = re.compile(r"fleet power [\d,.]+ k?W, hottest GPU [\d.]+ °C")
 
 
@@ -86,6 +96,17 @@ def test_demo_shows_live_figures_and_ctrl_c_stops_everything(
     agent_logs = [state / "logs" / f"agent-demo-gpu-0{i}.log" for i in range(1, 5)]
     wait_for(lambda: all(p.exists() and "delivering to" in p.read_text() for p in agent_logs), 30,
              "the agents sampling", out)
+    # the hand-over: each live agent's stream takes its node's devices over from the backfill's
+    # stream (its readings start after the backfilled ones): booked at once, never a 409 loop
+    port = re.search(r"starting the collector on http://127\.0\.0\.1:(\d+)", text())
+    assert port, text()[-1500:]
+
+    def outcomes() -> dict[str, float]:
+        return {s.labels["outcome"]: s.value for s in scrape(int(port[1]), "wattledger_ingest_batches")}
+
+    backfilled = outcomes()["accepted"]
+    wait_for(lambda: outcomes()["accepted"] >= backfilled + 4, 30, "the live agents' batches booked", out)
+    assert outcomes()["rejected_409"] == 0
     time.sleep(2)  # a few samples each, still in their open batch: the stop must ship them
 
     os.killpg(proc.pid, signal.SIGINT)
