@@ -4,7 +4,9 @@ Kubernetes API server's pod and namespace objects, slurmrestd's recorded /jobs a
 ``routes`` maps a path (query string ignored) to a JSON document; a request must carry every
 header of ``required`` with its value (a bearer token, slurmrestd's X-SLURM-USER-TOKEN),
 else 401 with a JSON status, as the real services answer; an unknown path is 404. ``paths``
-lists what was asked, ``down`` answers 503.
+lists what was asked, ``headers`` the headers of each request, ``down`` answers 503. A route
+whose document is ``bytes`` is sent as it is (a broken answer); ``stall_seconds`` holds every
+answer back that long (a server that hangs).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import ssl
 import threading
+import time
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -32,7 +35,9 @@ class JsonServer:
         self.routes = dict(routes)
         self.required = dict(required or {})
         self.paths: list[str] = []
+        self.headers: list[dict[str, str]] = []
         self.down = False
+        self.stall_seconds = 0.0
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         if tls is not None:
@@ -53,7 +58,7 @@ class JsonServer:
                 pass
 
             def _send(self, status: int, body: Any) -> None:
-                data = json.dumps(body).encode()
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -63,6 +68,9 @@ class JsonServer:
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 outer.paths.append(path)
+                outer.headers.append(dict(self.headers.items()))
+                if outer.stall_seconds:
+                    time.sleep(outer.stall_seconds)
                 if outer.down:
                     self._send(503, {"kind": "Status", "status": "Failure", "code": 503})
                 elif any(self.headers.get(k) != v for k, v in outer.required.items()):

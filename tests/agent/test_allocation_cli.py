@@ -48,3 +48,35 @@ def test_team_label_outside_a_pod_leaves_teams_out(caplog: pytest.LogCaptureFixt
 def test_a_bad_label_key_is_one_line(label: str) -> None:
     with pytest.raises(ConfigError, match=r"kubernetes-team-label.*not a Kubernetes label key"):
         cli.settings(parse("--node", "n1", "--kubernetes-team-label", label), {})
+
+
+def test_slurmrestd_flags_reach_the_slurm_source(tmp_path: Path) -> None:
+    jwt, ca = tmp_path / "slurm.jwt", tmp_path / "ca.pem"
+    jwt.write_text("eyJ.token\n")
+    ca.write_text("")
+    s = settings("--node", "n1", "--sources", "nvml,slurm", "--slurmrestd-url", "https://slurmctl:6820/",
+                 "--slurmrestd-token-file", str(jwt), "--slurmrestd-ca-file", str(ca),
+                 "--slurmrestd-user", "wattledger", "--slurmrestd-version", "v0.0.42",
+                 "--slurmrestd-interval", "15", "--slurmrestd-timeout", "4")
+    (slurm,) = build_allocation_sources(s.source_names, s.source_settings())
+    assert isinstance(slurm, SlurmSource) and slurm.rest is not None
+    rest = slurm.settings.rest
+    assert rest is not None
+    assert (rest.url, rest.token_file, rest.ca_file) == ("https://slurmctl:6820", jwt, ca)
+    assert (rest.node, rest.user, rest.version, rest.interval, rest.timeout) == (
+        "n1", "wattledger", "v0.0.42", 15.0, 4.0)
+    assert slurm.rest.path == "/slurm/v0.0.42/jobs/"
+    named = settings("--node", "n1", "--slurmrestd-url", "http://c:6820", "--slurmrestd-token-file", str(jwt),
+                     "--slurmrestd-node", "gpu-node-01")
+    assert named.slurmrestd is not None and named.slurmrestd.node == "gpu-node-01"
+    assert named.slurmrestd.version == "v0.0.44" and named.slurmrestd.ca_file is None
+    assert settings("--node", "n1").slurmrestd is None  # the prolog's folder, as before
+
+
+def test_slurmrestd_without_its_token_file_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^--slurmrestd-url needs --slurmrestd-token-file"):
+        settings("--node", "n1", "--sources", "nvml,slurm", "--slurmrestd-url", "https://slurmctl:6820")
+    with pytest.raises(ConfigError, match=r"slurmrestd-version.*'v0\.0\.39' is not a slurmrestd API version"):
+        settings("--node", "n1", "--slurmrestd-version", "v0.0.39")
+    with pytest.raises(ConfigError, match=r"slurmrestd-token-file.*no such file"):
+        settings("--node", "n1", "--slurmrestd-token-file", str(tmp_path / "missing"))

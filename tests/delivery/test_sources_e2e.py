@@ -1,6 +1,7 @@
 """Sources beyond the GPUs in a real agent process delivering to a real collector process:
 the allocation sources (``kubernetes`` against a fake kubelet, a real gRPC server on a unix
-socket; ``slurm`` over the files the shipped prolog and epilog write) and the node's BMC
+socket; ``slurm`` over the files the shipped prolog and epilog write, and asking a slurmrestd
+that serves a recorded answer over HTTPS) and the node's BMC
 (``redfish`` against the Redfish test server). A recording proxy between them keeps every
 body the agent sent and every answer. Each test holds: the collector accepted every batch
 (200, and readings in the ledger == readings the agent took, nothing left spooled or
@@ -10,15 +11,20 @@ the node and inlet devices)."""
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
 from tests.agent.fake_kubelet import FakeKubelet, pod
+from tests.agent.json_server import JsonServer, tls_for
 from tests.agent.redfish_bmc import FakeBmc
 from tests.agent.test_slurm import epilog, prolog
+from tests.agent.test_slurmrestd import JOBS_PATH, recorded
+from tests.agent.test_slurmrestd import TOKEN as JWT
 from tests.delivery.e2e import Agent, Collector, Proxy, sent_batches, wait_until
 from wattledger.agent.sources.simulated import fake_uuid
 
@@ -166,6 +172,46 @@ def test_slurm_jobs_of_the_shipped_prolog_ride_the_batches(tmp_path: Path, site:
     assert (first["from"], second["from"]) == (started["48213"], started["48214"])
     assert carried_while_held(batches, GPU0, first["owner"]) == 0
     assert carried_while_held(batches, GPU1, second["owner"]) >= 3
+
+
+def test_slurmrestd_jobs_ride_the_batches_and_a_failing_slurmrestd_stops_none(tmp_path: Path,
+                                                                             site: Site) -> None:
+    ca = trustme.CA()
+    ca_file, jwt = tmp_path / "ca.pem", tmp_path / "slurmrestd.jwt"
+    ca.cert_pem.write_to_path(str(ca_file))
+    jwt.write_text(JWT + "\n")
+    answer = recorded()  # job 48213 holds GPUs 0-1 of gpu-node-01 (the others: GPUs it lacks, other nodes)
+    started = int(time.time()) - 600  # the recording's clock moved to now: started before the agent
+    answer["jobs"][0]["start_time"] = {"set": True, "infinite": False, "number": started}
+    server = JsonServer({JOBS_PATH: answer}, tls=tls_for(ca), required={"X-SLURM-USER-TOKEN": JWT})
+    try:
+        agent = site.start_agent("--sources", "simulated,slurm", "--slurmrestd-url", server.url,
+                                 "--slurmrestd-token-file", str(jwt), "--slurmrestd-ca-file", str(ca_file),
+                                 "--slurmrestd-node", "gpu-node-01", "--slurmrestd-interval", "0.2")
+        wait_until("job 48213 in a batch", lambda: "48213" in owners(site.batches(), "job"))
+        assert agent.metric("wattledger_agent_source_up", source="slurm") == 1.0
+        # an end a little ahead, so that batches cut after the agent learns of it still span it
+        # (batches already sent keep the job as they carried it: open, up to one poll late)
+        ended = time.time() + 3.0
+        job = {**answer["jobs"][0], "job_state": ["COMPLETED"],
+               "end_time": {"set": True, "infinite": False, "number": int(ended)}}
+        server.routes[JOBS_PATH] = {**answer, "jobs": [job]}
+        wait_until("job 48213 closed", lambda: any(a["to"] is not None for a in allocations(site.batches())))
+        server.down = True  # 503 from now on: the source is down, the readings go on
+        wait_until("slurm down", lambda: agent.metric("wattledger_agent_source_up", source="slurm") == 0.0)
+        wait_until("batches after the job's end", lambda: sum(
+            1 for b in site.batches() if min(readings_of(b, GPU0), default=0.0) > ended) >= 3)
+        stop_and_check_everything_accepted(site)
+    finally:
+        server.close()
+    batches = site.batches()
+    owner = {"job": "48213", "account": "vision", "user": "kim", "partition": "h100"}
+    spans = {(a["from"], a["to"]) for a in allocations(batches)}
+    assert all(a["owner"] == owner and a["devices"] == sorted([GPU0, GPU1]) for a in allocations(batches))
+    # slurmrestd's start_time (before the agent started); the end slurmrestd gave, to the second
+    assert spans <= {(float(started), None), (float(started), float(int(ended)))}
+    assert (float(started), float(int(ended))) in spans
+    assert carried_while_held(batches, GPU0, owner) >= 3
 
 
 def test_redfish_node_and_inlet_reach_the_ledger(tmp_path: Path, site: Site) -> None:

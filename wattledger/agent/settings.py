@@ -24,6 +24,7 @@ from wattledger.agent.exposition import RESERVED_LABELS
 from wattledger.agent.sources import REGISTRY, SourceSettings, default_sources
 from wattledger.agent.sources.remote import IpmiSettings, ModbusTarget, RedfishSettings, SnmpTarget
 from wattledger.agent.sources.simulated import MODELS, WORKLOADS
+from wattledger.agent.sources.slurmrestd import SlurmrestdSettings
 from wattledger.config import (
     ConfigError,
     HostPort,
@@ -195,6 +196,14 @@ class AgentSettings:
     kubernetes_interval: float
     kubernetes_team_label: str | None
     slurm_job_dir: Path
+    slurmrestd_url: str | None
+    slurmrestd_token_file: Path | None
+    slurmrestd_user: str | None
+    slurmrestd_ca_file: Path | None
+    slurmrestd_version: str
+    slurmrestd_node: str | None
+    slurmrestd_interval: float
+    slurmrestd_timeout: float
     proc_root: Path
     # made of the above
     source_names: tuple[str, ...]  # the sources that run, hardware and allocation ones
@@ -203,6 +212,7 @@ class AgentSettings:
     ipmi: IpmiSettings
     snmp_targets: tuple[SnmpTarget, ...]  # YAML only
     modbus_targets: tuple[ModbusTarget, ...]  # YAML only
+    slurmrestd: SlurmrestdSettings | None  # the slurm source asks slurmrestd (--slurmrestd-url)
 
     def source_settings(self) -> SourceSettings:
         """What the source registry builds the sources from."""
@@ -212,7 +222,7 @@ class AgentSettings:
             ipmi=self.ipmi, snmp_targets=self.snmp_targets, modbus_targets=self.modbus_targets,
             kubelet_socket=self.kubelet_socket, kubernetes_interval=self.kubernetes_interval,
             kubernetes_team_label=self.kubernetes_team_label, slurm_job_dir=self.slurm_job_dir,
-            proc_root=self.proc_root,
+            slurmrestd=self.slurmrestd, proc_root=self.proc_root,
         )
 
 
@@ -238,6 +248,7 @@ def load_settings(args: argparse.Namespace, env: Mapping[str, str] | None = None
     s["source_names"] = tuple(names)
     s["collector"] = collector_urls(s["collector"])
     remote_cli.resolve(s, args, file_values, env, names)
+    allocation_cli.resolve(s, names)
     s["token"] = None
     if s["collector"]:
         s["token"] = _token(s["token_file"])

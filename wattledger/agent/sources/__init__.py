@@ -14,6 +14,7 @@ from pathlib import Path
 
 from wattledger.agent.sources.base import AllocationSource, Source
 from wattledger.agent.sources.remote import IpmiSettings, ModbusTarget, RedfishSettings, SnmpTarget
+from wattledger.agent.sources.slurmrestd import SlurmrestdSettings
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class SourceSettings:
     kubernetes_interval: float = 5.0
     kubernetes_team_label: str | None = None
     slurm_job_dir: Path = Path("/run/wattledger/slurm-jobs")
+    slurmrestd: SlurmrestdSettings | None = None  # set: the slurm source asks slurmrestd
     proc_root: Path = Path("/proc")
 
 
@@ -111,7 +113,7 @@ def _kubernetes(s: SourceSettings) -> AllocationSource:
 def _slurm(s: SourceSettings) -> AllocationSource:
     from wattledger.agent.sources.slurm import SlurmSettings, SlurmSource
 
-    return SlurmSource(SlurmSettings(job_dir=s.slurm_job_dir))
+    return SlurmSource(SlurmSettings(job_dir=s.slurm_job_dir, rest=s.slurmrestd))
 
 
 def _processes(s: SourceSettings) -> AllocationSource:
