@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 WATTLEDGER = str(Path(sys.executable).parent / "wattledger")
 SITE = {"timezone": "UTC", "currency": "USD", "pue": 1.5, "price_per_kwh": 0.12,
         "demand_charge_per_kw": 0, "carbon_g_per_kwh": 400}
@@ -99,6 +101,24 @@ def start_collector(d: Path, tokens: dict[str, str], extra: dict[str, Any] | Non
                 env=env)
     wait_http(f"http://127.0.0.1:{port}/healthz", proc)
     return proc, port
+
+
+def cpu_seconds(procs: Sequence[psutil.Process]) -> float:
+    total = 0.0
+    for p in procs:
+        try:
+            times = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def postgres_processes(server: Any) -> list[psutil.Process]:
+    """The PostgreSQL server and its backends (a new backend per connection: found at each turn)."""
+    pid = int((server.data / "postmaster.pid").read_text().split()[0])
+    main = psutil.Process(pid)
+    return [main, *main.children(recursive=True)]
 
 
 def start_postgres() -> Any:

@@ -43,9 +43,11 @@ from benchkit import (
     SendStats,
     batch_body,
     collector_request,
+    cpu_seconds,
     free_port,
     median,
     post,
+    postgres_processes,
     scrape_total,
     send_in_order,
     start_collector,
@@ -108,17 +110,6 @@ async def _blast(ports: Sequence[int], per_node: Sequence[Sequence[bytes]], conn
         *(send_in_order(ports[c % len(ports)], connection_requests(c), stats) for c in range(conns))),
         timeout=600)
     return stats
-
-
-def cpu_seconds(procs: Sequence[psutil.Process]) -> float:
-    total = 0.0
-    for p in procs:
-        try:
-            times = p.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
 
 
 def blast(name: str, ports: Sequence[int], per_node: Sequence[Sequence[bytes]], conns: int,
@@ -191,13 +182,6 @@ class WaitSampler:
         self._conn.close()
         total = sum(self.counts.values()) or 1
         return {k: v / total for k, v in sorted(self.counts.items(), key=lambda kv: -kv[1])}
-
-
-def postgres_processes(server: Any) -> list[psutil.Process]:
-    """The PostgreSQL server and its backends (a new backend per connection: found at each turn)."""
-    pid = int((server.data / "postmaster.pid").read_text().split()[0])
-    main = psutil.Process(pid)
-    return [main, *main.children(recursive=True)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,6 +12,13 @@ CPU < 50 % of one core, RSS < 1 GiB, p99 < 250 ms, no 5xx, /metrics < 1 s.
 
     .venv/bin/python bench/site.py [--minutes 10] [--agents 1250]
     .venv/bin/python bench/site.py --find-max [--minutes 1]   # grow the fleet until it fails
+    .venv/bin/python bench/site.py --db postgresql --replicas 2 [--find-max]
+
+``--db postgresql --replicas N``: N collectors on one PostgreSQL (started here, fsync on, a
+fresh database per run), the agents spread over them as a load balancer would (agent i on
+replica i mod N), every replica's /metrics scraped every 15 s (Prometheus scrapes each one).
+The collector's CPU and RSS are then those of the busiest replica (each is one Python process,
+near one core at most), beside every replica's and PostgreSQL's own CPU.
 
 The load generator is light: bodies are made with orjson from pre-built columns (only the
 timestamps, energy counters and seq change), and the HTTP client reads only status lines.
@@ -28,16 +35,20 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 import psutil
 from benchkit import (
     SendStats,
     collector_request,
+    cpu_seconds,
     median,
     percentile,
+    postgres_processes,
     read_answer,
     start_collector,
+    start_postgres,
     workdir,
 )
 
@@ -84,8 +95,10 @@ class Agent:
 class Samples:
     """What the monitor and the scraper saw."""
 
-    cpu: list[tuple[float, float]] = field(default_factory=list)  # (monotonic, cpu seconds)
-    rss: list[float] = field(default_factory=list)  # bytes, after the warm-up
+    #: per replica: (monotonic, cpu seconds)
+    cpu: dict[int, list[tuple[float, float]]] = field(default_factory=dict)
+    pg_cpu: list[tuple[float, float]] = field(default_factory=list)  # PostgreSQL's, all processes
+    rss: list[float] = field(default_factory=list)  # bytes, the largest replica's, after the warm-up
     metrics: list[tuple[float, int]] = field(default_factory=list)  # (seconds, bytes)
     metrics_errors: int = 0
 
@@ -120,13 +133,18 @@ async def run_agent(agent: Agent, port: int, first: float, until: float, stats: 
         writer.close()
 
 
-async def monitor(proc: psutil.Process, until: float, measure_from: float, samples: Samples) -> None:
+async def monitor(procs: list[psutil.Process], pg: Any, until: float, measure_from: float,
+                  samples: Samples) -> None:
+    """Each second after the warm-up: every replica's CPU seconds and RSS, PostgreSQL's CPU."""
     loop = asyncio.get_running_loop()
     while loop.time() < until:
         if loop.time() >= measure_from:
-            times = proc.cpu_times()
-            samples.cpu.append((loop.time(), times.user + times.system))
-            samples.rss.append(float(proc.memory_info().rss))
+            now = loop.time()
+            for i, proc in enumerate(procs):
+                samples.cpu.setdefault(i, []).append((now, cpu_seconds([proc])))
+            samples.rss.append(max(float(proc.memory_info().rss) for proc in procs))
+            if pg is not None:
+                samples.pg_cpu.append((now, cpu_seconds(postgres_processes(pg))))
         await asyncio.sleep(1.0)
 
 
@@ -137,14 +155,15 @@ def scrape(port: int) -> tuple[float, int]:
     return time.perf_counter() - started, size
 
 
-async def scraper(port: int, until: float, measure_from: float, samples: Samples) -> None:
+async def scraper(ports: list[int], until: float, measure_from: float, samples: Samples) -> None:
     loop = asyncio.get_running_loop()
     await asyncio.sleep(max(0.0, measure_from - loop.time()))
     while loop.time() < until:
-        try:
-            samples.metrics.append(await asyncio.to_thread(scrape, port))
-        except OSError:
-            samples.metrics_errors += 1
+        for port in ports:
+            try:
+                samples.metrics.append(await asyncio.to_thread(scrape, port))
+            except OSError:
+                samples.metrics_errors += 1
         await asyncio.sleep(SCRAPE_SECONDS)
 
 
@@ -164,6 +183,8 @@ class Result:
     metrics_max_s: float
     metrics_mib: float
     sender_cpu_pct: float
+    replica_cpu_pct: list[float] = field(default_factory=list)  # each replica's, % of one core
+    pg_cpu_pct: float | None = None  # PostgreSQL's (all its processes), % of one core
 
     @property
     def server_errors(self) -> int:
@@ -186,18 +207,25 @@ class Result:
     def sustained(self) -> bool:
         """Kept up: every batch answered (no 5xx), in time, by a collector not at its limit.
 
-        The GIL keeps one collector on about one core, so 'at its limit' is 90 % of one core.
+        The GIL keeps one collector on about one core, so 'at its limit' is 90 % of one core
+        (for replicas: the busiest one).
         """
         good = self.codes.get(200, 0)
         return (not self.server_errors and good > 0 and self.p99_ms < TARGETS["p99_ms"]
                 and self.cpu_pct < 90.0 and self.retries == 0)
 
 
-def run_site(agents: int, gpus: int, minutes: float, warmup: float) -> Result:
+def run_site(agents: int, gpus: int, minutes: float, warmup: float, pg: Any = None,
+             replicas: int = 1) -> Result:
+    """One fleet for ``minutes``: on one SQLite collector, or (``pg``: a running PostgreSQL) on
+    ``replicas`` collectors sharing a fresh database of it."""
     fleet = [Agent(i, gpus) for i in range(agents)]
     d = workdir("wl-bench-site-")
-    collector, port = start_collector(d, {a.node: a.token for a in fleet},
-                                      {"max_queue_batches": 4096})
+    tokens = {a.node: a.token for a in fleet}
+    db = pg.new_database(prefix="site") if pg is not None else None
+    started = [start_collector(d, tokens, {"max_queue_batches": 4096}, db=db, name=f"collector-{i}")
+               for i in range(replicas if pg is not None else 1)]
+    ports = [port for _, port in started]
     me = psutil.Process()
     try:
         stats, samples = SendStats(), Samples()
@@ -209,29 +237,43 @@ def run_site(agents: int, gpus: int, minutes: float, warmup: float) -> Result:
             until = measure_from + minutes * 60.0
             rng = random.Random(7)
             mine = me.cpu_times()
-            tasks = [run_agent(a, port, begin + rng.uniform(0, BATCH_SECONDS), until, stats,
-                               measure_from) for a in fleet]
-            await asyncio.gather(monitor(psutil.Process(collector.pid), until, measure_from, samples),
-                                 scraper(port, until, measure_from, samples), *tasks)
+            # a load balancer's spread: agent i on replica i mod N
+            tasks = [run_agent(a, ports[i % len(ports)], begin + rng.uniform(0, BATCH_SECONDS), until, stats,
+                               measure_from) for i, a in enumerate(fleet)]
+            procs = [psutil.Process(proc.pid) for proc, _ in started]
+            await asyncio.gather(monitor(procs, pg, until, measure_from, samples),
+                                 scraper(ports, until, measure_from, samples), *tasks)
             used = me.cpu_times()
             return 100.0 * ((used.user - mine.user) + (used.system - mine.system)) / (loop.time() - begin)
 
         sender_cpu = asyncio.run(main())
     finally:
-        collector.stop()
-    (t0, c0), (t1, c1) = samples.cpu[0], samples.cpu[-1]
+        for proc, _ in started:
+            proc.stop()
+        if db is not None:
+            pg.drop_database(db)
+
+    def pct(series: list[tuple[float, float]]) -> float:
+        (t0, c0), (t1, c1) = series[0], series[-1]
+        return 100.0 * (c1 - c0) / (t1 - t0)
+
+    each = [pct(samples.cpu[i]) for i in sorted(samples.cpu)]
+    seconds = samples.cpu[0][-1][0] - samples.cpu[0][0][0]
     times = [m[0] for m in samples.metrics]
-    return Result(agents, agents * gpus, t1 - t0, 100.0 * (c1 - c0) / (t1 - t0),
+    return Result(agents, agents * gpus, seconds, max(each),
                   max(samples.rss) / 2**20, 1e3 * median(stats.latencies),
                   1e3 * percentile(stats.latencies, 0.99), 1e3 * max(stats.latencies, default=0.0),
                   stats.codes, stats.retries, median(times), max(times, default=float("nan")),
-                  median([m[1] for m in samples.metrics]) / 2**20, sender_cpu)
+                  median([m[1] for m in samples.metrics]) / 2**20, sender_cpu, each,
+                  pct(samples.pg_cpu) if samples.pg_cpu else None)
 
 
 def show(r: Result) -> None:
     print(f"site: {r.agents} agents x {r.gpus // r.agents} GPUs = {r.gpus} GPUs at 1 s, batches every "
           f"{BATCH_SECONDS} s, measured over {r.seconds / 60:.1f} min ({os.cpu_count()} cores)")
-    print(f"  collector CPU      {r.cpu_pct:6.1f} % of one core   (target < {TARGETS['cpu_pct']:.0f} %)")
+    print(f"  collector CPU      {r.cpu_pct:6.1f} % of one core   (target < {TARGETS['cpu_pct']:.0f} %)"
+          + (f"; replicas {', '.join(f'{c:.1f}' for c in r.replica_cpu_pct)} %, PostgreSQL "
+             f"{r.pg_cpu_pct:.1f} %" if r.pg_cpu_pct is not None else ""))
     print(f"  collector RSS      {r.rss_mib:6.0f} MiB peak        (target < {TARGETS['rss_mib']:.0f} MiB)")
     print(f"  answer time        p50 {r.p50_ms:.1f} ms, p99 {r.p99_ms:.1f} ms, max {r.max_ms:.0f} ms "
           f"(target p99 < {TARGETS['p99_ms']:.0f} ms)")
@@ -253,13 +295,27 @@ def main(argv: list[str] | None = None) -> int:
                         help="grow the fleet by --growth per step until it is not sustained")
     parser.add_argument("--growth", type=float, default=1.5)
     parser.add_argument("--max-agents", type=int, default=20000, help="find-max stops here")
+    parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite",
+                        help="one SQLite collector, or replicas on one PostgreSQL")
+    parser.add_argument("--replicas", type=int, default=1, help="collector replicas (with --db postgresql)")
     args = parser.parse_args(argv)
-    if not args.find_max:
-        show(run_site(args.agents, args.gpus, args.minutes, args.warmup))
+    if args.replicas != 1 and args.db != "postgresql":
+        raise SystemExit("--replicas needs --db postgresql (replicas share one PostgreSQL)")
+    pg = start_postgres() if args.db == "postgresql" else None
+    try:
+        if args.find_max:
+            return find_max(args, pg)
+        show(run_site(args.agents, args.gpus, args.minutes, args.warmup, pg, args.replicas))
         return 0
+    finally:
+        if pg is not None:
+            pg.destroy()
+
+
+def find_max(args: argparse.Namespace, pg: Any) -> int:
     agents, best = args.agents, None
     while True:
-        result = run_site(agents, args.gpus, args.minutes, args.warmup)
+        result = run_site(agents, args.gpus, args.minutes, args.warmup, pg, args.replicas)
         show(result)
         if not result.sustained():
             break

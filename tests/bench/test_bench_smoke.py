@@ -47,6 +47,18 @@ def test_site_reports_cost_of_a_small_fleet_and_finds_its_max() -> None:
     assert "find-max:" in out
 
 
+def test_replicas_on_postgresql_in_the_ingest_and_site_benchmarks() -> None:
+    out = run("ingest.py", "--db", "postgresql", "--replicas", "2", "--scaling", "--no-vm", "--repeats", "1",
+              "--nodes", "4", "--rounds", "2", "--conns", "2")
+    for line in ("1 replica on PostgreSQL", "2 replicas on PostgreSQL", "postgresql", "scaling: 1 -> 1.00x"):
+        assert line in out
+    out = run("site.py", "--db", "postgresql", "--replicas", "2", "--minutes", "0.1", "--warmup", "1",
+              "--agents", "4")
+    assert "; replicas " in out and "PostgreSQL" in out
+    answers = next(line for line in out.splitlines() if line.strip().startswith("answers"))
+    assert "{200: " in answers and ", 5" not in answers
+
+
 def test_ledger_growth_with_and_without_roll_up() -> None:
     out = run("ledger_growth.py", "--months", "2", "--nodes", "1", "--gpus", "2", "--step", "600",
               "--rollup-after-days", "10")
