@@ -134,3 +134,37 @@ def committed_low(ledger: Ledger, stream: str) -> int:
     state = ledger.store.stream(stream)
     assert state is not None
     return state.low
+
+
+def gpu_devices(gpus: int, model: str) -> list[dict[str, Any]]:
+    """``gpus`` GPUs of one model and a CPU package."""
+    out: list[dict[str, Any]] = [{"id": f"GPU-{i}", "kind": "gpu", "index": i, "model": model,
+                                  "power_limit_w": 700.0} for i in range(gpus)]
+    out.append({"id": "cpu-0", "kind": "cpu", "index": 0, "model": "Xeon"})
+    return out
+
+
+def line_readings(steps: int, *, idle_w: float, slope_w: float, utilization: Callable[[int], float],
+                  every_s: float = 10.0, t0: float, gpus: int) -> list[dict[str, Any]]:
+    """Per step, every GPU's reading exactly on the line ``idle_w + slope_w x u`` (u =
+    ``utilization(step x gpus + gpu)``) and the CPU's (150 W, no utilization)."""
+    out: list[dict[str, Any]] = []
+    for step in range(steps):
+        ts = t0 + step * every_s
+        for g in range(gpus):
+            u = utilization(step * gpus + g)
+            out.append({"device": g, "ts": ts, "power_w": idle_w + slope_w * u, "util": u})
+        out.append({"device": gpus, "ts": ts, "power_w": 150.0, "util": None})
+    return out
+
+
+def book_readings(ledger: Ledger, readings: Sequence[Mapping[str, Any]], per_batch: int, *, model: str,
+                  gpus: int, node: str = "n1", stream: str = "s1", site: str = "default") -> None:
+    """Readings of ``gpu_devices(gpus, model)`` in batches of ``per_batch``, in order, one ingest each."""
+    for seq, start in enumerate(range(0, len(readings), per_batch), start=1):
+        chunk = readings[start:start + per_batch]
+        batch = make_batch(node=node, stream=stream, seq=seq, labels={"site": site},
+                           devices=gpu_devices(gpus, model), device=[r["device"] for r in chunk],
+                           ts=[r["ts"] for r in chunk], power_w=[r["power_w"] for r in chunk],
+                           util=[r["util"] for r in chunk])
+        ledger.ingest([batch])

@@ -157,7 +157,8 @@ def test_a_ledger_of_the_last_release_is_upgraded_and_reads_the_same(tmp_path: P
                                     "tariff": [{"price_per_kwh": 0.3, "from": "08:00", "to": "20:00"},
                                                {"price_per_kwh": 0.15}]}})
     led = open_ledger(sites, db=f"sqlite:///{tmp_path}/l.db", now=want["now"])
-    assert led.store.schema_version == SCHEMA_VERSION == 5
+    assert led.store.schema_version == SCHEMA_VERSION  # 5, and the plan statistics (plan_days) since
+    assert led.store.plan_rows("default") == []  # which start empty: kept from the upgrade on
     got = figures(led)
     for node in got["nodes"]:  # type: ignore[attr-defined]
         # new in schema 5: the two-agents figures, at zero for an upgraded ledger

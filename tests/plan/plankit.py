@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from wattledger.plan.build import make_plan
-from wattledger.plan.history import (
+from wattledger.collector.accounting.history import (
     FleetModel,
     GpuReading,
     HistorySnapshot,
@@ -22,6 +21,7 @@ from wattledger.plan.history import (
     SiteMonth,
     model_days_from_readings,
 )
+from wattledger.plan.build import make_plan
 from wattledger.plan.ledger import HistoryUnavailable
 from wattledger.plan.siteconfig import PlanSites, plan_sites
 

@@ -1,24 +1,39 @@
 """Every bad scenario is one line on stderr and exit status 2 on the command line, naming the
 field; the same check gives the structured (field, reason) issues an HTTP 422 answers with.
-A plan that needs the ledger's profiles, which this version's ledger cannot give yet, says so
-in one line; explicit power entries plan without any ledger."""
+The checks against the ledger run on a real ledger file the collector's Bookkeeper booked; a
+ledger that cannot back a plan (none, not a ledger, older than the plan's statistics) says so in
+one line; explicit power entries plan without any ledger."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from plankit import ENTRY, MODEL, exact_readings, measured_history, plan, scenario, site, sites_of
+from plankit import (
+    ENTRY,
+    IDLE_W,
+    MODEL,
+    SLOPE_W,
+    measured_history,
+    plan,
+    scenario,
+    site,
+    sites_of,
+    utilization_at,
+)
 
+from tests.collector.ledgerkit import book_readings, line_readings, make_sites
 from wattledger import cli
+from wattledger.collector.accounting.history import MeasuredHistory
+from wattledger.collector.service import Ledger
 from wattledger.plan import ledger as plan_ledger
 from wattledger.plan.build import issue_fields
-from wattledger.plan.history import MeasuredHistory
 from wattledger.plan.scenario import ScenarioError
 
 WATTLEDGER = str(Path(sys.executable).parent / "wattledger")
@@ -94,9 +109,15 @@ def test_a_bad_scenario_is_one_line_naming_the_field(
     assert all(issue["reason"] for issue in issue_fields(caught.value))
 
 
-def with_history(monkeypatch: pytest.MonkeyPatch, history: MeasuredHistory) -> None:
-    """The command line's ledger, as the ledger's read model will hand it over (the real interface)."""
-    monkeypatch.setattr(plan_ledger, "open_ledger_history", lambda db, configured: history)
+def real_ledger(tmp: Path, days: float, every_s: float) -> None:
+    """The configured ledger file (site dc1), booked by the collector's Bookkeeper from batches
+    of one GPU whose power is exactly on the line, from 2026-09-01 on."""
+    t0 = datetime(2026, 9, 1, tzinfo=UTC).timestamp()
+    ledger = Ledger(f"sqlite:///{tmp}/ledger.db", make_sites({"dc1": site()}), [], clock=lambda: t0)
+    readings = line_readings(int(days * 86400 / every_s), idle_w=IDLE_W, slope_w=SLOPE_W,
+                             utilization=utilization_at, every_s=every_s, t0=t0, gpus=1)
+    book_readings(ledger, readings, 2000, model=MODEL, gpus=1, site="dc1")
+    ledger.close()
 
 
 MEASURED_BAD: list[tuple[str, dict[str, Any], str, str]] = [
@@ -121,20 +142,9 @@ MEASURED_BAD: list[tuple[str, dict[str, Any], str, str]] = [
     ("raw", "field", "says"), [c[1:] for c in MEASURED_BAD], ids=[c[0] for c in MEASURED_BAD]
 )
 def test_a_scenario_the_ledger_cannot_back_is_one_line(
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-    raw: dict[str, Any],
-    field: str,
-    says: str,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], raw: dict[str, Any], field: str, says: str
 ) -> None:
-    readings = exact_readings(
-        days=3 if field == "start" or "meter" in says or "never" in says else 1,
-        gpus=1,
-        every_s=60 if "little" not in says else 600,
-    )
-    history = measured_history(readings=readings, overhead_w=None if "meter" in says else 900.0)
-    with_history(monkeypatch, history)
+    real_ledger(tmp_path, days=3 if "little" not in says else 1, every_s=60 if "little" not in says else 600)
     rc, out, err = run(write(tmp_path, raw), capsys)
     assert (rc, out, err.count("\n")) == (2, "", 1), err
     assert f"scenario field {field}: " in err and says in err, err
@@ -146,12 +156,15 @@ def test_measured_entries_need_a_ledger_that_can_give_profiles(
     raw = scenario(entry(power="measured"))
     rc, _, err = run(write(tmp_path, raw), capsys)  # the configured ledger file does not exist
     assert rc == 2 and err.count("\n") == 1 and "no ledger at" in err, err
-    (tmp_path / "ledger.db").write_bytes(b"")  # a ledger: this version's keeps no profiles yet
+    (tmp_path / "ledger.db").write_bytes(b"")  # a file, but not a ledger of this version
     rc, _, err = run(write(tmp_path, raw), capsys)
     assert rc == 2 and err.count("\n") == 1, err
-    assert "cannot provide measured profiles yet" in err and "power: {idle_w, max_w, node_overhead_w}" in err
+    assert "keeps no plan statistics yet" in err and "power: {idle_w, max_w, node_overhead_w}" in err
     rc, _, err = run(write(tmp_path, scenario({"name": "existing", "measured": True}, entry())), capsys)
-    assert rc == 2 and "cannot provide measured profiles yet" in err
+    assert rc == 2 and "keeps no plan statistics yet" in err
+    (tmp_path / "ledger.db").write_bytes(b"not a database at all, " * 100)
+    rc, _, err = run(write(tmp_path, raw), capsys)
+    assert rc == 2 and err.count("\n") == 1 and "cannot read the ledger" in err, err
     argv = write(tmp_path, scenario(entry(power="measured"), site="default"))[:3]  # no --config at all
     rc, _, err = run(argv, capsys)
     assert rc == 2 and "give --config COLLECTOR_YAML" in err, err
@@ -207,14 +220,15 @@ def test_explicit_power_plans_without_any_ledger(tmp_path: Path, capsys: pytest.
                 },
                 "db": "sqlite:///{tmp}/ledger.db",
             },
-            "cannot provide measured profiles yet",
+            "no cooling meter energy of this site",
         ),
     ],
 )
 def test_a_bad_collector_configuration_is_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], config: dict[str, Any], says: str
 ) -> None:
-    (tmp_path / "ledger.db").write_bytes(b"")
+    # a ledger of this version, empty (the metered site reads it)
+    Ledger(f"sqlite:///{tmp_path}/ledger.db", make_sites({"dc1": site()}), []).close()
     rc, out, err = run(write(tmp_path, scenario(), config), capsys)
     assert (rc, out, err.count("\n")) == (2, "", 1), err
     assert says in err, err
@@ -254,6 +268,12 @@ def test_the_real_command_exits_2_with_one_line_and_writes_reports(tmp_path: Pat
     assert (tmp_path / "plan.html").read_text().count("<svg") == 3
     csv = subprocess.run([WATTLEDGER, *argv, "--format", "csv"], capture_output=True, text=True, timeout=120)
     assert csv.returncode == 0 and csv.stdout.splitlines()[-1].startswith("total,80,")
+
+
+def with_history(monkeypatch: pytest.MonkeyPatch, history: MeasuredHistory) -> None:
+    """The command line's ledger as the read model hands it over (the real interface), for what
+    this version's ledger does not book yet (node meters beside their GPUs)."""
+    monkeypatch.setattr(plan_ledger.LedgerOpener, "__call__", lambda self: history)
 
 
 def test_the_model_named_in_the_ledger_plans(

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from plankit import ENTRY, IDLE_W, MODEL, SLOPE_W, measured_history, plan, scenario, site, sites_of
 
+from wattledger.collector.accounting.history import SiteMonth
 from wattledger.plan.advice import energy_share_above
-from wattledger.plan.history import SiteMonth
 from wattledger.plan.reading import read_history
 
 EXISTING = {"name": "existing", "measured": True}

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from plankit import IDLE_W, MODEL, SLOPE_W, day, exact_readings
 
-from wattledger.plan.history import (
+from wattledger.collector.accounting.history import (
     GpuReading,
     NodeOverheadDay,
     PowerStats,

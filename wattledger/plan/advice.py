@@ -17,10 +17,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from wattledger.collector.accounting.cooling import ChillerCooling, Cooling, PueCooling, chiller_cooling
+from wattledger.collector.accounting.history import POWER_BIN_W, PowerStats, SiteMonth
 from wattledger.collector.accounting.siteclock import parse_month
 from wattledger.collector.sites import SiteConfig
 from wattledger.plan.calendar import month_clock
-from wattledger.plan.history import POWER_BIN_W, PowerStats, SiteMonth
 from wattledger.plan.profile import PowerProfile
 from wattledger.plan.projection import Projection
 

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 from wattledger.collector.accounting.cooling import CURVE_PRESETS, ChillerCooling, Cooling
+from wattledger.collector.accounting.history import MeasuredHistory
 from wattledger.plan.advice import advice
-from wattledger.plan.history import MeasuredHistory
 from wattledger.plan.inputs import (
     needs_history,
     resolve_conditions,

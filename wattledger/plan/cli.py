@@ -105,7 +105,7 @@ def write(text: str, out: Path | None) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from wattledger.plan.build import make_plan
-    from wattledger.plan.ledger import open_ledger_history
+    from wattledger.plan.ledger import LedgerOpener
     from wattledger.plan.scenario import load_scenario_file
     from wattledger.plan.siteconfig import load_plan_sites
 
@@ -114,6 +114,10 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("matplotlib").setLevel(logging.WARNING)
     raw = load_scenario_file(s["scenario"])
     sites = load_plan_sites(s["config"])
-    doc = make_plan(raw, sites, lambda: open_ledger_history(sites.db, configured=s["config"] is not None))
+    ledger = LedgerOpener(sites.db, configured=s["config"] is not None, sites=sites.sites)
+    try:
+        doc = make_plan(raw, sites, ledger)
+    finally:
+        ledger.close()
     write(render(doc, s["format"]), s["out"])
     return 0

@@ -9,12 +9,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from wattledger.collector.accounting.cooling import ChillerCooling, Cooling, MeteredCooling
+from wattledger.collector.accounting.history import SiteMonth
 from wattledger.collector.accounting.siteclock import parse_month
 from wattledger.collector.accounting.weather import epw_monthly_mean_c
 from wattledger.collector.sites import SiteConfig
 from wattledger.config import ConfigError
 from wattledger.plan.calendar import month_clock
-from wattledger.plan.history import SiteMonth
 from wattledger.plan.projection import EntryPlan, MonthConditions, SiteTerms
 from wattledger.plan.reading import ReadHistory
 from wattledger.plan.scenario import MeasuredEntry, Scenario

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 
-from wattledger.plan.history import (
+from wattledger.collector.accounting.history import (
     POWER_BIN_W,
     UTIL_BINS,
     ModelDay,

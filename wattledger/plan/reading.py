@@ -1,9 +1,10 @@
 """Reading a site's measured history for a plan, with a progress bar on a terminal.
 
-The ledger is asked five questions (:class:`wattledger.plan.history.MeasuredHistory`); on a big
-site each can take a while, so a rich progress bar shows them on standard error — only when
-standard error is a terminal: on a pipe or in a file nothing but the report (and, on failure,
-the one error line) is written.
+The ledger is asked five questions
+(:class:`wattledger.collector.accounting.history.MeasuredHistory`); on a big site each can take a
+while, so a rich progress bar shows them on standard error — only when standard error is a
+terminal: on a pipe or in a file nothing but the report (and, on failure, the one error line) is
+written.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from datetime import UTC, datetime
 from typing import IO, Any
 from zoneinfo import ZoneInfo
 
-from wattledger.plan.history import LedgerSpan, MeasuredFleet, MeasuredHistory, SiteMonth
+from wattledger.collector.accounting.history import LedgerSpan, MeasuredFleet, MeasuredHistory, SiteMonth
 from wattledger.plan.profile import MIN_METERED_NODE_HOURS, PowerProfile, profiles_of
 from wattledger.plan.scenario import LedgerFacts
 

@@ -8,4 +8,7 @@ run, so that a figure in a plan and the same figure in a bill can never be compu
 - :mod:`.cooling`: the site's cooling model (``pue``, ``chiller``, ``metered``) as configuration
   (``sites.<name>.cooling``) and the chiller formula (EnergyPlus ``Chiller:Electric:EIR``).
 - :mod:`.weather`: outdoor temperatures from an EnergyPlus weather (EPW) file.
+- :mod:`.history`: the plan's sufficient statistics of a site's measured history (per GPU model
+  and local day) and the interface a ledger provides them by (``MeasuredHistory``).
+- :mod:`.profiles`: those statistics of one ingest, as the rows the ledger adds (``plan_days``).
 """

@@ -87,6 +87,9 @@ class Accounted:
     # the newest reading of each device that had one (its new state and latest values)
     updated: Ints  # device numbers, ascending
     newest: Readings  # aligned with ``updated``
+    #: the readings accounted (late ones removed), sorted by (device, ts): ``intervals.reading``
+    #: indexes them
+    kept: Readings
 
 
 def account(readings: Readings, state: DeviceStates, *, max_gap_seconds: float) -> Accounted:
@@ -116,4 +119,4 @@ def account(readings: Readings, state: DeviceStates, *, max_gap_seconds: float) 
         unmeasured_s=np.bincount(iv.slot, weights=iv.unmeasured_s, minlength=k).astype(np.float64),
         resets=np.bincount(iv.slot[iv.reset], minlength=k).astype(np.int64),
         anomalies=np.bincount(iv.slot[iv.anomaly], minlength=k).astype(np.int64),
-        late=late_counts, updated=r.device[last], newest=r.take(last))
+        late=late_counts, updated=r.device[last], newest=r.take(last), kept=r)

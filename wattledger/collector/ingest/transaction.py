@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from wattledger.collector.accounting.pricing import SitePrices, price
+from wattledger.collector.accounting.profiles import DayClock, group_devices, plan_rows
 from wattledger.collector.accounting.readings import LATEST, READINGS_FIELDS, DeviceStates, Readings, account
 from wattledger.collector.accounting.siteclock import month_text
 from wattledger.collector.ingest import dedupe
@@ -118,6 +119,10 @@ class Bookkeeper:
         names = sorted(self.sites)
         self._site_index = {name: i for i, name in enumerate(names)}
         self._prices = SitePrices([self.sites[name] for name in names])
+        self._site_names = names
+        self._day_clocks = [DayClock(self.sites[name].zone) for name in names]
+        #: GPU models seen, numbered (the plan's statistics are per model)
+        self._models: dict[str, int] = {}
         #: the (site, cluster) pairs readings are filed under, numbered
         self._groups: list[tuple[str, str]] = []
         self._group_index: dict[tuple[str, str], int] = {}
@@ -278,8 +283,10 @@ class Bookkeeper:
         local = {k: i for i, k in enumerate(used)}
         nodes: dict[str, NodeChange] = {}
         parts: dict[str, list[np.ndarray]] = {name: [] for name in READINGS_FIELDS}
+        node_of: dict[int, str] = {}
         for vb, ks in zip(batches, batch_keys, strict=True):
             b, cols = vb.batch, vb.columns
+            node_of.update(dict.fromkeys(ks, b.node))
             site, cluster = site_and_cluster(b)
             before = nodes.get(b.node)
             nodes[b.node] = NodeChange(b.node, site, cluster, b.labels, now,
@@ -320,4 +327,11 @@ class Bookkeeper:
                             for g, start, m, it_j, facility_j, cost in
                             zip(q_group.tolist(), q_start.tolist(), q_month.tolist(),
                                 *(v.tolist() for v in quarters), strict=True)]
+        # the plan's statistics per (site, GPU model, local day): accounting/profiles.py
+        devices = group_devices([i.kind for i in used_infos], [i.model for i in used_infos],
+                                [node_of[k] for k in used], used_slots, self._models)
+        kept = done.kept
+        changes.plan_days = plan_rows(kept.device, kept.group, kept.ts, kept.power_w, kept.util,
+                                      done.intervals, devices, np.array(self._group_site, dtype=np.int64),
+                                      self._day_clocks, self._site_names, list(self._models))
 

@@ -144,6 +144,8 @@ class Changes:
     quarters: list[Row] = field(default_factory=list)
     #: (site, month id, it_j, cooling_j, it_cost, cooling_cost, carbon_g): site totals and months
     site_months: list[Row] = field(default_factory=list)
+    #: the plan's statistics: (site, model, day, part, bin, *accounting.profiles.VALUE_COLUMNS)
+    plan_days: list[Row] = field(default_factory=list)
 
 
 class IngestUnit(Protocol):
@@ -174,6 +176,15 @@ class Upkeep:
     nodes: dict[str, float]  # every node's last-seen time (the caller judges staleness)
 
 
+class PlanReads(Protocol):
+    """What the plan's read model asks of a ledger (a store, or ``store/reader.py``'s read-only
+    connection): one site's ``plan_days`` rows (``sql.PLAN_ROWS``: model, day, part, bin, the
+    value columns, and a ``gpu`` row's node) and its IT and cooling joules per month."""
+
+    def plan_rows(self, site: str) -> list[Row]: ...
+    def usage_months(self, site: str) -> list[Row]: ...
+
+
 class Store(Protocol):
     """A ledger store: ``SqliteStore`` or ``PostgresStore``."""
 
@@ -194,6 +205,9 @@ class Store(Protocol):
     def cluster_day_cost(self, site: str, since_minute: float, until_minute: float) -> dict[str, float]: ...
     def stream(self, stream: str) -> StreamState | None: ...
     def node_names(self) -> list[str]: ...
+    #: the plan's statistics of one site (``sql.PLAN_ROWS``) and its IT and cooling per month
+    def plan_rows(self, site: str) -> list[Row]: ...
+    def usage_months(self, site: str) -> list[Row]: ...
 
     def upkeep(self, rollup_before_minute: int | None, forget_before_minute: float) -> Upkeep | None: ...
     def ping(self) -> None: ...

@@ -20,6 +20,8 @@ Tables (all money and energy in base units; see docs/accounting.md):
 - ``site_totals``: per site, the all-time sums shown as /metrics counters.
 - ``hours`` and ``month_peaks``: where the roll-up puts old quarter-hours — summed per UTC hour,
   and the month's highest quarter-hour (the demand charge's peak) kept first.
+- ``plan_days``: the plan's statistics per (site, GPU model, local day, part, bin), added at
+  ingest (``accounting/profiles.py``; docs/planning.md, "The ledger's statistics").
 """
 
 from __future__ import annotations
@@ -150,6 +152,32 @@ SQLITE_MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE nodes ADD COLUMN conflicts BIGINT NOT NULL DEFAULT 0",
         "ALTER TABLE nodes ADD COLUMN conflict_at DOUBLE PRECISION",
     ),
+    (
+        # the plan's sufficient statistics per (site, GPU model, local day): accounting/profiles.py
+        # (the 'all' row's sums, the 'util' and 'power' histograms' bins, one 'gpu' row per GPU)
+        """CREATE TABLE plan_days (
+             site TEXT NOT NULL,
+             model TEXT NOT NULL,
+             day TEXT NOT NULL,
+             part TEXT NOT NULL,
+             bin BIGINT NOT NULL,
+             n BIGINT NOT NULL,
+             sum_u DOUBLE PRECISION NOT NULL,
+             sum_p DOUBLE PRECISION NOT NULL,
+             sum_uu DOUBLE PRECISION NOT NULL,
+             sum_up DOUBLE PRECISION NOT NULL,
+             sum_pp DOUBLE PRECISION NOT NULL,
+             idle_n BIGINT NOT NULL,
+             idle_sum_p DOUBLE PRECISION NOT NULL,
+             gpu_s DOUBLE PRECISION NOT NULL,
+             gpu_j DOUBLE PRECISION NOT NULL,
+             idle_s DOUBLE PRECISION NOT NULL,
+             idle_j DOUBLE PRECISION NOT NULL,
+             it_j DOUBLE PRECISION NOT NULL,
+             first_ts DOUBLE PRECISION,
+             last_ts DOUBLE PRECISION,
+             PRIMARY KEY (site, model, day, part, bin))""",
+    ),
 )
 
 
@@ -248,5 +276,30 @@ POSTGRES_MIGRATIONS: tuple[tuple[str, ...], ...] = (
              month TEXT NOT NULL,
              facility_j DOUBLE PRECISION NOT NULL,
              PRIMARY KEY (site, month))""",
+    ),
+    (
+        # the plan's sufficient statistics (SQLite's plan_days migration)
+        """CREATE TABLE plan_days (
+             site TEXT NOT NULL,
+             model TEXT NOT NULL,
+             day TEXT NOT NULL,
+             part TEXT NOT NULL,
+             bin BIGINT NOT NULL,
+             n BIGINT NOT NULL,
+             sum_u DOUBLE PRECISION NOT NULL,
+             sum_p DOUBLE PRECISION NOT NULL,
+             sum_uu DOUBLE PRECISION NOT NULL,
+             sum_up DOUBLE PRECISION NOT NULL,
+             sum_pp DOUBLE PRECISION NOT NULL,
+             idle_n BIGINT NOT NULL,
+             idle_sum_p DOUBLE PRECISION NOT NULL,
+             gpu_s DOUBLE PRECISION NOT NULL,
+             gpu_j DOUBLE PRECISION NOT NULL,
+             idle_s DOUBLE PRECISION NOT NULL,
+             idle_j DOUBLE PRECISION NOT NULL,
+             it_j DOUBLE PRECISION NOT NULL,
+             first_ts DOUBLE PRECISION,
+             last_ts DOUBLE PRECISION,
+             PRIMARY KEY (site, model, day, part, bin)) WITH (fillfactor = 70)""",
     ),
 )

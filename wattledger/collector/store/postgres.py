@@ -10,7 +10,7 @@ group of batches is ONE transaction that reads the state it continues from and l
   once it commits and answers "duplicate".
 - Accounting state: the group's device rows are locked (``SELECT ... FOR UPDATE``), their last
   committed readings read, and advanced in the same transaction.
-- Locks are always taken in one global order — streams, devices, nodes, usage, quarter-hours,
+- Locks are always taken in one global order — streams, devices, nodes, usage, quarter-hours, plan days,
   site totals, each by key — so transactions queue and never deadlock; the rows every
   transaction shares (the current quarter-hour, each site's totals) come last, so their locks
   are held for the shortest time (to the commit).
@@ -154,6 +154,14 @@ _ADD_SITE_TOTALS = (
     "it_cost = site_totals.it_cost + excluded.it_cost, "
     "cooling_cost = site_totals.cooling_cost + excluded.cooling_cost, "
     "carbon_g = site_totals.carbon_g + excluded.carbon_g")
+_PLAN_TYPES = ("text", "text", "text", "text", "bigint", "bigint", *("float8",) * 5, "bigint",
+               *("float8",) * 8)
+_ADD_PLAN = (
+    f"INSERT INTO plan_days ({', '.join(sql.PLAN_KEYS + sql.PLAN_VALUES)}) "
+    f"SELECT * FROM unnest({', '.join(f'%s::{t}[]' for t in _PLAN_TYPES)}) "
+    f"AS p({', '.join(sql.PLAN_KEYS + sql.PLAN_VALUES)}) "
+    f"ORDER BY {', '.join('p.' + k for k in sql.PLAN_KEYS)} "
+    f"{sql.PLAN_MERGE}")
 _MONTH_SUMS = (
     "SELECT u.site, SUM(u.it_j), SUM(u.cooling_j), SUM(u.it_cost), SUM(u.cooling_cost), SUM(u.carbon_g) "
     "FROM usage u JOIN unnest(%s::text[], %s::text[]) AS k(site, month) "
@@ -339,6 +347,12 @@ class PostgresStore:
         return {str(cluster): float(cost) for cluster, cost in self.query(
             sql.dialect(sql.CLUSTER_DAY_COST, "%s"), (site, since_minute, until_minute))}
 
+    def plan_rows(self, site: str) -> list[Row]:
+        return self.query(sql.dialect(sql.PLAN_ROWS, "%s"), (site,))
+
+    def usage_months(self, site: str) -> list[Row]:
+        return self.query(sql.dialect(sql.USAGE_MONTHS, "%s"), (site,))
+
     def stream(self, stream: str) -> StreamState | None:
         with self._snapshot() as conn:
             row = conn.execute("SELECT node, low_seq FROM streams WHERE stream = %s", (stream,)).fetchone()
@@ -459,6 +473,8 @@ class _Unit:
                 conn.execute(_ADD_USAGE, arrays([list(column) for column in zip(*ch.usage, strict=True)]))
             if ch.quarters:
                 conn.execute(_ADD_QUARTERS, arrays([list(c) for c in zip(*ch.quarters, strict=True)]))
+            if ch.plan_days:  # before the site totals: a day's rows are shared by the site's nodes
+                conn.execute(_ADD_PLAN, arrays([list(c) for c in zip(*ch.plan_days, strict=True)]))
             if ch.site_months:  # the rows every transaction shares: last, held until the commit
                 columns = list(zip(*ch.site_months, strict=True))
                 conn.execute(_ADD_SITE_TOTALS, arrays([list(columns[0]), *(list(c) for c in columns[3:])]))

@@ -47,3 +47,25 @@ ADD_HOURS = (
     "it_j = hours.it_j + excluded.it_j, facility_j = hours.facility_j + excluded.facility_j, "
     "cost = hours.cost + excluded.cost")
 DROP_QUARTERS = "DELETE FROM quarters WHERE start_minute < {P}"
+
+
+#: the plan's statistics (``plan_days``): key and value columns (accounting/profiles.py)
+PLAN_KEYS = ("site", "model", "day", "part", "bin")
+PLAN_VALUES = ("n", "sum_u", "sum_p", "sum_uu", "sum_up", "sum_pp", "idle_n", "idle_sum_p", "gpu_s", "gpu_j",
+               "idle_s", "idle_j", "it_j", "first_ts", "last_ts")
+#: on a row that exists: sums added; first and last reading the earlier and the later (NULL: none)
+PLAN_MERGE = (
+    f"ON CONFLICT ({', '.join(PLAN_KEYS)}) DO UPDATE SET "
+    + ", ".join(f"{c} = plan_days.{c} + excluded.{c}" for c in PLAN_VALUES[:-2])
+    + ", first_ts = CASE WHEN excluded.first_ts IS NULL OR plan_days.first_ts <= excluded.first_ts "
+    "THEN plan_days.first_ts ELSE excluded.first_ts END"
+    ", last_ts = CASE WHEN excluded.last_ts IS NULL OR plan_days.last_ts >= excluded.last_ts "
+    "THEN plan_days.last_ts ELSE excluded.last_ts END")
+#: one site's plan rows, a 'gpu' row with its device's node (the read model sums them up)
+PLAN_ROWS = (
+    f"SELECT p.model, p.day, p.part, p.bin, {', '.join('p.' + c for c in PLAN_VALUES)}, d.node "
+    "FROM plan_days p LEFT JOIN devices d ON p.part = 'gpu' AND d.slot = p.bin "
+    "WHERE p.site = {P} ORDER BY p.model, p.day, p.part, p.bin")
+#: one site's IT energy per month (usage), for the plan's site months
+USAGE_MONTHS = ("SELECT month, SUM(it_j), SUM(cooling_j) FROM usage WHERE site = {P} GROUP BY month "
+                "ORDER BY month")

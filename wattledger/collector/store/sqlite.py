@@ -87,6 +87,8 @@ _ADD_QUARTER = (
     "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (site, cluster, start_minute) DO UPDATE SET "
     "it_j = quarters.it_j + excluded.it_j, facility_j = quarters.facility_j + excluded.facility_j, "
     "cost = quarters.cost + excluded.cost")
+_ADD_PLAN = (f"INSERT INTO plan_days ({', '.join(sql.PLAN_KEYS + sql.PLAN_VALUES)}) "
+             f"VALUES ({', '.join('?' for _ in sql.PLAN_KEYS + sql.PLAN_VALUES)}) {sql.PLAN_MERGE}")
 
 
 class SqliteStore:
@@ -207,7 +209,7 @@ class SqliteStore:
 
     def _commit(self, *, streams: Iterable[Row], seqs_added: Iterable[Row], seqs_dropped: Iterable[Row],
                 nodes: Iterable[Row], devices: Iterable[Row], usage: Iterable[Row], quarters: Iterable[Row],
-                site_totals: Iterable[Row]) -> None:
+                site_totals: Iterable[Row], plan_days: Iterable[Row] = ()) -> None:
         """Write everything one ingest changed, in one transaction (all or nothing)."""
         db = self._db
         db.execute("BEGIN IMMEDIATE")
@@ -220,6 +222,7 @@ class SqliteStore:
             db.executemany(_ADD_USAGE, usage)
             db.executemany(_ADD_QUARTER, quarters)
             db.executemany(_UPSERT_SITE_TOTALS, site_totals)
+            db.executemany(_ADD_PLAN, plan_days)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:  # SQLite may have rolled back already (e.g. disk full)
@@ -255,6 +258,12 @@ class SqliteStore:
     def cluster_day_cost(self, site: str, since_minute: float, until_minute: float) -> dict[str, float]:
         return {str(cluster): float(cost) for cluster, cost in self.query(
             sql.dialect(sql.CLUSTER_DAY_COST, "?"), (site, since_minute, until_minute))}
+
+    def plan_rows(self, site: str) -> list[Row]:
+        return self.query(sql.dialect(sql.PLAN_ROWS, "?"), (site,))
+
+    def usage_months(self, site: str) -> list[Row]:
+        return self.query(sql.dialect(sql.USAGE_MONTHS, "?"), (site,))
 
     def stream(self, stream: str) -> StreamState | None:
         with self.lock:
@@ -397,7 +406,7 @@ class _Unit:
         store._commit(streams=[stream_rows[s] for s in sorted(stream_rows)], seqs_added=changes.seqs_added,
                       seqs_dropped=changes.seqs_dropped, nodes=node_rows,
                       devices=store.devices.rows(sorted(slots)), usage=changes.usage,
-                      quarters=changes.quarters, site_totals=totals)
+                      quarters=changes.quarters, site_totals=totals, plan_days=changes.plan_days)
 
     def _apply_devices(self, changes: Changes) -> None:
         ch = changes.devices

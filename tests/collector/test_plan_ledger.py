@@ -1,0 +1,143 @@
+"""The plan's statistics as the ledger keeps them: real batches booked by the Bookkeeper (on
+SQLite and on PostgreSQL), read back through the read model, give exactly the statistics of the
+raw readings (``model_days_from_readings``, the reference), however the readings were batched;
+a profile fitted from a ledger whose power is known exactly (power = idle + slope x util)
+recovers idle and slope; the fleet, the months' idle GPU-hours and the span come out of the same
+rows."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import ledgerkit
+import pytest
+from ledgerkit import book_readings, line_readings, make_sites, open_ledger
+
+from tests.plan.plankit import IDLE_W, MODEL, SLOPE_W, utilization_at
+from wattledger.collector.accounting.history import GpuReading, model_days_from_readings
+from wattledger.collector.readmodel.history import LedgerHistory
+from wattledger.collector.service import Ledger
+from wattledger.plan.profile import profiles_of
+
+T0 = datetime(2026, 9, 1, tzinfo=UTC).timestamp()
+GPUS = 4
+OTHER = "NVIDIA H100 80GB HBM3"
+
+
+def simulated(steps: int, every_s: float = 10.0, t0: float = T0, gpus: int = GPUS) -> list[dict[str, Any]]:
+    return line_readings(steps, idle_w=IDLE_W, slope_w=SLOPE_W, utilization=utilization_at, every_s=every_s,
+                         t0=t0, gpus=gpus)
+
+
+def book(ledger: Ledger, readings: Sequence[dict[str, Any]], per_batch: int, *, node: str = "n1",
+         stream: str = "s1", gpus: int = GPUS, model: str = MODEL) -> None:
+    book_readings(ledger, readings, per_batch, model=model, gpus=gpus, node=node, stream=stream)
+
+
+def reference(readings: Sequence[dict[str, Any]], zone: str = "UTC", model: str = MODEL,
+              gpus: int = GPUS) -> list[Any]:
+    return model_days_from_readings(
+        [GpuReading(r["ts"], f"GPU-{r['device']}", model, r["util"], r["power_w"])
+         for r in readings if r["device"] < gpus], ZoneInfo(zone))
+
+
+def history(ledger: Ledger) -> LedgerHistory:
+    return LedgerHistory(ledger.store, {name: site.zone for name, site in ledger.sites.items()})
+
+
+def assert_same_days(got: Sequence[Any], want: Sequence[Any]) -> None:
+    assert [(d.model, d.day, d.gpus) for d in got] == [(d.model, d.day, d.gpus) for d in want]
+    for g, w in zip(got, want, strict=True):
+        a, b = g.power, w.power
+        assert (a.n, a.idle_n, a.util_n, a.power_hist) == (b.n, b.idle_n, b.util_n, b.power_hist)
+        assert (a.first_ts, a.last_ts) == (b.first_ts, b.last_ts)
+        for name in ("sum_u", "sum_p", "sum_uu", "sum_up", "sum_pp", "idle_sum_p"):
+            assert getattr(a, name) == pytest.approx(getattr(b, name), rel=1e-9), name
+        assert a.util_sum_p == pytest.approx(b.util_sum_p, rel=1e-9)
+
+
+def test_the_ledger_keeps_the_raw_readings_statistics(backend: ledgerkit.Backend) -> None:
+    readings = simulated(steps=9000)  # 25 h at 10 s: two UTC days
+    ledger = open_ledger(make_sites(), now=T0 + 2 * 86400)
+    book(ledger, readings, per_batch=5 * 120)
+    got = history(ledger).model_days("default")
+    assert_same_days(got, reference(readings))
+    assert len(got) == 2 and got[0].gpus == GPUS
+
+
+def test_batching_never_changes_the_statistics(backend: ledgerkit.Backend) -> None:
+    readings = simulated(steps=800)
+    days = []
+    for size in (5, 5 * 7, 5 * 800):
+        ledger = open_ledger(make_sites(), now=T0 + 86400)
+        book(ledger, readings, per_batch=size)
+        days.append(history(ledger).model_days("default"))
+    assert_same_days(days[0], days[2])
+    assert_same_days(days[1], days[2])
+
+
+def test_a_profile_fitted_from_the_ledger_recovers_idle_and_slope(backend: ledgerkit.Backend) -> None:
+    readings = simulated(steps=9000)
+    ledger = open_ledger(make_sites(), now=T0 + 2 * 86400)
+    book(ledger, readings, per_batch=5 * 360)
+    read = history(ledger)
+    [profile] = profiles_of(read.model_days("default"), read.node_overhead_days("default")).values()
+    assert profile.fit is not None and profile.usable, profile.problems
+    assert profile.fit.intercept_w == pytest.approx(IDLE_W, rel=1e-9)
+    assert profile.fit.slope_w == pytest.approx(SLOPE_W, rel=1e-9)
+    assert profile.fit.r2 == pytest.approx(1.0)
+    idle = [r["power_w"] for r in readings if r["device"] < GPUS and r["util"] < 0.05]
+    assert profile.idle_w == pytest.approx(sum(idle) / len(idle))
+    assert profile.coverage.gpus == GPUS and profile.coverage.readings == 9000 * GPUS
+
+
+def test_the_fleet_months_and_span_from_the_same_rows(backend: ledgerkit.Backend) -> None:
+    readings = simulated(steps=720)  # two hours
+    ledger = open_ledger(make_sites(), now=T0 + 86400)
+    book(ledger, readings, per_batch=5 * 60)
+    book(ledger, simulated(steps=720, gpus=2), per_batch=3 * 60, node="n2", stream="s2",
+         gpus=2, model=OTHER)
+    read = history(ledger)
+    span = read.span("default")
+    assert span is not None and (span.first, span.last) == (T0, T0 + 719 * 10.0)
+    fleet = read.fleet("default", span.first, span.last)
+    by_model = {m.model: m for m in fleet.models}
+    assert (by_model[MODEL].gpus, by_model[MODEL].servers) == (GPUS, 1)
+    assert (by_model[OTHER].gpus, by_model[OTHER].servers) == (2, 1)
+    # the GPUs' energy: each GPU's trapezoids (readings 10 s apart); the nodes' IT adds the CPU
+    gpu_j = 0.0
+    for g in range(GPUS):
+        p = [r["power_w"] for r in readings if r["device"] == g]
+        gpu_j += sum((a + b) / 2 * 10.0 for a, b in itertools.pairwise(p))
+    assert by_model[MODEL].gpu_energy_kwh == pytest.approx(gpu_j / 3.6e6, rel=1e-9)
+    assert by_model[MODEL].it_energy_kwh == pytest.approx((gpu_j + 150.0 * 7190) / 3.6e6, rel=1e-9)
+    assert by_model[MODEL].mean_utilization == pytest.approx(
+        sum(r["util"] for r in readings if r["device"] < GPUS) / (720 * GPUS))
+    assert fleet.hours == pytest.approx(7190 / 3600)
+    [month] = read.site_months("default")
+    assert month.month == "2026-09" and month.days == 1
+    spend = ledger.spend(site="default", month="2026-09", group_by="site")[0]
+    assert month.it_kwh == pytest.approx(spend["it_energy_kwh"], rel=1e-9)
+    idle_s = sum(10.0 for r in readings[GPUS + 1:] if r["device"] < GPUS and r["util"] < 0.05)
+    assert month.idle_gpu_hours == pytest.approx(idle_s / 3600 + _idle_s(OTHER_READINGS) / 3600)
+    assert read.span("elsewhere") is None and read.model_days("elsewhere") == []
+
+
+OTHER_READINGS = simulated(steps=720, gpus=2)
+
+
+def _idle_s(readings: Sequence[dict[str, Any]], gpus: int = 2) -> float:
+    return sum(10.0 for r in readings[gpus + 1:] if r["device"] < gpus and r["util"] < 0.05)
+
+
+def test_a_local_day_is_the_sites_day(backend: ledgerkit.Backend) -> None:
+    zone = "America/New_York"
+    sites = make_sites({"default": {"timezone": zone, "price_per_kwh": 0.1}})
+    readings = simulated(steps=3 * 360, every_s=10.0, t0=T0 - 1800)  # 23:30 UTC to 02:30 UTC
+    ledger = open_ledger(sites, now=T0 + 86400)
+    book(ledger, readings, per_batch=5 * 100)
+    assert_same_days(history(ledger).model_days("default"), reference(readings, zone=zone))
