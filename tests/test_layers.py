@@ -37,7 +37,10 @@ FORBIDDEN = [
     ("wattledger.agent", "wattledger.demo"),
     ("wattledger.collector", "wattledger.demo"),
     ("wattledger.plan", "wattledger.demo"),
-    ("wattledger.collector", "wattledger.plan"),
+    # the planner builds on the collector's accounting; of the collector, only its HTTP layer
+    # calls the planner (POST /v1/plan: collector/api/planning.py)
+    *(("wattledger.collector." + part, "wattledger.plan")
+      for part in ("sites", "accounting", "store", "ingest", "readmodel", "settings", "service", "cli")),
 ]
 #: the only module outside the demo that may import it: the dispatcher of `wattledger demo`
 DEMO_STARTERS = {"wattledger.cli"}
@@ -106,6 +109,12 @@ def test_forbidden_imports(importer: str, imported: str) -> None:
     found = [f"{a} imports {b}" for a, targets in GRAPH.items() if under(a, importer)
              for b in sorted(targets) if under(b, imported)]
     assert found == []
+
+
+def test_only_the_plan_endpoint_calls_the_planner() -> None:
+    found = {a for a, targets in GRAPH.items() if under(a, "wattledger.collector")
+             and any(under(b, "wattledger.plan") for b in targets)}
+    assert found == {"wattledger.collector.api.planning"}
 
 
 def test_only_the_dispatcher_starts_the_demo() -> None:

@@ -69,6 +69,10 @@ def test_no_input_gives_a_server_error(case: Any, fuzz_app: tuple[FastAPI, Ledge
             assert set(response.json()) == {"error", "detail"}
 
 
+#: a scenario of explicit power: it plans on an empty ledger
+PLAN = {"site": "default", "start": "2026-01", "months": 2, "fleet": [
+    {"name": "x", "servers": 2, "gpus_per_server": 8, "model": "NVIDIA H100 80GB HBM3", "utilization": 0.5,
+     "power": {"idle_w": 80, "max_w": 700, "node_overhead_w": 1200}}]}
 #: answers that random generation may not reach in MAX_EXAMPLES, each held to the document too
 PICKED: list[tuple[str, str, dict[str, Any], int]] = [
     ("/v1/spend", "GET", {"query": {"month": "2025-13"}}, 422),
@@ -82,6 +86,9 @@ PICKED: list[tuple[str, str, dict[str, Any], int]] = [
     ("/v1/batches", "POST", {"body": {"node": "gpu-node-01"}}, 422),
     ("/v1/batches", "POST", {"body": {"node": "gpu-node-01"}, "headers": {"Content-Encoding": "gzip"}}, 400),
     ("/v1/batches", "POST", {"body": {}, "headers": {"Authorization": "Basic eA=="}}, 401),
+    ("/v1/plan", "POST", {"body": PLAN}, 200),
+    ("/v1/plan", "POST", {"body": {**PLAN, "months": -1}}, 422),
+    ("/v1/plan", "POST", {"body": {**PLAN, "fleet": [{"name": "existing", "measured": True}]}}, 422),
 ]
 
 

@@ -16,9 +16,11 @@ from typing import Any
 
 from prometheus_client.registry import Collector
 
+from wattledger.collector.accounting.history import MeasuredHistory
 from wattledger.collector.accounting.siteclock import month_text
 from wattledger.collector.ingest.transaction import Bookkeeper, IngestResult
 from wattledger.collector.readmodel.exposition import LedgerCollector
+from wattledger.collector.readmodel.history import LedgerHistory
 from wattledger.collector.readmodel.nodes import node_rows
 from wattledger.collector.readmodel.spend import spend_rows
 from wattledger.collector.readmodel.view import FleetView, ReadModel, Terms
@@ -86,6 +88,10 @@ class Ledger:
 
     def node_names(self) -> list[str]:
         return self.store.node_names()
+
+    def plan_history(self) -> MeasuredHistory:
+        """The ledger as a plan's measured history (POST /v1/plan): readmodel/history.py."""
+        return LedgerHistory(self.store, {name: site.zone for name, site in self.sites.items()})
 
     # ---- upkeep -----------------------------------------------------------------------------
 

@@ -6,9 +6,9 @@ order, committing what is queued, when the server stops.
 
 Read top-down, a request meets: ``fastpath.FastPath`` (POST /v1/batches straight to the push
 handler) -> the FastAPI application and its routers (``ingest``, ``finance``: /v1/spend,
-``fleet``: /v1/nodes, ``monitoring``: /metrics, /healthz, /readyz, ``docs``: /docs, /redoc)
--> the ledger (``wattledger.collector.service``). Every error is JSON ``{"error": ...,
-"detail": ...}`` (``errors.py``); only a fault of the server itself is a 500.
+``fleet``: /v1/nodes, ``planning``: /v1/plan, ``monitoring``: /metrics, /healthz, /readyz,
+``docs``: /docs, /redoc) -> the ledger (``wattledger.collector.service``). Every error is JSON
+``{"error": ..., "detail": ...}`` (``errors.py``); only a fault of the server itself is a 500.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from wattledger.collector.api.httpstats import ServiceCollector, ServiceStats
 from wattledger.collector.api.ingest import ingest_router, push_handler
 from wattledger.collector.api.monitoring import REPLICA_LABEL, Labelled, metrics_text, monitoring_router
 from wattledger.collector.api.openapi import install_openapi
+from wattledger.collector.api.planning import planning_router
 from wattledger.collector.api.runtime import LedgerService, Runtime, RuntimeHolder
 from wattledger.collector.ingest.auth import TokenBook
 from wattledger.collector.ingest.checks import IngestLimits
@@ -131,6 +132,7 @@ def create_app(settings: CollectorSettings, *, ledger: LedgerService | None = No
     app.include_router(ingest_router(push))
     app.include_router(finance_router(holder, settings.sites, clock, stats))
     app.include_router(fleet_router(holder))
+    app.include_router(planning_router(holder, settings, stats))
     app.include_router(monitoring_router(holder, stats))
     install_openapi(app)
     install_docs(app)

@@ -90,6 +90,19 @@ ANSWERS: dict[tuple[str, str], dict[str, Any]] = {
         "422": error("a bad query parameter"),
         **NOT_READY,
     },
+    ("/v1/plan", "post"): {
+        "200": json_answer("the plan (docs/planning.md, \"The report\")", {
+            "type": "object", "required": ["site", "currency", "months", "totals", "proposed_plan",
+                                           "assumptions"],
+            "properties": {"months": {"type": "array", "items": _OBJECT},
+                           "proposed_plan": {"type": "array", "items": _OBJECT}}}),
+        "400": error("a body that cannot be parsed (broken JSON, broken gzip)"),
+        "413": error("body over the limit, before or after gzip"),
+        "415": error("not JSON, or an unknown Content-Encoding"),
+        "422": error("a scenario that cannot be planned: detail names the field (and lists every issue)"),
+        "429": error("plans are being computed already: send again after Retry-After seconds"),
+        "503": error("the collector is starting or stopping, or its database does not answer"),
+    },
     ("/v1/nodes", "get"): {
         "200": json_answer("every node the ledger knows", {
             "type": "object", "required": ["nodes"],
