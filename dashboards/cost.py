@@ -50,6 +50,13 @@ DEMAND_BUDGET = site_figure("wattledger_plan_demand_charge")
 PLAN_PER_HOUR = f"{site_figure('wattledger_plan_energy_cost')} / scalar(days_in_month() * 24)"
 
 
+def month_curve(metric: str) -> str:
+    """A month's site gauge at each step of a long range (months of a plan): its highest value in
+    the step, so the month's cost climbs to its month-end total and the plan steps at each
+    month's start, whatever step Grafana picks for the range."""
+    return f"max by (site, currency) (max_over_time({metric}{{{SITE_SEL}}}[$__interval]))"
+
+
 def by_currency(expr: str) -> str:
     """Sites of one currency added up; never two currencies."""
     return f"sum by (currency) ({expr})"
@@ -125,6 +132,22 @@ def build(currency: str = "USD") -> db.Dashboard:
     d = d.with_panel(per_currency(graph("Forecast month end (solid) vs the month's plan (dashed)", [
         Q(FORECAST, "forecast {{site}} {{currency}}"), Q(PLAN, "plan {{site}} {{currency}}")], money,
         dashed_refs=["B"])))
+
+    d = d.with_row(db.Row("The plan, month by month (set the range to the plan's months)"))
+    d = d.with_panel(per_currency(graph("Each month's spend (solid) vs its plan (dashed)", [
+        Q(month_curve("wattledger_month_cost"), "spent {{site}} {{currency}}"),
+        Q(month_curve("wattledger_plan_cost"), "plan {{site}} {{currency}}")], money,
+        "The stored plan beside actual spend: each month's budget (the collector's plan entries, e.g. the "
+        "proposed_plan that `wattledger plan` writes from a scenario, docs/planning.md) as a dashed step, "
+        "and the month's cost so far (energy + demand charge) climbing to its month-end total. Over a "
+        "year's range, each month's top of the solid line against its dashed step is that month's result.",
+        dashed_refs=["B"])))
+    d = d.with_panel(graph("Spend and forecast as a share of the month's plan", [
+        Q(f"{MONTH} / on (site, currency) {PLAN}", "spent {{site}} {{currency}}"),
+        Q(f"{FORECAST} / on (site, currency) {PLAN}", "forecast {{site}} {{currency}}")], PERCENT_UNIT,
+        "Month-to-date spend and the month-end forecast over the month's plan: a plan made by "
+        "`wattledger plan` holds when the forecast stays under 100 % month after month.",
+        steps((None, "green"), (0.95, "yellow"), (1.0, "red")), dashed_refs=["B"]))
 
     d = d.with_row(db.Row("Burn rate"))
     d = d.with_panel(per_currency(graph("Cost per hour (solid) vs the plan's hourly allowance (dashed)", [

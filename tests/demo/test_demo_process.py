@@ -1,10 +1,12 @@
 """`wattledger demo` as a real process: live figures in plain lines, Ctrl-C stops every child and
-exits 0; a demo killed outright takes its children with it."""
+exits 0 and the printed plan line plans from its ledger; a demo killed outright takes its children
+with it."""
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -123,6 +125,15 @@ def test_demo_shows_live_figures_and_ctrl_c_stops_everything(
         assert int(readings) > 0 and readings == shipped and spooled == "0"
     assert "collector: stopped" in output and "demo stopped" in output
     assert pids_mentioning(str(state)) == []
+    # the one line that plans from the demo's ledger, printed last, works as printed
+    line = re.search(r"plan the next servers from its ledger: (wattledger plan .*)", output)
+    assert line, output[-800:]
+    argv = shlex.split(line.group(1))
+    planned = subprocess.run([WATTLEDGER, *argv[1:]], capture_output=True, text=True, cwd=tmp_path,
+                             timeout=120)
+    assert (planned.returncode, planned.stderr) == (0, ""), planned.stderr
+    page = (tmp_path / "plan.html").read_text()
+    assert page.count("<svg") >= 3 and "measured" in page
 
 
 def test_a_killed_demo_takes_its_children_with_it(

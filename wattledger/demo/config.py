@@ -142,3 +142,31 @@ def grafana_provisioning(repo_root: Path | None = None) -> Path | None:
     root = repo_root if repo_root is not None else Path(__file__).resolve().parents[2]
     folder = root / "dashboards" / "provisioning"
     return folder if folder.is_dir() else None
+
+
+#: the demo's expansion in its plan scenario: ten more servers like its own, power as the
+#: simulated H100's datasheet-like figures (the demo's ledger has no node meters to measure the
+#: node overhead from)
+EXPANSION_POWER = {"idle_w": 70.0, "max_w": 700.0, "node_overhead_w": 1500.0}
+
+
+def plan_scenario(scenario: Scenario, now: float) -> dict[str, Any]:
+    """A scenario for `wattledger plan` against the demo's ledger: its fleet as measured, and ten
+    more servers from the month after next, for twelve months from next month."""
+    _, following = plan_months(scenario, now)
+    after = (datetime.strptime(following, "%Y-%m") + timedelta(days=32)).strftime("%Y-%m")
+    server = scenario.servers[0]
+    return {
+        "site": scenario.site.name, "start": following, "months": 12, "price_escalation_per_year": 0.03,
+        "cloud_price_per_gpu_hour": 2.40,
+        "fleet": [{"name": "existing", "measured": True},
+                  {"name": "expansion", "from": after, "servers": 10, "gpus_per_server": server.gpus,
+                   "model": "NVIDIA H100 80GB HBM3", "utilization": 0.6, "power": dict(EXPANSION_POWER),
+                   "capex_per_server": 250000, "depreciation_months": 48}],
+    }
+
+
+def plan_command(state: DemoState, out: str = "plan.html") -> str:
+    """The one line that plans from the demo's ledger (docs/demo.md)."""
+    return (f"wattledger plan --scenario {state.plan_scenario} --config {state.collector_yaml} "
+            f"--format html --out {out}")

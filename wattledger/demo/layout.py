@@ -45,6 +45,11 @@ class DemoState:
         return self.root / "collector.yaml"
 
     @property
+    def plan_scenario(self) -> Path:
+        """A scenario for `wattledger plan` against this demo's ledger (config.plan_scenario)."""
+        return self.root / "plan-scenario.yaml"
+
+    @property
     def db_url(self) -> str:
         return f"sqlite:///{self.root / 'ledger.db'}"
 

@@ -102,6 +102,7 @@ class Demo:
         tokens = self.state.tokens(s.node for s in servers)
         cfg = democonfig.collector_config(self.scenario, self.state, ports, tokens, self.clock())
         democonfig.write_yaml(self.state.collector_yaml, cfg)
+        democonfig.write_yaml(self.state.plan_scenario, democonfig.plan_scenario(self.scenario, self.clock()))
         return ports
 
     def _lock_state(self) -> None:
@@ -344,6 +345,7 @@ class Demo:
         if self.collector is not None:
             self._stop_and_report([self.collector], COLLECTOR_STOP_TIMEOUT_S, "")
         self.say(f"demo stopped; its state is kept in {self.state.root} (--fresh starts afresh)")
+        self.say(f"plan the next servers from its ledger: {democonfig.plan_command(self.state)}")
 
     def _stop_and_report(self, children: list[Child], timeout: float, summary: str) -> None:
         killed = self.sup.stop(children, timeout)
