@@ -13,6 +13,7 @@ import argparse
 import difflib
 import ipaddress
 import os
+import re
 import sys
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -66,6 +67,18 @@ def positive_int(raw: object) -> int:
     value = non_negative_int(raw)
     if value == 0:
         raise ValueError(f"{raw!r} must be 1 or more")
+    return value
+
+
+def byte_size(raw: object) -> int:
+    """Bytes, optionally with a binary suffix: 1073741824, 512MiB, 1GiB."""
+    match = re.fullmatch(r"\s*(\d+)\s*([KMGT]i?B?)?\s*", str(raw), re.IGNORECASE)
+    if not match:
+        raise ValueError(f"{raw!r} is not a size in bytes (e.g. 1073741824 or 1GiB)")
+    unit = (match.group(2) or "").upper()[:1]
+    value = int(match.group(1)) * (1 << (10 * " KMGT".index(unit or " ")))
+    if value <= 0:
+        raise ValueError(f"{raw!r} must be more than 0 bytes")
     return value
 
 

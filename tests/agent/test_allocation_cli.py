@@ -57,19 +57,20 @@ def test_slurmrestd_flags_reach_the_slurm_source(tmp_path: Path) -> None:
     s = settings("--node", "n1", "--sources", "nvml,slurm", "--slurmrestd-url", "https://slurmctl:6820/",
                  "--slurmrestd-token-file", str(jwt), "--slurmrestd-ca-file", str(ca),
                  "--slurmrestd-user", "wattledger", "--slurmrestd-version", "v0.0.42",
-                 "--slurmrestd-interval", "15", "--slurmrestd-timeout", "4")
+                 "--slurmrestd-interval", "15", "--slurmrestd-timeout", "4", "--slurmrestd-max-bytes", "8MiB")
     (slurm,) = build_allocation_sources(s.source_names, s.source_settings())
     assert isinstance(slurm, SlurmSource) and slurm.rest is not None
     rest = slurm.settings.rest
     assert rest is not None
     assert (rest.url, rest.token_file, rest.ca_file) == ("https://slurmctl:6820", jwt, ca)
-    assert (rest.node, rest.user, rest.version, rest.interval, rest.timeout) == (
-        "n1", "wattledger", "v0.0.42", 15.0, 4.0)
+    assert (rest.node, rest.user, rest.version, rest.interval, rest.timeout, rest.max_bytes) == (
+        "n1", "wattledger", "v0.0.42", 15.0, 4.0, 8 << 20)
     assert slurm.rest.path == "/slurm/v0.0.42/jobs/"
     named = settings("--node", "n1", "--slurmrestd-url", "http://c:6820", "--slurmrestd-token-file", str(jwt),
                      "--slurmrestd-node", "gpu-node-01")
     assert named.slurmrestd is not None and named.slurmrestd.node == "gpu-node-01"
     assert named.slurmrestd.version == "v0.0.44" and named.slurmrestd.ca_file is None
+    assert named.slurmrestd.max_bytes == 64 << 20
     assert settings("--node", "n1").slurmrestd is None  # the prolog's folder, as before
 
 

@@ -16,6 +16,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -250,8 +251,28 @@ def test_gres_detail_and_timestamps() -> None:
     assert gpu_weights("mps:50(50/100,0/100)") == {0: 50.0}
     assert gpu_weights("shard:2(1/4,1/4)") == {0: 1.0, 1: 1.0}
     assert gpu_weights("") == {} and gpu_weights("gpu(CNT:2)") == {} and gpu_weights("gpu:1(IDX:N/A)") == {}
+    assert gpu_weights("gpu:a100_3g.40gb:1(IDX:4),gpu:a100:1(IDX:0)") == {0: 1.0}  # a MIG instance: left out
     assert timestamp({"set": True, "infinite": False, "number": 1796000000}) == T
     assert timestamp(1796000000) == T  # the +complex mode's bare number
     assert timestamp({"set": False, "infinite": False, "number": 5}) is None
     assert timestamp({"set": True, "infinite": True, "number": 5}) is None
     assert timestamp(None) is None and timestamp(True) is None and timestamp(0) is None
+
+
+
+def test_an_answer_over_the_bound_fails_the_read(slurmrestd: JsonServer, tmp_path: Path,
+                                                 ca_file: Path) -> None:
+    size = len(json.dumps(recorded()).encode())  # what the server sends
+    rest = SlurmrestdSettings(url=slurmrestd.url, token_file=token_file(tmp_path), node=NODE,
+                              user="wattledger", ca_file=ca_file, max_bytes=size - 1)
+    src = SlurmSource(SlurmSettings(rest=rest))
+    assert src.poller is not None and not src.poller.poll_once()
+    assert f"answer over {size - 1} bytes" in (src.poller.last_error or "")
+    exact = SlurmSource(SlurmSettings(rest=replace(rest, max_bytes=size)))
+    assert exact.poller is not None and exact.poller.poll_once()
+
+
+def test_a_node_whose_name_is_not_in_the_hostlist_text_is_not_expanded() -> None:
+    job = {**recorded()["jobs"][0], "nodes": "login[0-99999]"}  # would not expand: never tried
+    assert jobs_on_node({"jobs": [job]}, NODE) == []
+    assert jobs_on_node({"jobs": [{**job, "nodes": "gpu-node-0[1-2]"}]}, NODE)[0].gpus == {0: 1.0, 1: 1.0}

@@ -63,6 +63,7 @@ SAMPLES: dict[str, tuple[Any, str, str]] = {
     "slurmrestd_node": ("n1", "n2", "n3"),
     "slurmrestd_interval": (5, "6", "7"),
     "slurmrestd_timeout": (1, "2", "3"),
+    "slurmrestd_max_bytes": ("1MiB", "2MiB", "3MiB"),
     "proc_root": ("/p1", "/p2", "/p3"),
     "db": ("sqlite:///{tmp}/1.db", "sqlite:///{tmp}/2.db", "sqlite:///{tmp}/3.db"),
     "tokens_file": ("{tmp}/a", "{tmp}/b", "{tmp}/c"),

@@ -10,8 +10,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from wattledger.agent.sources.slurmrestd import DEFAULT_VERSION, VERSIONS, SlurmrestdSettings
-from wattledger.config import ConfigError, Option, existing_file, http_url, positive_float, text
+from wattledger.agent.sources.slurmrestd import (
+    DEFAULT_VERSION,
+    MAX_ANSWER_BYTES,
+    VERSIONS,
+    SlurmrestdSettings,
+)
+from wattledger.config import ConfigError, Option, byte_size, existing_file, http_url, positive_float, text
 
 DEFAULT_KUBELET_SOCKET = "/var/lib/kubelet/pod-resources/kubelet.sock"
 DEFAULT_SLURM_JOB_DIR = "/run/wattledger/slurm-jobs"
@@ -66,6 +71,8 @@ OPTIONS = [
            metavar="SECONDS"),
     Option("--slurmrestd-timeout", positive_float, 10.0,
            "connect and read timeout of each slurmrestd request", metavar="SECONDS"),
+    Option("--slurmrestd-max-bytes", byte_size, MAX_ANSWER_BYTES, "the largest /jobs answer read (e.g. "
+           "64MiB); a bigger one fails the read", metavar="BYTES"),
     Option("--proc-root", _path, Path("/proc"), "where the host's /proc is mounted (processes source)",
            metavar="DIR"),
 ]
@@ -86,4 +93,5 @@ def resolve(s: dict[str, Any], names: Sequence[str]) -> None:
     s["slurmrestd"] = SlurmrestdSettings(
         url=s["slurmrestd_url"], token_file=s["slurmrestd_token_file"],
         node=s["slurmrestd_node"] or s["node"], version=s["slurmrestd_version"], user=s["slurmrestd_user"],
-        ca_file=s["slurmrestd_ca_file"], interval=s["slurmrestd_interval"], timeout=s["slurmrestd_timeout"])
+        ca_file=s["slurmrestd_ca_file"], interval=s["slurmrestd_interval"], timeout=s["slurmrestd_timeout"],
+        max_bytes=s["slurmrestd_max_bytes"])

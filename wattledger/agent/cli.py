@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING
 from wattledger.agent.runtime import Agent
 from wattledger.agent.settings import OPTIONS as OPTIONS
 from wattledger.agent.settings import AgentSettings
-from wattledger.agent.settings import byte_size as byte_size
 from wattledger.agent.settings import configure as configure
 from wattledger.agent.settings import load_settings as settings
 from wattledger.agent.sources import build_allocation_sources, build_sources
 from wattledger.agent.sources.base import AllocationSource, Source
 from wattledger.config import ConfigError
+from wattledger.config import byte_size as byte_size
 
 if TYPE_CHECKING:
     from wattledger.agent.delivery import Delivery

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from wattledger.config import (
     Option,
     add_options,
     bearer_token,
+    byte_size,
     config_file_values,
     default_state_dir,
     existing_file,
@@ -70,18 +70,6 @@ def one_of(known: list[str], what: str) -> Any:
         return name
 
     return convert
-
-
-def byte_size(raw: object) -> int:
-    """Bytes, optionally with a binary suffix: 1073741824, 512MiB, 1GiB."""
-    match = re.fullmatch(r"\s*(\d+)\s*([KMGT]i?B?)?\s*", str(raw), re.IGNORECASE)
-    if not match:
-        raise ValueError(f"{raw!r} is not a size in bytes (e.g. 1073741824 or 1GiB)")
-    unit = (match.group(2) or "").upper()[:1]
-    value = int(match.group(1)) * (1 << (10 * " KMGT".index(unit or " ")))
-    if value <= 0:
-        raise ValueError(f"{raw!r} must be more than 0 bytes")
-    return value
 
 
 def collector_urls(given: list[list[str]]) -> tuple[str, ...]:
@@ -204,6 +192,7 @@ class AgentSettings:
     slurmrestd_node: str | None
     slurmrestd_interval: float
     slurmrestd_timeout: float
+    slurmrestd_max_bytes: int
     proc_root: Path
     # made of the above
     source_names: tuple[str, ...]  # the sources that run, hardware and allocation ones

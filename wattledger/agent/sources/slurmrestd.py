@@ -23,12 +23,14 @@ are the same in all of them):
 GPU indices are Slurm's GRES indices on the node, the same numbering as the prolog's
 ``SLURM_JOB_GPUS``: the slurm source maps them to devices as it maps the prolog's files.
 A shared GRES (``shard``, ``mps``) gives each GPU the job's count on it as its weight, so jobs
-sharing a GPU split it by what each was given. ``gpu(CNT:n)`` (a count, no indices) is left out.
+sharing a GPU split it by what each was given. ``gpu(CNT:n)`` (a count, no indices) and MIG
+instances (a GRES type with a MIG profile, ``a100_3g.40gb``: Slurm's index is then the MIG
+instance's among the node's, which no agent device carries) are left out.
 
 The request carries ``X-SLURM-USER-TOKEN`` (the JWT, re-read from its file at every request,
 so a rotated token is taken up) and, when set, ``X-SLURM-USER-NAME``; TLS is verified (the
 system's trust store, or ``ca_file``), host name included. The answer is bounded
-(:data:`MAX_ANSWER_BYTES`); any status but 200, a body that is not slurmrestd's JSON, or one
+(``max_bytes``, 64 MiB by default); any status but 200, a body that is not slurmrestd's JSON, or one
 that carries ``errors`` fails the read (the source is then down: its holdings end, readings
 flow on unattributed).
 """
@@ -57,7 +59,8 @@ log = logging.getLogger(__name__)
 #: v0.0.46: Slurm 26.11); the default is served by Slurm 25.11, 26.05 and 26.11
 VERSIONS = tuple(f"v0.0.{n}" for n in range(40, 47))
 DEFAULT_VERSION = "v0.0.44"
-#: the most of an answer read: a job is 2-20 KB in these versions (its per-core allocation map)
+#: the most of an answer read by default: a job is 3-20 KB in these versions (a running job's
+#: per-core allocation map is most of it)
 MAX_ANSWER_BYTES = 64 << 20
 #: the most names one hostlist expression may stand for (a bigger one is a broken answer)
 MAX_HOSTS = 65536
@@ -67,9 +70,12 @@ ENDED_STATES = frozenset({"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_F
 #: GRES whose indices are whole GPUs, and those that share a GPU (count per GPU)
 WHOLE_GRES, SHARED_GRES = frozenset({"gpu"}), frozenset({"shard", "mps"})
 #: one GRES of a node's gres_detail: name, optional type, count, then (IDX:list) or (a/b,...)
-_GRES = re.compile(r"(?P<name>[A-Za-z][\w.-]*)(?::[^:(),]*)?:(?P<count>\d+)"
+_GRES = re.compile(r"(?P<name>[A-Za-z][\w.-]*)(?::(?P<type>[^:(),]*))?:(?P<count>\d+)"
                    r"\((?P<idx>IDX:)?(?P<detail>[^)]*)\)")
+#: a MIG profile in a GRES type (AutoDetect=nvml: ``a100_3g.40gb``, ``h100_1c.3g.40gb``)
+_MIG_TYPE = re.compile(r"\d+g\.\d+gb", re.IGNORECASE)
 _RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
+_LEAD = re.compile(r"\D+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +88,7 @@ class SlurmrestdSettings:
     ca_file: Path | None = None  # else the system's trust store
     interval: float = 30.0  # seconds between requests
     timeout: float = 10.0  # connect and read timeout of one request
+    max_bytes: int = MAX_ANSWER_BYTES  # a bigger answer fails the read (memory stays bounded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,10 +175,14 @@ def _indices(text: str) -> list[int]:
 
 def gpu_weights(detail: str) -> dict[int, float]:
     """The GPUs one node's ``gres_detail`` entry names, index -> the job's weight on it: 1 for
-    a whole GPU, the job's count for a shared GRES (shard, mps). Other GRES are left out."""
+    a whole GPU, the job's count for a shared GRES (shard, mps). Other GRES are left out, and so
+    are MIG instances: Slurm numbers them among the node's MIG GRES, not as the boards the
+    agent's GPU indices are, and slurmrestd gives no UUID to tell which is which."""
     out: dict[int, float] = {}
     for m in _GRES.finditer(detail):
         name = m.group("name")
+        if _MIG_TYPE.search(m.group("type") or ""):
+            continue
         try:
             if name in WHOLE_GRES and m.group("idx"):
                 for index in _indices(m.group("detail")):
@@ -220,6 +231,9 @@ def job_on_node(entry: object, node: str) -> RestJob | None:
     nodes, details = entry.get("nodes"), entry.get("gres_detail")
     if not isinstance(nodes, str) or not isinstance(details, list):
         return None
+    lead = _LEAD.match(node)
+    if lead is not None and lead.group() not in nodes:
+        return None  # brackets only stand for digits: a node's leading letters are in the text
     try:
         position = expand_hostlist(nodes).index(node)
     except ValueError:  # not on this node (or a hostlist this reader cannot read)
@@ -314,14 +328,15 @@ class SlurmrestdClient:
         try:
             conn.request("GET", self.path, headers=headers)
             response = conn.getresponse()
-            body = response.read(MAX_ANSWER_BYTES + 1)
+            body = response.read(self.settings.max_bytes + 1)
         except (OSError, http.client.HTTPException) as exc:  # refused, timed out, TLS, cut short
             said = " ".join(str(exc).split()) or type(exc).__name__
             raise SourceError(f"GET {self.path}: {said}") from None
         finally:
             conn.close()
-        if len(body) > MAX_ANSWER_BYTES:
-            raise SourceError(f"GET {self.path}: answer over {MAX_ANSWER_BYTES} bytes")
+        if len(body) > self.settings.max_bytes:
+            raise SourceError(f"GET {self.path}: answer over {self.settings.max_bytes} bytes "
+                              "(--slurmrestd-max-bytes)")
         try:
             answer = json.loads(body)
         except ValueError:  # not JSON (a proxy's HTML page, a cut answer); UnicodeDecodeError too
