@@ -70,7 +70,7 @@ def test_slurmrestd_flags_reach_the_slurm_source(tmp_path: Path) -> None:
                      "--slurmrestd-node", "gpu-node-01")
     assert named.slurmrestd is not None and named.slurmrestd.node == "gpu-node-01"
     assert named.slurmrestd.version == "v0.0.44" and named.slurmrestd.ca_file is None
-    assert named.slurmrestd.max_bytes == 64 << 20
+    assert named.slurmrestd.max_bytes == 16 << 20
     assert settings("--node", "n1").slurmrestd is None  # the prolog's folder, as before
 
 

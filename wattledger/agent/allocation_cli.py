@@ -72,7 +72,7 @@ OPTIONS = [
     Option("--slurmrestd-timeout", positive_float, 10.0,
            "connect and read timeout of each slurmrestd request", metavar="SECONDS"),
     Option("--slurmrestd-max-bytes", byte_size, MAX_ANSWER_BYTES, "the largest /jobs answer read (e.g. "
-           "64MiB); a bigger one fails the read", metavar="BYTES"),
+           "16MiB); a bigger one fails the read", metavar="BYTES"),
     Option("--proc-root", _path, Path("/proc"), "where the host's /proc is mounted (processes source)",
            metavar="DIR"),
 ]

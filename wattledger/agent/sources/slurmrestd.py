@@ -30,7 +30,7 @@ instance's among the node's, which no agent device carries) are left out.
 The request carries ``X-SLURM-USER-TOKEN`` (the JWT, re-read from its file at every request,
 so a rotated token is taken up) and, when set, ``X-SLURM-USER-NAME``; TLS is verified (the
 system's trust store, or ``ca_file``), host name included. The answer is bounded
-(``max_bytes``, 64 MiB by default); any status but 200, a body that is not slurmrestd's JSON, or one
+(``max_bytes``, 16 MiB by default); any status but 200, a body that is not slurmrestd's JSON, or one
 that carries ``errors`` fails the read (the source is then down: its holdings end, readings
 flow on unattributed).
 """
@@ -60,8 +60,9 @@ log = logging.getLogger(__name__)
 VERSIONS = tuple(f"v0.0.{n}" for n in range(40, 47))
 DEFAULT_VERSION = "v0.0.44"
 #: the most of an answer read by default: a job is 3-20 KB in these versions (a running job's
-#: per-core allocation map is most of it)
-MAX_ANSWER_BYTES = 64 << 20
+#: per-core allocation map is most of it), and decoding holds about 5 x the answer's size in
+#: memory (the shipped systemd unit gives the agent 256M)
+MAX_ANSWER_BYTES = 16 << 20
 #: the most names one hostlist expression may stand for (a bigger one is a broken answer)
 MAX_HOSTS = 65536
 HOLDING_STATES = frozenset({"RUNNING", "SUSPENDED"})
