@@ -228,7 +228,8 @@ def test_entries_slurmrestd_may_hold() -> None:
            {**base, "job_id": 12, "job_state": ["COMPLETED"], "end_time": {"set": False, "infinite": False,
                                                                              "number": 0}},
            {**base, "job_id": 13, "nodes": "gpu-node-[01-"},  # a broken hostlist: left out
-           {**base, "job_id": "14"}, "not a job"]
+           {**base, "job_id": "14"}, {**base, "job_id": 15, "job_state": [{"RUNNING": True}]},
+           {**base, "job_id": 16, "gres_detail": [{"gpu": 1}, "gpu:1(IDX:0)"]}, "not a job"]
     got = {j.job: (j.gpus, j.since) for j in jobs_on_node({"jobs": odd}, NODE)}
     assert got == {"48213": ({0: 1.0, 1: 1.0}, T), "9": ({5: 1.0}, T)}
 

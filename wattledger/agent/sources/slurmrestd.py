@@ -222,7 +222,7 @@ def job_on_node(entry: object, node: str) -> RestJob | None:
     if isinstance(job_id, bool) or not isinstance(job_id, int) or job_id <= 0:
         return None
     state = states[0] if isinstance(states, list) and states else states  # the base state first
-    if state not in HOLDING_STATES and state not in ENDED_STATES:
+    if not isinstance(state, str) or (state not in HOLDING_STATES and state not in ENDED_STATES):
         return None
     since, until = timestamp(entry.get("start_time")), None
     if state in ENDED_STATES:
