@@ -1,7 +1,7 @@
 """PostgreSQL restarted under load: two replicas, real agents (``--simulate``) given both URLs.
 
-While the database is down the replicas answer pushes 503 (never hang: within the pool's
-timeout) and /readyz says why; the agents keep their batches spooled and send them again;
+While the database is down the replicas answer pushes and reads 503 (never hang: within the
+pool's timeout; never a 500) and /readyz says why; the agents keep their batches spooled and send them again;
 once it is back, everything the agents took is in the ledger, once.
 """
 
@@ -63,6 +63,10 @@ def test_postgresql_restarted_under_load_loses_nothing(own_server: PgServer, tmp
         assert time.monotonic() - started < 25  # refused, not held
         ready = httpx.get(f"{replicas[0].url}/readyz", timeout=30)
         assert ready.status_code == 503 and ready.json()["detail"]["database_error"]
+        for path in ("/metrics", "/v1/nodes", "/v1/spend"):  # reads: 503 too, never a 500
+            read = httpx.get(f"{replicas[0].url}{path}", timeout=30)
+            assert read.status_code == 503 and read.headers["retry-after"], (path, read.text)
+            assert read.json()["error"] == "store unavailable"
         time.sleep(2)  # the agents' samples keep coming: spooled meanwhile
         own_server.start()
         for replica in replicas:

@@ -1,5 +1,7 @@
 """Every answer of the service is JSON: ``{"error": ..., "detail": ...}`` for every error, and
-only a fault of the collector itself is a 500 (logged with its traceback)."""
+only a fault of the collector itself is a 500 (logged with its traceback). A read while the
+database does not answer (PostgreSQL down, restarting, unreachable) is no fault of the
+collector: 503 ``store unavailable`` with ``Retry-After``, logged in one line."""
 
 from __future__ import annotations
 
@@ -13,9 +15,14 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from wattledger.collector.ingest.checks import why
+from wattledger.collector.store.base import StoreUnavailable
 from wattledger.wire import plain_reason
 
 log = logging.getLogger(__name__)
+
+#: seconds a reader is told to wait when the database does not answer (the pool's own wait,
+#: up to 10 s, has already passed by then)
+STORE_RETRY_AFTER_SECONDS = 5
 
 
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -42,10 +49,17 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, StarletteHTTPException)
         return error_response(exc.status_code, str(exc.detail), None, dict(exc.headers or {}))
 
+    async def on_store_away(request: Request, exc: Exception) -> Response:
+        log.warning("%s %s: 503, the database does not answer: %s", request.method, request.url.path, exc)
+        reason = f"the database does not answer now ({exc}); ask again later"
+        return error_response(503, "store unavailable", {"reason": reason},
+                              {"Retry-After": str(STORE_RETRY_AFTER_SECONDS)})
+
     async def on_fault(request: Request, exc: Exception) -> Response:
         log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
         return error_response(500, "internal error", {"reason": "a fault of the collector; see its log"})
 
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(StoreUnavailable, on_store_away)
     app.add_exception_handler(Exception, on_fault)

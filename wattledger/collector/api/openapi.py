@@ -44,7 +44,8 @@ SERVER_REFUSALS = {
     "431": error("the headers are over the limit (in all, or one field)"),
     "500": error("a fault of the collector (logged); for a push: the batch was not stored"),
 }
-NOT_READY = {"503": error("the collector is starting or stopping")}
+NOT_READY = {"503": error("the collector is starting or stopping, or its database does not answer "
+                          "(store unavailable: ask again after Retry-After)")}
 
 BATCH_OPENAPI: dict[str, Any] = {
     "requestBody": {"required": True, "content": {"application/json": {

@@ -17,6 +17,8 @@ from typing import Protocol
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from wattledger.collector.store.base import StoreUnavailable
+
 log = logging.getLogger(__name__)
 
 
@@ -65,7 +67,10 @@ class PeriodicWork:
         try:
             self._ledger.refresh()
         except Exception as exc:  # one failed run must not end the schedule
-            log.exception("ledger refresh failed")
+            if isinstance(exc, StoreUnavailable):  # the database is away: no fault here, one line
+                log.warning("ledger refresh skipped: %s", exc)
+            else:
+                log.exception("ledger refresh failed")
             with self._lock:
                 self._runs += 1
                 self._last_error = f"{type(exc).__name__}: {exc}"
