@@ -205,6 +205,10 @@ class Columns:
 class ValidBatch:
     batch: Batch
     columns: Columns
+    #: made by the collector from a Prometheus remote-write request (``ingest/remotewrite.py``),
+    #: not pushed by an agent: no (stream, seq) to dedupe by (its ``stream`` and ``seq`` are
+    #: placeholders), and it never takes a device over from an agent's stream
+    remote: bool = False
 
 
 # ---------------------------------------------------------------------------- messages

@@ -20,8 +20,9 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from wattledger import config
-from wattledger.collector.ingest.auth import read_tokens_file
+from wattledger.collector.ingest.auth import read_tokens_file, token_digest
 from wattledger.collector.sites import PlanEntry, SiteConfig, Sites, check_plan
+from wattledger.contract import LABEL_VALUE_MAX_LENGTH
 from wattledger.wire import NodeName
 
 MIB = 1 << 20
@@ -53,6 +54,32 @@ def db_url(raw: object) -> str:
     raise ValueError("must be sqlite:///PATH or postgresql://USER@HOST:PORT/DATABASE")
 
 
+BearerToken = Annotated[str, BeforeValidator(lambda raw: config.bearer_token(str(raw)))]
+
+
+class RemoteWriteToken(BaseModel):
+    """One Prometheus allowed to POST /api/v1/write: its token (in clear, or its SHA-256 as
+    ``token_sha256``, the digest ``wattledger collector --hash-token`` prints after ``sha256:``)
+    and the site (and cluster) its samples are booked to (docs/remote-write.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    token: BearerToken | None = None
+    token_sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")] | None = None
+    site: Annotated[str, Field(min_length=1)]
+    cluster: Annotated[str, Field(max_length=LABEL_VALUE_MAX_LENGTH)] = ""
+
+    @model_validator(mode="after")
+    def _one_token(self) -> RemoteWriteToken:
+        if (self.token is None) == (self.token_sha256 is None):
+            raise ValueError("[token] give token or token_sha256, one of them")
+        return self
+
+    def digest(self) -> bytes:
+        return bytes.fromhex(self.token_sha256) if self.token_sha256 is not None else token_digest(
+            str(self.token))
+
+
 #: keys of earlier versions that are gone, and what to do instead
 REMOVED = {"ingest_workers": "removed: run replicas on PostgreSQL (docs/collector.md, \"Replicas\")"}
 
@@ -65,9 +92,11 @@ class CollectorSettings(BaseModel):
     listen: Annotated[config.HostPort, _converted(config.host_port)] = config.host_port(DEFAULT_LISTEN)
     db: Annotated[str, BeforeValidator(db_url)] = Field(default_factory=default_db_url)
     #: tokens travel in an HTTP header: printable ASCII without spaces (as the agent's --token-file)
-    tokens: dict[NodeName, Annotated[str, BeforeValidator(lambda raw: config.bearer_token(str(raw)))]] = {}
+    tokens: dict[NodeName, BearerToken] = {}
     tokens_file: Annotated[Path, _converted(config.existing_file)] | None = None
     allow_unauthenticated: bool = False
+    #: POST /api/v1/write: NAME -> {token, site, cluster} (one per Prometheus; docs/remote-write.md)
+    remote_write_tokens: dict[NodeName, RemoteWriteToken] = {}
     sites: Sites = Field(default_factory=lambda: {"default": SiteConfig(name="default", **DEFAULT_SITE)})
     plan: list[PlanEntry] = []
     # bounded: a bridged gap is priced minute by minute
@@ -104,6 +133,10 @@ class CollectorSettings(BaseModel):
                              "'default')")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("[tls_key] tls_cert and tls_key go together: give both or neither")
+        for name, remote in self.remote_write_tokens.items():
+            if remote.site not in self.sites:
+                raise ValueError(f"[remote_write_tokens.{name}.site] site {remote.site!r} is not configured "
+                                 f"(sites: {', '.join(sorted(self.sites))})")
         try:
             check_plan(self.sites, self.plan)
         except ValueError as exc:
@@ -123,6 +156,19 @@ class CollectorSettings(BaseModel):
         if host in ("", "0.0.0.0", "::", "[::]"):
             host = socket.gethostname()
         return f"{host}:{self.listen.port}"
+
+    def check_remote_write_tokens(self) -> None:
+        """ValueError when a Prometheus's token is another's or an agent's: a token names one
+        caller, so that what it may write is decided by the token alone."""
+        agents = {token_digest(t) for t in self.tokens.values()} | set(self.hashed_tokens().values())
+        seen: dict[bytes, str] = {}
+        for name, remote in self.remote_write_tokens.items():
+            digest = remote.digest()
+            if digest in agents:
+                raise ValueError(f"{name}: its token is also an agent's (tokens, tokens_file)")
+            if digest in seen:
+                raise ValueError(f"{seen[digest]} and {name} share one token")
+            seen[digest] = name
 
     def hashed_tokens(self) -> dict[str, bytes]:
         """The tokens_file's node -> SHA-256 digest (read again at each call)."""
@@ -187,6 +233,10 @@ def settings_from(values: Mapping[str, Any], doc: config.YamlDoc | None = None) 
         settings.hashed_tokens()
     except ValueError as exc:
         raise config.ConfigError(f"config key tokens_file: {exc}") from None
+    try:
+        settings.check_remote_write_tokens()
+    except ValueError as exc:
+        raise config.ConfigError(f"config key remote_write_tokens: {exc}") from None
     return settings
 
 

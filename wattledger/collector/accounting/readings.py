@@ -84,6 +84,8 @@ class Accounted:
     resets: Ints
     anomalies: Ints
     late: Ints
+    #: per reading, in the order given: late (not newer than its device's last committed reading)
+    late_reading: Bools
     # the newest reading of each device that had one (its new state and latest values)
     updated: Ints  # device numbers, ascending
     newest: Readings  # aligned with ``updated``
@@ -95,8 +97,11 @@ class Accounted:
 def account(readings: Readings, state: DeviceStates, *, max_gap_seconds: float) -> Accounted:
     """Apply the accounting rules to a group's readings against its devices' committed state."""
     k = state.last_ts.shape[0]
-    r = readings.take(np.lexsort((readings.ts, readings.device)))
+    order = np.lexsort((readings.ts, readings.device))
+    r = readings.take(order)
     late = intervals.late_readings(r.device, r.ts, state.last_ts)
+    late_reading = np.empty_like(late)
+    late_reading[order] = late
     late_counts = np.bincount(r.device[late], minlength=k).astype(np.int64)
     if late.any():
         r = r.take(~late)
@@ -119,4 +124,5 @@ def account(readings: Readings, state: DeviceStates, *, max_gap_seconds: float) 
         unmeasured_s=np.bincount(iv.slot, weights=iv.unmeasured_s, minlength=k).astype(np.float64),
         resets=np.bincount(iv.slot[iv.reset], minlength=k).astype(np.int64),
         anomalies=np.bincount(iv.slot[iv.anomaly], minlength=k).astype(np.int64),
-        late=late_counts, updated=r.device[last], newest=r.take(last), kept=r)
+        late=late_counts, late_reading=late_reading, updated=r.device[last], newest=r.take(last),
+        kept=r)

@@ -34,11 +34,14 @@ from wattledger.collector.api.ingest import ingest_router, push_handler
 from wattledger.collector.api.monitoring import REPLICA_LABEL, Labelled, metrics_text, monitoring_router
 from wattledger.collector.api.openapi import install_openapi
 from wattledger.collector.api.planning import planning_router
+from wattledger.collector.api.remotewrite import remote_write_router
 from wattledger.collector.api.runtime import LedgerService, Runtime, RuntimeHolder
 from wattledger.collector.ingest.auth import TokenBook
 from wattledger.collector.ingest.checks import IngestLimits
 from wattledger.collector.ingest.intake import BatchIngest
 from wattledger.collector.ingest.periodic import PeriodicWork
+from wattledger.collector.ingest.remotemap import Source
+from wattledger.collector.ingest.remotewrite import RemoteWriteIngest, RemoteWriters
 from wattledger.collector.ingest.transaction import UnknownSite, site_and_cluster
 from wattledger.collector.ingest.writer import BatchWriter
 from wattledger.collector.settings import CollectorSettings
@@ -77,6 +80,12 @@ def token_book(settings: CollectorSettings) -> TokenBook:
                      allow_unauthenticated=settings.allow_unauthenticated)
 
 
+def remote_writers(settings: CollectorSettings) -> RemoteWriters:
+    """The Prometheus servers of ``remote_write_tokens``, by token digest."""
+    return RemoteWriters({name: (entry.digest(), Source(name, entry.site, entry.cluster))
+                          for name, entry in settings.remote_write_tokens.items()})
+
+
 def create_app(settings: CollectorSettings, *, ledger: LedgerService | None = None,
                clock: Callable[[], float] = time.time, fast_ingest: bool = True) -> ASGIApp:
     """The collector application. ``ledger`` given: the caller opened it and closes it.
@@ -93,6 +102,7 @@ def create_app(settings: CollectorSettings, *, ledger: LedgerService | None = No
                           max_node_pending_bytes=settings.max_node_pending_bytes,
                           max_group_batches=settings.max_group_batches)
     tokens = token_book(settings)
+    writers = remote_writers(settings)
     holder = RuntimeHolder()
     replica = settings.replica_name
 
@@ -105,14 +115,16 @@ def create_app(settings: CollectorSettings, *, ledger: LedgerService | None = No
         known = await run_in_threadpool(led.node_names)
         ingest = BatchIngest(tokens, writer, limits, clock, precheck=site_check(settings), known_nodes=known)
         periodic = PeriodicWork(led, settings.refresh_interval_seconds)
+        # remote-write shares the agents' writer (one transaction per request) and byte pool
+        remote = RemoteWriteIngest(writers, writer, limits, ingest.pending, settings.sites, clock)
         own_families = [ServiceCollector(stats, ingest.gauges, ingest.counters), ingest.auth_failures,
-                        ProcessCollector(registry=None)]  # the collector's own CPU, memory
+                        remote.stats, ProcessCollector(registry=None)]  # the collector's own CPU, memory
         metrics = metrics_text([led.collector(),
                                 *(Labelled(family, REPLICA_LABEL, replica) for family in own_families)])
         writer.start()
         await run_in_threadpool(periodic.run_once)  # month roll-over and stale nodes before serving
         periodic.start()
-        holder.current = Runtime(led, ingest, writer, periodic, metrics)
+        holder.current = Runtime(led, ingest, writer, periodic, metrics, remote)
         try:
             yield
         finally:
@@ -130,6 +142,7 @@ def create_app(settings: CollectorSettings, *, ledger: LedgerService | None = No
     install_error_handlers(app)
     push = push_handler(holder, stats)
     app.include_router(ingest_router(push))
+    app.include_router(remote_write_router(holder, stats))
     app.include_router(finance_router(holder, settings.sites, clock, stats))
     app.include_router(fleet_router(holder))
     app.include_router(planning_router(holder, settings, stats))

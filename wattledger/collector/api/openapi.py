@@ -78,6 +78,31 @@ BATCH_OPENAPI: dict[str, Any] = {
     },
 }
 
+WRITE_OPENAPI: dict[str, Any] = {
+    "requestBody": {"required": True, "content": {"application/x-protobuf": {
+        "schema": {"type": "string", "format": "binary",
+                   "description": "a snappy-compressed prometheus.WriteRequest (remote-write 1.0)"}}}},
+    "parameters": [
+        {"name": "Content-Encoding", "in": "header", "required": True, "description": "the body is snappy",
+         "schema": {"type": "string", "enum": ["snappy"]}},
+    ],
+    "security": [{"bearer": []}],
+    "responses": {
+        "200": json_answer("committed; what became of the request's samples, by outcome", {
+            "type": "object", "required": ["samples"],
+            "properties": {"samples": {"type": "object",
+                                       "additionalProperties": {"type": "integer", "minimum": 0}}}}),
+        "400": error("not snappy, or not a prometheus.WriteRequest"),
+        "401": error("no token, or one that remote_write_tokens does not have"),
+        "403": error("a series names a site other than the token's"),
+        "413": error("the body, or what it inflates to, is over max_body_bytes"),
+        "415": error("not application/x-protobuf with Content-Encoding: snappy"),
+        "422": error("a series names a site this collector does not have"),
+        "503": error("busy, starting or stopping, or the database does not answer: send it again "
+                     "(Retry-After)"),
+    },
+}
+
 _OBJECT = {"type": "object"}
 #: per path and method: the answers FastAPI cannot know (media types, errors, bodies)
 ANSWERS: dict[tuple[str, str], dict[str, Any]] = {

@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from wattledger.collector.accounting.history import MeasuredHistory
 from wattledger.collector.ingest.intake import BatchIngest
 from wattledger.collector.ingest.periodic import PeriodicWork
+from wattledger.collector.ingest.remotewrite import RemoteWriteIngest
 from wattledger.collector.ingest.writer import BatchWriter, IngestResultLike
 from wattledger.collector.store.base import GroupBy
 from wattledger.wire import BatchError, ValidBatch
@@ -38,6 +39,7 @@ class Runtime:
     writer: BatchWriter
     periodic: PeriodicWork
     metrics: Callable[[], bytes]  # the text of /metrics
+    remote_write: RemoteWriteIngest  # POST /api/v1/write
 
 
 class RuntimeHolder:

@@ -104,6 +104,16 @@ def check_content_encoding(value: str | None) -> bool:
                   why("Content-Encoding", f"{value!r}: only gzip is accepted"))
 
 
+def content_length(value: str | None) -> int | None:
+    """The Content-Length header's number (None: not given); 400 when it is not a number."""
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise Refusal(400, "malformed request", why("Content-Length", "not a number")) from None
+
+
 def too_large(limit: int, what: str) -> Refusal:
     # the rest of the body is not read: close the connection rather than drain it
     return Refusal(413, "body too large", why("body", f"{what} over the limit of {limit} bytes"),

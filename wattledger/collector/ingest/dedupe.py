@@ -16,11 +16,15 @@ from wattledger.wire import ValidBatch
 
 
 def fresh(batches: Sequence[ValidBatch], states: Mapping[str, StreamState]) -> list[bool]:
-    """Per batch: not committed yet, and the first with its (stream, seq) in the group."""
+    """Per batch: not committed yet, and the first with its (stream, seq) in the group (a
+    remote-write batch has none: always fresh, its late readings add nothing)."""
     seen: set[tuple[str, int]] = set()
     out = []
     for vb in batches:
         b = vb.batch
+        if vb.remote:
+            out.append(True)
+            continue
         key = (b.stream, b.seq)
         out.append(not states[b.stream].committed(b.seq) and key not in seen)
         seen.add(key)

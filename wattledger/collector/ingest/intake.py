@@ -24,6 +24,7 @@ from wattledger.collector.ingest.checks import (
     RequestHead,
     check_content_encoding,
     check_content_type,
+    content_length,
     overloaded,
     read_body,
     too_large,
@@ -102,7 +103,7 @@ class BatchIngest:
                               {"WWW-Authenticate": 'Bearer realm="wattledger"'})
             check_content_type(head.content_type)
             gzip = check_content_encoding(head.content_encoding)
-            declared = _content_length(head.content_length)
+            declared = content_length(head.content_length)
         except Refusal as refusal:
             # answered without reading the body: close rather than let the client send it all
             refusal.headers.setdefault("Connection", "close")
@@ -152,12 +153,3 @@ class BatchIngest:
         if self.precheck is not None:
             self.precheck(valid)
         return valid
-
-
-def _content_length(value: str | None) -> int | None:
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise Refusal(400, "malformed request", why("Content-Length", "not a number")) from None

@@ -14,6 +14,15 @@ every batch waiting). In ONE store transaction it
 The store decides where that state lives (SQLite: the one writer's memory; PostgreSQL: rows
 locked in the transaction), so the same code holds on one process or on many replicas.
 
+Batches made from a Prometheus remote-write request (``ValidBatch.remote``, ingest/remotewrite.py)
+are booked by the same accounting, in the same transaction as their request's other nodes, with
+three differences: they have no (stream, seq) (a re-sent request is harmless because its samples
+are at or before their devices' last committed readings: late, counted, adding nothing); they
+never take a device over from an agent's stream nor are refused 409 (a device fed by an agent
+and by remote-write is one device, (node, id), counted once by the same late-reading rule); and
+they do not overwrite what an agent declared (a node's labels, the metadata of a device an
+agent feeds).
+
 Two agents for one node (a cloned host, a copied token): a device belongs to the stream whose
 batches its readings come from. A batch of another stream whose readings of a device do not
 start after the device's last committed reading, while that device's stream had a batch
@@ -33,6 +42,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from wattledger.collector.accounting.pricing import SitePrices, price
 from wattledger.collector.accounting.profiles import DayClock, group_devices, plan_rows
@@ -65,6 +75,8 @@ class IngestResult:
 
     accepted: int
     duplicate: bool
+    #: of a remote-write batch: which of its readings (in its order) were late, adding nothing
+    late: npt.NDArray[np.bool_] | None = None
 
 
 class UnknownSite(BatchError):
@@ -167,13 +179,15 @@ class Bookkeeper:
         for vb in batches:
             b = vb.batch
             first = firsts.get(b.stream)
-            if first is None or b.seq < first[1]:
+            if not vb.remote and (first is None or b.seq < first[1]):
                 firsts[b.stream] = (b.node, b.seq)
             batch_keys.append([keys.setdefault((b.node, info.id), len(keys)) for info in b.devices])
         key_list = list(keys)
         with self.store.ingest() as unit:
             states, held = unit.hold(firsts, key_list)
             for number, vb in enumerate(batches):
+                if vb.remote:
+                    continue
                 owner = states[vb.batch.stream].node
                 if owner != vb.batch.node:
                     wrong = StreamOfAnotherNode(vb.batch.stream, owner)
@@ -185,8 +199,14 @@ class Bookkeeper:
             if not fresh:
                 return results
             infos: dict[int, DeviceInfo] = {}
-            for number in fresh:
+            declared: set[int] = set()  # devices an agent's batch of the group declares
+            for number in sorted(fresh, key=lambda n: not batches[n].remote):  # an agent's info wins
                 infos.update(zip(batch_keys[number], batches[number].batch.devices, strict=True))
+                if not batches[number].remote:
+                    declared.update(batch_keys[number])
+            # remote-write declares less than an agent (no limits, no thresholds): it leaves the
+            # metadata of a device an agent feeds as the agent declared it
+            keep_info = {k for k in infos if k not in declared and held.owner[k] is not None}
             slots = held.slots.copy()
             new = [k for k in sorted(infos) if slots[k] < 0]
             if new:
@@ -195,8 +215,8 @@ class Bookkeeper:
             accepted: list[int] = []
             conflicts: dict[str, NodeConflicts] = {}
             for number in fresh:
-                refusal = self._claim(batches[number], batch_keys[number], key_list, owners, seen, last_ts,
-                                      now)
+                refusal = None if batches[number].remote else self._claim(
+                    batches[number], batch_keys[number], key_list, owners, seen, last_ts, now)
                 if refusal is None:
                     accepted.append(number)
                     results[number] = IngestResult(len(batches[number].columns), False)
@@ -208,8 +228,11 @@ class Bookkeeper:
                                                       b.stream)
             changes = Changes(conflicts=[conflicts[n] for n in sorted(conflicts)])
             if accepted:
-                self._book([batches[n] for n in accepted], [batch_keys[n] for n in accepted], held, slots,
-                           infos, owners, now, changes, states)
+                lates = self._book([batches[n] for n in accepted], [batch_keys[n] for n in accepted], held,
+                                   slots, infos, keep_info, owners, seen, now, changes, states)
+                for n, late in zip(accepted, lates, strict=True):
+                    if batches[n].remote:
+                        results[n] = IngestResult(int((~late).sum()), False, late)
             unit.write(changes)
         self.commits += 1
         return results
@@ -275,10 +298,12 @@ class Bookkeeper:
                     device, owner, age, b.stream, owner, self.stale_after_seconds)
 
     def _book(self, batches: Sequence[ValidBatch], batch_keys: Sequence[Sequence[int]], held: HeldDevices,
-              slots: np.ndarray, infos: Mapping[int, DeviceInfo], owners: Sequence[str | None], now: float,
-              changes: Changes, states: Mapping[str, StreamState]) -> None:
-        """Account the accepted batches into ``changes``."""
-        changes.streams, changes.seqs_added, changes.seqs_dropped = dedupe.advance(states, batches)
+              slots: np.ndarray, infos: Mapping[int, DeviceInfo], keep_info: set[int],
+              owners: Sequence[str | None], seen: Sequence[float], now: float, changes: Changes,
+              states: Mapping[str, StreamState]) -> list[npt.NDArray[np.bool_]]:
+        """Account the accepted batches into ``changes``; per batch, which of its readings were late."""
+        changes.streams, changes.seqs_added, changes.seqs_dropped = dedupe.advance(
+            states, [vb for vb in batches if not vb.remote])
         used = sorted({k for ks in batch_keys for k in ks})
         local = {k: i for i, k in enumerate(used)}
         nodes: dict[str, NodeChange] = {}
@@ -289,8 +314,11 @@ class Bookkeeper:
             node_of.update(dict.fromkeys(ks, b.node))
             site, cluster = site_and_cluster(b)
             before = nodes.get(b.node)
-            nodes[b.node] = NodeChange(b.node, site, cluster, b.labels, now,
-                                       len(cols) + (before.readings if before else 0))
+            count = len(cols) + (before.readings if before else 0)
+            if before is not None and vb.remote and not before.keep_labels:  # an agent's labels win
+                nodes[b.node] = NodeChange(b.node, before.site, before.cluster, before.labels, now, count)
+            else:
+                nodes[b.node] = NodeChange(b.node, site, cluster, b.labels, now, count, keep_labels=vb.remote)
             at = np.array([local[k] for k in ks], dtype=np.int64)
             parts["device"].append(at[cols.device])
             parts["group"].append(np.full(len(cols), self._group(site, cluster), dtype=np.int64))
@@ -307,9 +335,11 @@ class Bookkeeper:
         used_slots = slots[used]
         newest = {name: getattr(done.newest, name) for name in ("ts", "power_w", "energy_j", *LATEST,
                                                                 "clock_events", "has_clock_events")}
+        owner_seen = np.array([seen[k] for k in used], dtype=np.float64)
         changes.devices = DeviceChanges(
-            used_slots, used_infos, [str(owners[k]) for k in used], now, done.energy_j, done.unmeasured_s,
-            done.resets, done.anomalies, done.late, used_slots[done.updated], newest)
+            used_slots, used_infos, [owners[k] for k in used], owner_seen, done.energy_j, done.unmeasured_s,
+            done.resets, done.anomalies, done.late, used_slots[done.updated], newest,
+            keep_info=np.array([k in keep_info for k in used], dtype=bool))
         changes.nodes = [nodes[n] for n in sorted(nodes)]
         # rows built column-wise (one .tolist() per column, not one float() per value)
         (u_month, u_device, u_group), usage = priced.usage_keys, priced.usage
@@ -334,4 +364,6 @@ class Bookkeeper:
         changes.plan_days = plan_rows(kept.device, kept.group, kept.ts, kept.power_w, kept.util,
                                       done.intervals, devices, np.array(self._group_site, dtype=np.int64),
                                       self._day_clocks, self._site_names, list(self._models))
+        ends = np.cumsum([len(vb.columns) for vb in batches])
+        return np.split(done.late_reading, ends[:-1])
 

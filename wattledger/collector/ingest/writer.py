@@ -4,6 +4,9 @@ A valid batch goes on a bounded queue to the writer thread, which takes every ba
 (up to ``max_group_batches``) and hands them to the ledger in one transaction: under load, many
 requests share one commit (group commit), and each request is answered only once its own
 batch is committed. A full queue is answered 429 with ``Retry-After``.
+
+A remote-write request is one item of several batches (one per node, ``submit_all``): they go
+into one transaction together, so that a request is committed whole or not at all.
 """
 
 from __future__ import annotations
@@ -47,9 +50,18 @@ class LedgerWriter(Protocol):
 
 @dataclass
 class _Item:
-    batch: ValidBatch
-    future: asyncio.Future[IngestResultLike]
+    batches: Sequence[ValidBatch]
+    future: asyncio.Future[Any]  # the one batch's IngestResultLike, or (bundle) the list of results
     loop: asyncio.AbstractEventLoop
+    bundle: bool = False
+
+    @property
+    def key(self) -> tuple[str, int] | None:
+        """(stream, seq) of an agent's batch; None for a bundle (remote-write: no seq)."""
+        if self.bundle:
+            return None
+        b = self.batches[0].batch
+        return b.stream, b.seq
 
 
 _STOP = None
@@ -87,13 +99,23 @@ class BatchWriter:
 
     async def submit(self, batch: ValidBatch) -> IngestResultLike:
         """Queue one batch; returns once it is committed (or raises why it was not)."""
+        result: IngestResultLike = await self._put((batch,), bundle=False)
+        return result
+
+    async def submit_all(self, batches: Sequence[ValidBatch]) -> list[IngestResultLike | BatchError]:
+        """Queue batches to be committed in ONE transaction; their results, once it is (or raises
+        why it was not: nothing of them is then committed)."""
+        results: list[IngestResultLike | BatchError] = await self._put(tuple(batches), bundle=True)
+        return results
+
+    async def _put(self, batches: Sequence[ValidBatch], *, bundle: bool) -> Any:
         if not self.alive:
             raise Refusal(503, "shutting down", {"reason": "the collector is stopping; send again later"},
                           {"Retry-After": "1"})
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[IngestResultLike] = loop.create_future()
+        future: asyncio.Future[Any] = loop.create_future()
         try:
-            self._queue.put_nowait(_Item(batch, future, loop))
+            self._queue.put_nowait(_Item(batches, future, loop, bundle))
         except queue.Full:
             raise overloaded("the ingest queue is full") from None
         return await future
@@ -141,9 +163,10 @@ class BatchWriter:
             seen: set[tuple[str, int]] = set()
             now: list[_Item] = []
             for item in group:
-                key = (item.batch.batch.stream, item.batch.batch.seq)
-                (carry if key in seen else now).append(item)
-                seen.add(key)
+                key = item.key
+                (carry if key is not None and key in seen else now).append(item)
+                if key is not None:
+                    seen.add(key)
             if now:
                 self._commit(now)
             if stopping and not carry and self._queue.empty():
@@ -151,9 +174,10 @@ class BatchWriter:
 
     def _commit(self, group: list[_Item]) -> None:
         try:
-            results = list(self._ledger.ingest([item.batch for item in group]))
-            if len(results) != len(group):
-                raise ServerFault(f"ledger gave {len(results)} results for {len(group)} batches")
+            batches = [vb for item in group for vb in item.batches]
+            results = list(self._ledger.ingest(batches))
+            if len(results) != len(batches):
+                raise ServerFault(f"ledger gave {len(results)} results for {len(batches)} batches")
         except StoreUnavailable as exc:
             # the database does not answer: the whole group is refused at once (503, send again),
             # not tried one batch at a time against a database that is away
@@ -168,13 +192,20 @@ class BatchWriter:
                     self._commit([item])
                 return
             if not isinstance(exc, BatchError):
-                log.exception("ledger: a batch of node %s could not be committed", group[0].batch.batch.node)
+                log.exception("ledger: a batch of node %s could not be committed",
+                              group[0].batches[0].batch.node if group[0].batches else "?")
                 self._fault(exc)
             self._settle(group, [exc])
             return
         self.groups += 1
         self.last_fault = None
-        self._settle(group, results)
+        outcomes: list[Any] = []
+        at = 0
+        for item in group:
+            n = len(item.batches)
+            outcomes.append(results[at:at + n] if item.bundle else results[at])
+            at += n
+        self._settle(group, outcomes)
 
     def _fault(self, exc: BaseException) -> None:
         self.last_fault = f"{type(exc).__name__}: {exc}"
@@ -189,7 +220,7 @@ class BatchWriter:
         return None
 
     @staticmethod
-    def _settle(group: list[_Item], outcomes: Sequence[IngestResultLike | BaseException]) -> None:
+    def _settle(group: list[_Item], outcomes: Sequence[Any]) -> None:
         """Hand each request its result, on the event loop it waits in."""
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Item, Any]]] = {}
         for item, outcome in zip(group, outcomes, strict=True):

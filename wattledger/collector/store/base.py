@@ -97,8 +97,8 @@ class DeviceChanges:
 
     slots: Ints
     infos: Sequence[DeviceInfo]  # metadata as the group's latest batch declares it
-    owner: Sequence[str]
-    owner_seen: float
+    owner: Sequence[str | None]  # None: no agent's stream feeds it (remote-write alone)
+    owner_seen: Floats  # NaN: never
     energy_j: Floats  # increments
     unmeasured_s: Floats
     resets: Ints
@@ -108,6 +108,8 @@ class DeviceChanges:
     #: ts, power_w, energy_j and the LATEST columns, plus clock_events / has_clock_events
     updated: Ints
     newest: Mapping[str, Any]
+    #: True: leave the device's stored metadata as it is (remote-write, of a device an agent feeds)
+    keep_info: npt.NDArray[np.bool_] | None = None
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,8 @@ class NodeChange:
     labels: Mapping[str, str]
     seen: float
     readings: int  # to add
+    #: True: a node already known keeps its site, cluster and labels (remote-write says less)
+    keep_labels: bool = False
 
 
 @dataclass(frozen=True)

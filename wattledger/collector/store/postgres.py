@@ -103,8 +103,8 @@ _DROP_SEQS = ("DELETE FROM stream_seqs USING unnest(%s::text[], %s::bigint[]) AS
 _STATE = ("last_ts", "last_power_w", "last_energy_j", *LATEST)
 _UPDATE_DEVICES = (
     "UPDATE devices SET "
-    + ", ".join(f"{c} = u.{c}" for c in _META)
-    + ", stream = u.stream, stream_seen = u.stream_seen, "
+    + ", ".join(f"{c} = CASE WHEN u.keep THEN devices.{c} ELSE u.{c} END" for c in _META)
+    + ", stream = u.stream, stream_seen = NULLIF(u.stream_seen, 'NaN'), "
     "energy_j = devices.energy_j + u.energy_j, unmeasured_s = devices.unmeasured_s + u.unmeasured_s, "
     "resets = devices.resets + u.resets, anomalies = devices.anomalies + u.anomalies, "
     "late = devices.late + u.late, "
@@ -113,9 +113,9 @@ _UPDATE_DEVICES = (
     "FROM unnest(%s::bigint[], "
     + ", ".join(f"%s::{t}[]" for t in _META_TYPES)
     + ", %s::text[], %s::float8[], %s::float8[], %s::float8[], %s::bigint[], %s::bigint[], %s::bigint[], "
-    "%s::bool[], " + ", ".join("%s::float8[]" for _ in _STATE) + ", %s::bigint[]) "
+    "%s::bool[], " + ", ".join("%s::float8[]" for _ in _STATE) + ", %s::bigint[], %s::bool[]) "
     f"AS u(slot, {', '.join(_META)}, stream, stream_seen, energy_j, unmeasured_s, resets, anomalies, late, "
-    f"fresh, {', '.join(_STATE)}, clock_events) WHERE devices.slot = u.slot")
+    f"fresh, {', '.join(_STATE)}, clock_events, keep) WHERE devices.slot = u.slot")
 _UPSERT_NODES = (
     "INSERT INTO nodes (node, site, cluster, labels, last_seen, readings) "
     "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::float8[], %s::bigint[]) "
@@ -123,6 +123,9 @@ _UPSERT_NODES = (
     "ON CONFLICT (node) DO UPDATE SET site = excluded.site, cluster = excluded.cluster, "
     "labels = excluded.labels, last_seen = GREATEST(nodes.last_seen, excluded.last_seen), "
     "readings = nodes.readings + excluded.readings")
+#: remote-write's nodes: a node already known keeps its site, cluster and labels
+_UPSERT_NODES_KEEPING_LABELS = _UPSERT_NODES.replace(
+    "site = excluded.site, cluster = excluded.cluster, labels = excluded.labels, ", "")
 _ADD_CONFLICTS = (
     "UPDATE nodes SET conflicts = nodes.conflicts + u.refused, "
     "conflict_at = GREATEST(nodes.conflict_at, u.at) "
@@ -460,11 +463,13 @@ class _Unit:
                 conn.execute(_DROP_SEQS, arrays(([s for s, _ in dropped], [q for _, q in dropped])))
             if ch.devices is not None:
                 conn.execute(_UPDATE_DEVICES, arrays(self._device_columns(ch)))
-            if ch.nodes:
-                conn.execute(_UPSERT_NODES, arrays((
-                    [c.node for c in ch.nodes], [c.site for c in ch.nodes], [c.cluster for c in ch.nodes],
-                    [json.dumps(dict(c.labels), sort_keys=True) for c in ch.nodes],
-                    [c.seen for c in ch.nodes], [c.readings for c in ch.nodes])))
+            for keeping, statement in ((False, _UPSERT_NODES), (True, _UPSERT_NODES_KEEPING_LABELS)):
+                nodes = [c for c in ch.nodes if c.keep_labels is keeping]
+                if nodes:
+                    conn.execute(statement, arrays((
+                        [c.node for c in nodes], [c.site for c in nodes], [c.cluster for c in nodes],
+                        [json.dumps(dict(c.labels), sort_keys=True) for c in nodes],
+                        [c.seen for c in nodes], [c.readings for c in nodes])))
             if ch.conflicts:
                 refused = ch.conflicts
                 conn.execute(_ADD_CONFLICTS, arrays(([c.node for c in refused], [c.refused for c in refused],
@@ -497,7 +502,8 @@ class _Unit:
         for i, value, known in zip(where, bits, known_bits, strict=True):
             events[i] = int(value) if known else None
         meta = [[getattr(info, "index" if name == "idx" else name) for info in d.infos] for name in _META]
-        return [d.slots.tolist(), *meta, list(d.owner), [d.owner_seen] * n, _floats(d.energy_j),
+        keep = d.keep_info.tolist() if d.keep_info is not None else [False] * n
+        return [d.slots.tolist(), *meta, list(d.owner), _floats(d.owner_seen), _floats(d.energy_j),
                 _floats(d.unmeasured_s), d.resets.tolist(), d.anomalies.tolist(), d.late.tolist(),
-                fresh.tolist(), *(row.tolist() for row in state), events]
+                fresh.tolist(), *(row.tolist() for row in state), events, keep]
 

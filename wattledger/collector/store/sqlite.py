@@ -364,9 +364,10 @@ class _Unit:
         for change in changes.nodes:
             node = store.node_states.get(change.node)
             if node is None:
-                node = store.node_states[change.node] = NodeState(change.site, change.cluster, {},
-                                                                  change.seen, 0)
-            node.site, node.cluster, node.labels = change.site, change.cluster, dict(change.labels)
+                node = store.node_states[change.node] = NodeState(change.site, change.cluster,
+                                                                  dict(change.labels), change.seen, 0)
+            elif not change.keep_labels:
+                node.site, node.cluster, node.labels = change.site, change.cluster, dict(change.labels)
             node.last_seen = change.seen
             node.readings += change.readings
             touched_nodes.add(change.node)
@@ -413,8 +414,10 @@ class _Unit:
         assert ch is not None
         table = self._store.devices
         f, counts, slots = table.floats, table.counts, ch.slots
-        for slot, info, owner in zip(slots.tolist(), ch.infos, ch.owner, strict=True):
-            table.set_info(slot, info)
+        keep = ch.keep_info.tolist() if ch.keep_info is not None else [False] * len(ch.infos)
+        for slot, info, owner, kept in zip(slots.tolist(), ch.infos, ch.owner, keep, strict=True):
+            if not kept:
+                table.set_info(slot, info)
             table.stream[slot] = owner
         # a group's devices are distinct: plain fancy-index additions are exact here
         f["energy_j"][slots] += ch.energy_j

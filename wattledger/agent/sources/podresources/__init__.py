@@ -1,2 +1,2 @@
 """The kubelet's PodResources API (gRPC, package ``v1``): ``api.proto`` and the modules
-scripts/generate_podresources.py makes from it (committed; never edited by hand)."""
+scripts/generate_protos.py makes from it (committed; never edited by hand)."""

@@ -8,7 +8,7 @@ the package stays `v1` so that the service's full name on the wire is
 `v1.PodResourcesLister`, the one the kubelet serves on
 /var/lib/kubelet/pod-resources/kubelet.sock.
 
-Regenerate the Python modules beside this file with scripts/generate_podresources.py
+Regenerate the Python modules beside this file with scripts/generate_protos.py
 (a test checks that the committed ones are what it makes).
 """
 
