@@ -74,10 +74,43 @@ class GroupDevices:
 
 
 def _groups(keys: Sequence[Ints]) -> tuple[Ints, Ints]:
-    """The distinct rows of the key columns (sorted) and each row's group number."""
-    stacked = np.stack(keys, axis=1)
-    unique, inverse = np.unique(stacked, axis=0, return_inverse=True)
-    return unique, inverse.reshape(-1)
+    """The distinct rows of the key columns (sorted) and each row's group number: each column
+    numbered by its distinct values, the numbers combined into one integer (a group has few
+    distinct values per column), one sort of that."""
+    n = keys[0].shape[0]
+    code = np.zeros(n, dtype=np.int64)
+    values = []
+    for column in keys:
+        distinct, number = np.unique(column, return_inverse=True)
+        code = code * distinct.shape[0] + number.reshape(-1)
+        values.append(distinct)
+    codes, inverse = np.unique(code, return_inverse=True)
+    rows = np.empty((codes.shape[0], len(keys)), dtype=np.int64)
+    for i in range(len(keys) - 1, -1, -1):
+        size = values[i].shape[0]
+        rows[:, i] = values[i][codes % size]
+        codes = codes // size
+    return rows, inverse.reshape(-1)
+
+
+def _within(group: Ints, bin_: Ints, bins: int, ones: Floats, weights: Floats | None = None,
+            extremes_of: Floats | None = None) -> list[tuple[int, int, tuple[float, ...], float]]:
+    """Per (group, bin) present: the group, the bin, (count[, first, last of ``extremes_of``]) and
+    the sum of ``weights`` (0 without)."""
+    code = group * bins + bin_
+    codes, inverse = np.unique(code, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    count = np.bincount(inverse, weights=ones, minlength=codes.shape[0])
+    total = (np.bincount(inverse, weights=weights, minlength=codes.shape[0]) if weights is not None
+             else np.zeros(codes.shape[0]))
+    stats: list[tuple[float, ...]] = [(c,) for c in count.tolist()]
+    if extremes_of is not None:
+        first = np.full(codes.shape[0], np.inf)
+        last = np.full(codes.shape[0], -np.inf)
+        np.minimum.at(first, inverse, extremes_of)
+        np.maximum.at(last, inverse, extremes_of)
+        stats = list(zip(count.tolist(), first.tolist(), last.tolist(), strict=True))
+    return list(zip((codes // bins).tolist(), (codes % bins).tolist(), stats, total.tolist(), strict=True))
 
 
 def _sums(inverse: Ints, count: int, values: Sequence[Floats]) -> list[Floats]:
@@ -131,28 +164,21 @@ def plan_rows(kept_device: Ints, kept_group: Ints, kept_ts: Floats, kept_power_w
             totals[(s, m, d)] = [int(n[g]), float(su[g]), float(sp[g]), float(suu[g]), float(sup[g]),
                                  float(spp[g]), int(idle_n[g]), float(idle_p[g]), 0.0, 0.0, 0.0, 0.0, 0.0]
             extremes[(s, m, d)] = (float(first[g]), float(last[g]))
+        base = [key(s, m, d) for s, m, d in unique.tolist()]
         ubin = np.clip((u * UTIL_BINS).astype(np.int64), 0, UTIL_BINS - 1)
-        unique, inverse = _groups((s_, m_, d_, ubin))
-        n, sp = _sums(inverse, unique.shape[0], (ones, p))
-        for g, (s, m, d, b) in enumerate(unique.tolist()):
-            rows.append((*key(s, m, d), "util", b, int(n[g]), 0.0, float(sp[g]), *zero[3:], None, None))
+        for g, b, (count,), power_sum in _within(inverse, ubin, UTIL_BINS, ones, p):
+            rows.append((*base[g], "util", b, int(count), 0.0, power_sum, *zero[3:], None, None))
         pbin = np.clip((p // POWER_BIN_W).astype(np.int64), 0, POWER_BINS)
-        unique, inverse = _groups((s_, m_, d_, pbin))
-        (n,) = _sums(inverse, unique.shape[0], (ones,))
-        for g, (s, m, d, b) in enumerate(unique.tolist()):
-            rows.append((*key(s, m, d), "power", b, int(n[g]), *zero[1:], None, None))
-        unique, inverse = _groups((s_, m_, d_, devices.slot[kept_device[idx]]))
-        (n,) = _sums(inverse, unique.shape[0], (ones,))
-        first = np.full(unique.shape[0], np.inf)
-        last = np.full(unique.shape[0], -np.inf)
-        np.minimum.at(first, inverse, ts)
-        np.maximum.at(last, inverse, ts)
-        for g, (s, m, d, slot) in enumerate(unique.tolist()):
-            rows.append((*key(s, m, d), "gpu", slot, int(n[g]), *zero[1:], float(first[g]), float(last[g])))
+        for g, b, (count,), _ in _within(inverse, pbin, POWER_BINS + 1, ones):
+            rows.append((*base[g], "power", b, int(count), *zero[1:], None, None))
+        slots = devices.slot[kept_device[idx]]
+        for g, slot, (count, seen_first, seen_last), _ in _within(inverse, slots, int(slots.max()) + 1, ones,
+                                                                   extremes_of=ts):
+            rows.append((*base[g], "gpu", slot, int(count), *zero[1:], seen_first, seen_last))
     _add_intervals(totals, iv, devices, site, day, kept_ts, kept_util, clocks)
     for (s, m, d), values in sorted(totals.items()):
-        lo, hi = extremes.get((s, m, d), (None, None))
-        rows.append((*key(s, m, d), "all", 0, *values, lo, hi))
+        span = extremes.get((s, m, d))
+        rows.append((*key(s, m, d), "all", 0, *values, *(span if span is not None else (None, None))))
     return rows
 
 
