@@ -35,7 +35,7 @@ from wattledger.wire import Batch, ValidBatch, check_batch
 TARGET_BYTES = 5e6
 START = 1_767_225_600.0  # 2026-01-01 00:00 UTC
 MONTH_SECONDS = 30 * 86400.0  # a simulated month (the ledger files every minute by its real month)
-TABLES = ("usage", "quarters", "hours", "month_peaks", "devices", "nodes", "streams")
+TABLES = ("usage", "quarters", "hours", "month_peaks", "devices", "nodes", "streams", "plan_days")
 
 
 class Clock:
@@ -60,12 +60,15 @@ class Fleet:
         watts = [250.0 + 40 * g + 100 * math.sin(t / 3600.0 + node) ** 2
                  for g in range(self.gpus) for t in times]
         energy = [(t - START + self.step) * 400.0 for _ in range(self.gpus) for t in times]
+        # what an agent sends besides: utilization (the plan's statistics, table plan_days)
+        util = [round(math.sin(t / 3600.0 + node + g) ** 2, 3) for g in range(self.gpus) for t in times]
         batch = Batch.model_validate({
             "node": f"node-{node:03d}", "stream": f"stream-{node:03d}", "seq": seq,
             "labels": {"site": "default", "cluster": f"cluster-{node % self.clusters}"},
-            "devices": [{"id": f"GPU-{node}-{g}", "kind": "gpu", "index": g, "power_limit_w": 700.0}
-                        for g in range(self.gpus)],
-            "readings": {"device": device, "ts": times * self.gpus, "power_w": watts, "energy_j": energy}})
+            "devices": [{"id": f"GPU-{node}-{g}", "kind": "gpu", "index": g, "power_limit_w": 700.0,
+                         "model": "NVIDIA H100 80GB HBM3"} for g in range(self.gpus)],
+            "readings": {"device": device, "ts": times * self.gpus, "power_w": watts, "energy_j": energy,
+                         "util": util}})
         return ValidBatch(batch, check_batch(batch, start + seconds))
 
 
