@@ -250,7 +250,7 @@ _WORDS: dict[str, str] = {
     "string_type": "must be a string",
     "dict_type": "must be a JSON object", "model_type": "must be a JSON object",
     "model_attributes_type": "must be a JSON object", "list_type": "must be a JSON array",
-    "bool_type": "must be true or false",
+    "bool_type": "must be true or false", "bool_parsing": "must be true or false",
     "greater_than_equal": "must be at least {ge}", "greater_than": "must be greater than {gt}",
     "less_than_equal": "must be at most {le}", "less_than": "must be less than {lt}",
     "string_too_long": "must be at most {max_length} characters",
@@ -261,6 +261,8 @@ _WORDS: dict[str, str] = {
 def plain_reason(error: Mapping[str, Any]) -> str:
     """A pydantic error as a sentence a person reads: no regex, no pydantic wording."""
     kind, ctx = error["type"], dict(error.get("ctx") or {})
+    # a bound written 0 or 2 in the model reads 0 or 2, not 0.0 (pydantic keeps a float field's float)
+    ctx = {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in ctx.items()}
     if kind in _WORDS:
         return _WORDS[kind].format(**ctx)
     if kind == "string_pattern_mismatch":
@@ -275,6 +277,12 @@ def plain_reason(error: Mapping[str, Any]) -> str:
     if kind == "value_error":
         return str(ctx.get("error", "is not valid"))
     return "is not a value this field takes"
+
+
+def plain_file_reason(error: Mapping[str, Any]) -> str:
+    """:func:`plain_reason` for a key of a YAML file (the collector's configuration, a plan's
+    scenario): a mapping and a list, not a JSON object and array."""
+    return plain_reason(error).replace("a JSON object", "a mapping").replace("a JSON array", "a list")
 
 
 def _refusal(errors: list[ErrorDetails]) -> BatchError:

@@ -170,3 +170,34 @@ def test_the_removed_workers_variable_is_one_line(capsys: pytest.CaptureFixture[
     err = capsys.readouterr().err
     assert err == ("wattledger collector: error: WATTLEDGER_INGEST_WORKERS: removed: run replicas on "
                    "PostgreSQL (docs/collector.md, \"Replicas\")\n")
+
+
+@pytest.mark.parametrize(("values", "expected"), [
+    ({"plan": [{"site": "default", "month": "2026-13", "cost": 1}]},
+     "config key plan.0.month: plan entry 1: must be a month written YYYY-MM, e.g. 2026-12"),
+    ({"plan": [{"site": "default", "month": "2026-12", "cost": 1},
+               {"site": "default", "month": "2026-12", "cluster": "a", "cost": -1}]},
+     "config key plan.1.cost: plan entry 2: must be at least 0"),
+    ({"sites": {"default": {**SITE, "pue": "abc"}}}, "config key sites.default.pue: must be a number"),
+    ({"sites": {"default": {"tariff": [{"price_per_kwh": 0.1, "from": "25:00"}]}}},
+     "config key sites.default.tariff.0.from: tariff entry 1: must be a time of day written HH:MM, "
+     "from 00:00 to 24:00"),
+    ({"sites": {"default": {**SITE, "currency": "US"}}},
+     "config key sites.default.currency: must be a three-letter ISO 4217 currency code such as USD, "
+     "EUR or JPY"),
+    ({"tokens": {"bad node": "x"}},
+     "config key tokens.bad node: the name 'bad node' is not a node name: letters, digits, '.', '_' "
+     "and '-', starting with a letter or digit, at most 128 characters"),
+    ({"plan": 5}, "config key plan: must be a list"),
+    ({"sites": []}, "config key sites: must be a mapping"),
+    ({"replica": "a b"}, "config key replica: must be a name without spaces, quotes or backslashes"),
+    ({"rollup_after_days": 1}, "config key rollup_after_days: must be at least 2"),
+])
+def test_messages_are_plain_words_with_entries_counted_from_one(values: dict[str, Any],
+                                                                 expected: str) -> None:
+    # issue 16, item 20: no regex ("String should match pattern '^\d{4}-...'") and no pydantic
+    # wording ("Input should be a valid number"); the key's path stays as YAML numbers it
+    message = error_of(values)
+    assert message == expected
+    for pydantic_words in ("Input should", "String should", "should match pattern", "^", "$", "[key]"):
+        assert pydantic_words not in message

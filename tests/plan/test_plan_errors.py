@@ -255,7 +255,7 @@ def test_the_real_command_exits_2_with_one_line_and_writes_reports(tmp_path: Pat
     bad = subprocess.run([WATTLEDGER, *argv], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.splitlines() == [
-        "wattledger plan: error: scenario field fleet[0].servers: Input should be greater than or equal to 0"
+        "wattledger plan: error: scenario field fleet[0].servers: must be at least 0"
     ]
     argv = write(tmp_path, scenario())
     good = subprocess.run(

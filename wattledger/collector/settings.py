@@ -21,9 +21,16 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from wattledger import config
 from wattledger.collector.ingest.auth import read_tokens_file, token_digest
-from wattledger.collector.sites import PlanEntry, SiteConfig, Sites, check_plan
+from wattledger.collector.sites import (
+    CLOCK_TIME_PATTERN,
+    CURRENCY_PATTERN,
+    PlanEntry,
+    SiteConfig,
+    Sites,
+    check_plan,
+)
 from wattledger.contract import LABEL_VALUE_MAX_LENGTH
-from wattledger.wire import NodeName
+from wattledger.wire import NodeName, plain_file_reason
 
 MIB = 1 << 20
 DEFAULT_LISTEN = "0.0.0.0:9861"
@@ -81,6 +88,13 @@ class RemoteWriteToken(BaseModel):
 
 
 #: keys of earlier versions that are gone, and what to do instead
+REPLICA_PATTERN = r"^[^\s\"\\]+$"
+#: the configuration's own patterns in words (the wire's are in contract.PATTERN_WORDS)
+CONFIG_PATTERNS = {
+    CLOCK_TIME_PATTERN: "a time of day written HH:MM, from 00:00 to 24:00",
+    CURRENCY_PATTERN: "a three-letter ISO 4217 currency code such as USD, EUR or JPY",
+    REPLICA_PATTERN: "a name without spaces, quotes or backslashes",
+}
 REMOVED = {"ingest_workers": "removed: run replicas on PostgreSQL (docs/collector.md, \"Replicas\")"}
 
 
@@ -107,7 +121,7 @@ class CollectorSettings(BaseModel):
     #: commits are always in it); SQLite reads the one writer's memory at each request
     metrics_refresh_seconds: Annotated[float, Field(gt=0, le=300, allow_inf_nan=False)] = 5.0
     #: the ``replica`` label of this process's own metric families (default: host:port)
-    replica: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\s\"\\]+$")] | None = None
+    replica: Annotated[str, Field(min_length=1, max_length=128, pattern=REPLICA_PATTERN)] | None = None
     #: quarter-hours older than this are summed into hours (docs/accounting.md, "Roll-up"); off by default
     rollup_after_days: Annotated[float, Field(ge=2, allow_inf_nan=False)] | None = None
     max_body_bytes: Annotated[int, Field(ge=1024)] = 8 * MIB
@@ -241,18 +255,38 @@ def settings_from(values: Mapping[str, Any], doc: config.YamlDoc | None = None) 
 
 
 def describe(exc: ValidationError, doc: config.YamlDoc | None = None) -> str:
-    """The first pydantic error as ``config key a.b.c: reason`` (plus how many more there are)."""
+    """The first pydantic error as ``config key a.b.c: reason`` (plus how many more there are),
+    in plain words: no regex, no pydantic wording, list entries counted from 1 in the reason
+    (the key's path keeps YAML's 0-based positions, as the wire's fields do)."""
     errors = exc.errors(include_url=False)
     first = errors[0]
     loc = [str(part) for part in first["loc"]]
     if first["type"] == "extra_forbidden":
         reason = "unknown key (see docs/collector.md for the keys)"
-    else:
+    elif first["type"] in ("value_error", "assertion_error"):  # the configuration's own checks
         reason = str(first["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
         key, marked, rest = reason.partition("] ")
         if reason.startswith("[") and marked:
             loc, reason = [*loc, key[1:]], rest
+    else:
+        pattern = CONFIG_PATTERNS.get(str((first.get("ctx") or {}).get("pattern")))
+        if first["type"] == "string_pattern_mismatch" and pattern:
+            reason = f"must be {pattern}"
+        else:
+            reason = plain_file_reason(first)
+        if loc and loc[-1] == "[key]":  # a mapping's key (a node name of tokens): name it
+            loc = loc[:-1]
+            reason = f"the name {loc[-1]!r} {reason.replace('must be', 'is not', 1)}"
+        reason = _entry_of(first["loc"]) + reason
     where = f"config key {'.'.join(loc)}" if loc else "config"
     line = doc.where(*loc) if doc is not None and loc else ""
     more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
     return f"{where}: {reason}{line}{more}".replace("\n", " ")
+
+
+def _entry_of(loc: tuple[int | str, ...]) -> str:
+    """The list entry the path ends in, counted from 1 ("plan entry 2: "), or ""."""
+    for i in range(len(loc) - 1, 0, -1):
+        if isinstance(loc[i], int):
+            return f"{loc[i - 1]} entry {int(loc[i]) + 1}: "
+    return ""

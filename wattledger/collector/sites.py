@@ -31,7 +31,9 @@ MINUTES_PER_DAY = 1440
 MINUTES_PER_WEEK = 7 * MINUTES_PER_DAY
 
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-ClockTime = Annotated[str, StringConstraints(pattern=r"^(([01]\d|2[0-3]):[0-5]\d|24:00)$")]
+CLOCK_TIME_PATTERN = r"^(([01]\d|2[0-3]):[0-5]\d|24:00)$"
+CURRENCY_PATTERN = r"^[A-Za-z]{3}$"
+ClockTime = Annotated[str, StringConstraints(pattern=CLOCK_TIME_PATTERN)]
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Month = Annotated[str, StringConstraints(pattern=MONTH_PATTERN)]
 SiteName = Annotated[str, StringConstraints(min_length=1, max_length=256)]
@@ -94,7 +96,7 @@ class SiteConfig(BaseModel):
     #: the site's key in ``sites`` (filled in by ``Sites``); only used in messages
     name: str = Field(default="", exclude=True)
     timezone: str = "UTC"
-    currency: Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{3}$", to_upper=True)] = "USD"
+    currency: Annotated[str, StringConstraints(pattern=CURRENCY_PATTERN, to_upper=True)] = "USD"
     pue: Annotated[float, Field(ge=1, allow_inf_nan=False)] = 1.5
     price_per_kwh: NonNegative | None = None
     tariff: Annotated[list[TariffBand], Field(min_length=1)] | None = None

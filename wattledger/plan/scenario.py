@@ -29,6 +29,7 @@ from pydantic import (
 
 from wattledger.collector.accounting.siteclock import month_text, next_month, parse_month
 from wattledger.config import ConfigError, load_yaml
+from wattledger.wire import plain_file_reason
 
 MAX_MONTHS = 600  # fifty years: a horizon, not a typo's 36000
 
@@ -203,11 +204,13 @@ def issues_of(
             reason = "unknown key (see docs/planning.md for the scenario's keys)"
         elif kind == "missing":
             reason = "missing (required)"
-        else:
-            reason = str(error["msg"]).removeprefix("Value error, ")
+        elif kind in ("value_error", "assertion_error"):  # the scenario's own checks
+            reason = str(error["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
             key, marked, rest = reason.partition("] ")
             if reason.startswith("[") and marked:
                 loc, reason = [*loc, key[1:]], rest
+        else:  # pydantic's own errors in plain words (no regex, no "Input should be")
+            reason = plain_file_reason(error)
         issues.append(Issue(_path(loc), reason))
     # a union tried both members: keep one problem per path
     seen: dict[str, Issue] = {}
