@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import sqlite3
+from pathlib import Path
 
 import pytest
 from httpkit import NOW, settings
@@ -31,6 +33,7 @@ from remotekit import (
 from wattledger.collector.api.app import remote_writers
 from wattledger.collector.ingest.remotemap import Source, is_stale, map_request, node_of, owner_of
 from wattledger.collector.ingest.transaction import IngestResult
+from wattledger.collector.store.base import StoreUnavailable
 from wattledger.config import ConfigError
 
 pytestmark = pytest.mark.anyio
@@ -223,6 +226,30 @@ async def test_an_agent_and_remote_write_feeding_one_device_count_it_once_and_ne
 
 
 @books
+@pytest.mark.parametrize("remote_first", [True, False])
+def test_an_agent_and_remote_write_in_one_transaction_interleave_and_count_once(remote_first: bool) -> None:
+    led = open_ledger(now=NOW)
+    gpu = [{"id": UUIDS[0], "kind": "gpu", "index": 0, "power_limit_w": 700.0, "slowdown_c": 87.0}]
+    joules = {t: 5000.0 + 300.0 * (t - T0) for t in [T0 + i * 0.5 for i in range(40)]}
+    agent_ts = [t for t in joules if t % 2 == 0]  # the agent every 2 s
+    remote_ts = [t for t in joules if t % 2 == 1.5]  # Prometheus' scrapes in between
+    agent = make_batch(node="gpu-node-01", stream="agent-1", seq=1, devices=gpu, ts=agent_ts,
+                       power_w=[300.0] * len(agent_ts), energy_j=[joules[t] for t in agent_ts])
+    mapped = map_request(message([dcgm(ENERGY, [(joules[t] * 1000, t) for t in remote_ts])]).timeseries,
+                         Source("p", "default"), ["default"], NOW)
+    group = [*mapped.batches, agent] if remote_first else [agent, *mapped.batches]
+    results = led.ingest(group)
+    assert [r.accepted for r in results] == ([len(remote_ts), len(agent_ts)] if remote_first
+                                             else [len(agent_ts), len(remote_ts)])
+    first, last = min(agent_ts + remote_ts), max(agent_ts + remote_ts)
+    assert energy_of(led) == pytest.approx(joules[last] - joules[first])
+    d = led.view().devices
+    slot = slot_of(led)
+    assert d.stream[slot] == "agent-1" and float(d.floats["power_limit_w"][slot]) == 700.0
+    assert node_state(led, "gpu-node-01").labels == {}  # the agent's (none), not remote-write's
+
+
+@books
 async def test_a_request_of_many_nodes_is_committed_whole() -> None:
     async with remote_app() as (c, led):
         series = [s for host in ("gpu-a", "gpu-b", "gpu-c") for t in (T0, T0 + 15)
@@ -230,6 +257,43 @@ async def test_a_request_of_many_nodes_is_committed_whole() -> None:
         assert outcomes(await post(c, body(series))) == {"accepted": 30}
         assert sorted(led.view().nodes) == ["gpu-a", "gpu-b", "gpu-c"]
         assert [energy_of(led, node=n) for n in ("gpu-a", "gpu-b", "gpu-c")] == [15.0] * 3
+
+
+async def test_a_request_that_fails_in_its_transaction_writes_nothing_and_books_whole_when_resent(
+        tmp_path: Path) -> None:
+    led = open_ledger(db=f"sqlite:///{tmp_path}/ledger.db", now=NOW)
+    # the third node's row fails inside the transaction (as a full disk would), after the first two
+    raw = sqlite3.connect(f"{tmp_path}/ledger.db")
+    raw.execute("CREATE TRIGGER nope BEFORE INSERT ON nodes WHEN NEW.node = 'gpu-c' "
+                "BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+    raw.commit()
+    series = [s for host in ("gpu-a", "gpu-b", "gpu-c") for t in (T0, T0 + 15)
+              for s in scrape(t, 1e6 + (t - T0) * 1000, host=host)]
+    async with remote_app(led) as (c, _):
+        r = await post(c, body(series))
+        assert (r.status_code, r.json()["error"]) == (500, "internal error")
+        assert led.view().nodes == {} and led.view().devices.device == []
+        raw.execute("DROP TRIGGER nope")
+        raw.commit()
+        raw.close()
+        assert outcomes(await post(c, body(series))) == {"accepted": 30}  # Prometheus sends it again
+        assert [energy_of(led, node=n) for n in ("gpu-a", "gpu-b", "gpu-c")] == [15.0] * 3
+    led.close()
+
+
+async def test_a_busy_or_unavailable_store_is_503_with_retry_after(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with remote_app() as (c, led):
+        real = led.ingest
+
+        def away(batches):  # type: ignore[no-untyped-def]
+            raise StoreUnavailable("connection refused")
+
+        monkeypatch.setattr(led, "ingest", away)
+        r = await post(c, body(scrape(T0, 1e6)))
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        assert r.json()["error"] == "unavailable"
+        monkeypatch.setattr(led, "ingest", real)
+        assert outcomes(await post(c, body(scrape(T0, 1e6)))) == {"accepted": 5}
 
 
 # ---------------------------------------------------------------------------- refusals

@@ -28,6 +28,7 @@ import cramjam
 from google.protobuf.message import DecodeError
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
+from starlette.requests import ClientDisconnect
 
 from wattledger.collector.ingest.auth import TokenBook
 from wattledger.collector.ingest.checks import (
@@ -183,6 +184,12 @@ class RemoteWriteIngest:
             answer = refusal.answer()
         except BatchError as exc:
             answer = Answer(exc.status, exc.to_json())
+        except ClientDisconnect:
+            raise
+        except Exception:  # a fault of the collector (a broken database): nothing was stored
+            log.exception("POST %s from %s failed", PATH, name)
+            answer = Answer(500, {"error": "internal error", "detail": {
+                "reason": "a fault of the collector (see its log): nothing was stored; send it again"}})
         self.stats.requests[(name, REQUEST_OUTCOMES.get(answer.status, str(answer.status)))] += 1
         if answer.status >= 400 and answer.status not in (401, 503):
             log.warning("remote-write from %s (%s) refused %d: %s", name, head.peer or "?", answer.status,
