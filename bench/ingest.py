@@ -164,9 +164,16 @@ class WaitSampler:
 
         self._conn = psycopg.connect(url, autocommit=True)
         self.counts: dict[str, int] = {}
+        self._wal_start = self._wal()
+        self.wal_bytes = 0  # written during the turn (set by stop)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
+
+    def _wal(self) -> int:
+        """The server's WAL position, in bytes (every database's writes: only this run's here)."""
+        row = self._conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')").fetchone()
+        return int(row[0]) if row else 0
 
     def _run(self) -> None:
         while not self._stop.wait(0.005):
@@ -179,6 +186,7 @@ class WaitSampler:
     def stop(self) -> dict[str, float]:
         self._stop.set()
         self._thread.join()
+        self.wal_bytes = self._wal() - self._wal_start
         self._conn.close()
         total = sum(self.counts.values()) or 1
         return {k: v / total for k, v in sorted(self.counts.items(), key=lambda kv: -kv[1])}
@@ -265,6 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rates["parsing alone"] = []
         cpu: dict[str, dict[str, list[float]]] = {s.name: {} for s in servers}
         waits: dict[str, dict[str, list[float]]] = {}
+        wal: dict[str, list[float]] = {}  # WAL bytes per reading, per turn
         for k, load in enumerate(loads):
             turns = servers[k % len(servers):] + servers[:k % len(servers)]
             for server in turns:
@@ -277,6 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if sampler is not None:
                     for event, share in sampler.stop().items():
                         waits.setdefault(server.name, {}).setdefault(event, []).append(share)
+                    wal.setdefault(server.name, []).append(sampler.wal_bytes / load.readings)
                 rates[server.name].append(rate)
                 for part, value in used.items():
                     cpu[server.name].setdefault(part, []).append(value)
@@ -299,7 +309,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     report(args, rates, cpu)
     for name, events in waits.items():
         shares = sorted(((sum(v) / args.repeats, e) for e, v in events.items()), reverse=True)[:6]
-        print(f"  {name}: PostgreSQL sessions busy with " + ", ".join(f"{e} {v:.0%}" for v, e in shares))
+        print(f"  {name}: PostgreSQL sessions busy with " + ", ".join(f"{e} {v:.0%}" for v, e in shares)
+              + (f"; WAL {median(wal[name]):.0f} bytes per reading" if wal.get(name) else ""))
     shutil.rmtree(d, ignore_errors=True)
     return 0
 

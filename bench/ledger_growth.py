@@ -13,6 +13,12 @@ quarter-hour) — the quarter-hours are what the roll-up sums into hours, after 
 month's peak for the demand charge. Target (issue 7): under 5 MB per GPU per month.
 
     .venv/bin/python bench/ledger_growth.py [--months 3] [--nodes 8] [--gpus 8] [--clusters 2]
+    .venv/bin/python bench/ledger_growth.py --db postgresql   # the same on PostgreSQL
+
+``--db postgresql``: the same ledgers on a throwaway PostgreSQL (started here, a database per
+run), measured by ``pg_database_size`` (tables, indexes, TOAST and the dead row versions that
+updates leave until autovacuum reuses them; not the WAL, which is the server's, not the
+database's). Rows per day of each table are printed too: what a site's database takes.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchkit import start_postgres
+
 from wattledger.collector.service import Ledger
 from wattledger.collector.sites import SiteConfig
 from wattledger.wire import Batch, ValidBatch, check_batch
@@ -35,7 +43,6 @@ from wattledger.wire import Batch, ValidBatch, check_batch
 TARGET_BYTES = 5e6
 START = 1_767_225_600.0  # 2026-01-01 00:00 UTC
 MONTH_SECONDS = 30 * 86400.0  # a simulated month (the ledger files every minute by its real month)
-TABLES = ("usage", "quarters", "hours", "month_peaks", "devices", "nodes", "streams", "plan_days")
 
 
 class Clock:
@@ -72,14 +79,23 @@ class Fleet:
         return ValidBatch(batch, check_batch(batch, start + seconds))
 
 
-def run(fleet: Fleet, months: int, rollup_after_days: float | None, folder: Path
+def tables(ledger: Ledger) -> list[str]:
+    """The ledger's tables (every migration's), but the schema version's own."""
+    if ledger.store.shared:
+        names = [n for (n,) in ledger.store.query(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")]
+    else:
+        names = [n for (n,) in ledger.store.query("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    return sorted(n for n in names if n != "wattledger_schema" and not n.startswith("sqlite_"))
+
+
+def run(fleet: Fleet, months: int, rollup_after_days: float | None, db: str
         ) -> tuple[list[int], dict[str, int], Ledger]:
     """Database size after each month; row counts at the end; the ledger (open)."""
     clock = Clock(START)
     sites = {"default": SiteConfig(name="default", timezone="UTC", currency="USD", pue=1.4,
                                    price_per_kwh=0.12, demand_charge_per_kw=10.0, carbon_g_per_kwh=400)}
-    ledger = Ledger(f"sqlite:///{folder}/ledger.db", sites, [], clock=clock,
-                    rollup_after_days=rollup_after_days)
+    ledger = Ledger(db, sites, [], clock=clock, rollup_after_days=rollup_after_days)
     sizes = [ledger.store.size_bytes()]
     hour, seq = 3600.0, 0
     for month in range(months):
@@ -91,7 +107,7 @@ def run(fleet: Fleet, months: int, rollup_after_days: float | None, folder: Path
                 ledger.ingest([fleet.batch(n, seq, start, hour) for n in range(fleet.nodes)])
             ledger.roll_up()  # what the periodic work does (a no-op without rollup_after_days)
         sizes.append(ledger.store.size_bytes())
-    rows = {table: int(ledger.store.query(f"SELECT COUNT(*) FROM {table}")[0][0]) for table in TABLES}
+    rows = {table: int(ledger.store.query(f"SELECT COUNT(*) FROM {table}")[0][0]) for table in tables(ledger)}
     return sizes, rows, ledger
 
 
@@ -109,25 +125,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--clusters", type=int, default=2)
     parser.add_argument("--step", type=float, default=60.0, help="seconds between readings")
     parser.add_argument("--rollup-after-days", type=float, default=35.0)
+    parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
     args = parser.parse_args(argv)
     if args.months < 2:
         raise SystemExit("--months must be at least 2 (growth is measured month over month)")
     fleet = Fleet(args.nodes, args.gpus, args.clusters, args.step)
     gpus = args.nodes * args.gpus
     folder = Path(tempfile.mkdtemp(prefix="wl-bench-growth-"))
+    pg = start_postgres() if args.db == "postgresql" else None
     results = {}
     try:
         for name, days in (("no roll-up", None), (f"roll-up after {args.rollup_after_days:g} days",
                                                   args.rollup_after_days)):
             started = time.perf_counter()
             (folder / name).mkdir()
-            sizes, rows, ledger = run(fleet, args.months, days, folder / name)
+            db = f"sqlite:///{folder / name}/ledger.db" if pg is None else pg.new_database(prefix="growth")
+            sizes, rows, ledger = run(fleet, args.months, days, db)
             results[name] = (sizes, rows, spend_of(ledger), time.perf_counter() - started)
             ledger.close()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+        if pg is not None:
+            pg.destroy()
     readings = gpus * args.months * MONTH_SECONDS / args.step
-    print(f"ledger growth: {args.nodes} nodes x {args.gpus} GPUs = {gpus} GPUs in {args.clusters} clusters, "
+    print(f"ledger growth ({args.db}): {args.nodes} nodes x {args.gpus} GPUs = {gpus} GPUs in "
+          f"{args.clusters} clusters, "
           f"a reading every {args.step:g} s, {args.months} months of {MONTH_SECONDS / 86400:.0f} days "
           f"({readings / 1e6:.1f} M readings per run)")
     base = None
@@ -138,7 +160,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  {name:<24} {per_gpu:9,.0f} bytes per GPU per month (median month-over-month growth; "
               f"first month {(sizes[1] - sizes[0]) / gpus:,.0f}; {per_gpu / base:.2f}x of no roll-up; "
               f"{seconds:.0f} s)")
-        print(f"  {'':<24} rows: " + ", ".join(f"{t} {n:,}" for t, n in rows.items()))
+        print(f"  {'':<24} rows: " + ", ".join(f"{t} {n:,}" for t, n in rows.items() if n))
+        days = args.months * MONTH_SECONDS / 86400
+        print(f"  {'':<24} rows per day per GPU: " + ", ".join(
+            f"{t} {n / days / gpus:.3g}" for t, n in rows.items() if n / days >= 1))
     (_, _, plain, _), (_, _, rolled, _) = results.values()
     same = plain == rolled
     worst = max(r[0] for r in results.values())
