@@ -161,7 +161,9 @@ def table(doc: dict[str, Any]) -> str:
                 return round_money(value, str(row.get("currency", "")))
             except ValueError:  # not an ISO 4217 code: as the collector gave it
                 return str(value)
-        return f"{value:,.1f}" if isinstance(value, float) else str(value)
+        # energy and carbon to the watt-hour and gram: a first hour of a lab, or one idle
+        # node, reads 0.016 kWh, not a 0.0 that looks like nothing was recorded
+        return f"{value:,.3f}" if isinstance(value, float) else str(value)
 
     for row in rows:
         out.add_row(*(str(row.get(k, "")) for k in keys), str(row.get("currency", "")),

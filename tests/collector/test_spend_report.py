@@ -176,3 +176,14 @@ def test_no_collector_is_one_line_and_exit_2(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60)
     assert gone.returncode == 2 and "cannot reach the collector at http://127.0.0.1:9" in gone.stderr
     assert gone.stderr.count("\n") == 1
+
+
+def test_the_table_shows_a_small_first_hour_not_zero() -> None:
+    from wattledger.spend_cli import table
+
+    doc = {"month": "2026-12", "group_by": "node",
+           "rows": [{"site": "default", "node": "lab-01", "currency": "USD", "it_energy_kwh": 0.0156,
+                     "energy_cost": 0.0028, "total_cost": 0.0028, "carbon_kg": 0.00624}]}
+    text = table(doc)
+    assert "0.016" in text and "0.006" in text  # kWh and kg to the watt-hour and gram
+    assert "0.00" in text  # money to the currency's minor unit, as in the CSV
