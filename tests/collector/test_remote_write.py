@@ -12,6 +12,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+import yaml
 from httpkit import NOW, settings
 from ledgerkit import device_totals, make_batch, node_state, open_ledger
 from prometheus_client.parser import text_string_to_metric_families
@@ -380,3 +381,18 @@ def test_two_prometheus_servers_may_not_share_a_token_and_a_hashed_one_works() -
     s = settings(remote_write_tokens={"a": hashed})
     source = remote_writers(s).identify("Bearer s3")
     assert source == Source("a", "default", "")
+
+
+def test_the_example_configurations_remote_write_entry_loads_once_filled_in() -> None:
+    root = Path(__file__).resolve().parents[2]
+    for path in (root / "deploy/config/collector.yaml", root / "deploy/kubernetes/base/collector.yaml"):
+        text = path.read_text()
+        if path.name == "collector.yaml" and "kind: ConfigMap" in text:
+            text = yaml.safe_load(text.split("---")[0])["data"]["collector.yaml"]
+        lines = text.splitlines()
+        start = next(i for i, line in enumerate(lines) if line.strip() == "# remote_write_tokens:")
+        filled = [line.replace("# ", "", 1) for line in lines[start:start + 2]]
+        filled[1] = filled[1].replace("<the 64 hex digits after sha256:>", "ab" * 32)
+        raw = yaml.safe_load("\n".join([*lines[:start], *filled, *lines[start + 2:]]))
+        s = settings(**{k: v for k, v in raw.items() if k not in ("listen", "db")})
+        assert s.remote_write_tokens["gpu-prometheus"].site == "dc1", path
