@@ -20,7 +20,7 @@ ROOT = Path(wattledger.__file__).parent
 #: rank of each layer (a prefix of module names): a module imports only its own rank or lower
 RANKS = {
     "wattledger.contract": 0, "wattledger.wire": 0, "wattledger.config": 0, "wattledger.tuning": 0,
-    "wattledger.collector.sites": 1, "wattledger.collector.accounting": 1,
+    "wattledger.collector.sites": 1, "wattledger.collector.teams": 1, "wattledger.collector.accounting": 1,
     "wattledger.collector.store": 2,
     "wattledger.collector.ingest": 3, "wattledger.collector.readmodel": 3,
     "wattledger.collector.settings": 4,

@@ -1,6 +1,7 @@
 """``wattledger spend``: the month's energy, cost and plan from a collector, for finance, without
 curl: ``wattledger spend --collector URL [--site S] [--month 2026-12] [--by site|cluster|node|
-device] [--format table|csv|json]`` (docs/collector.md, "Spend report").
+device|team|job|namespace|account|user] [--format table|csv|json]`` (docs/collector.md, "Spend
+report"; docs/chargeback.md for teams and jobs).
 
 One GET of the collector's ``/v1/spend`` (no token: the read side is open to whoever reaches the
 collector). CSV is the collector's own, money rounded to each currency's minor unit; JSON is the
@@ -32,7 +33,8 @@ from wattledger.config import (
     text,
 )
 
-HELP = "print a month's energy, cost and plan by site, cluster, node or device from a collector (for finance)"
+HELP = ("print a month's energy, cost and plan by site, cluster, node, device or team from a collector "
+        "(for finance)")
 FORMATS = ("table", "csv", "json")
 _MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 _GROUP = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -72,8 +74,8 @@ OPTIONS = [
     Option("--site", text, None, "one site (default: every site)", metavar="SITE"),
     Option("--month", month, None, "the month, YYYY-MM (default: each site's current month)",
            metavar="MONTH"),
-    Option("--by", group, "site", "rows by site, cluster, node or device (or what the collector offers)",
-           metavar="GROUP"),
+    Option("--by", group, "site", "rows by site, cluster, node, device, team, job, namespace, account or "
+           "user (what the collector offers)", metavar="GROUP"),
     Option("--format", output_format, "table", "table, csv (money rounded to the currency's minor unit) "
            "or json (full precision)", metavar="FORMAT"),
     Option("--timeout", positive_float, 30.0, "seconds to wait for the collector", metavar="SECONDS"),

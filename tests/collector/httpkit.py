@@ -99,6 +99,11 @@ class FakeLedger:
             return [{group_by: node, "month": month or "2025-11", "readings": n}
                     for node, n in sorted(self.readings.items())]
 
+    def jobs(self, *, site: str, since: float, until: float, team: str | None = None) -> list[dict[str, Any]]:
+        with self.lock:  # one "job" per node that pushed, as spend has one row per node
+            return [{"site": site, "node": node, "owner": {"job": node}, "devices": [], "start": since,
+                     "end": until, "team": team, "readings": n} for node, n in sorted(self.readings.items())]
+
     def node_names(self) -> list[str]:
         return sorted(self.readings)
 

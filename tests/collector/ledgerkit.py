@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
 from pydantic import TypeAdapter
 
 from wattledger.collector.readmodel.view import NodeView
@@ -38,6 +39,7 @@ def make_batch(*, node: str = "n1", stream: str = "s1", seq: int = 1,
                labels: Mapping[str, str] | None = None, devices: Sequence[Mapping[str, Any]] | None = None,
                device: Sequence[int] | None = None, ts: Sequence[float],
                power_w: Sequence[float | None] | None = None, energy_j: Sequence[float | None] | None = None,
+               allocations: Sequence[Mapping[str, Any]] = (),
                **columns: Sequence[float | None]) -> ValidBatch:
     """A validated batch; one GPU (index 0, 700 W limit) unless ``devices`` is given."""
     n = len(ts)
@@ -52,6 +54,8 @@ def make_batch(*, node: str = "n1", stream: str = "s1", seq: int = 1,
                                          "power_limit_w": 700.0, "slowdown_c": 87.0,
                                          "shutdown_c": 92.0}]),
             "readings": readings}
+    if allocations:
+        body["allocations"] = [dict(a) for a in allocations]
     batch = Batch.model_validate(body)
     return ValidBatch(batch, check_batch(batch, FAR_FUTURE))
 
@@ -100,7 +104,34 @@ def open_ledger(sites: Mapping[str, SiteConfig] | None = None, plan: Sequence[Pl
                     **kw)
     if BACKEND.name != "sqlite":  # its pool of connections is closed at the test's end
         BACKEND.opened.append(ledger)
+    OPENED.append(ledger)
     return ledger
+
+
+#: every ledger a test opened: the ``conservation`` fixture (conftest.py) checks each at its end
+OPENED: list[Ledger] = []
+#: the figures that teams (idle and unassigned included) add up to, as the site's row has them
+CONSERVED = ("it_energy_kwh", "facility_energy_kwh", "energy_cost", "demand_charge", "total_cost",
+             "carbon_kg")
+
+
+def check_conservation(ledger: Ledger, rel: float = 1e-6) -> int:
+    """Assert that, in every (site, month) of the ledger, its teams add up to the site (energy,
+    cost, carbon: DESIGN.md "Teams, budgets and chargeback"), and its rows by job to the site's
+    energy and energy cost; returns the months checked."""
+    months = sorted({(str(site), str(month)) for site, month in
+                     ledger.store.query("SELECT DISTINCT site, month FROM usage")})
+    for site, month in months:
+        whole = site_row(ledger, month, site)
+        teams = ledger.spend(site=site, month=month, group_by="team")
+        jobs = ledger.spend(site=site, month=month, group_by="job")
+        for key in CONSERVED:
+            got = sum(float(row[key]) for row in teams)
+            assert got == pytest.approx(float(whole[key]), rel=rel, abs=1e-9), (site, month, key, teams)
+        for key in ("it_energy_kwh", "facility_energy_kwh", "energy_cost", "carbon_kg"):
+            got = sum(float(row[key]) for row in jobs)
+            assert got == pytest.approx(float(whole[key]), rel=rel, abs=1e-9), (site, month, key, jobs)
+    return len(months)
 
 
 class Clock:

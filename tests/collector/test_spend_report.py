@@ -156,9 +156,23 @@ def test_the_command_line_reads_the_month_and_the_environment(collector: Collect
     assert doc["month"] == "2020-01" and all(r["energy_cost"] == 0 for r in doc["rows"])
 
 
+def test_by_team_adds_up_to_the_sites(collector: Collector_) -> None:
+    # no allocation in these batches: every joule is the team idle's, and its rows are the sites'
+    done = wl_spend(collector, "--by", "team", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    teams = json.loads(done.stdout)["rows"]
+    sites = {r["site"]: r for r in spend(collector).json()["rows"]}
+    assert {(r["site"], r["team"]) for r in teams} == {(site, "idle") for site in SITES}
+    for row in teams:
+        for key in ("it_energy_kwh", "energy_cost", "demand_charge", "total_cost", "carbon_kg"):
+            assert row[key] == pytest.approx(sites[row["site"]][key], rel=1e-9), key
+    table = wl_spend(collector, "--by", "team")
+    assert table.returncode == 0 and "idle" in table.stdout
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--site", "atlantis"], "the collector answered 404: unknown site"),
-    (["--by", "team"], "the collector answered 422"),  # chargeback's groupings: the server decides
+    (["--by", "rack"], "the collector answered 422"),  # the groupings are the server's to say
     (["--month", "2026-13"], "--month: '2026-13' is not a month like 2026-12"),
     (["--format", "xlsx"], "--format: 'xlsx' is not one of table, csv, json"),
     (["--by", "Team Leads"], "--by: 'Team Leads' is not a grouping name"),

@@ -218,7 +218,8 @@ def test_an_agent_batch_keeps_its_bitmask_bit_for_bit() -> None:
     ({"month": "November"}, "query.month", "must be a month written YYYY-MM, e.g. 2026-12"),
     ({"month": "2025-13"}, "query.month", "must be a month written YYYY-MM, e.g. 2026-12"),
     ({"month": "0000-01"}, "query.month", "the year must be between 1970 and 9998"),
-    ({"group_by": "rack"}, "query.group_by", "must be one of 'site', 'cluster', 'node' or 'device'"),
+    ({"group_by": "rack"}, "query.group_by",
+     "must be one of 'site', 'cluster', 'node', 'device', 'team', 'job', 'namespace', 'account' or 'user'"),
     ({"format": "xlsx"}, "query.format", "must be one of 'json' or 'csv'"),
     ({"site": "s" * 300}, "query.site", "must be at most 256 characters"),
 ])

@@ -13,7 +13,8 @@ import yaml
 from .support import RULE_TESTS, RULES, RUNBOOK, alerts, binary
 
 CONTRACT = {"GpuThermalSlowdownNear", "GpuThermalThrottling", "EnergyCostOverPlan",
-            "EnergyCostForecastOverPlan", "NodeStale"}
+            "EnergyCostForecastOverPlan", "NodeStale", "TeamCostOverPlan", "TeamCostForecastOverPlan",
+            "GpuAllocatedIdle"}
 
 
 def test_promtool_accepts_the_rules() -> None:

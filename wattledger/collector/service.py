@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 from wattledger.collector.accounting.history import MeasuredHistory
 from wattledger.collector.accounting.siteclock import month_text
 from wattledger.collector.ingest.transaction import Bookkeeper, IngestResult
+from wattledger.collector.readmodel.chargeback import job_rows
 from wattledger.collector.readmodel.exposition import LedgerCollector
 from wattledger.collector.readmodel.history import LedgerHistory
 from wattledger.collector.readmodel.nodes import node_rows
@@ -41,7 +42,8 @@ class Ledger:
     def __init__(self, db_url: str, sites: Mapping[str, SiteConfig], plan: Sequence[PlanEntry], *,
                  max_gap_seconds: float = 30.0, clock: Callable[[], float] = time.time,
                  stale_after_seconds: float = 120.0, rollup_after_days: float | None = None,
-                 metrics_refresh_seconds: float = 5.0, store: Store | None = None) -> None:
+                 metrics_refresh_seconds: float = 5.0, store: Store | None = None,
+                 teams: Mapping[str, list[dict[str, str]]] | None = None) -> None:
         if rollup_after_days is not None and rollup_after_days < MIN_ROLLUP_DAYS:
             raise ValueError(f"rollup_after_days must be at least {MIN_ROLLUP_DAYS} "
                              "(forecasts read the last 24 h of quarter-hours)")
@@ -50,7 +52,7 @@ class Ledger:
         self.stale_after_seconds = stale_after_seconds
         self.store = store if store is not None else open_store(db_url, clock)
         self.bookkeeper = Bookkeeper(self.store, sites, max_gap_seconds=max_gap_seconds,
-                                     stale_after_seconds=stale_after_seconds, clock=clock)
+                                     stale_after_seconds=stale_after_seconds, clock=clock, teams=teams)
         self.terms = Terms(sites, plan, clock=clock, stale_after_seconds=stale_after_seconds)
         self.reads = ReadModel(self.store, self.terms, refresh_seconds=metrics_refresh_seconds,
                                commits=lambda: self.bookkeeper.commits)
@@ -81,6 +83,10 @@ class Ledger:
     def spend(self, *, site: str | None, month: str | None, group_by: GroupBy) -> list[dict[str, Any]]:
         """Spend rows for finance (JSON-ready); see wattledger.collector.readmodel.spend."""
         return spend_rows(self.store, self.terms, site=site, month=month, group_by=group_by, now=self.clock())
+
+    def jobs(self, *, site: str, since: float, until: float, team: str | None = None) -> list[dict[str, Any]]:
+        """Allocations held at some instant of [since, until] (docs/chargeback.md, "GET /v1/jobs")."""
+        return job_rows(self.store, self.terms, site, since, until, team)
 
     def nodes(self) -> list[dict[str, Any]]:
         """Every node: site, cluster, labels, last seen, stale, devices and their latest readings."""

@@ -29,6 +29,7 @@ from wattledger.collector.sites import (
     Sites,
     check_plan,
 )
+from wattledger.collector.teams import TeamRules
 from wattledger.contract import LABEL_VALUE_MAX_LENGTH
 from wattledger.wire import NodeName, plain_file_reason
 
@@ -113,6 +114,8 @@ class CollectorSettings(BaseModel):
     remote_write_tokens: dict[NodeName, RemoteWriteToken] = {}
     sites: Sites = Field(default_factory=lambda: {"default": SiteConfig(name="default", **DEFAULT_SITE)})
     plan: list[PlanEntry] = []
+    #: allocations' teams (docs/chargeback.md, "Teams")
+    teams: TeamRules = {}
     # bounded: a bridged gap is priced minute by minute
     max_gap_seconds: Annotated[float, Field(gt=0, le=86400, allow_inf_nan=False)] = 30.0
     stale_after_seconds: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 120.0

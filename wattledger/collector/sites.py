@@ -192,12 +192,20 @@ class PlanEntry(BaseModel):
     cost: NonNegative
     it_energy_kwh: NonNegative | None = None
     cluster: str | None = None
+    #: a team's budget (docs/chargeback.md): its energy cost and its share of the demand charge
+    team: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
     demand_charge: NonNegative | None = None
 
     @model_validator(mode="after")
     def _demand_within_cost(self) -> PlanEntry:
+        if self.team is not None and self.cluster is not None:
+            raise ValueError("a plan entry budgets a site, one of its clusters or one of its teams: "
+                             "give cluster or team, not both")
         if self.demand_charge is None:
             return self
+        if self.team is not None:
+            raise ValueError("demand_charge belongs to a site's entry, not a team's: a team's budget "
+                             "covers its share of the demand charge")
         if self.cluster is not None:
             raise ValueError("demand_charge belongs to a site's entry, not a cluster's: the demand "
                              "charge is the site's (its peak is the whole site's)")
@@ -218,13 +226,14 @@ class PlanEntry(BaseModel):
 
 def check_plan(sites: Mapping[str, SiteConfig], plan: Sequence[PlanEntry]) -> None:
     """Cross-check the plan against the sites: known sites, one entry per (site, month, cluster)."""
-    seen: dict[tuple[str, str, str | None], int] = {}
+    seen: dict[tuple[str, str, str | None, str | None], int] = {}
     for number, entry in enumerate(plan, start=1):
         if entry.site not in sites:
             raise ValueError(f"plan entry {number} names site {entry.site!r}, which is not in sites")
-        key = (entry.site, entry.month, entry.cluster)
+        key = (entry.site, entry.month, entry.cluster, entry.team)
         if key in seen:
-            what = f"site {entry.site!r}" + (f" cluster {entry.cluster!r}" if entry.cluster else "")
+            what = (f"site {entry.site!r}" + (f" cluster {entry.cluster!r}" if entry.cluster else "")
+                    + (f" team {entry.team!r}" if entry.team else ""))
             raise ValueError(f"plan entries {seen[key]} and {number} both budget {what} "
                              f"for {entry.month}")
         seen[key] = number

@@ -45,13 +45,15 @@ class MonthSummary:
     plan_energy_to_date: float | None = None
 
 
-def plan_of(plan: Sequence[PlanEntry], site: str, month: str, cluster: str | None
+def plan_of(plan: Sequence[PlanEntry], site: str, month: str, cluster: str | None, team: str | None = None
             ) -> tuple[float | None, float | None]:
-    """(budget, planned IT kWh) of a site (cluster None) or one of its clusters for a month.
+    """(budget, planned IT kWh) of a site (cluster None), one of its clusters or one of its teams
+    for a month.
 
-    A site without a site-wide entry is budgeted the sum of its clusters' entries.
+    A site without a site-wide entry is budgeted the sum of its clusters' entries (teams'
+    budgets are shares of the site's, never added to it).
     """
-    entries = [e for e in plan if e.site == site and e.month == month]
+    entries = [e for e in plan if e.site == site and e.month == month and e.team == team]
     exact = [e for e in entries if e.cluster == cluster]
     if cluster is None and not exact:
         exact = [e for e in entries if e.cluster is not None]
@@ -65,7 +67,7 @@ def plan_of(plan: Sequence[PlanEntry], site: str, month: str, cluster: str | Non
 def plan_demand_charge(plan: Sequence[PlanEntry], site: str, month: str) -> float | None:
     """The demand-charge budget of a site's month: its site entry's ``demand_charge``, if any."""
     return next((e.demand_charge for e in plan
-                 if e.site == site and e.month == month and e.cluster is None), None)
+                 if e.site == site and e.month == month and e.cluster is None and e.team is None), None)
 
 
 def energy_budget(plan: float, demand_budget: float | None, demand_so_far: float) -> float:

@@ -78,6 +78,7 @@ class Accounted:
 
     intervals: intervals.Intervals  # of IT devices; ``slot`` is the group's device number
     interval_group: Ints            # the (site, cluster) of each interval (its closing reading's)
+    closing: Ints                   # each interval's closing reading: its index in the readings given
     # increments per device of the group (0..k-1)
     energy_j: Floats
     unmeasured_s: Floats
@@ -105,6 +106,7 @@ def account(readings: Readings, state: DeviceStates, *, max_gap_seconds: float) 
     late_counts = np.bincount(r.device[late], minlength=k).astype(np.int64)
     if late.any():
         r = r.take(~late)
+        order = order[~late]
     iv = intervals.account(
         r.device, r.ts, r.power_w, r.energy_j, state_ts=state.last_ts, state_power_w=state.last_power_w,
         state_energy_j=state.last_energy_j, power_limit_w=state.power_limit_w,
@@ -119,7 +121,7 @@ def account(readings: Readings, state: DeviceStates, *, max_gap_seconds: float) 
     if not it.all():
         iv = intervals.Intervals(*(getattr(iv, f.name)[it] for f in fields(intervals.Intervals)))
     return Accounted(
-        intervals=iv, interval_group=r.group[iv.reading],
+        intervals=iv, interval_group=r.group[iv.reading], closing=order[iv.reading],
         energy_j=np.bincount(iv.slot, weights=iv.energy_j, minlength=k).astype(np.float64),
         unmeasured_s=np.bincount(iv.slot, weights=iv.unmeasured_s, minlength=k).astype(np.float64),
         resets=np.bincount(iv.slot[iv.reset], minlength=k).astype(np.int64),

@@ -57,7 +57,7 @@ def open_ledger(settings: CollectorSettings, clock: Callable[[], float] = time.t
     return Ledger(settings.db, settings.sites, settings.plan, max_gap_seconds=settings.max_gap_seconds,
                   clock=clock, stale_after_seconds=settings.stale_after_seconds,
                   rollup_after_days=settings.rollup_after_days,
-                  metrics_refresh_seconds=settings.metrics_refresh_seconds)
+                  metrics_refresh_seconds=settings.metrics_refresh_seconds, teams=settings.teams)
 
 
 def site_check(settings: CollectorSettings) -> Callable[[ValidBatch], None]:

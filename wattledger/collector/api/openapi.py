@@ -129,6 +129,18 @@ ANSWERS: dict[tuple[str, str], dict[str, Any]] = {
         "429": error("plans are being computed already: send again after Retry-After seconds"),
         "503": error("the collector is starting or stopping, or its database does not answer"),
     },
+    ("/v1/jobs", "get"): {
+        "200": {"description": "the allocations held within [from, to]: JSON, or CSV with format=csv or "
+                               "Accept: text/csv",
+                "content": {"application/json": {"schema": {
+                                "type": "object", "required": ["jobs", "from", "to"],
+                                "properties": {"jobs": {"type": "array", "items": _OBJECT},
+                                               "from": {"type": "number"}, "to": {"type": "number"}}}},
+                            "text/csv": {"schema": {"type": "string"}}}},
+        "404": error("an unknown site"),
+        "422": error("a bad query parameter (from/to not a time, from after to)"),
+        **NOT_READY,
+    },
     ("/v1/nodes", "get"): {
         "200": json_answer("every node the ledger knows", {
             "type": "object", "required": ["nodes"],

@@ -49,11 +49,13 @@ from wattledger.collector.accounting.profiles import DayClock, group_devices, pl
 from wattledger.collector.accounting.readings import LATEST, READINGS_FIELDS, DeviceStates, Readings, account
 from wattledger.collector.accounting.siteclock import month_text
 from wattledger.collector.ingest import dedupe
+from wattledger.collector.ingest.chargeback import Chargeback, GroupBatch
 from wattledger.collector.sites import SiteConfig
 from wattledger.collector.store.base import (
     Changes,
     DeviceChanges,
     HeldDevices,
+    IngestUnit,
     NodeChange,
     NodeConflicts,
     Store,
@@ -121,7 +123,8 @@ class Bookkeeper:
 
     def __init__(self, store: Store, sites: Mapping[str, SiteConfig], *, max_gap_seconds: float = 30.0,
                  stale_after_seconds: float = 120.0, clock: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 teams: Mapping[str, list[dict[str, str]]] | None = None) -> None:
         self.store = store
         self.sites = dict(sites)
         self.max_gap_seconds = max_gap_seconds
@@ -135,6 +138,8 @@ class Bookkeeper:
         self._day_clocks = [DayClock(self.sites[name].zone) for name in names]
         #: GPU models seen, numbered (the plan's statistics are per model)
         self._models: dict[str, int] = {}
+        self._chargeback = Chargeback(dict(teams or {}), self._prices, self._site_index,
+                                      {name: self.sites[name].pue for name in names})
         #: the (site, cluster) pairs readings are filed under, numbered
         self._groups: list[tuple[str, str]] = []
         self._group_index: dict[tuple[str, str], int] = {}
@@ -228,8 +233,8 @@ class Bookkeeper:
                                                       b.stream)
             changes = Changes(conflicts=[conflicts[n] for n in sorted(conflicts)])
             if accepted:
-                lates = self._book([batches[n] for n in accepted], [batch_keys[n] for n in accepted], held,
-                                   slots, infos, keep_info, owners, seen, now, changes, states)
+                lates = self._book(unit, [batches[n] for n in accepted], [batch_keys[n] for n in accepted],
+                                   held, slots, infos, keep_info, owners, seen, now, changes, states)
                 for n, late in zip(accepted, lates, strict=True):
                     if batches[n].remote:
                         results[n] = IngestResult(int((~late).sum()), False, late)
@@ -297,7 +302,8 @@ class Bookkeeper:
                     "%s's batches are refused (409) until %s has been silent for %g s", b.node, b.stream,
                     device, owner, age, b.stream, owner, self.stale_after_seconds)
 
-    def _book(self, batches: Sequence[ValidBatch], batch_keys: Sequence[Sequence[int]], held: HeldDevices,
+    def _book(self, unit: IngestUnit, batches: Sequence[ValidBatch], batch_keys: Sequence[Sequence[int]],
+              held: HeldDevices,
               slots: np.ndarray, infos: Mapping[int, DeviceInfo], keep_info: set[int],
               owners: Sequence[str | None], seen: Sequence[float], now: float, changes: Changes,
               states: Mapping[str, StreamState]) -> list[npt.NDArray[np.bool_]]:
@@ -309,6 +315,7 @@ class Bookkeeper:
         nodes: dict[str, NodeChange] = {}
         parts: dict[str, list[np.ndarray]] = {name: [] for name in READINGS_FIELDS}
         node_of: dict[int, str] = {}
+        group_batches: list[GroupBatch] = []
         for vb, ks in zip(batches, batch_keys, strict=True):
             b, cols = vb.batch, vb.columns
             node_of.update(dict.fromkeys(ks, b.node))
@@ -320,6 +327,7 @@ class Bookkeeper:
             else:
                 nodes[b.node] = NodeChange(b.node, site, cluster, b.labels, now, count, keep_labels=vb.remote)
             at = np.array([local[k] for k in ks], dtype=np.int64)
+            group_batches.append(GroupBatch(b.node, site, cluster, at, b.allocations))
             parts["device"].append(at[cols.device])
             parts["group"].append(np.full(len(cols), self._group(site, cluster), dtype=np.int64))
             for name in READINGS_FIELDS[2:]:
@@ -332,6 +340,9 @@ class Bookkeeper:
         done = account(readings, state, max_gap_seconds=self.max_gap_seconds)
         priced = price(done.intervals, done.interval_group, np.array(self._group_site, dtype=np.int64),
                        self._prices)
+        reading_batch = np.repeat(np.arange(len(batches), dtype=np.int64),
+                                  [len(vb.columns) for vb in batches])
+        self._chargeback.book(unit, group_batches, used_infos, reading_batch, readings.util, done, changes)
         used_slots = slots[used]
         newest = {name: getattr(done.newest, name) for name in ("ts", "power_w", "energy_j", *LATEST,
                                                                 "clock_events", "has_clock_events")}

@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 from wattledger.collector.readmodel.view import FleetView, NodeView, ReadModel
 from wattledger.collector.sites import SiteConfig
 from wattledger.collector.store.devicetable import DeviceTable, Floats, Ints
+from wattledger.collector.teams import IDLE
 from wattledger.wire import CLOCK_EVENT_REASONS
 
 Bools = npt.NDArray[np.bool_]
@@ -138,6 +139,58 @@ def _site_families(view: FleetView, sites: Mapping[str, SiteConfig]) -> Iterator
             gauges["forecast_cost"].add_metric([site, currency], summary.forecast_cost)
         peak.add_metric([site], summary.peak_kw * 1000.0)
     yield from (cooling, cost, carbon, *gauges.values(), peak)
+    yield from _team_families(view, sites)
+
+
+def _team_families(view: FleetView, sites: Mapping[str, SiteConfig]) -> Iterator[Metric]:
+    """Per team (a handful per site: jobs and pods never become labels; they live in /v1/jobs)."""
+    energy = CounterMetricFamily("wattledger_team_energy_joules",
+                                 "IT energy of the team: its GPUs' energy and its share of its nodes' other "
+                                 "energy (teams idle and unassigned included add up to the site).",
+                                 labels=["site", "team"])
+    cost = CounterMetricFamily("wattledger_team_energy_cost", "Energy cost (IT and cooling) of the team.",
+                               labels=["site", "team", "currency"])
+    gpu = CounterMetricFamily("wattledger_team_gpu_seconds",
+                              "GPU-seconds the team's allocations held (idle: nobody held them).",
+                              labels=["site", "team"])
+    waste = CounterMetricFamily("wattledger_team_idle_gpu_seconds",
+                                "GPU-seconds held by the team's allocations while utilization was under 5 %.",
+                                labels=["site", "team"])
+    idle = CounterMetricFamily("wattledger_idle_energy_joules",
+                               "IT energy of GPUs that no allocation held, with its share of the nodes' "
+                               "other energy.", labels=["site"])
+    gauges = {name: GaugeMetricFamily(f"wattledger_team_{name}", text, labels=["site", "team", "currency"])
+              for name, text in (
+                  ("month_cost", "Cost of the team this month so far: energy cost + demand-charge share."),
+                  ("plan_cost", "The team's budget this month."),
+                  ("plan_cost_to_date", "The team's budget x the elapsed fraction of the month."),
+                  ("plan_energy_cost_to_date", "The team's budget less its demand-charge share, x the "
+                                               "elapsed fraction of the month."),
+                  ("demand_charge", "The team's share of the site's demand charge this month (its share "
+                                    "of the peak quarter-hour's facility energy)."),
+                  ("forecast_cost", "The team's month-to-date cost + its 24 h cost rate x time left."))}
+    for site in view.sites:
+        currency = sites[site].currency
+        idle_j = 0.0
+        for team, it_j, energy_cost, _, gpu_s, idle_s in view.team_totals.get(site, ()):
+            energy.add_metric([site, team], float(it_j or 0.0))
+            cost.add_metric([site, team, currency], float(energy_cost or 0.0))
+            gpu.add_metric([site, team], float(gpu_s or 0.0))
+            waste.add_metric([site, team], float(idle_s or 0.0))
+            if team == IDLE:
+                idle_j = float(it_j or 0.0)
+        idle.add_metric([site], idle_j)
+        for t in view.teams.get(site, ()):
+            gauges["month_cost"].add_metric([site, t.team, currency], t.total_cost)
+            gauges["demand_charge"].add_metric([site, t.team, currency], t.demand_charge)
+            if t.plan_cost is not None and t.plan_to_date is not None:
+                gauges["plan_cost"].add_metric([site, t.team, currency], t.plan_cost)
+                gauges["plan_cost_to_date"].add_metric([site, t.team, currency], t.plan_to_date)
+            if t.plan_energy_to_date is not None:
+                gauges["plan_energy_cost_to_date"].add_metric([site, t.team, currency], t.plan_energy_to_date)
+            if t.forecast_cost is not None:
+                gauges["forecast_cost"].add_metric([site, t.team, currency], t.forecast_cost)
+    yield from (energy, cost, gpu, waste, idle, *gauges.values())
 
 
 def _node_families(nodes: Mapping[str, NodeView], dev: DeviceTable) -> Iterator[Metric]:

@@ -17,8 +17,9 @@ from typing import Any
 from wattledger.collector.accounting.plan import DAY_SECONDS, elapsed_ratio, forecast, plan_of
 from wattledger.collector.accounting.pricing import JOULES_PER_KWH
 from wattledger.collector.accounting.siteclock import parse_month
+from wattledger.collector.readmodel.chargeback import owner_rows, team_rows
 from wattledger.collector.readmodel.view import Terms
-from wattledger.collector.store.base import SPEND_KEYS, GroupBy, Store
+from wattledger.collector.store.base import CHARGEBACK_GROUPS, SPEND_KEYS, GroupBy, Level, Store
 
 _MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 
@@ -26,19 +27,26 @@ _MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 def spend_rows(store: Store, terms: Terms, *, site: str | None, month: str | None, group_by: GroupBy,
                now: float) -> list[dict[str, Any]]:
     """Rows of /v1/spend; ValueError for an unknown site, a malformed month or group_by."""
-    if group_by not in SPEND_KEYS:
-        raise ValueError(f"group_by must be one of site, cluster, node, device (not {group_by!r})")
+    if group_by not in SPEND_KEYS and group_by not in CHARGEBACK_GROUPS:
+        raise ValueError(f"group_by must be one of {', '.join([*SPEND_KEYS, *CHARGEBACK_GROUPS])} "
+                         f"(not {group_by!r})")
     if month is not None and not _MONTH.match(month):
         raise ValueError(f"month must look like 2026-12 (not {month!r})")
     if site is not None and site not in terms.sites:
         raise ValueError(f"site {site!r} is not configured")
     rows: list[dict[str, Any]] = []
     for name in [site] if site is not None else terms.site_names:
-        rows.extend(_site_rows(store, terms, name, month or terms.current_month(name, now), group_by, now))
+        this_month = month or terms.current_month(name, now)
+        if group_by == "team":
+            rows.extend(team_rows(store, terms, name, this_month, now))
+        elif group_by in CHARGEBACK_GROUPS:
+            rows.extend(owner_rows(store, terms, name, this_month, group_by))
+        else:
+            rows.extend(_site_rows(store, terms, name, this_month, group_by, now))  # type: ignore[arg-type]
     return rows
 
 
-def _site_rows(store: Store, terms: Terms, site: str, month: str, group_by: GroupBy,
+def _site_rows(store: Store, terms: Terms, site: str, month: str, group_by: Level,
                now: float) -> list[dict[str, Any]]:
     keys = SPEND_KEYS[group_by]
     found = store.spend_sums(site, month, group_by)

@@ -15,13 +15,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from wattledger.collector.accounting.plan import DAY_SECONDS, MonthSummary, month_summary
 from wattledger.collector.accounting.pricing import SiteSums
 from wattledger.collector.accounting.siteclock import SiteClock, month_text
+from wattledger.collector.accounting.teamsums import TeamMonth, team_months
 from wattledger.collector.sites import PlanEntry, SiteConfig
-from wattledger.collector.store.base import NodeState, Store
+from wattledger.collector.store.base import NodeState, Row, Store
 from wattledger.collector.store.devicetable import DeviceTable
 
 
@@ -46,6 +47,10 @@ class FleetView:
     months: Mapping[str, MonthSummary]  # per site, its current month as of ``now``
     nodes: Mapping[str, NodeView]
     devices: DeviceTable
+    #: per site: its teams in the current month, and (team, it_j, energy cost, carbon_g, gpu_s,
+    #: idle_gpu_s) of each team all time (counters)
+    teams: Mapping[str, Sequence[TeamMonth]] = field(default_factory=dict)
+    team_totals: Mapping[str, Sequence[Row]] = field(default_factory=dict)
 
 
 class Terms:
@@ -110,12 +115,22 @@ class ReadModel:
         terms = self.terms
         now = terms.clock()
         months = {site: terms.clocks[site].month_at(now) for site in terms.site_names}
-        data = self.store.fleet(months, (now - DAY_SECONDS) / 60.0, now / 60.0)
+        since, until = (now - DAY_SECONDS) / 60.0, now / 60.0
+        data = self.store.fleet(months, since, until)
         self.loads += 1
+        summaries = {site: terms.summary(site, month_text(months[site]), data.month_sums[site],
+                                         data.day_cost[site], now) for site in terms.site_names}
+        teams: dict[str, list[TeamMonth]] = {}
+        totals: dict[str, list[Row]] = {}
+        for site in terms.site_names:
+            month = month_text(months[site])
+            t = self.store.team_data(site, month, since, until)
+            teams[site] = team_months(site, terms.plan, terms.clocks[site], month, summaries[site], t.months,
+                                      t.quarters, t.day_cost, now)
+            totals[site] = t.totals
         return FleetView(
             now=now, sites=terms.site_names,
             totals={site: data.site_totals.get(site, SiteSums()) for site in terms.site_names},
-            months={site: terms.summary(site, month_text(months[site]), data.month_sums[site],
-                                       data.day_cost[site], now) for site in terms.site_names},
+            months=summaries,
             nodes={name: terms.node_view(state, now) for name, state in data.nodes.items()},
-            devices=data.devices)
+            devices=data.devices, teams=teams, team_totals=totals)

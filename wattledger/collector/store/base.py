@@ -36,7 +36,11 @@ Row = tuple[Any, ...]
 KEEP_QUARTERS_SECONDS = 70 * 86400.0
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
-GroupBy = Literal["site", "cluster", "node", "device"]
+#: the levels of the site's own figures (usage rows)
+Level = Literal["site", "cluster", "node", "device"]
+GroupBy = Literal["site", "cluster", "node", "device", "team", "job", "namespace", "account", "user"]
+#: the groupings of chargeback (docs/chargeback.md): by team, or by an owner key of the allocations
+CHARGEBACK_GROUPS = ("team", "job", "namespace", "account", "user")
 #: spend rows' keys per level: the columns a level's rows are summed by
 SPEND_KEYS: dict[str, tuple[str, ...]] = {
     "site": ("site",),
@@ -132,6 +136,44 @@ class NodeConflicts:
     stream: str  # the stream refused
 
 
+@dataclass(frozen=True)
+class HolderInfo:
+    """One allocation on one node as the group's latest batch gives it (docs/chargeback.md);
+    ``owner`` '' (start 0) is the node's idle holder."""
+
+    node: str
+    owner: str  # the owner's keys as canonical JSON
+    start: float
+    site: str
+    cluster: str
+    team: str  # decided when the holder is made; kept after
+    ended: float | None  # None: still held
+    devices: str  # the device ids held, as JSON
+
+
+#: (node, minute, holder, energy_j): a holder's GPU energy in a node-minute (holder -1: the
+#: node's non-GPU IT energy in it)
+MinuteRow = tuple[str, int, int, float]
+#: the holder of a node-minute's non-GPU IT energy
+NON_GPU_HOLDER = -1
+
+
+@dataclass(frozen=True)
+class TeamData:
+    """A site's teams as the store holds them: one month's sums, that month's quarter-hours, the
+    cost of the trailing window, and all-time sums (the /metrics counters)."""
+
+    #: (team, gpu_j, it_j, cooling_j, it_cost, cooling_cost, carbon_g, gpu_s, idle_gpu_s, waste_j,
+    #: waste_cost) in the month
+    months: list[Row]
+    #: (start_minute, team, facility_j, cost) of the month's quarter-hours
+    quarters: list[Row]
+    day_cost: dict[str, float]
+    #: (team, it_j, energy cost, carbon_g, gpu_s, idle_gpu_s), all time, as shown (never lower
+    #: than shown before: ``team_totals``)
+    totals: list[Row]
+
+
 @dataclass
 class Changes:
     """Everything one group changes in the ledger (sums are increments)."""
@@ -150,6 +192,25 @@ class Changes:
     site_months: list[Row] = field(default_factory=list)
     #: the plan's statistics: (site, model, day, part, bin, *accounting.profiles.VALUE_COLUMNS)
     plan_days: list[Row] = field(default_factory=list)
+    #: (holder, month text, gpu_j, it_j, cooling_j, it_cost, cooling_cost, carbon_g, gpu_s, idle_gpu_s,
+    #: waste_j, waste_cost): increments
+    holder_months: list[Row] = field(default_factory=list)
+    #: (site, start_minute, month text, team, facility_j, cost): increments
+    team_quarters: list[Row] = field(default_factory=list)
+    #: (site, month text, team, gpu_j, it_j, cooling_j, it_cost, cooling_cost, carbon_g, gpu_s,
+    #: idle_gpu_s, waste_j, waste_cost): ``holder_months`` summed by team (increments)
+    team_months: list[Row] = field(default_factory=list)
+
+
+def team_total_rows(team_months: Sequence[Row]) -> list[Row]:
+    """``Changes.team_months`` as increments of the team totals: (site, team, it_j, energy cost,
+    carbon_g, gpu_s, idle_gpu_s), one row per (site, team), sorted."""
+    sums: dict[tuple[str, str], list[float]] = {}
+    for site, _, team, _, it_j, _, it_cost, cooling_cost, carbon_g, gpu_s, idle_s, _, _ in team_months:
+        acc = sums.setdefault((site, team), [0.0] * 5)
+        for i, value in enumerate((it_j, it_cost + cooling_cost, carbon_g, gpu_s, idle_s)):
+            acc[i] += value
+    return [(site, team, *values) for (site, team), values in sorted(sums.items())]
 
 
 class IngestUnit(Protocol):
@@ -158,6 +219,15 @@ class IngestUnit(Protocol):
     def hold(self, streams: Mapping[str, tuple[str, int]], devices: Sequence[tuple[str, str]]
              ) -> tuple[dict[str, StreamState], HeldDevices]: ...
     def create_devices(self, keys: Sequence[tuple[str, DeviceInfo]]) -> Ints: ...
+    def holders(self, infos: Sequence[HolderInfo]) -> list[tuple[int, str]]:
+        """Each holder's id and team (made with its ``team`` when new; its end and devices
+        updated), in the order given."""
+        ...
+    def add_minutes(self, rows: Sequence[MinuteRow]) -> list[tuple[str, int, int, float, str]]:
+        """Add the increments (locking their node-minutes) and return every row of the
+        node-minutes they touch, as it stands after the addition, with its holder's team ('' for
+        the non-GPU row)."""
+        ...
     def write(self, changes: Changes) -> None: ...
 
 
@@ -205,8 +275,11 @@ class Store(Protocol):
     def fleet(self, months: Mapping[str, int], since_minute: float, until_minute: float) -> FleetData: ...
     def month_sums(self, site: str, month: int) -> SiteSums: ...
     def day_cost(self, site: str, since_minute: float, until_minute: float) -> float: ...
-    def spend_sums(self, site: str, month: str, group_by: GroupBy) -> list[Row]: ...
+    def spend_sums(self, site: str, month: str, group_by: Level) -> list[Row]: ...
     def cluster_day_cost(self, site: str, since_minute: float, until_minute: float) -> dict[str, float]: ...
+    def team_data(self, site: str, month: str, since_minute: float, until_minute: float) -> TeamData: ...
+    def holders_of_month(self, site: str, month: str) -> list[Row]: ...
+    def jobs(self, site: str, since: float, until: float) -> list[Row]: ...
     def stream(self, stream: str) -> StreamState | None: ...
     def node_names(self) -> list[str]: ...
     #: the plan's statistics of one site (``sql.PLAN_ROWS``) and its IT and cooling per month

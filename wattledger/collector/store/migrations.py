@@ -22,9 +22,84 @@ Tables (all money and energy in base units; see docs/accounting.md):
   and the month's highest quarter-hour (the demand charge's peak) kept first.
 - ``plan_days``: the plan's statistics per (site, GPU model, local day, part, bin), added at
   ingest (``accounting/profiles.py``; docs/planning.md, "The ledger's statistics").
+- ``holders``, ``holder_minutes``, ``holder_months``, ``team_quarters``, ``team_totals``: who
+  held the GPUs (docs/chargeback.md). A holder is one allocation on one node (a job, a pod's container)
+  or a node's ``idle`` (owner ''); ``holder_minutes`` is each holder's GPU energy per
+  node-minute (holder -1: the node's non-GPU IT energy of that minute), from which a change to
+  a minute re-books its holders' shares; ``holder_months`` its sums per billing month (teams
+  are these summed by ``holders.team``); ``team_quarters`` each team's facility energy and cost
+  per site quarter-hour (its demand-charge share, its trailing-24 h cost rate); ``team_totals``
+  the all-time sums behind the team counters, as booked and as shown (never lower).
 """
 
 from __future__ import annotations
+
+
+def _chargeback(identity: str, fill: str) -> tuple[str, ...]:
+    """Version 7, chargeback (docs/chargeback.md), for either backend: ``identity`` is the holder
+    id's column type, ``fill`` the tables' storage clause."""
+    return (
+        # chargeback (docs/chargeback.md): holders, their GPU energy per node-minute, their sums
+        # per month, and each team's quarter-hours
+        f"""CREATE TABLE holders (
+             id {identity},
+             site TEXT NOT NULL,
+             cluster TEXT NOT NULL,
+             node TEXT NOT NULL,
+             owner TEXT NOT NULL,
+             start DOUBLE PRECISION NOT NULL,
+             team TEXT NOT NULL,
+             ended DOUBLE PRECISION,
+             devices TEXT NOT NULL,
+             UNIQUE (node, owner, start)){fill}""",
+        "CREATE INDEX holders_by_site ON holders (site, team)",
+        f"""CREATE TABLE holder_minutes (
+             node TEXT NOT NULL,
+             minute BIGINT NOT NULL,
+             holder BIGINT NOT NULL,
+             energy_j DOUBLE PRECISION NOT NULL,
+             PRIMARY KEY (node, minute, holder)){fill}""",
+        f"""CREATE TABLE holder_months (
+             holder BIGINT NOT NULL,
+             month TEXT NOT NULL,
+             gpu_j DOUBLE PRECISION NOT NULL,
+             it_j DOUBLE PRECISION NOT NULL,
+             cooling_j DOUBLE PRECISION NOT NULL,
+             it_cost DOUBLE PRECISION NOT NULL,
+             cooling_cost DOUBLE PRECISION NOT NULL,
+             carbon_g DOUBLE PRECISION NOT NULL,
+             gpu_s DOUBLE PRECISION NOT NULL,
+             idle_gpu_s DOUBLE PRECISION NOT NULL,
+             waste_j DOUBLE PRECISION NOT NULL,
+             waste_cost DOUBLE PRECISION NOT NULL,
+             PRIMARY KEY (holder, month)){fill}""",
+        "CREATE INDEX holder_months_by_month ON holder_months (month)",
+        f"""CREATE TABLE team_quarters (
+             site TEXT NOT NULL,
+             start_minute BIGINT NOT NULL,
+             month TEXT NOT NULL,
+             team TEXT NOT NULL,
+             facility_j DOUBLE PRECISION NOT NULL,
+             cost DOUBLE PRECISION NOT NULL,
+             PRIMARY KEY (site, start_minute, team)){fill}""",
+        "CREATE INDEX team_quarters_by_month ON team_quarters (site, month)",
+        # the all-time sums behind the team counters of /metrics, as shown: what was booked, and
+        # the highest it has been (a minute re-shared by a later batch can lower a team's booked
+        # share a little; a counter never goes down)
+        f"""CREATE TABLE team_totals (
+             site TEXT NOT NULL,
+             team TEXT NOT NULL,
+             it_j DOUBLE PRECISION NOT NULL,
+             cost DOUBLE PRECISION NOT NULL,
+             carbon_g DOUBLE PRECISION NOT NULL,
+             gpu_s DOUBLE PRECISION NOT NULL,
+             idle_gpu_s DOUBLE PRECISION NOT NULL,
+             shown_it_j DOUBLE PRECISION NOT NULL,
+             shown_cost DOUBLE PRECISION NOT NULL,
+             shown_carbon_g DOUBLE PRECISION NOT NULL,
+             PRIMARY KEY (site, team)){fill}""",
+    )
+
 
 #: each migration takes the schema from version i to i + 1
 SQLITE_MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -178,11 +253,13 @@ SQLITE_MIGRATIONS: tuple[tuple[str, ...], ...] = (
              last_ts DOUBLE PRECISION,
              PRIMARY KEY (site, model, day, part, bin))""",
     ),
+    _chargeback("INTEGER PRIMARY KEY", ""),
 )
 
 
-#: PostgreSQL: the same tables as SQLite's version 5, with the types PostgreSQL gives them
-#: (a device's slot is an identity; numbers assigned by a sequence may have holes)
+#: PostgreSQL: the same tables as SQLite's version 5 in its first migration, then the same
+#: migrations as SQLite's from version 6 on, with the types PostgreSQL gives them (a device's
+#: slot is an identity; numbers assigned by a sequence may have holes)
 POSTGRES_MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         """CREATE TABLE streams (
@@ -302,4 +379,5 @@ POSTGRES_MIGRATIONS: tuple[tuple[str, ...], ...] = (
              last_ts DOUBLE PRECISION,
              PRIMARY KEY (site, model, day, part, bin)) WITH (fillfactor = 70)""",
     ),
+    _chargeback("BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY", " WITH (fillfactor = 70)"),
 )

@@ -43,15 +43,19 @@ from wattledger.collector.store import sql
 from wattledger.collector.store.base import (
     Changes,
     FleetData,
-    GroupBy,
     HeldDevices,
+    HolderInfo,
     Ints,
+    Level,
+    MinuteRow,
     NodeState,
     Row,
     StoreError,
     StoreUnavailable,
     StreamState,
+    TeamData,
     Upkeep,
+    team_total_rows,
 )
 from wattledger.collector.store.devicetable import DEVICE_COLUMNS, DeviceTable
 from wattledger.collector.store.migrations import POSTGRES_MIGRATIONS
@@ -177,6 +181,46 @@ _MONTH_PEAKS = (
     "JOIN unnest(%s::text[], %s::text[]) AS k(site, month) ON p.site = k.site AND p.month = k.month")
 _DAY_COST = ("SELECT site, SUM(cost) FROM quarters WHERE start_minute >= %s AND start_minute <= %s "
              "GROUP BY site")
+_UPSERT_HOLDERS = (
+    "INSERT INTO holders (site, cluster, node, owner, start, team, ended, devices) "
+    "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::float8[], %s::text[], "
+    "%s::float8[], %s::text[]) AS h(site, cluster, node, owner, start, team, ended, devices) "
+    "ORDER BY h.node, h.owner, h.start "
+    "ON CONFLICT (node, owner, start) DO UPDATE SET site = excluded.site, cluster = excluded.cluster, "
+    "ended = COALESCE(excluded.ended, holders.ended), devices = excluded.devices "
+    "RETURNING node, owner, start, id, team")
+_ADD_HOLDER_MINUTES = (
+    "INSERT INTO holder_minutes (node, minute, holder, energy_j) "
+    "SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::float8[]) "
+    "AS m(node, minute, holder, energy_j) ORDER BY m.node, m.minute, m.holder "
+    "ON CONFLICT (node, minute, holder) DO UPDATE SET energy_j = holder_minutes.energy_j + excluded.energy_j")
+#: every row of the node-minutes just added to (their rows are locked by the addition: each
+#: node-minute has its idle holder's row in every addition)
+_MINUTE_ROWS = (
+    "SELECT m.node, m.minute, m.holder, m.energy_j, COALESCE(h.team, '') FROM holder_minutes m "
+    "JOIN unnest(%s::text[], %s::bigint[]) AS k(node, minute) ON m.node = k.node AND m.minute = k.minute "
+    "LEFT JOIN holders h ON h.id = m.holder")
+_ADD_HOLDER_MONTHS = (
+    "INSERT INTO holder_months (holder, month, gpu_j, it_j, cooling_j, it_cost, cooling_cost, carbon_g, "
+    "gpu_s, idle_gpu_s, waste_j, waste_cost) SELECT * FROM unnest(%s::bigint[], %s::text[], "
+    + ", ".join("%s::float8[]" for _ in range(10)) + ") AS m(holder, month, gpu_j, it_j, cooling_j, it_cost, "
+    "cooling_cost, carbon_g, gpu_s, idle_gpu_s, waste_j, waste_cost) ORDER BY m.holder, m.month "
+    "ON CONFLICT (holder, month) DO UPDATE SET "
+    + ", ".join(f"{c} = holder_months.{c} + excluded.{c}" for c in (
+        "gpu_j", "it_j", "cooling_j", "it_cost", "cooling_cost", "carbon_g", "gpu_s", "idle_gpu_s", "waste_j",
+        "waste_cost")))
+_ADD_TEAM_QUARTERS = (
+    "INSERT INTO team_quarters (site, start_minute, month, team, facility_j, cost) "
+    "SELECT * FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::text[], %s::float8[], %s::float8[]) "
+    "AS q(site, start_minute, month, team, facility_j, cost) ORDER BY q.site, q.start_minute, q.team "
+    "ON CONFLICT (site, start_minute, team) DO UPDATE SET "
+    "facility_j = team_quarters.facility_j + excluded.facility_j, cost = team_quarters.cost + excluded.cost")
+_ADD_TEAM_TOTALS = (
+    "INSERT INTO team_totals (site, team, it_j, cost, carbon_g, gpu_s, idle_gpu_s, shown_it_j, shown_cost, "
+    "shown_carbon_g) SELECT t.*, GREATEST(t.it_j, 0), GREATEST(t.cost, 0), GREATEST(t.carbon_g, 0) "
+    "FROM unnest(%s::text[], %s::text[], %s::float8[], %s::float8[], %s::float8[], %s::float8[], "
+    "%s::float8[]) AS t(site, team, it_j, cost, carbon_g, gpu_s, idle_gpu_s) ORDER BY t.site, t.team"
+    + sql.add_team_totals("GREATEST"))
 _NODE_COLUMNS = "node, site, cluster, labels, last_seen, readings, conflicts, conflict_at"
 
 
@@ -343,7 +387,7 @@ class PostgresStore:
                                (site, since_minute, until_minute)).fetchone()
         return float(row[0]) if row else 0.0
 
-    def spend_sums(self, site: str, month: str, group_by: GroupBy) -> list[Row]:
+    def spend_sums(self, site: str, month: str, group_by: Level) -> list[Row]:
         return self.query(sql.dialect(sql.spend_sums(group_by), "%s"), (month, site))
 
     def cluster_day_cost(self, site: str, since_minute: float, until_minute: float) -> dict[str, float]:
@@ -355,6 +399,23 @@ class PostgresStore:
 
     def usage_months(self, site: str) -> list[Row]:
         return self.query(sql.dialect(sql.USAGE_MONTHS, "%s"), (site,))
+
+    def team_data(self, site: str, month: str, since_minute: float, until_minute: float) -> TeamData:
+        with self._snapshot() as conn:
+            def rows(statement: str, params: Sequence[Any]) -> list[Row]:
+                return conn.execute(sql.dialect(statement, "%s"), params).fetchall()
+            return TeamData(
+                months=rows(sql.TEAM_MONTHS, (site, month)),
+                quarters=rows(sql.TEAM_QUARTERS_OF_MONTH, (site, month)),
+                day_cost={str(team): float(cost) for team, cost in rows(
+                    sql.TEAM_DAY_COST, (site, since_minute, until_minute))},
+                totals=[row[1:] for row in rows(sql.TEAM_TOTALS, ()) if row[0] == site])
+
+    def holders_of_month(self, site: str, month: str) -> list[Row]:
+        return self.query(sql.dialect(sql.HOLDERS_OF_MONTH, "%s"), (site, month))
+
+    def jobs(self, site: str, since: float, until: float) -> list[Row]:
+        return self.query(sql.dialect(sql.JOBS, "%s"), (site, until, since))
 
     def stream(self, stream: str) -> StreamState | None:
         with self._snapshot() as conn:
@@ -448,6 +509,28 @@ class _Unit:
             raise psycopg.errors.SerializationFailure("a new device was made by another transaction")
         return np.array([made[(node, info.id)] for node, info in keys], dtype=np.int64)
 
+    def holders(self, infos: Sequence[HolderInfo]) -> list[tuple[int, str]]:
+        if not infos:
+            return []
+        got = self._conn.execute(_UPSERT_HOLDERS, arrays((
+            [h.site for h in infos], [h.cluster for h in infos], [h.node for h in infos],
+            [h.owner for h in infos], [h.start for h in infos], [h.team for h in infos],
+            [h.ended for h in infos], [h.devices for h in infos]))).fetchall()
+        found = {(str(node), str(owner), float(start)): (int(ident), str(team))
+                 for node, owner, start, ident, team in got}
+        return [found[(h.node, h.owner, h.start)] for h in infos]
+
+    def add_minutes(self, rows: Sequence[MinuteRow]) -> list[tuple[str, int, int, float, str]]:
+        if not rows:
+            return []
+        conn = self._conn
+        columns = [list(c) for c in zip(*rows, strict=True)]
+        conn.execute(_ADD_HOLDER_MINUTES, arrays(columns))
+        keys = sorted({(node, minute) for node, minute, _, _ in rows})
+        return [(str(node), int(minute), int(holder), float(energy), str(team))
+                for node, minute, holder, energy, team in
+                conn.execute(_MINUTE_ROWS, arrays(([n for n, _ in keys], [m for _, m in keys]))).fetchall()]
+
     def write(self, ch: Changes) -> None:
         """Everything the group changes, in lock order, in one pipeline (one round trip)."""
         conn = self._conn
@@ -480,6 +563,15 @@ class _Unit:
                 conn.execute(_ADD_QUARTERS, arrays([list(c) for c in zip(*ch.quarters, strict=True)]))
             if ch.plan_days:  # before the site totals: a day's rows are shared by the site's nodes
                 conn.execute(_ADD_PLAN, arrays([list(c) for c in zip(*ch.plan_days, strict=True)]))
+            if ch.holder_months:
+                conn.execute(_ADD_HOLDER_MONTHS, arrays([list(c) for c in
+                                                         zip(*ch.holder_months, strict=True)]))
+            if ch.team_quarters:
+                conn.execute(_ADD_TEAM_QUARTERS, arrays([list(c) for c in
+                                                         zip(*ch.team_quarters, strict=True)]))
+            if ch.team_months:  # shared by the site's transactions too: just before the site's totals
+                conn.execute(_ADD_TEAM_TOTALS, arrays([list(c) for c in
+                                                       zip(*team_total_rows(ch.team_months), strict=True)]))
             if ch.site_months:  # the rows every transaction shares: last, held until the commit
                 columns = list(zip(*ch.site_months, strict=True))
                 conn.execute(_ADD_SITE_TOTALS, arrays([list(columns[0]), *(list(c) for c in columns[3:])]))

@@ -4,7 +4,7 @@ usage rows, the roll-up of old quarter-hours. ``P`` in a statement is the driver
 
 from __future__ import annotations
 
-from wattledger.collector.store.base import SPEND_KEYS, GroupBy
+from wattledger.collector.store.base import SPEND_KEYS, Level
 
 #: a spend level's keys -> SQL columns (usage ``u``, devices ``d``)
 _COLUMNS = {"site": "u.site", "cluster": "u.cluster", "node": "d.node", "device": "d.device",
@@ -15,7 +15,7 @@ def dialect(statement: str, placeholder: str) -> str:
     return statement.replace("{P}", placeholder)
 
 
-def spend_sums(group_by: GroupBy) -> str:
+def spend_sums(group_by: Level) -> str:
     """A month's usage of one site summed by the level's keys: (keys..., it_j, cooling_j,
     it_cost, cooling_cost, carbon_g, unmeasured_s), sorted by the keys."""
     keys = ", ".join(_COLUMNS[k] for k in SPEND_KEYS[group_by])
@@ -69,3 +69,41 @@ PLAN_ROWS = (
 #: one site's IT energy per month (usage), for the plan's site months
 USAGE_MONTHS = ("SELECT month, SUM(it_j), SUM(cooling_j) FROM usage WHERE site = {P} GROUP BY month "
                 "ORDER BY month")
+
+
+# ---- chargeback (docs/chargeback.md): holders, their minutes and months, teams' quarter-hours ----
+
+#: one holder's sums: its row, then its months' sums (all months, or one)
+HOLDER_SUMS = ("SUM(m.gpu_j), SUM(m.it_j), SUM(m.cooling_j), SUM(m.it_cost), SUM(m.cooling_cost), "
+                "SUM(m.carbon_g), SUM(m.gpu_s), SUM(m.idle_gpu_s), SUM(m.waste_j), SUM(m.waste_cost)")
+HOLDER_COLUMNS = "h.id, h.node, h.cluster, h.owner, h.start, h.ended, h.team, h.devices"
+#: a site's holders with their sums in one month (idle holders included)
+HOLDERS_OF_MONTH = (f"SELECT {HOLDER_COLUMNS}, {HOLDER_SUMS} FROM holders h JOIN holder_months m "
+                    f"ON m.holder = h.id WHERE h.site = {{P}} AND m.month = {{P}} "
+                    f"GROUP BY {HOLDER_COLUMNS} ORDER BY h.id")
+#: a site's allocations (idle holders left out) held at some instant of [since, until], all-time sums
+JOBS = (f"SELECT {HOLDER_COLUMNS}, {HOLDER_SUMS} FROM holders h JOIN holder_months m ON m.holder = h.id "
+        f"WHERE h.site = {{P}} AND h.owner <> '' AND h.start <= {{P}} "
+        f"AND (h.ended IS NULL OR h.ended >= {{P}}) GROUP BY {HOLDER_COLUMNS} ORDER BY h.start, h.id")
+#: a site's teams in one month: (team, sums...)
+TEAM_MONTHS = (f"SELECT h.team, {HOLDER_SUMS} FROM holders h JOIN holder_months m ON m.holder = h.id "
+               f"WHERE h.site = {{P}} AND m.month = {{P}} GROUP BY h.team ORDER BY h.team")
+#: every site's teams, all time, as shown: (site, team, IT J, energy cost, carbon g, GPU-s, held-idle GPU-s)
+TEAM_TOTALS = ("SELECT site, team, shown_it_j, shown_cost, shown_carbon_g, gpu_s, idle_gpu_s "
+               "FROM team_totals ORDER BY site, team")
+
+
+def add_team_totals(greatest: str) -> str:
+    """Add to the team totals and raise what is shown to the new booked value where it is
+    higher (``greatest``: GREATEST on PostgreSQL, the scalar MAX on SQLite); rows as
+    (site, team, it_j, cost, carbon_g, gpu_s, idle_gpu_s) from {P}-placeholders or a SELECT."""
+    booked = ("it_j", "cost", "carbon_g")
+    sets = [f"{c} = team_totals.{c} + excluded.{c}" for c in (*booked, "gpu_s", "idle_gpu_s")]
+    sets += [f"shown_{c} = {greatest}(team_totals.shown_{c}, team_totals.{c} + excluded.{c})" for c in booked]
+    return (" ON CONFLICT (site, team) DO UPDATE SET " + ", ".join(sets))
+
+
+TEAM_QUARTERS_OF_MONTH = ("SELECT start_minute, team, facility_j, cost FROM team_quarters "
+                          "WHERE site = {P} AND month = {P}")
+TEAM_DAY_COST = ("SELECT team, SUM(cost) FROM team_quarters WHERE site = {P} AND start_minute >= {P} "
+                 "AND start_minute <= {P} GROUP BY team")

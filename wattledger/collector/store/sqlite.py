@@ -33,14 +33,18 @@ from wattledger.collector.store.base import (
     KEEP_QUARTERS_SECONDS,
     Changes,
     FleetData,
-    GroupBy,
     HeldDevices,
+    HolderInfo,
     Ints,
+    Level,
+    MinuteRow,
     NodeState,
     Row,
     StoreError,
     StreamState,
+    TeamData,
     Upkeep,
+    team_total_rows,
 )
 from wattledger.collector.store.devicetable import DEVICE_COLUMNS, DeviceTable
 from wattledger.collector.store.migrations import SQLITE_MIGRATIONS
@@ -82,6 +86,26 @@ _UPSERT_SITE_TOTALS = _upsert("site_totals", ("site", "cooling_j", "it_cost", "c
 _ADD_USAGE = _upsert("usage", ("month", "slot", "site", "cluster", "it_j", "cooling_j", "it_cost",
                                "cooling_cost", "carbon_g", "unmeasured_s"),
                      ("month", "slot", "site", "cluster"), add=True)
+_UPSERT_HOLDER = (
+    "INSERT INTO holders (id, site, cluster, node, owner, start, team, ended, devices) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET site = excluded.site, "
+    "cluster = excluded.cluster, ended = COALESCE(excluded.ended, holders.ended), devices = excluded.devices")
+_ADD_HOLDER_MINUTE = _upsert("holder_minutes", ("node", "minute", "holder", "energy_j"),
+                             ("node", "minute", "holder"), add=True)
+_ADD_HOLDER_MONTH = _upsert("holder_months", ("holder", "month", "gpu_j", "it_j", "cooling_j", "it_cost",
+                                              "cooling_cost", "carbon_g", "gpu_s", "idle_gpu_s", "waste_j",
+                                              "waste_cost"), ("holder", "month"), add=True)
+#: the team totals as held in memory (SQLite's one writer knows them exactly)
+_UPSERT_TEAM_TOTALS = _upsert(
+    "team_totals", ("site", "team", "it_j", "cost", "carbon_g", "gpu_s", "idle_gpu_s", "shown_it_j",
+                    "shown_cost", "shown_carbon_g"), ("site", "team"), add=False)
+_FIND_HOLDER = "SELECT id, team FROM holders WHERE node = ? AND owner = ? AND start = ?"
+_MINUTE_ROWS = ("SELECT m.holder, m.energy_j, COALESCE(h.team, '') FROM holder_minutes m "
+                "LEFT JOIN holders h ON h.id = m.holder WHERE m.node = ? AND m.minute = ?")
+_ADD_TEAM_QUARTER = (
+    "INSERT INTO team_quarters (site, start_minute, month, team, facility_j, cost) VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (site, start_minute, team) DO UPDATE SET "
+    "facility_j = team_quarters.facility_j + excluded.facility_j, cost = team_quarters.cost + excluded.cost")
 _ADD_QUARTER = (
     "INSERT INTO quarters (site, cluster, start_minute, month, it_j, facility_j, cost) "
     "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (site, cluster, start_minute) DO UPDATE SET "
@@ -178,6 +202,25 @@ class SqliteStore:
             sums.peak_quarter_facility_j = max(sums.peak_quarter_facility_j, facility_j)
             if start * 60.0 >= horizon:
                 self.quarters[(site, int(start))] = [facility_j, cost]
+        #: chargeback's figures that /metrics shows: per (site, team) its totals as booked and as
+        #: shown (team_totals), per (site, month, team) its sums, per (site, quarter start) each
+        #: team's [facility J, cost] of the recent quarter-hours, with the quarter's month
+        self.team_totals: dict[tuple[str, str], list[float]] = {
+            (site, team): [float(v) for v in values] for site, team, *values in db.execute(
+                "SELECT site, team, it_j, cost, carbon_g, gpu_s, idle_gpu_s, shown_it_j, shown_cost, "
+                "shown_carbon_g FROM team_totals")}
+        self.team_months: dict[tuple[str, str, str], list[float]] = {
+            (site, month, team): [float(v) for v in values] for site, month, team, *values in db.execute(
+                f"SELECT h.site, m.month, h.team, {sql.HOLDER_SUMS} FROM holders h JOIN holder_months m "
+                "ON m.holder = h.id GROUP BY h.site, m.month, h.team")}
+        self.team_quarters: dict[tuple[str, int], tuple[str, dict[str, list[float]]]] = {}
+        for site, start, month, team, facility_j, cost in db.execute(
+                "SELECT site, start_minute, month, team, facility_j, cost FROM team_quarters "
+                "WHERE start_minute >= ?", (horizon / 60.0,)):
+            held = self.team_quarters.setdefault((site, int(start)), (month, {}))
+            held[1][team] = [float(facility_j), float(cost)]
+        #: the next holder id (ids are made here: one writer)
+        self.next_holder = int(db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM holders").fetchone()[0])
         # the peaks of quarter-hours rolled up into hours (kept before they went)
         for site, month, facility_j in db.execute("SELECT site, month, facility_j FROM month_peaks"):
             sums = self.site_months.setdefault((site, parse_month(month)), SiteSums())
@@ -209,7 +252,9 @@ class SqliteStore:
 
     def _commit(self, *, streams: Iterable[Row], seqs_added: Iterable[Row], seqs_dropped: Iterable[Row],
                 nodes: Iterable[Row], devices: Iterable[Row], usage: Iterable[Row], quarters: Iterable[Row],
-                site_totals: Iterable[Row], plan_days: Iterable[Row] = ()) -> None:
+                site_totals: Iterable[Row], plan_days: Iterable[Row] = (), holders: Iterable[Row] = (),
+                minutes: Iterable[Row] = (), holder_months: Iterable[Row] = (),
+                team_quarters: Iterable[Row] = (), team_totals: Iterable[Row] = ()) -> None:
         """Write everything one ingest changed, in one transaction (all or nothing)."""
         db = self._db
         db.execute("BEGIN IMMEDIATE")
@@ -223,6 +268,11 @@ class SqliteStore:
             db.executemany(_ADD_QUARTER, quarters)
             db.executemany(_UPSERT_SITE_TOTALS, site_totals)
             db.executemany(_ADD_PLAN, plan_days)
+            db.executemany(_UPSERT_HOLDER, holders)
+            db.executemany(_ADD_HOLDER_MINUTE, minutes)
+            db.executemany(_ADD_HOLDER_MONTH, holder_months)
+            db.executemany(_ADD_TEAM_QUARTER, team_quarters)
+            db.executemany(_UPSERT_TEAM_TOTALS, team_totals)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:  # SQLite may have rolled back already (e.g. disk full)
@@ -252,7 +302,7 @@ class SqliteStore:
             return sum(cost for (s, start), (_, cost) in self.quarters.items()
                        if s == site and since_minute <= start <= until_minute)
 
-    def spend_sums(self, site: str, month: str, group_by: GroupBy) -> list[Row]:
+    def spend_sums(self, site: str, month: str, group_by: Level) -> list[Row]:
         return self.query(sql.dialect(sql.spend_sums(group_by), "?"), (month, site))
 
     def cluster_day_cost(self, site: str, since_minute: float, until_minute: float) -> dict[str, float]:
@@ -264,6 +314,34 @@ class SqliteStore:
 
     def usage_months(self, site: str) -> list[Row]:
         return self.query(sql.dialect(sql.USAGE_MONTHS, "?"), (site,))
+
+    def team_data(self, site: str, month: str, since_minute: float, until_minute: float) -> TeamData:
+        """From memory (a scrape reads no disk); the month's quarter-hours older than memory keeps
+        (a month more than KEEP_QUARTERS_SECONDS ago) from the store."""
+        with self.lock:
+            months = [(team, *values) for (s, m, team), values in sorted(self.team_months.items())
+                      if s == site and m == month]
+            quarters: list[Row] = []
+            day_cost: dict[str, float] = {}
+            for (s, start), (m, teams) in self.team_quarters.items():
+                if s != site:
+                    continue
+                for team, (facility_j, cost) in teams.items():
+                    if m == month:
+                        quarters.append((start, team, facility_j, cost))
+                    if since_minute <= start <= until_minute:
+                        day_cost[team] = day_cost.get(team, 0.0) + cost
+            if not quarters and months:  # a month older than memory keeps: ask the store
+                quarters = self.query(sql.dialect(sql.TEAM_QUARTERS_OF_MONTH, "?"), (site, month))
+            totals = [(team, v[5], v[6], v[7], v[3], v[4])
+                      for (s, team), v in sorted(self.team_totals.items()) if s == site]
+            return TeamData(months=months, quarters=quarters, day_cost=day_cost, totals=totals)
+
+    def holders_of_month(self, site: str, month: str) -> list[Row]:
+        return self.query(sql.dialect(sql.HOLDERS_OF_MONTH, "?"), (site, month))
+
+    def jobs(self, site: str, since: float, until: float) -> list[Row]:
+        return self.query(sql.dialect(sql.JOBS, "?"), (site, until, since))
 
     def stream(self, stream: str) -> StreamState | None:
         with self.lock:
@@ -324,6 +402,38 @@ class _Unit:
         self._new_slots: list[int] = []
         self.dirty = False  # memory changed beyond new streams (devices added, rows written)
         self._written = False
+        self._holders: dict[int, Row] = {}
+        self._minutes: list[MinuteRow] = []
+
+    def holders(self, infos: Sequence[HolderInfo]) -> list[tuple[int, str]]:
+        store = self._store
+        out: list[tuple[int, str]] = []
+        for h in infos:
+            found = store._db.execute(_FIND_HOLDER, (h.node, h.owner, h.start)).fetchone()
+            if found is None:
+                found = (store.next_holder, h.team)
+                store.next_holder += 1
+                self.dirty = True
+            ident, team = int(found[0]), str(found[1])
+            self._holders[ident] = (ident, h.site, h.cluster, h.node, h.owner, h.start, team, h.ended,
+                                    h.devices)
+            out.append((ident, team))
+        return out
+
+    def add_minutes(self, rows: Sequence[MinuteRow]) -> list[tuple[str, int, int, float, str]]:
+        db = self._store._db
+        after: dict[tuple[str, int, int], float] = {}
+        teams: dict[int, str] = {ident: str(row[6]) for ident, row in self._holders.items()}
+        for node, minute in sorted({(node, minute) for node, minute, _, _ in rows}):
+            for holder, energy, team in db.execute(_MINUTE_ROWS, (node, minute)):
+                after[(node, minute, int(holder))] = float(energy)
+                teams.setdefault(int(holder), str(team))
+        for node, minute, holder, energy in rows:
+            key = (node, minute, holder)
+            after[key] = after.get(key, 0.0) + energy
+        self._minutes.extend(rows)
+        return [(node, minute, holder, energy, teams.get(holder, "")) for (node, minute, holder), energy
+                in after.items()]
 
     def hold(self, streams: Mapping[str, tuple[str, int]], devices: Sequence[tuple[str, str]]
              ) -> tuple[dict[str, StreamState], HeldDevices]:
@@ -392,6 +502,7 @@ class _Unit:
             held[1] += cost
             sums = store.site_months.setdefault((site, parse_month(month)), SiteSums())
             sums.peak_quarter_facility_j = max(sums.peak_quarter_facility_j, held[0])
+        team_totals = self._apply_teams(changes)
         stream_rows = {stream: (stream, node, low) for stream, node, low in changes.streams}
         for stream in self.new_streams:
             if stream not in stream_rows:
@@ -407,7 +518,37 @@ class _Unit:
         store._commit(streams=[stream_rows[s] for s in sorted(stream_rows)], seqs_added=changes.seqs_added,
                       seqs_dropped=changes.seqs_dropped, nodes=node_rows,
                       devices=store.devices.rows(sorted(slots)), usage=changes.usage,
-                      quarters=changes.quarters, site_totals=totals, plan_days=changes.plan_days)
+                      quarters=changes.quarters, site_totals=totals, plan_days=changes.plan_days,
+                      holders=[self._holders[i] for i in sorted(self._holders)], minutes=self._minutes,
+                      holder_months=changes.holder_months, team_quarters=changes.team_quarters,
+                      team_totals=team_totals)
+
+    def _apply_teams(self, changes: Changes) -> list[Row]:
+        """Chargeback's sums into memory; the team_totals rows to write (their new values)."""
+        store = self._store
+        for site, month, team, *values in changes.team_months:
+            acc = store.team_months.setdefault((site, month, team), [0.0] * len(values))
+            for i, value in enumerate(values):
+                acc[i] += value
+        horizon = (store._clock() - KEEP_QUARTERS_SECONDS) / 60.0
+        for site, start, month, team, facility_j, cost in changes.team_quarters:
+            held = store.team_quarters.get((site, start))
+            if held is None:
+                if start < horizon:  # older than memory keeps: the disk has it
+                    continue
+                held = store.team_quarters[(site, start)] = (month, {})
+            sums = held[1].setdefault(team, [0.0, 0.0])
+            sums[0] += facility_j
+            sums[1] += cost
+        rows = []
+        for site, team, *increments in team_total_rows(changes.team_months):
+            t = store.team_totals.setdefault((site, team), [0.0] * 8)
+            for i, value in enumerate(increments):
+                t[i] += value
+            for i in range(3):  # what is shown never goes down
+                t[5 + i] = max(t[5 + i], t[i])
+            rows.append((site, team, *t))
+        return rows
 
     def _apply_devices(self, changes: Changes) -> None:
         ch = changes.devices
