@@ -268,7 +268,8 @@ def _chunks(units: list[tuple[str, _Device]]) -> Iterable[list[tuple[str, _Devic
             while end < len(stamps) and spans + len(device.owners.get(stamps[end], ())) <= MAX_ALLOCATIONS:
                 spans += len(device.owners.get(stamps[end], ()))
                 end += 1
-            end = max(end, start + 1)
+            if end == start:  # one reading with more owners than a batch may carry: alone, refused
+                end, spans = start + 1, len(device.owners.get(stamps[start], ()))
             if chunk and (len(chunk) >= MAX_DEVICES or owners + spans > MAX_ALLOCATIONS):
                 yield chunk
                 chunk, owners = [], 0
