@@ -276,3 +276,20 @@ def test_a_re_shared_minute_moves_the_ledger_but_never_a_counter_down() -> None:
     assert by_team(led)["nlp"]["it_energy_kwh"] * KWH == pytest.approx(booked)
     assert counter(led) == first > booked  # the counter holds; the ledger (and /v1/spend) re-shares
     check_conservation(led)
+
+
+def test_remote_write_allocations_are_one_holder_per_pod() -> None:
+    from wattledger.wire import ValidBatch
+
+    # as remote-write maps dcgm-exporter's pod labels: each request's allocation starts at its
+    # previous reading (0 for the first), ends at its last; the pod is one holder all the same
+    gpu = [DEVICES[0]]
+    owner = {"namespace": "nlp-x", "pod": "p", "container": "c"}
+    led = ledger()
+    for seq, (t, start) in enumerate([(T0, 0.0), (T0 + 30, 0.0), (T0 + 60, T0 + 30)], start=1):
+        vb = make_batch(seq=seq, devices=gpu, ts=[t], power_w=[300.0],
+                        allocations=[{"devices": [0], "from": start, "to": t, "owner": owner}])
+        led.ingest([ValidBatch(vb.batch, vb.columns, remote=True)])
+    (job,) = led.jobs(site="default", since=T0, until=T0 + 60)
+    assert job["owner"] == owner and job["end"] == T0 + 60
+    assert job["gpu_seconds"] == pytest.approx(60.0) and job["gpu_energy_kwh"] * KWH == pytest.approx(18000.0)

@@ -68,6 +68,15 @@ SIGNALS: dict[str, list[str]] = {
     "EnergyBudgetBurnSlow": ["site:wattledger_budget_burn:ratio_rate6h",
                              "site:wattledger_budget_burn:ratio_rate30m"],
     "EnergyPlanMissing": ["max by (site, currency) (wattledger_month_cost)"],
+    "TeamCostOverPlan": [
+        "max by (site, team, currency) (wattledger_team_month_cost) - on (site, team, currency) "
+        "max by (site, team, currency) (wattledger_team_demand_charge)",
+        "max by (site, team, currency) (wattledger_team_plan_energy_cost_to_date)"],
+    "TeamCostForecastOverPlan": [
+        "max by (site, team, currency) (wattledger_team_forecast_cost) / on (site, team, currency) "
+        "max by (site, team, currency) (wattledger_team_plan_cost)"],
+    "GpuAllocatedIdle": [
+        "max without (instance, replica) (rate(wattledger_team_idle_gpu_seconds_total[1h]))"],
     "NodeStale": ["time() - max without (instance, pod) (wattledger_node_last_seen_timestamp_seconds)"],
     "NodeDuplicateAgent": ["max without (instance, pod) (wattledger_node_duplicate_agent)"],
     "AgentDown": ['up{job="wattledger-agent"}'],
@@ -123,7 +132,10 @@ class Fleet:
             # charge over its part of it too
             "plan": [{"site": "default", "month": month, "cost": 0.0002, "demand_charge": 0.0001,
                       "it_energy_kwh": 0.001},
-                     {"site": "lab", "month": month, "cost": 1000}],
+                     {"site": "lab", "month": month, "cost": 1000},
+                     # a team's budget (docs/chargeback.md): these agents hold no allocation, so
+                     # their energy is team idle's and the team's own figures are its plan's
+                     {"site": "default", "month": month, "team": "nlp", "cost": 0.0001}],
         }
         (self.tmp / "collector.yaml").write_text(yaml.safe_dump(config))
         self.procs.start("collector", [WATTLEDGER, "collector", "--config", str(self.tmp / "collector.yaml")])

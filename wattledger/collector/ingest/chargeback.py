@@ -64,6 +64,13 @@ class GroupBatch:
     cluster: str
     devices: Ints  # the group's device number of each position
     allocations: Sequence[Allocation]
+    #: from remote-write: its allocations' ``from`` is the previous reading of the request (or 0),
+    #: not when the pod began, so its holders are keyed by node and owner alone (start 0)
+    remote: bool = False
+
+    def key(self, a: Allocation) -> tuple[str, str, float]:
+        """The holder of an allocation: (node, owner, start)."""
+        return (self.node, owner_text(a.owner), 0.0 if self.remote else a.start)
 
 
 def owner_text(owner: Mapping[str, str]) -> str:
@@ -96,13 +103,13 @@ class Chargeback:
         for b in batches:
             found[(b.node, "", 0.0)] = HolderInfo(b.node, "", 0.0, b.site, b.cluster, IDLE, None, "[]")
             for a in b.allocations:
-                key = (b.node, owner_text(a.owner), a.start)
+                key = b.key(a)
                 before = found.get(key)
                 ended = a.end if before is None or before.ended is None or a.end is None else max(
                     a.end, before.ended)
                 ids = sorted({infos[int(b.devices[p])].id for p in a.devices})
                 team = team_of(a.owner, self.rules)
-                found[key] = HolderInfo(b.node, key[1], a.start, b.site, b.cluster, team, ended,
+                found[key] = HolderInfo(b.node, key[1], key[2], b.site, b.cluster, team, ended,
                                         json.dumps(ids))
         keys = sorted(found)
         made = unit.holders([found[k] for k in keys])
@@ -173,7 +180,7 @@ class Chargeback:
                 partitions[by_id[info.parent]].append(int(d))
         out: dict[int, tuple[Lanes, list[tuple[int, float, float, float, int]]]] = {}
         for a in b.allocations:
-            holder = holder_id[(b.node, owner_text(a.owner), a.start)]
+            holder = holder_id[b.key(a)]
             end = math.inf if a.end is None else a.end
             for position in a.devices:
                 d = int(b.devices[position])

@@ -327,7 +327,7 @@ class Bookkeeper:
             else:
                 nodes[b.node] = NodeChange(b.node, site, cluster, b.labels, now, count, keep_labels=vb.remote)
             at = np.array([local[k] for k in ks], dtype=np.int64)
-            group_batches.append(GroupBatch(b.node, site, cluster, at, b.allocations))
+            group_batches.append(GroupBatch(b.node, site, cluster, at, b.allocations, vb.remote))
             parts["device"].append(at[cols.device])
             parts["group"].append(np.full(len(cols), self._group(site, cluster), dtype=np.int64))
             for name in READINGS_FIELDS[2:]:
