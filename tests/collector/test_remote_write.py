@@ -123,11 +123,19 @@ def test_pod_labels_become_allocations_of_the_intervals_that_end_at_their_sample
     pod = {"namespace": "nlp", "pod": "llama-7", "container": "trainer"}
     series = [dcgm(ENERGY, [(1e6, T0), (2e6, T0 + 15), (3e6, T0 + 30)], **pod),
               dcgm(ENERGY, [(4e6, T0 + 45)], namespace="cv", pod="resnet-1"),
-              dcgm(ENERGY, [(5e6, T0 + 60)])]  # no pod: idle
-    (valid,) = map_request(message(series).timeseries, Source("p", "default"), ["default"], NOW).batches
-    got = [(a.devices, a.start, a.end, a.weight, a.owner) for a in valid.batch.allocations]
-    assert got == [([0], 0.0, T0 + 30, 1.0, pod),  # the first: whatever interval ends at T0
-                   ([0], T0 + 30, T0 + 45, 1.0, {"namespace": "cv", "pod": "resnet-1"})]
+              dcgm(ENERGY, [(5e6, T0 + 60)]),  # no pod: idle
+              dcgm(ENERGY, [(9e6, T0), (9.5e6, T0 + 30)], gpu=1, **pod)]  # GPU 1 with the same pod
+    batches = map_request(message(series).timeseries, Source("p", "default"), ["default"], NOW).batches
+    # one batch per run of readings held by the same pods: an interval is split by the
+    # allocations of the batch that carries its end, so each run's pods get exactly its intervals
+    got = [([d.id for d in vb.batch.devices], vb.columns.ts.tolist(),
+            [(a.devices, a.start, a.end, a.weight, a.owner) for a in vb.batch.allocations]) for vb in batches]
+    assert got == [
+        ([UUIDS[0], UUIDS[1]], [T0, T0 + 15, T0 + 30, T0, T0 + 30],
+         [([0], 0.0, T0 + 30, 1.0, pod), ([1], 0.0, T0 + 30, 1.0, pod)]),
+        ([UUIDS[0]], [T0 + 45], [([0], 0.0, T0 + 45, 1.0, {"namespace": "cv", "pod": "resnet-1"})]),
+        ([UUIDS[0]], [T0 + 60], []),
+    ]
 
 
 def test_what_cannot_be_used_is_skipped_and_counted() -> None:
@@ -248,6 +256,31 @@ def test_an_agent_and_remote_write_in_one_transaction_interleave_and_count_once(
     slot = slot_of(led)
     assert d.stream[slot] == "agent-1" and float(d.floats["power_limit_w"][slot]) == 700.0
     assert node_state(led, "gpu-node-01").labels == {}  # the agent's (none), not remote-write's
+
+
+@books
+async def test_pods_of_dcgm_exporter_are_charged_the_intervals_that_end_at_their_samples() -> None:
+    led = open_ledger(now=NOW, teams={"nlp": [{"namespace": "nlp-*"}]})
+    pod = {"namespace": "nlp-ft", "pod": "p1", "container": "trainer"}
+
+    def joules_mj(t: float) -> float:  # 300 W throughout
+        return 1e9 + 300.0 * (t - T0) * 1000
+
+    async with remote_app(led) as (c, _):
+        first = [dcgm(ENERGY, [(joules_mj(t), t) for t in (T0, T0 + 30)], **pod)]
+        assert outcomes(await post(c, body(first))) == {"accepted": 2}
+        # the pod's last sample, then the GPU free (dcgm-exporter drops the pod's labels)
+        second = [dcgm(ENERGY, [(joules_mj(T0 + 60), T0 + 60)], **pod),
+                  dcgm(ENERGY, [(STALE, T0 + 90)], **pod),
+                  dcgm(ENERGY, [(joules_mj(t), t) for t in (T0 + 90, T0 + 120)])]
+        assert outcomes(await post(c, body(second))) == {"accepted": 3, "stale": 1}
+    teams = {row["team"]: row for row in led.spend(site=None, month="2025-11", group_by="team")}
+    assert teams["nlp"]["gpu_energy_kwh"] * 3.6e6 == pytest.approx(2 * 9000.0)  # (T0, T0 + 60]
+    assert teams["idle"]["gpu_energy_kwh"] * 3.6e6 == pytest.approx(2 * 9000.0)  # (T0 + 60, T0 + 120]
+    # one job for the pod across both requests (its allocation starts at 0 in each)
+    (job,) = [j for j in led.jobs(site="default", since=T0 - 1, until=NOW) if j["owner"]]
+    assert (job["owner"], job["team"], job["devices"]) == (pod, "nlp", [UUIDS[0]])
+    assert job["gpu_seconds"] == pytest.approx(60.0)
 
 
 @books

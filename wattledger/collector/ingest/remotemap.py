@@ -9,7 +9,8 @@ so a device that an agent's batches also feed is the same device, counted once. 
 *reading* is its samples of one timestamp in this request; whatever a reading lacks is null,
 as in an agent's batch. ``namespace``/``pod``/``container`` (or, where Prometheus renamed a
 target's own, ``exported_namespace``/``exported_pod``/``exported_container``) allocate the
-interval that ends at that sample.
+interval that ends at that sample: a device's readings are cut into runs held by the same pods,
+each run in a batch of its own (``_add_batch``).
 
 Nothing here refuses a request for its values: a sample the ledger cannot use is skipped and
 counted by outcome (a 4xx would make Prometheus drop the whole request, other GPUs' samples
@@ -243,8 +244,9 @@ def map_request(series: Iterable[SeriesLike], source: Source, sites: Iterable[st
                 continue
             reading[column] = value
             device.samples[ms] += 1
-            if owner is not None and owner not in device.owners.setdefault(ms, []):
-                device.owners[ms].append(owner)
+            held = device.owners.setdefault(ms, []) if owner is not None else []
+            if owner is not None and owner not in held and len(held) < MAX_ALLOCATIONS:
+                held.append(owner)
     by_node: dict[str, list[tuple[str, _Device]]] = {}
     for (node, uuid), device in sorted(devices.items()):
         if device.readings:
@@ -255,67 +257,73 @@ def map_request(series: Iterable[SeriesLike], source: Source, sites: Iterable[st
     return out
 
 
-def _chunks(units: list[tuple[str, _Device]]) -> Iterable[list[tuple[str, _Device, list[int]]]]:
-    """A node's devices with their readings' timestamps, cut so that no batch has more devices
-    or allocations than the wire allows (the batches of one request commit together anyway)."""
-    chunk: list[tuple[str, _Device, list[int]]] = []
-    owners = 0
+#: an owner as a hashable key, and the owners of one reading
+OwnerKey = tuple[tuple[str, str], ...]
+Run = tuple[tuple[OwnerKey, ...], list[int]]  # a run's owners, its readings' timestamps (ms)
+
+
+def runs_of(device: _Device) -> list[Run]:
+    """The device's readings cut where the pods holding it change: each run is held throughout
+    by the same owners (none: idle)."""
+    runs: list[Run] = []
+    for ms in sorted(device.readings):
+        owners = tuple(sorted(tuple(sorted(o.items())) for o in device.owners.get(ms, ())))
+        if runs and runs[-1][0] == owners:
+            runs[-1][1].append(ms)
+        else:
+            runs.append((owners, [ms]))
+    return runs
+
+
+def _chunks(units: list[tuple[str, _Device]]) -> Iterable[list[tuple[str, _Device, Run]]]:
+    """A node's batches: the k-th run of each device in the k-th layer of batches, each layer cut
+    so that no batch has more devices or allocations than the wire allows (all the batches of a
+    request commit together)."""
+    layers: list[list[tuple[str, _Device, Run]]] = []
     for uuid, device in units:
-        stamps = sorted(device.readings)
-        start = 0
-        while start < len(stamps):
-            end, spans = start, 0
-            while end < len(stamps) and spans + len(device.owners.get(stamps[end], ())) <= MAX_ALLOCATIONS:
-                spans += len(device.owners.get(stamps[end], ()))
-                end += 1
-            if end == start:  # one reading with more owners than a batch may carry: alone, refused
-                end, spans = start + 1, len(device.owners.get(stamps[start], ()))
-            if chunk and (len(chunk) >= MAX_DEVICES or owners + spans > MAX_ALLOCATIONS):
+        for k, run in enumerate(runs_of(device)):
+            if k == len(layers):
+                layers.append([])
+            layers[k].append((uuid, device, run))
+    for layer in layers:
+        chunk: list[tuple[str, _Device, Run]] = []
+        owners = 0
+        for unit in layer:
+            n = len(unit[2][0])
+            if chunk and (len(chunk) >= MAX_DEVICES or owners + n > MAX_ALLOCATIONS):
                 yield chunk
                 chunk, owners = [], 0
-            chunk.append((uuid, device, stamps[start:end]))
-            owners += spans
-            start = end
-    if chunk:
-        yield chunk
+            chunk.append(unit)
+            owners += n
+        if chunk:
+            yield chunk
 
 
-def _add_batch(out: Mapped, node: str, chunk: list[tuple[str, _Device, list[int]]], source: Source,
+def _add_batch(out: Mapped, node: str, chunk: list[tuple[str, _Device, Run]], source: Source,
                now: float) -> None:
+    """One batch: one run of each of its devices, each run's owners an allocation of it from 0 to
+    its last reading. The contract gives a pod the intervals that END at its samples, wherever
+    they start (the device's last committed reading, which only the transaction knows): a run in
+    a batch of its own is that exactly, since an interval is split by the allocations of the
+    batch that carries its end. From 0, an owner's allocation is the same (node, owner, start)
+    in every request, so the chargeback keeps one holder per pod."""
     devices: list[dict[str, Any]] = []
     columns: dict[str, list[Any]] = {"device": [], "ts": [], **{c: [] for c in _COLUMNS}}
     allocations: list[dict[str, Any]] = []
     samples: list[int] = []
-    for position, (uuid, device, stamps) in enumerate(chunk):
+    for position, (uuid, device, (owners, stamps)) in enumerate(chunk):
         info: dict[str, Any] = {"id": uuid, "kind": "gpu", "index": device.index, "model": device.model}
         info.update({key: value for key, (_, value) in device.info.items()})
         devices.append(info)
-        every = sorted(device.readings)
-        before = every.index(stamps[0]) - 1
-        previous = every[before] / 1000.0 if before >= 0 else 0.0
-        # an owner's run of consecutive readings is one allocation: from the reading before
-        # its first (0 for the device's first in the request: the interval that ends at a
-        # sample is its whole allocation, wherever the device's last committed reading is)
-        running: dict[tuple[tuple[str, str], ...], dict[str, Any]] = {}
         for ms in stamps:
-            ts = ms / 1000.0
             reading = device.readings[ms]
             columns["device"].append(position)
-            columns["ts"].append(ts)
+            columns["ts"].append(ms / 1000.0)
             for c in _COLUMNS:
                 columns[c].append(reading.get(c))
             samples.append(device.samples[ms])
-            now_running: dict[tuple[tuple[str, str], ...], dict[str, Any]] = {}
-            for owner in device.owners.get(ms, ()):
-                key = tuple(sorted(owner.items()))
-                allocation = running.get(key)
-                if allocation is None:
-                    allocation = {"devices": [position], "from": previous, "to": ts, "owner": owner}
-                    allocations.append(allocation)
-                allocation["to"] = ts
-                now_running[key] = allocation
-            running = now_running
-            previous = ts
+        allocations += [{"devices": [position], "from": 0.0, "to": stamps[-1] / 1000.0, "owner": dict(owner)}
+                        for owner in owners]
     labels = {"site": source.site, **({"cluster": source.cluster} if source.cluster else {})}
     # stream and seq are placeholders (ValidBatch.remote): nothing is deduped or stored by them
     readings = {k: v for k, v in columns.items()
