@@ -167,35 +167,48 @@ def committed_low(ledger: Ledger, stream: str) -> int:
     return state.low
 
 
-def gpu_devices(gpus: int, model: str) -> list[dict[str, Any]]:
-    """``gpus`` GPUs of one model and a CPU package."""
+CPU_W = 150.0
+
+
+def gpu_devices(gpus: int, model: str, node_meter: bool = False) -> list[dict[str, Any]]:
+    """``gpus`` GPUs of one model, a CPU package and (``node_meter``) the node's wall meter."""
     out: list[dict[str, Any]] = [{"id": f"GPU-{i}", "kind": "gpu", "index": i, "model": model,
                                   "power_limit_w": 700.0} for i in range(gpus)]
     out.append({"id": "cpu-0", "kind": "cpu", "index": 0, "model": "Xeon"})
+    if node_meter:
+        out.append({"id": "bmc", "kind": "node", "index": 0})
     return out
 
 
 def line_readings(steps: int, *, idle_w: float, slope_w: float, utilization: Callable[[int], float],
-                  every_s: float = 10.0, t0: float, gpus: int) -> list[dict[str, Any]]:
+                  every_s: float = 10.0, t0: float, gpus: int, overhead_w: float | None = None
+                  ) -> list[dict[str, Any]]:
     """Per step, every GPU's reading exactly on the line ``idle_w + slope_w x u`` (u =
-    ``utilization(step x gpus + gpu)``) and the CPU's (150 W, no utilization)."""
+    ``utilization(step x gpus + gpu)``), the CPU's (``CPU_W``, no utilization) and, with
+    ``overhead_w``, the node meter's: the parts plus ``overhead_w``."""
     out: list[dict[str, Any]] = []
     for step in range(steps):
         ts = t0 + step * every_s
+        total = CPU_W
         for g in range(gpus):
             u = utilization(step * gpus + g)
             out.append({"device": g, "ts": ts, "power_w": idle_w + slope_w * u, "util": u})
-        out.append({"device": gpus, "ts": ts, "power_w": 150.0, "util": None})
+            total += idle_w + slope_w * u
+        out.append({"device": gpus, "ts": ts, "power_w": CPU_W, "util": None})
+        if overhead_w is not None:
+            out.append({"device": gpus + 1, "ts": ts, "power_w": total + overhead_w, "util": None})
     return out
 
 
 def book_readings(ledger: Ledger, readings: Sequence[Mapping[str, Any]], per_batch: int, *, model: str,
                   gpus: int, node: str = "n1", stream: str = "s1", site: str = "default") -> None:
-    """Readings of ``gpu_devices(gpus, model)`` in batches of ``per_batch``, in order, one ingest each."""
+    """Readings of ``gpu_devices(gpus, model)`` (with the node meter when they have its readings)
+    in batches of ``per_batch``, in order, one ingest each."""
+    metered = any(r["device"] == gpus + 1 for r in readings)
     for seq, start in enumerate(range(0, len(readings), per_batch), start=1):
         chunk = readings[start:start + per_batch]
         batch = make_batch(node=node, stream=stream, seq=seq, labels={"site": site},
-                           devices=gpu_devices(gpus, model), device=[r["device"] for r in chunk],
+                           devices=gpu_devices(gpus, model, metered), device=[r["device"] for r in chunk],
                            ts=[r["ts"] for r in chunk], power_w=[r["power_w"] for r in chunk],
                            util=[r["util"] for r in chunk])
         ledger.ingest([batch])

@@ -8,16 +8,20 @@ rows."""
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import ledgerkit
 import pytest
+import yaml
 from ledgerkit import book_readings, line_readings, make_sites, open_ledger
 
 from tests.plan.plankit import IDLE_W, MODEL, SLOPE_W, utilization_at
+from wattledger import cli
 from wattledger.collector.accounting.history import GpuReading, model_days_from_readings
 from wattledger.collector.readmodel.history import LedgerHistory
 from wattledger.collector.service import Ledger
@@ -141,3 +145,90 @@ def test_a_local_day_is_the_sites_day(backend: ledgerkit.Backend) -> None:
     ledger = open_ledger(sites, now=T0 + 86400)
     book(ledger, readings, per_batch=5 * 100)
     assert_same_days(history(ledger).model_days("default"), reference(readings, zone=zone))
+
+
+OVERHEAD_W = 900.0
+
+
+def metered(steps: int, every_s: float = 10.0) -> list[dict[str, Any]]:
+    """The simulated node with its wall meter: the GPUs and the CPU plus OVERHEAD_W."""
+    return line_readings(steps, idle_w=IDLE_W, slope_w=SLOPE_W, utilization=utilization_at, every_s=every_s,
+                         t0=T0, gpus=GPUS, overhead_w=OVERHEAD_W)
+
+
+@pytest.mark.parametrize("per_batch", [6 * 7, 6 * 360], ids=["small batches", "an hour a batch"])
+def test_node_meters_give_the_node_overhead_per_model(backend: ledgerkit.Backend, per_batch: int) -> None:
+    readings = metered(steps=9000)  # 25 h at 10 s, every device at every tick
+    ledger = open_ledger(make_sites(), now=T0 + 2 * 86400)
+    book(ledger, readings, per_batch=per_batch)
+    read = history(ledger)
+    days = read.node_overhead_days("default")
+    assert [(d.model, d.day.isoformat(), d.nodes) for d in days] == [(MODEL, "2026-09-01", 1),
+                                                                      (MODEL, "2026-09-02", 1)]
+    assert sum(d.metered_seconds for d in days) == pytest.approx(8999 * 10.0)
+    [profile] = profiles_of(read.model_days("default"), days).values()
+    overhead = profile.node_overhead
+    assert overhead is not None
+    # node - GPUs: the CPU and the overhead, exactly (the trapezoids of a sum are the sum's)
+    assert overhead.overhead_w == pytest.approx(150.0 + OVERHEAD_W, rel=1e-9)
+    assert overhead.gpus_per_node == pytest.approx(GPUS) and overhead.nodes == 1
+    assert overhead.metered_node_hours == pytest.approx(8999 * 10.0 / 3600)
+    # the fleet's IT is the node meter's where it measured (never its parts plus the meter)
+    span = read.span("default")
+    assert span is not None
+    [fleet] = read.fleet("default", span.first, span.last).models
+    node_j = 0.0
+    for a, b in itertools.pairwise([r["power_w"] for r in readings if r["device"] == GPUS + 1]):
+        node_j += (a + b) / 2 * 10.0
+    assert fleet.it_energy_kwh == pytest.approx(node_j / 3.6e6, rel=1e-9)
+    assert fleet.servers == 1 and fleet.gpus == GPUS
+
+
+def test_a_meter_interval_its_parts_do_not_cover_is_left_out(backend: ledgerkit.Backend) -> None:
+    """The meter reads every 10 s, the GPUs and CPU every 10 s but starting 5 s later: each meter
+    interval's first half has no part readings before it in the first batch; later ones are
+    covered. Nothing is guessed, nothing counted twice."""
+    readings = metered(steps=60)
+    shifted = [dict(r, ts=r["ts"] + 5.0) if r["device"] <= GPUS else r for r in readings]
+    shifted.sort(key=lambda r: (r["ts"], r["device"]))
+    ledger = open_ledger(make_sites(), now=T0 + 86400)
+    book(ledger, [r for r in shifted if r["ts"] < T0 + 600], per_batch=10_000)
+    [day] = history(ledger).node_overhead_days("default")
+    # meter intervals (0,10] .. (580,590]; the parts cover [5, 595]: the first is left out
+    assert day.metered_seconds == pytest.approx(58 * 10.0)
+    overhead = (day.node_energy_j - day.gpu_energy_j) / day.metered_seconds
+    assert overhead == pytest.approx(150.0 + OVERHEAD_W, rel=0.05)  # the parts' shifted trapezoids
+
+
+def test_plan_from_the_ledger_with_measured_power(backend: ledgerkit.Backend, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """`wattledger plan --config` on the ledger the collector configuration names (a SQLite file,
+    or the PostgreSQL database): `power: measured` takes the fitted line and the node meters'
+    overhead; the measured fleet its own IT power."""
+    url = backend.reopenable(tmp_path)
+    site = {"timezone": "UTC", "currency": "USD", "pue": 1.5, "price_per_kwh": 0.1}
+    ledger = open_ledger(make_sites({"default": site}), db=url, now=T0 + 2 * 86400)
+    readings = metered(steps=9000)
+    book(ledger, readings, per_batch=6 * 600)
+    ledger.close()
+    expansion = {"name": "expansion", "servers": 10, "gpus_per_server": 8, "model": MODEL,
+                 "utilization": 0.5, "power": "measured", "capex_per_server": 1000, "depreciation_months": 12}
+    (tmp_path / "scenario.yaml").write_text(yaml.safe_dump(
+        {"site": "default", "start": "2026-10", "months": 2,
+         "fleet": [{"name": "existing", "measured": True}, expansion]}))
+    (tmp_path / "collector.yaml").write_text(yaml.safe_dump({"db": url, "sites": {"default": site}}))
+    rc = cli.main(["plan", "--scenario", str(tmp_path / "scenario.yaml"), "--config",
+                   str(tmp_path / "collector.yaml")])
+    out, err = capsys.readouterr()
+    assert (rc, err) == (0, ""), err
+    doc = json.loads(out)
+    existing, grown = doc["fleet"]
+    gpu_w = IDLE_W + SLOPE_W * 0.5
+    assert grown["gpu_power_w"] == pytest.approx(gpu_w, rel=1e-9)
+    assert grown["node_overhead_w"] == pytest.approx(150.0 + OVERHEAD_W, rel=1e-9)
+    assert grown["node_power_w"] == pytest.approx(8 * gpu_w + 150.0 + OVERHEAD_W, rel=1e-9)
+    assert grown["power"].startswith("measured: 57.0 + 333.0 x utilization W")
+    node_w = [r["power_w"] for r in readings if r["device"] == GPUS + 1]
+    mean_node_kw = sum((a + b) / 2 for a, b in itertools.pairwise(node_w)) / (len(node_w) - 1) / 1000
+    assert existing["it_kw"] == pytest.approx(mean_node_kw, rel=1e-9)
+    assert existing["gpus"] == GPUS and existing["servers"] == 1

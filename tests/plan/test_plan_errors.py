@@ -20,7 +20,6 @@ from plankit import (
     IDLE_W,
     MODEL,
     SLOPE_W,
-    measured_history,
     plan,
     scenario,
     site,
@@ -30,9 +29,7 @@ from plankit import (
 
 from tests.collector.ledgerkit import book_readings, line_readings, make_sites
 from wattledger import cli
-from wattledger.collector.accounting.history import MeasuredHistory
 from wattledger.collector.service import Ledger
-from wattledger.plan import ledger as plan_ledger
 from wattledger.plan.build import issue_fields
 from wattledger.plan.scenario import ScenarioError
 
@@ -109,13 +106,16 @@ def test_a_bad_scenario_is_one_line_naming_the_field(
     assert all(issue["reason"] for issue in issue_fields(caught.value))
 
 
-def real_ledger(tmp: Path, days: float, every_s: float) -> None:
+def real_ledger(tmp: Path, days: float, every_s: float, overhead_w: float | None = None) -> None:
     """The configured ledger file (site dc1), booked by the collector's Bookkeeper from batches
-    of one GPU whose power is exactly on the line, from 2026-09-01 on."""
+    of one GPU whose power is exactly on the line (and, with ``overhead_w``, its node's wall
+    meter), from 2026-09-01 on."""
     t0 = datetime(2026, 9, 1, tzinfo=UTC).timestamp()
-    ledger = Ledger(f"sqlite:///{tmp}/ledger.db", make_sites({"dc1": site()}), [], clock=lambda: t0)
+    ledger = Ledger(f"sqlite:///{tmp}/ledger.db", make_sites({"dc1": site()}), [], clock=lambda: t0,
+                    max_gap_seconds=120)  # readings a minute apart are measured by their trapezoids
     readings = line_readings(int(days * 86400 / every_s), idle_w=IDLE_W, slope_w=SLOPE_W,
-                             utilization=utilization_at, every_s=every_s, t0=t0, gpus=1)
+                             utilization=utilization_at, every_s=every_s, t0=t0, gpus=1,
+                             overhead_w=overhead_w)
     book_readings(ledger, readings, 2000, model=MODEL, gpus=1, site="dc1")
     ledger.close()
 
@@ -270,16 +270,8 @@ def test_the_real_command_exits_2_with_one_line_and_writes_reports(tmp_path: Pat
     assert csv.returncode == 0 and csv.stdout.splitlines()[-1].startswith("total,80,")
 
 
-def with_history(monkeypatch: pytest.MonkeyPatch, history: MeasuredHistory) -> None:
-    """The command line's ledger as the read model hands it over (the real interface), for what
-    this version's ledger does not book yet (node meters beside their GPUs)."""
-    monkeypatch.setattr(plan_ledger.LedgerOpener, "__call__", lambda self: history)
-
-
-def test_the_model_named_in_the_ledger_plans(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    with_history(monkeypatch, measured_history())
+def test_the_model_named_in_the_ledger_plans(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    real_ledger(tmp_path, days=3, every_s=60, overhead_w=900.0)  # with the node's wall meter
     rc, out, err = run(write(tmp_path, scenario(entry(model=MODEL, power="measured"))), capsys)
     assert (rc, err) == (0, "")
     assert json.loads(out)["fleet"][0]["power"].startswith("measured: 57.0 + 333.0 x utilization W")

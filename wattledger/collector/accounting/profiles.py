@@ -8,12 +8,16 @@ booked them, or in which order (docs/planning.md, "The ledger's statistics"):
 - part ``all`` (bin 0): ``n, Σu, Σp, Σu², Σup, Σp²`` over the GPU readings that have both a
   utilization (0..1) and a power; the readings under 5 % utilization (``idle_n``, ``idle_sum_p``);
   the first and last such reading; the GPU intervals' measured seconds and energy (``gpu_s``,
-  ``gpu_j``), those closed by a reading under 5 % (``idle_s``, ``idle_j``: idle but powered); and
-  ``it_j``, the IT energy of every device of the nodes whose GPUs are that model;
+  ``gpu_j``), those closed by a reading under 5 % (``idle_s``, ``idle_j``: idle but powered);
+  ``it_j``, the energy of the parts (``gpu``, ``cpu``, ``host``) of the nodes whose GPUs are that
+  model; and, over the node meters' intervals that every part of their node covers
+  (``nodemeters.py``), the meters' seconds and energy and the parts' and GPUs' energy and
+  GPU-seconds in them (``meter_*``): the node overhead;
 - part ``util`` (bin 0..19): readings and their power sum per 5 % utilization bin;
 - part ``power`` (bin 0..300): readings per 10 W power bin (the last: 3 kW and above);
 - part ``gpu`` (bin = the device's ledger slot): its readings of that day, so the day's
-  distinct GPUs are its ``gpu`` rows.
+  distinct GPUs are its ``gpu`` rows; part ``node`` (bin = the node meter's slot): its covered
+  intervals of that day, so the day's distinct metered nodes are its ``node`` rows.
 
 An interval belongs to the local day of the reading that closes it (an interval across
 midnight, normally a second long, is not split).
@@ -21,23 +25,31 @@ midnight, normally a second long, is not split).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 import numpy as np
+import numpy.typing as npt
 
 from wattledger.collector.accounting.aggregation import Floats, Ints
 from wattledger.collector.accounting.history import IDLE_UTILIZATION, POWER_BIN_W, POWER_BINS, UTIL_BINS
 from wattledger.collector.accounting.intervals import Intervals
+from wattledger.collector.accounting.nodemeters import covered_meter_intervals
+
+Bools = npt.NDArray[np.bool_]
+#: the kinds whose energy is a node's parts (a ``node`` device is the whole node's wall power)
+PART_KINDS = frozenset({"gpu", "cpu", "host"})
 
 #: the table's value columns, in order, after the key (site, model, day, part, bin)
 VALUE_COLUMNS = ("n", "sum_u", "sum_p", "sum_uu", "sum_up", "sum_pp", "idle_n", "idle_sum_p",
-                 "gpu_s", "gpu_j", "idle_s", "idle_j", "it_j", "first_ts", "last_ts")
+                 "gpu_s", "gpu_j", "idle_s", "idle_j", "it_j", "meter_s", "meter_j", "meter_parts_j",
+                 "meter_gpu_j", "meter_gpu_s", "first_ts", "last_ts")
 KEY_COLUMNS = ("site", "model", "day", "part", "bin")
 #: the additive columns (all but first_ts and last_ts)
 SUM_COLUMNS = VALUE_COLUMNS[:-2]
+_AT = {name: i for i, name in enumerate(SUM_COLUMNS)}
 _DAY_CACHE_LIMIT = 100_000
 
 
@@ -71,6 +83,9 @@ class GroupDevices:
     model: Ints       # index into ``models`` of a GPU; -1 for every other kind
     node_model: Ints  # the model of the GPUs of the device's node; -1: a node without GPUs
     slot: Ints        # the device's ledger slot
+    node: Ints        # the device's node, numbered within the group
+    is_meter: Bools   # a ``node`` device: the node's wall power
+    is_part: Bools    # a ``gpu``, ``cpu`` or ``host`` device: a part of the node's IT
 
 
 def _groups(keys: Sequence[Ints]) -> tuple[Ints, Ints]:
@@ -144,7 +159,7 @@ def plan_rows(kept_device: Ints, kept_group: Ints, kept_ts: Floats, kept_power_w
             text_day[d] = date.fromordinal(d).isoformat()
         return site_names[s], models[m], text_day[d]
 
-    zero: tuple[float | int, ...] = (0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    zero: tuple[float | int, ...] = _zeros()
     totals: dict[tuple[int, int, int], list[float | int]] = {}
     extremes: dict[tuple[int, int, int], tuple[float, float]] = {}
     idx = np.flatnonzero(line)
@@ -162,7 +177,7 @@ def plan_rows(kept_device: Ints, kept_group: Ints, kept_ts: Floats, kept_power_w
         np.maximum.at(last, inverse, ts)
         for g, (s, m, d) in enumerate(unique.tolist()):
             totals[(s, m, d)] = [int(n[g]), float(su[g]), float(sp[g]), float(suu[g]), float(sup[g]),
-                                 float(spp[g]), int(idle_n[g]), float(idle_p[g]), 0.0, 0.0, 0.0, 0.0, 0.0]
+                                 float(spp[g]), int(idle_n[g]), float(idle_p[g]), *_zeros()[8:]]
             extremes[(s, m, d)] = (float(first[g]), float(last[g]))
         base = [key(s, m, d) for s, m, d in unique.tolist()]
         ubin = np.clip((u * UTIL_BINS).astype(np.int64), 0, UTIL_BINS - 1)
@@ -176,10 +191,47 @@ def plan_rows(kept_device: Ints, kept_group: Ints, kept_ts: Floats, kept_power_w
                                                                    extremes_of=ts):
             rows.append((*base[g], "gpu", slot, int(count), *zero[1:], seen_first, seen_last))
     _add_intervals(totals, iv, devices, site, day, kept_ts, kept_util, clocks)
+    rows.extend(_add_meters(totals, iv, devices, site, kept_ts, clocks, key))
     for (s, m, d), values in sorted(totals.items()):
         span = extremes.get((s, m, d))
         rows.append((*key(s, m, d), "all", 0, *values, *(span if span is not None else (None, None))))
     return rows
+
+
+def _zeros() -> tuple[float | int, ...]:
+    """The additive columns at zero (counts as integers)."""
+    return tuple(0 if name in ("n", "idle_n") else 0.0 for name in SUM_COLUMNS)
+
+
+def _add_meters(totals: dict[tuple[int, int, int], list[float | int]], iv: Intervals, devices: GroupDevices,
+                site: Ints, kept_ts: Floats, clocks: Sequence[DayClock],
+                key: Callable[[int, int, int], tuple[str, str, str]]) -> list[tuple[object, ...]]:
+    """Add the covered node-meter intervals into ``totals`` (each to its closing reading's day);
+    the ``node`` rows of the metered nodes."""
+    if not devices.is_meter.any() or not iv.reading.shape[0]:
+        return []
+    spans = covered_meter_intervals(iv, devices.node, devices.is_meter, devices.is_part, devices.model >= 0)
+    if not spans.meter.shape[0]:
+        return []
+    m_site = site[spans.reading]
+    m_model = devices.node_model[spans.meter]
+    m_day = np.zeros(spans.meter.shape[0], dtype=np.int64)
+    for s in np.unique(m_site).tolist():
+        mask = m_site == s
+        m_day[mask] = clocks[s].days(kept_ts[spans.reading[mask]])
+    unique, inverse = _groups((m_site, m_model, m_day))
+    sums = _sums(inverse, unique.shape[0],
+                 (spans.seconds, spans.node_j, spans.parts_j, spans.gpu_j, spans.gpu_s))
+    for g, (s, m, d) in enumerate(unique.tolist()):
+        row = totals.setdefault((s, m, d), list(_zeros()))
+        for name, values in zip(("meter_s", "meter_j", "meter_parts_j", "meter_gpu_j", "meter_gpu_s"), sums,
+                                strict=True):
+            row[_AT[name]] += float(values[g])
+    base = [key(s, m, d) for s, m, d in unique.tolist()]
+    ones = np.ones(spans.meter.shape[0])
+    slots = devices.slot[spans.meter]
+    return [(*base[g], "node", slot, int(count), *_zeros()[1:], None, None)
+            for g, slot, (count,), _ in _within(inverse, slots, int(slots.max()) + 1, ones)]
 
 
 def _add_intervals(totals: dict[tuple[int, int, int], list[float | int]], iv: Intervals,
@@ -210,14 +262,14 @@ def _add_intervals(totals: dict[tuple[int, int, int], list[float | int]], iv: In
     unique, inverse = _groups((iv_site[sel], node_model[sel], iv_day[sel]))
     gs, gj, is_, ij, it = _sums(inverse, unique.shape[0], (
         seconds[sel], gpu_j[sel], np.where(idle, seconds, 0.0)[sel], np.where(idle, gpu_j, 0.0)[sel],
-        iv.energy_j[sel]))
+        np.where(devices.is_part[iv.slot], iv.energy_j, 0.0)[sel]))
     for g, (s, m, d) in enumerate(unique.tolist()):
-        row = totals.setdefault((s, m, d), [0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
-        row[8] += float(gs[g])
-        row[9] += float(gj[g])
-        row[10] += float(is_[g])
-        row[11] += float(ij[g])
-        row[12] += float(it[g])
+        row = totals.setdefault((s, m, d), list(_zeros()))
+        row[_AT["gpu_s"]] += float(gs[g])
+        row[_AT["gpu_j"]] += float(gj[g])
+        row[_AT["idle_s"]] += float(is_[g])
+        row[_AT["idle_j"]] += float(ij[g])
+        row[_AT["it_j"]] += float(it[g])
 
 
 def group_devices(kinds: Sequence[str], model_names: Sequence[str | None], nodes: Sequence[str],
@@ -233,5 +285,8 @@ def group_devices(kinds: Sequence[str], model_names: Sequence[str | None], nodes
         model[i] = models.setdefault(name or "unknown", len(models))
         node_of.setdefault(node, int(model[i]))
     node_model = np.array([node_of.get(node, -1) for node in nodes], dtype=np.int64)
-    return GroupDevices(model, node_model, slots)
+    numbers = {name: i for i, name in enumerate(dict.fromkeys(nodes))}
+    return GroupDevices(model, node_model, slots, np.array([numbers[n] for n in nodes], dtype=np.int64),
+                        np.array([k == "node" for k in kinds], dtype=bool),
+                        np.array([k in PART_KINDS for k in kinds], dtype=bool))
 

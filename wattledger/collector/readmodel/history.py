@@ -6,12 +6,15 @@ year of a big site is a few hundred thousand rows, read once per site and plan:
 
 - ``model_days``: a day's ``all`` row, its ``util`` and ``power`` bins (the histograms), and the
   number of its ``gpu`` rows (distinct GPUs);
+- ``node_overhead_days``: a day's node-meter sums (the meters' intervals that every part of the
+  node covers) and the number of its ``node`` rows (distinct metered nodes);
 - ``fleet``: the window's whole local days (from the day that holds ``since``): distinct GPUs
-  and their nodes, mean utilization, the GPUs' energy and their nodes' IT energy;
+  and their nodes, mean utilization, the GPUs' energy and their nodes' IT energy (their parts,
+  plus the overhead the node meters measured);
 - ``site_months``: per local month, the site's IT energy (the bill's ``usage`` rows) and the
-  idle-but-powered GPU-hours and energy. Cooling and facility meters, the outdoor sensor and
-  node meters are not booked per month by this version's ledger: those fields are None and
-  ``node_overhead_days`` is empty (docs/planning.md, "From the ledger").
+  idle-but-powered GPU-hours and energy. Cooling and facility meters and the outdoor sensor are
+  not booked per month by this version's ledger: those fields are None (docs/planning.md, "From
+  the ledger").
 """
 
 from __future__ import annotations
@@ -34,8 +37,11 @@ from wattledger.collector.accounting.history import (
 )
 from wattledger.collector.accounting.pricing import JOULES_PER_KWH
 from wattledger.collector.store.base import PlanReads, Row
+from wattledger.collector.store.sql import PLAN_VALUES
 
-_NODE = 19  # the position of a gpu row's node in sql.PLAN_ROWS
+#: positions in a row of sql.PLAN_ROWS: model, day, part, bin, the value columns, a gpu row's node
+_AT = {name: 4 + i for i, name in enumerate(PLAN_VALUES)}
+_NODE = 4 + len(PLAN_VALUES)
 
 
 @dataclass
@@ -47,13 +53,18 @@ class _Day:
     util_sum_p: list[float] | None = None
     power_hist: list[int] | None = None
     gpus: dict[int, str | None] | None = None
+    nodes: set[int] | None = None  # the day's metered nodes (their meters' slots)
 
     def stats(self) -> PowerStats:
         a = self.all
-        if a is None or not a[4]:
+        if a is None or not a[_AT["n"]]:
             return PowerStats()
-        return PowerStats(int(a[4]), float(a[5]), float(a[6]), float(a[7]), float(a[8]), float(a[9]),
-                          int(a[10]), float(a[11]), a[17], a[18],
+        def value(name: str) -> float:
+            return float(a[_AT[name]])
+
+        return PowerStats(int(a[_AT["n"]]), value("sum_u"), value("sum_p"), value("sum_uu"), value("sum_up"),
+                          value("sum_pp"), int(a[_AT["idle_n"]]), value("idle_sum_p"),
+                          a[_AT["first_ts"]], a[_AT["last_ts"]],
                           tuple(self.util_n or (0,) * UTIL_BINS),
                           tuple(self.util_sum_p or (0.0,) * UTIL_BINS),
                           tuple(self.power_hist or (0,) * (POWER_BINS + 1)))
@@ -81,11 +92,14 @@ class LedgerHistory:
             elif part == "util" and 0 <= bin_ < UTIL_BINS:
                 held.util_n = held.util_n or [0] * UTIL_BINS
                 held.util_sum_p = held.util_sum_p or [0.0] * UTIL_BINS
-                held.util_n[bin_] += int(row[4])
-                held.util_sum_p[bin_] += float(row[6])
+                held.util_n[bin_] += int(row[_AT["n"]])
+                held.util_sum_p[bin_] += float(row[_AT["sum_p"]])
             elif part == "power" and 0 <= bin_ <= POWER_BINS:
                 held.power_hist = held.power_hist or [0] * (POWER_BINS + 1)
-                held.power_hist[bin_] += int(row[4])
+                held.power_hist[bin_] += int(row[_AT["n"]])
+            elif part == "node":
+                held.nodes = held.nodes or set()
+                held.nodes.add(bin_)
             elif part == "gpu":
                 held.gpus = held.gpus or {}
                 held.gpus[bin_] = None if row[_NODE] is None else str(row[_NODE])
@@ -99,8 +113,8 @@ class LedgerHistory:
 
     def span(self, site: str) -> LedgerSpan | None:
         rows = [d.all for d in self._site_days(site).values() if d.all is not None]
-        firsts = [r[17] for r in rows if r[17] is not None]
-        lasts = [r[18] for r in rows if r[18] is not None]
+        firsts = [r[_AT["first_ts"]] for r in rows if r[_AT["first_ts"]] is not None]
+        lasts = [r[_AT["last_ts"]] for r in rows if r[_AT["last_ts"]] is not None]
         if not firsts or not lasts:
             return None
         return LedgerSpan(float(min(firsts)), float(max(lasts)))
@@ -108,10 +122,20 @@ class LedgerHistory:
     def model_days(self, site: str) -> Sequence[ModelDay]:
         return [ModelDay(model, day, len(held.gpus or {}), held.stats())
                 for (model, day), held in sorted(self._site_days(site).items())
-                if held.all is not None and held.all[4]]
+                if held.all is not None and held.all[_AT["n"]]]
 
     def node_overhead_days(self, site: str) -> Sequence[NodeOverheadDay]:
-        return ()  # the node meters' energy beside their GPUs' is not booked per model and day yet
+        out = []
+        for (model, day), held in sorted(self._site_days(site).items()):
+            a = held.all
+            if a is None or not a[_AT["meter_s"]]:
+                continue
+            out.append(NodeOverheadDay(model, day, nodes=len(held.nodes or ()),
+                                       metered_seconds=float(a[_AT["meter_s"]]),
+                                       node_energy_j=float(a[_AT["meter_j"]]),
+                                       gpu_energy_j=float(a[_AT["meter_gpu_j"]]),
+                                       gpu_seconds=float(a[_AT["meter_gpu_s"]])))
+        return out
 
     def fleet(self, site: str, since: float, until: float) -> MeasuredFleet:
         zone = self._zone(site)
@@ -124,17 +148,22 @@ class LedgerHistory:
             if not first_day <= day <= last_day or held.all is None:
                 continue
             a = held.all
-            sums = models.setdefault(model, [0.0, 0.0, 0.0, 0.0])
-            sums[0] += float(a[4])
-            sums[1] += float(a[5])
-            sums[2] += float(a[13])
-            sums[3] += float(a[16])
+            sums = models.setdefault(model, [0.0, 0.0, 0.0, 0.0, 0.0])
+            sums[0] += float(a[_AT["n"]])
+            sums[1] += float(a[_AT["sum_u"]])
+            sums[2] += float(a[_AT["gpu_j"]])
+            sums[3] += float(a[_AT["it_j"]])
+            sums[4] += float(a[_AT["meter_j"]]) - float(a[_AT["meter_parts_j"]])
             gpus.setdefault(model, {}).update(held.gpus or {})
-            if a[17] is not None:
-                earliest = float(a[17]) if earliest is None else min(earliest, float(a[17]))
+            if a[_AT["first_ts"]] is not None:
+                first = float(a[_AT["first_ts"]])
+                earliest = first if earliest is None else min(earliest, first)
         out = []
         for model in sorted(models):
-            n, sum_u, gpu_j, it_j = models[model]
+            n, sum_u, gpu_j, parts_j, metered_overhead_j = models[model]
+            # a node's IT: its parts, and where a node meter measured it, the meter (DESIGN.md,
+            # "The whole node"): the measured overhead added, never below the parts
+            it_j = parts_j + max(metered_overhead_j, 0.0)
             seen = gpus.get(model, {})
             out.append(FleetModel(model=model, gpus=len(seen),
                                   servers=len({node for node in seen.values() if node is not None}),
@@ -154,8 +183,8 @@ class LedgerHistory:
             sums = months.setdefault(key, [0.0, 0.0, 0.0])
             days.setdefault(key, set()).add(day)
             if held.all is not None:
-                sums[1] += float(held.all[14])
-                sums[2] += float(held.all[15])
+                sums[1] += float(held.all[_AT["idle_s"]])
+                sums[2] += float(held.all[_AT["idle_j"]])
         for month, it_j, _cooling_j in self._reads.usage_months(site):
             months.setdefault(str(month), [0.0, 0.0, 0.0])[0] += float(it_j)
         return [SiteMonth(month=month, days=len(days.get(month, ())), it_kwh=it_j / JOULES_PER_KWH,

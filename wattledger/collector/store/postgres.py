@@ -162,7 +162,7 @@ _ADD_SITE_TOTALS = (
     "cooling_cost = site_totals.cooling_cost + excluded.cooling_cost, "
     "carbon_g = site_totals.carbon_g + excluded.carbon_g")
 _PLAN_TYPES = ("text", "text", "text", "text", "bigint", "bigint", *("float8",) * 5, "bigint",
-               *("float8",) * 8)
+               *("float8",) * 13)
 _ADD_PLAN = (
     f"INSERT INTO plan_days ({', '.join(sql.PLAN_KEYS + sql.PLAN_VALUES)}) "
     f"SELECT * FROM unnest({', '.join(f'%s::{t}[]' for t in _PLAN_TYPES)}) "

@@ -52,7 +52,8 @@ DROP_QUARTERS = "DELETE FROM quarters WHERE start_minute < {P}"
 #: the plan's statistics (``plan_days``): key and value columns (accounting/profiles.py)
 PLAN_KEYS = ("site", "model", "day", "part", "bin")
 PLAN_VALUES = ("n", "sum_u", "sum_p", "sum_uu", "sum_up", "sum_pp", "idle_n", "idle_sum_p", "gpu_s", "gpu_j",
-               "idle_s", "idle_j", "it_j", "first_ts", "last_ts")
+               "idle_s", "idle_j", "it_j", "meter_s", "meter_j", "meter_parts_j", "meter_gpu_j",
+               "meter_gpu_s", "first_ts", "last_ts")
 #: on a row that exists: sums added; first and last reading the earlier and the later (NULL: none)
 PLAN_MERGE = (
     f"ON CONFLICT ({', '.join(PLAN_KEYS)}) DO UPDATE SET "
