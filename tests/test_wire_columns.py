@@ -80,6 +80,19 @@ def test_every_value_arrives_as_it_was_read() -> None:
     assert bool(cols.has_clock_events[0])
 
 
+def refusal_of(column: contract.ReadingColumn, value: float | int, now: float) -> wire.BatchError:
+    """The collector's refusal of the agent's batch with ``value`` put in ``column`` as sent."""
+    doc = body_of([DeviceReading(device=GPU, ts=now - 1, **EVERY_VALUE)])
+    readings = doc["readings"]
+    assert isinstance(readings, dict)
+    readings[column.name] = [value]
+    try:
+        wire.validate(orjson.dumps(doc), now)
+    except wire.BatchError as refused:
+        return refused
+    raise AssertionError(f"{column.name} = {value} was accepted")
+
+
 @pytest.mark.parametrize("column", [c for c in VALUE_COLUMNS if c.non_negative or c.ratio],
                          ids=lambda c: c.name)
 def test_a_bound_the_decoder_refuses_the_encoder_leaves_out(column: contract.ReadingColumn) -> None:
@@ -87,15 +100,27 @@ def test_a_bound_the_decoder_refuses_the_encoder_leaves_out(column: contract.Rea
     refuses the batch, so the agent writes it as null (the other values of the reading stay)."""
     now = time.time()
     bad: float | int = -1 if column.type == "uint64" else (1.5 if column.ratio else -1.0)
-    good = body_of([DeviceReading(device=GPU, ts=now - 1, **EVERY_VALUE)])
-    readings = good["readings"]
-    assert isinstance(readings, dict)
-    readings[column.name] = [bad]
-    with pytest.raises(wire.BatchError) as refused:
-        wire.validate(orjson.dumps(good), now)
-    assert refused.value.status == 422 and column.name in str(refused.value.field)
+    refused = refusal_of(column, bad, now)
+    assert refused.status == 422 and column.name in str(refused.field)
     cleaned = body_of([DeviceReading(device=GPU, ts=now - 1, **{**EVERY_VALUE, column.attribute: bad})])
     kept = wire.validate(orjson.dumps(cleaned), now).columns
     value = getattr(kept, column.name)[0]
     assert (not kept.has_clock_events[0]) if column.type == "uint64" else math.isnan(value)
     assert float(kept.ts[0]) == now - 1 and (column.name == "power_w" or float(kept.power_w[0]) == 512.5)
+
+
+@pytest.mark.parametrize("column", [c for c in VALUE_COLUMNS if c.maximum is not None], ids=lambda c: c.name)
+def test_a_value_past_the_tables_maximum_is_refused_and_left_out(column: contract.ReadingColumn) -> None:
+    """A power or energy no source measures (1e300 W was booked, and made the CSV report a 500):
+    the collector refuses it, the agent writes it as null."""
+    assert column.maximum is not None
+    now = time.time()
+    bad = column.maximum * 10
+    refused = refusal_of(column, bad, now)
+    assert refused.status == 422 and refused.field == f"readings.{column.name}.0"
+    assert f"is more than {column.maximum:g} {column.unit}" in refused.reason
+    with pytest.raises(AssertionError, match="accepted"):  # the maximum itself is a value
+        refusal_of(column, column.maximum, now)
+    cleaned = body_of([DeviceReading(device=GPU, ts=now - 1, **{**EVERY_VALUE, column.attribute: bad})])
+    kept = wire.validate(orjson.dumps(cleaned), now).columns
+    assert math.isnan(getattr(kept, column.name)[0])

@@ -109,6 +109,9 @@ class ReadingColumn:
     nullable: bool = True  # an entry may be null: not measured at that reading
     non_negative: bool = False
     ratio: bool = False  # a fraction, 0..1
+    #: the largest value a reading can have: more is a broken source, never a measurement, and
+    #: once booked it would stay in the ledger's sums (1e300 W made every CSV report a 500)
+    maximum: float | None = None
     latest: bool = False  # the collector keeps each device's latest value (/v1/nodes, /metrics)
 
 
@@ -118,8 +121,10 @@ class ReadingColumn:
 READING_COLUMNS: tuple[ReadingColumn, ...] = (
     ReadingColumn("device", "int", "position", "device", required=True, nullable=False, non_negative=True),
     ReadingColumn("ts", "float", "s", "ts", required=True, nullable=False, non_negative=True),
-    ReadingColumn("power_w", "float", "W", "power_w", required=True, non_negative=True),
-    ReadingColumn("energy_j", "float", "J", "energy_j", non_negative=True),  # the cumulative counter
+    # power: a GW is more than any site's meter reads; energy: 1e18 J is 32 GW for a year
+    ReadingColumn("power_w", "float", "W", "power_w", required=True, non_negative=True, maximum=1e9),
+    ReadingColumn("energy_j", "float", "J", "energy_j", non_negative=True,  # the cumulative counter
+                  maximum=1e18),
     ReadingColumn("temp_c", "float", "°C", "temp_c", latest=True),
     ReadingColumn("util", "float", "ratio", "util", ratio=True, latest=True),
     ReadingColumn("mem_temp_c", "float", "°C", "mem_temp_c", latest=True),

@@ -79,6 +79,8 @@ FLOAT_COLUMNS = tuple(c.name for c in VALUE_COLUMNS if c.type == "float")
 NON_NEGATIVE = tuple(c.name for c in VALUE_COLUMNS if c.non_negative and c.type == "float")
 #: columns whose values must lie in 0..1
 RATIOS = tuple(c.name for c in VALUE_COLUMNS if c.ratio)
+#: (column, the largest value it takes) of the columns with a maximum
+MAXIMA = tuple((c.name, c.maximum, c.unit) for c in VALUE_COLUMNS if c.maximum is not None)
 
 #: strict: JSON true/false and numeric strings are refused where a number is due (an integer
 #: is still a number where a float is due); no NaN or infinity
@@ -476,6 +478,8 @@ def _clearly_valid(cols: Columns, n_devices: int, now: float) -> bool:
         return False
     if np.fmax.reduce(np.concatenate([getattr(cols, name) for name in RATIOS])) > 1:
         return False
+    if any(np.fmax.reduce(getattr(cols, name)) > most for name, most, _ in MAXIMA):
+        return False
     if float(cols.ts.max()) > now + MAX_FUTURE_SECONDS or float(cols.ts.min()) < 0:
         return False
     order = np.argsort(device, kind="stable")  # by device, keeping batch order
@@ -507,6 +511,13 @@ def _find_offender(cols: Columns, devices: Sequence[DeviceInfo], now: float) -> 
             i = int(np.argmax(bad))
             raise invalid(f"readings.{name}.{i}",
                           f"the {ordinal(i + 1)} reading: {name} {float(values[i])} is outside 0..1")
+    for name, most, unit in MAXIMA:
+        values = getattr(cols, name)
+        bad = values > most
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise invalid(f"readings.{name}.{i}", f"the {ordinal(i + 1)} reading: {name} "
+                          f"{float(values[i]):g} is more than {most:g} {unit}, which no source measures")
     if n:
         ahead = cols.ts > now + MAX_FUTURE_SECONDS
         if ahead.any():

@@ -158,6 +158,7 @@ HOSTILE_BODIES: dict[str, Any] = {
     "index 2^40": lambda seq: _text(_set(batch(seq=seq), "devices.0.index", 2**40)),
     "clock_events 2^70": lambda seq: _text(_set(batch(seq=seq), "readings.clock_events", [2**70] * 4)),
     "seq 2^64": lambda seq: _text(_set(batch(seq=seq), "seq", 2**64)),
+    "power_w 1e300": lambda seq: _text(_set(batch(seq=seq), "readings.power_w.2", 1e300)),
     "node twice": _node_twice,
 }
 

@@ -112,6 +112,8 @@ def test_csv_rounds_money_to_each_currencys_minor_unit(collector: Collector_, gr
     (12.345, "USD", "12.35"), (12.3449, "USD", "12.34"), (0.5, "USD", "0.50"), (-2.675, "EUR", "-2.68"),
     (1234.5, "JPY", "1235"), (1234.4999, "JPY", "1234"), (1.2345, "BHD", "1.235"), (7.0, "KWD", "7.000"),
     (3.14159, "XAU", "3.14159"),  # gold: ISO 4217 gives no minor unit, nothing to round to
+    (1e27, "USD", "1000000000000000000000000000.00"),  # past decimal's default 28 digits
+    (-1e30, "BHD", "-1000000000000000000000000000000.000"),
 ])
 def test_minor_units_come_from_iso_4217(amount: float, currency: str, text: str) -> None:
     assert round_money(amount, currency) == text

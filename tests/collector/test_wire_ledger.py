@@ -166,6 +166,9 @@ HOSTILE: dict[str, tuple[str, Any]] = {
     "index 2^40": ("devices.0.index", 2**40),
     "clock_events 2^70": ("readings.clock_events", [2**70] * 4),
     "seq 2^64": ("seq", 2**64),
+    # no source measures these: once booked they stayed in every sum (the CSV report was a 500)
+    "power_w 1e300": ("readings.power_w", [1e300] * 4),
+    "energy_j past 1e18": ("readings.energy_j", [1e3, 2e18, 3e18, 4e18]),
 }
 
 

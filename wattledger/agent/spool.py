@@ -61,6 +61,7 @@ _ENCODED = tuple((c.name, c.attribute) for c in contract.VALUE_COLUMNS)
 _REQUIRED = frozenset(c.name for c in contract.VALUE_COLUMNS if c.required)
 _NON_NEGATIVE = frozenset(c.name for c in contract.VALUE_COLUMNS if c.non_negative)
 _RATIOS = frozenset(c.name for c in contract.VALUE_COLUMNS if c.ratio)
+_MAXIMA = {c.name: c.maximum for c in contract.VALUE_COLUMNS if c.maximum is not None}
 _UINT64 = frozenset(c.name for c in contract.VALUE_COLUMNS if c.type == "uint64")
 
 # SQLite primary result codes that mean "this file is damaged", as opposed to busy, locked,
@@ -141,6 +142,8 @@ def _clean(name: str, value: float | int | None) -> float | int | None:
     if name in _NON_NEGATIVE and value < 0:
         return None
     if name in _RATIOS and not 0 <= value <= 1:
+        return None
+    if name in _MAXIMA and value > _MAXIMA[name]:
         return None
     if name in _UINT64 and (isinstance(value, bool) or not isinstance(value, int)
                             or value > contract.MAX_CLOCK_EVENTS):

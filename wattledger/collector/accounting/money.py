@@ -11,7 +11,7 @@ currencies: IQD is 3 in ISO 4217, 0 in CLDR).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 from functools import cache
 from typing import Any
 
@@ -52,7 +52,10 @@ def round_money(amount: float, currency: str) -> str:
     places = minor_units(currency)
     if places is None:
         return str(exact)
-    return str(exact.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP))
+    # quantize needs every digit of the result within the context's precision (28 by default:
+    # 1e27 dollars to the cent would raise); a float has at most 309 integer digits
+    with localcontext(prec=400):
+        return str(exact.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP))
 
 
 def for_csv(row: Mapping[str, Any]) -> dict[str, Any]:
