@@ -17,7 +17,7 @@ from typing import Any
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 
-from dashboards import cost, fleet, health
+from dashboards import chargeback, cost, fleet, health
 
 OUT = Path(__file__).resolve().parent / "json"
 GRID_WIDTH = 24
@@ -29,6 +29,7 @@ def boards(currency: str) -> dict[str, Callable[[], db.Dashboard]]:
         "fleet-power-thermal.json": fleet.build,
         "energy-cost-plan.json": lambda: cost.build(currency),
         "health.json": health.build,
+        "chargeback.json": lambda: chargeback.build(currency),
     }
 
 

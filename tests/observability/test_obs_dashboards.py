@@ -144,3 +144,21 @@ def test_agent_panels_count_agents_without_a_site_label_as_site_default() -> Non
             assert "and on (node) wattledger_node_last_seen_timestamp_seconds{" in expr, f"{name} / {title}"
             after = expr[m.end():m.end() + 80]
             assert 'site=~"$site"' in after or 'node=~"$node"' in after, f"{name} / {title}"
+
+
+def test_the_chargeback_board_shows_teams_budgets_waste_and_links_the_ledgers_jobs() -> None:
+    board = dashboards()["chargeback.json"]
+    exprs = _exprs("chargeback.json")
+    for metric in ("wattledger_team_month_cost", "wattledger_team_plan_cost_to_date",
+                   "wattledger_team_plan_cost", "wattledger_team_forecast_cost",
+                   "wattledger_team_idle_gpu_seconds_total",
+                   "wattledger_team_gpu_seconds_total", "wattledger_team_energy_joules_total",
+                   "wattledger_idle_energy_joules_total"):
+        assert metric in exprs, metric
+    # jobs and pods are never labels: no query groups by them
+    for group in re.findall(r"\bby \(([^)]*)\)", exprs):
+        assert not {"job", "pod", "namespace", "user", "account"} & {k.strip() for k in group.split(",")}
+    links = [link["url"] for p in panels(board) for link in p.get("links", [])]
+    assert any(u.startswith("${collector}/v1/jobs?site=") and u.endswith("&format=csv") for u in links)
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    assert variables["collector"]["type"] == "textbox"
