@@ -65,3 +65,10 @@ def test_a_reserved_name_in_the_config_file_names_the_file_and_line(tmp_path: Pa
 def test_a_reserved_name_from_the_environment_names_the_variable() -> None:
     with pytest.raises(ConfigError, match=r"^WATTLEDGER_LABEL: 'le' is reserved"):
         settings("--node", "n1", env={"WATTLEDGER_LABEL": "site=dc1,le=2"})
+
+
+@pytest.mark.parametrize("label", ["site=", "cluster=  "])
+def test_an_empty_value_is_refused(label: str) -> None:
+    # `--label site=$SITE` with SITE unset: the collector refused every batch (unknown site '')
+    with pytest.raises(ConfigError, match=r"^--label: '\w+' has an empty value"):
+        settings("--node", "n1", "--label", label)

@@ -92,6 +92,9 @@ def agent_label(raw: object) -> tuple[str, str]:
         raise ValueError(f"{problem}; choose another label name")
     if name in RESERVED_LABELS:
         raise ValueError(f"{name!r} is set by the agent itself; choose another label name")
+    if not value:  # `site=$SITE` with SITE unset: every batch would be refused as site ''
+        raise ValueError(f"{name!r} has an empty value (Prometheus reads an empty label as no label): "
+                         "give a value or leave the label out")
     return name, value
 
 
