@@ -64,3 +64,9 @@ def test_ledger_growth_with_and_without_roll_up() -> None:
               "--rollup-after-days", "10")
     assert "bytes per GPU per month" in out
     assert "identical with and without roll-up: yes" in out
+
+
+def test_remote_write_books_dcgm_samples_and_times_decoding() -> None:
+    out = run("remote_write.py", "--repeats", "1", "--nodes", "3", "--gpus", "2", "--rounds", "2")
+    for line in ("collector ", "samples/s", "decode+map alone"):
+        assert line in out
