@@ -50,11 +50,11 @@ DEMAND_BUDGET = site_figure("wattledger_plan_demand_charge")
 PLAN_PER_HOUR = f"{site_figure('wattledger_plan_energy_cost')} / scalar(days_in_month() * 24)"
 
 
-def month_curve(metric: str) -> str:
-    """A month's site gauge at each step of a long range (months of a plan): its highest value in
-    the step, so the month's cost climbs to its month-end total and the plan steps at each
-    month's start, whatever step Grafana picks for the range."""
-    return f"max by (site, currency) (max_over_time({metric}{{{SITE_SEL}}}[$__interval]))"
+def month_curve(metric: str, by: str = "site, currency") -> str:
+    """A month's gauge at each step of a long range (months of a plan): its highest value in the
+    step, so the month's cost climbs to its month-end total and the plan steps at each month's
+    start, whatever step Grafana picks for the range."""
+    return f"max by ({by}) (max_over_time({metric}{{{SITE_SEL}}}[$__interval]))"
 
 
 def by_currency(expr: str) -> str:
@@ -148,6 +148,13 @@ def build(currency: str = "USD") -> db.Dashboard:
         "Month-to-date spend and the month-end forecast over the month's plan: a plan made by "
         "`wattledger plan` holds when the forecast stays under 100 % month after month.",
         steps((None, "green"), (0.95, "yellow"), (1.0, "red")), dashed_refs=["B"]))
+    team = "site, team, currency"
+    d = d.with_panel(per_currency(graph("Each team's month spend (solid) vs its plan (dashed)", [
+        Q(month_curve("wattledger_team_month_cost", team), "spent {{site}} / {{team}} {{currency}}"),
+        Q(month_curve("wattledger_team_plan_cost", team), "plan {{site}} / {{team}} {{currency}}")], money,
+        "The teams' budgets (plan entries with team:, docs/chargeback.md) beside each team's month cost "
+        "(its energy cost and demand-charge share), month by month as above.", dashed_refs=["B"],
+        width=24)))
 
     d = d.with_row(db.Row("Burn rate"))
     d = d.with_panel(per_currency(graph("Cost per hour (solid) vs the plan's hourly allowance (dashed)", [
