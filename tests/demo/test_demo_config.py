@@ -35,9 +35,16 @@ def test_collector_yaml_loads_with_the_collectors_settings_loader(
     assert site.week_prices[friday_noon] == pytest.approx(0.21)
     assert site.week_prices[sunday_noon] == pytest.approx(0.09)
     assert site.week_prices[friday_night] == pytest.approx(0.09)
-    # a plan for this month and the next
-    assert [(p.site, p.month) for p in settings.plan] == [("dc-east", "2026-11"), ("dc-east", "2026-12")]
-    assert all(p.cost == scenario.site.plan_cost for p in settings.plan)
+    # a plan for this month and the next, the site's and each team's
+    site_plan = [p for p in settings.plan if p.team is None]
+    assert [(p.site, p.month) for p in site_plan] == [("dc-east", "2026-11"), ("dc-east", "2026-12")]
+    assert all(p.cost == scenario.site.plan_cost for p in site_plan)
+    teams = {(p.team, p.month): p.cost for p in settings.plan if p.team is not None}
+    assert teams == {(t.name, m): t.plan_cost for t in scenario.teams for m in ("2026-11", "2026-12")}
+    assert len(scenario.teams) == 2 and sum(t.plan_cost for t in scenario.teams) < scenario.site.plan_cost
+    # the teams' jobs by Slurm account, and every team with a job on some server
+    assert settings.teams == {t.name: [{"account": t.account}] for t in scenario.teams}
+    assert {s.job.account for s in scenario.servers if s.job} == {t.account for t in scenario.teams}
 
 
 def test_the_yaml_holding_tokens_is_private(scenario: Scenario, state: DemoState, ports: Ports) -> None:
@@ -62,7 +69,10 @@ def test_agent_command_lines_are_accepted_by_the_agent(
         assert s.labels == {"site": "dc-east", "cluster": server.cluster}
         assert s.token == tokens[server.node]
         assert s.collector == (democonfig.collector_url(ports),)
-        assert s.source_names == ("simulated",)  # this machine's own CPU power is no server's
+        # this machine's own CPU power is no server's; a server with a job reads its prolog files
+        assert s.source_names == (("simulated", "slurm") if server.job else ("simulated",))
+        if server.job is not None:
+            assert s.slurm_job_dir == state.slurm_jobs(server.node)
         assert str(s.listen) == f"127.0.0.1:{ports.agents[server.node]}"
 
 

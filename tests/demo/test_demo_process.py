@@ -4,6 +4,7 @@ with it."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -109,6 +110,21 @@ def test_demo_shows_live_figures_and_ctrl_c_stops_everything(
     backfilled = outcomes()["accepted"]
     wait_for(lambda: outcomes()["accepted"] >= backfilled + 4, 30, "the live agents' batches booked", out)
     assert outcomes()["rejected_409"] == 0
+    # two teams with budgets: their jobs held the month's GPUs (backfill and live agents: one
+    # job each in the ledger), demo-gpu-04's are idle; teams add up to the site
+    base = f"http://127.0.0.1:{port[1]}"
+    with urllib.request.urlopen(f"{base}/v1/spend?group_by=team", timeout=10) as answer:
+        teams = {r["team"]: r for r in json.loads(answer.read())["rows"]}
+    with urllib.request.urlopen(f"{base}/v1/spend", timeout=10) as answer:
+        (site,) = json.loads(answer.read())["rows"]
+    assert set(teams) == {"nlp", "vision", "idle"}, teams
+    assert all(teams[t]["it_energy_kwh"] > 0 for t in teams)
+    assert teams["nlp"]["plan_cost"] > 0 and teams["vision"]["plan_cost"] > 0
+    assert sum(r["total_cost"] for r in teams.values()) == pytest.approx(site["total_cost"], rel=1e-6)
+    with urllib.request.urlopen(f"{base}/v1/jobs", timeout=10) as answer:
+        jobs = json.loads(answer.read())["jobs"]
+    assert sorted((j["node"], j["owner"]["job"]) for j in jobs) == [
+        ("demo-gpu-01", "1001"), ("demo-gpu-02", "1002"), ("demo-gpu-03", "1003")]
     time.sleep(2)  # a few samples each, still in their open batch: the stop must ship them
 
     os.killpg(proc.pid, signal.SIGINT)

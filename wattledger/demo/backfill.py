@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from wattledger.agent.settings import settings_from_argv
 from wattledger.agent.shipper import Backoff, HttpSender, Outcome, classify, parse_retry_after
@@ -56,9 +57,10 @@ def timestamps(start: float, end: float, step: float) -> list[float]:
 
 
 def node_batches(node: str, source: Source, devices: int, stream: str, labels: Mapping[str, str],
-                 ts: Sequence[float], first_seq: int = 1) -> Iterator[tuple[int, bytes]]:
+                 ts: Sequence[float], first_seq: int = 1,
+                 allocations: Sequence[Mapping[str, Any]] = ()) -> Iterator[tuple[int, bytes]]:
     """Sample ``source`` (of ``devices`` devices) at each of ``ts``; yield (readings, gzip'd
-    body) in seq order from ``first_seq``."""
+    body) in seq order from ``first_seq``, each batch carrying ``allocations``."""
     seq = first_seq
     device_dict = DeviceDicts()  # the same few devices in every sample: each dumped once
     per_batch = max(1, MAX_BATCH_READINGS // max(1, devices))
@@ -66,7 +68,7 @@ def node_batches(node: str, source: Source, devices: int, stream: str, labels: M
         samples = [encode_sample(source.sample(t).readings, device_dict)
                    for t in ts[first:first + per_batch]]
         for batch in build_batches(samples, MAX_BATCH_READINGS, MAX_BATCH_RAW_BYTES):
-            yield len(batch), batch.body(node, stream, seq, labels)
+            yield len(batch), batch.body(node, stream, seq, labels, allocations)
             seq += 1
 
 
@@ -142,6 +144,9 @@ class NodePlan:
     labels: Mapping[str, str]
     token: str
     start: float  # first reading's timestamp
+    #: what the server's batches carry: its job's allocation (the live agent's slurm source
+    #: sends the same, from the same start: one job in the ledger)
+    allocations: Sequence[Mapping[str, Any]] = ()
 
 
 def run_backfill(plans: Sequence[NodePlan], collector_url: str, end: float, step: float,
@@ -173,7 +178,7 @@ def run_backfill(plans: Sequence[NodePlan], collector_url: str, end: float, step
             ts = series[server.node]
             while ts and not stop.is_set():
                 for n, body in node_batches(server.node, source, server.gpus, stream, plan.labels,
-                                            ts, first_seq=seq):
+                                            ts, first_seq=seq, allocations=plan.allocations):
                     if not poster.send(body):
                         return
                     seq += 1

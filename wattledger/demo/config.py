@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from wattledger.demo.layout import DemoState, Ports
-from wattledger.demo.scenario import Scenario, Server
+from wattledger.demo.scenario import Job, Scenario, Server
 
 HOST = "127.0.0.1"
 #: Prometheus job names, as the project's scrape examples and rules use them
@@ -58,8 +58,33 @@ def collector_config(scenario: Scenario, state: DemoState, ports: Ports,
              "it_energy_kwh": site.plan_it_energy_kwh,
              **({} if site.plan_demand_charge is None else {"demand_charge": site.plan_demand_charge})}
             for month in plan_months(scenario, now)
-        ],
+        ] + [{"site": site.name, "month": month, "team": team.name, "cost": team.plan_cost}
+             for month in plan_months(scenario, now) for team in scenario.teams],
+        # the jobs' teams by Slurm account (docs/chargeback.md)
+        "teams": {team.name: [{"account": team.account}] for team in scenario.teams},
     }
+
+
+def job_allocation(job: Job, gpus: int, since: float) -> dict[str, Any]:
+    """A batch's allocation of a server's job: all its GPUs (positions 0..gpus-1: the simulated
+    server's batches carry its GPUs only) since ``since``, as the slurm source sends it."""
+    return {"devices": list(range(gpus)), "from": since, "to": None, "owner": job.owner()}
+
+
+def write_slurm_jobs(folder: Path, server: Server, since: float) -> None:
+    """The files the shipped prolog (deploy/slurm/prolog.sh) would write for the server's job,
+    started at ``since``: one file per GPU index naming the job, and jobs/<id> with its
+    metadata. The agent's slurm source reads them at every sample."""
+    if server.job is None:
+        return
+    job = server.job
+    (folder / "jobs").mkdir(parents=True, exist_ok=True)
+    gpus = ",".join(str(i) for i in range(server.gpus))
+    (folder / "jobs" / job.job).write_text(
+        f"job={job.job}\naccount={job.account}\nuser={job.user}\npartition={job.partition}\n"
+        f"gpus={gpus}\nstart={int(since)}\n", encoding="utf-8")
+    for index in range(server.gpus):
+        (folder / str(index)).write_text(f"{job.job}\n", encoding="utf-8")
 
 
 def write_yaml(path: Path, data: Mapping[str, Any]) -> None:
@@ -91,6 +116,8 @@ def agent_args(scenario: Scenario, server: Server, state: DemoState, ports: Port
         # short batches, so the collector's figures in the view follow the agents closely
         "--batch-seconds", "2",
     ]
+    if server.job is not None:  # its job's prolog files (write_slurm_jobs): who holds its GPUs
+        args += ["--sources", "simulated,slurm", "--slurm-job-dir", str(state.slurm_jobs(server.node))]
     for key, value in server.labels(scenario.site.name).items():
         args += ["--label", f"{key}={value}"]
     return args

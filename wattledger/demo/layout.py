@@ -67,6 +67,10 @@ class DemoState:
     def spool(self, node: str) -> Path:
         return self.root / "spool" / node
 
+    def slurm_jobs(self, node: str) -> Path:
+        """The server's Slurm job folder, as the shipped prolog writes it (config.write_slurm_jobs)."""
+        return self.root / "slurm" / node
+
     def token_file(self, node: str) -> Path:
         return self.root / "tokens" / f"{node}.token"
 

@@ -250,13 +250,18 @@ class Demo:
         for server in self.scenario.servers:
             start = max(month_start, last.get(server.node, month_start - 1) + 1.0)
             if now - start > self.s["backfill_step"]:
+                held = ([] if server.job is None else
+                        [democonfig.job_allocation(server.job, server.gpus, month_start)])
                 plans.append(NodePlan(server, server.labels(self.scenario.site.name),
-                                      tokens[server.node], start))
+                                      tokens[server.node], start, held))
         return plans
 
     def _start_agents(self, ports: Ports) -> None:
         self.agents_started = True
+        month_start = self.scenario.site.month_start(self.clock())
         for server in self.scenario.servers:
+            # the job holds the server's GPUs since the month began, as the backfill says too
+            democonfig.write_slurm_jobs(self.state.slurm_jobs(server.node), server, month_start)
             self.sup.start(f"agent {server.node}", "wattledger",
                            democonfig.agent_args(self.scenario, server, self.state, ports),
                            self.state.log(f"agent-{server.node}"))

@@ -15,12 +15,28 @@ from zoneinfo import ZoneInfo
 
 
 @dataclass(frozen=True)
+class Job:
+    """A Slurm job that holds all of a server's GPUs for the demo's month (its prolog files are
+    written for the agent's ``slurm`` source; the backfill's batches carry it too)."""
+
+    job: str
+    account: str
+    user: str
+    partition: str = "h100"
+
+    def owner(self) -> dict[str, str]:
+        """The owner the slurm source gives it (docs/chargeback.md)."""
+        return {"job": self.job, "account": self.account, "user": self.user, "partition": self.partition}
+
+
+@dataclass(frozen=True)
 class Server:
     node: str
     workload: str  # a workload name of the simulated source
     cluster: str
     gpus: int = 8
     seed: int = 0
+    job: Job | None = None  # None: nobody holds its GPUs (team idle)
 
     def labels(self, site: str) -> dict[str, str]:
         return {"site": site, "cluster": self.cluster}
@@ -69,10 +85,20 @@ class Site:
 
 
 @dataclass(frozen=True)
+class Team:
+    """A team of the collector's ``teams:`` (its jobs by Slurm account) and its monthly budget."""
+
+    name: str
+    account: str
+    plan_cost: float
+
+
+@dataclass(frozen=True)
 class Scenario:
     site: Site
     servers: tuple[Server, ...]
     max_gap_seconds: float = 30.0
+    teams: tuple[Team, ...] = ()
 
 
 def default_scenario() -> Scenario:
@@ -95,9 +121,11 @@ def default_scenario() -> Scenario:
         plan_demand_charge=300.0,
     )
     servers = (
-        Server("demo-gpu-01", "training", "train-a", seed=1),
-        Server("demo-gpu-02", "hot", "train-a", seed=2),
-        Server("demo-gpu-03", "inference", "serve-a", seed=3),
-        Server("demo-gpu-04", "idle", "dev", seed=4),
+        Server("demo-gpu-01", "training", "train-a", seed=1, job=Job("1001", "nlp", "ana")),
+        Server("demo-gpu-02", "hot", "train-a", seed=2, job=Job("1002", "nlp", "ana")),
+        Server("demo-gpu-03", "inference", "serve-a", seed=3, job=Job("1003", "vision", "kim")),
+        Server("demo-gpu-04", "idle", "dev", seed=4),  # nobody's: team idle
     )
-    return Scenario(site=site, servers=servers)
+    # two teams and a budget each; nlp's is tight (its forecast runs over it), vision's ample
+    teams = (Team("nlp", "nlp", 1100.0), Team("vision", "vision", 600.0))
+    return Scenario(site=site, servers=servers, teams=teams)
