@@ -209,24 +209,34 @@ async def test_an_agent_and_remote_write_feeding_one_device_count_it_once_and_ne
     gpu = [{"id": UUIDS[0], "kind": "gpu", "index": 0, "model": "NVIDIA H100 80GB HBM3",
             "power_limit_w": 700.0, "slowdown_c": 87.0, "shutdown_c": 92.0}]
 
+    def joules(t: float) -> float:  # the one physical counter both paths read (J)
+        return 1000.0 + 0.4 * (t - T0)
+
     def agent(seq: int, start: float, n: int = 10):  # type: ignore[no-untyped-def]
         ts = [start + i for i in range(n)]
         return make_batch(node="gpu-node-01", stream="agent-1", seq=seq, devices=gpu, ts=ts,
                           power_w=[400.0] * n, energy_j=[joules(t) for t in ts])
 
-    def joules(t: float) -> float:  # the one physical counter both paths read (J)
-        return 1000.0 + 0.4 * (t - T0)
-
     async with remote_app(led) as (c, _):
         assert led.ingest([agent(1, T0)]) == [IngestResult(10, False)]  # T0 .. T0 + 9
-        # dcgm-exporter's scrapes at T0 + 4.5 (late: the agent is past it) and T0 + 12
+        # while the agent's stream is live its readings are the ledger's: dcgm-exporter's of
+        # the same GPU are left out (counted), before and after the agent's last reading alike
         series = [dcgm(ENERGY, [(joules(T0 + 4.5) * 1000, T0 + 4.5), (joules(T0 + 12) * 1000, T0 + 12)])]
-        assert outcomes(await post(c, body(series))) == {"accepted": 1, "late": 1}
-        (result,) = led.ingest([agent(2, T0 + 10)])  # T0 + 10 .. 19: the agent's own, after remote's
-        assert result == IngestResult(10, False)  # accepted; T0 + 10, 11, 12 are late (at or before 12)
-        assert counter_of(led, "late") == 1 + 3
+        assert outcomes(await post(c, body(series))) == {"agent": 2}
+        assert led.ingest([agent(2, T0 + 10)]) == [IngestResult(10, False)]  # T0 + 10 .. 19, none late
         assert energy_of(led) == pytest.approx(joules(T0 + 19) - joules(T0))
-        # the agent's metadata and labels stand; remote-write did not take the device over
+        assert counter_of(led, "late") == 0
+        # the agent silent past stale_after_seconds (120): remote-write's readings are booked
+        led.clock.now = NOW + 200  # type: ignore[attr-defined]
+        series = [dcgm(ENERGY, [(joules(t) * 1000, t) for t in (T0 + 30, T0 + 45)])]
+        assert outcomes(await post(c, body(series))) == {"accepted": 2}
+        assert energy_of(led) == pytest.approx(joules(T0 + 45) - joules(T0))
+        # the agent back with what it kept: what is not after remote-write's last reading is late
+        (back,) = led.ingest([agent(3, T0 + 20, 30)])  # T0 + 20 .. 49
+        assert back == IngestResult(30, False)  # its own stream: never 409
+        assert counter_of(led, "late") == 26  # T0 + 20 .. 45
+        assert energy_of(led) == pytest.approx(joules(T0 + 49) - joules(T0))
+        # the agent's metadata and labels stand; remote-write never took the device over
         d = led.view().devices
         slot = slot_of(led)
         assert float(d.floats["power_limit_w"][slot]) == 700.0 and d.slowdown_c[slot] == 87.0
@@ -236,7 +246,7 @@ async def test_an_agent_and_remote_write_feeding_one_device_count_it_once_and_ne
 
 @books
 @pytest.mark.parametrize("remote_first", [True, False])
-def test_an_agent_and_remote_write_in_one_transaction_interleave_and_count_once(remote_first: bool) -> None:
+def test_in_one_transaction_an_agents_readings_win_over_remote_writes(remote_first: bool) -> None:
     led = open_ledger(now=NOW)
     gpu = [{"id": UUIDS[0], "kind": "gpu", "index": 0, "power_limit_w": 700.0, "slowdown_c": 87.0}]
     joules = {t: 5000.0 + 300.0 * (t - T0) for t in [T0 + i * 0.5 for i in range(40)]}
@@ -244,14 +254,17 @@ def test_an_agent_and_remote_write_in_one_transaction_interleave_and_count_once(
     remote_ts = [t for t in joules if t % 2 == 1.5]  # Prometheus' scrapes in between
     agent = make_batch(node="gpu-node-01", stream="agent-1", seq=1, devices=gpu, ts=agent_ts,
                        power_w=[300.0] * len(agent_ts), energy_j=[joules[t] for t in agent_ts])
-    mapped = map_request(message([dcgm(ENERGY, [(joules[t] * 1000, t) for t in remote_ts])]).timeseries,
-                         Source("p", "default"), ["default"], NOW)
+    # a lagging counter value (scraped before the agent's reading, stamped after it) would look
+    # like a reset if the two were interleaved; the agent's stream is live, so it is left out
+    lagging = [(joules[t - 1.5] * 1000, t) for t in remote_ts]
+    mapped = map_request(message([dcgm(ENERGY, lagging)]).timeseries, Source("p", "default"), ["default"],
+                         NOW)
     group = [*mapped.batches, agent] if remote_first else [agent, *mapped.batches]
     results = led.ingest(group)
-    assert [r.accepted for r in results] == ([len(remote_ts), len(agent_ts)] if remote_first
-                                             else [len(agent_ts), len(remote_ts)])
-    first, last = min(agent_ts + remote_ts), max(agent_ts + remote_ts)
-    assert energy_of(led) == pytest.approx(joules[last] - joules[first])
+    (remote,) = [r for r in results if r.late is not None]
+    assert remote.accepted == 0 and remote.agent_fed is not None and remote.agent_fed.all()
+    assert energy_of(led) == pytest.approx(joules[max(agent_ts)] - joules[min(agent_ts)])
+    assert device_totals(led)["resets"] == 0
     d = led.view().devices
     slot = slot_of(led)
     assert d.stream[slot] == "agent-1" and float(d.floats["power_limit_w"][slot]) == 700.0

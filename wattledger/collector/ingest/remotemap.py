@@ -43,7 +43,7 @@ from wattledger.wire import NON_NEGATIVE, RATIOS, Batch, BatchError, ValidBatch,
 #: Prometheus' stale marker: a NaN of this exact bit pattern (a series that went away)
 STALE_NAN_BITS = 0x7FF0000000000002
 #: what becomes of a sample (``wattledger_remote_write_samples_total{outcome}``)
-OUTCOMES = ("accepted", "late", "stale", "nan", "invalid", "duplicate", "ignored")
+OUTCOMES = ("accepted", "late", "agent", "stale", "nan", "invalid", "duplicate", "ignored")
 
 #: series -> (reading column, factor to its base unit)
 READING_SERIES: dict[str, tuple[str, float]] = {

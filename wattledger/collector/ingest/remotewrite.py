@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import cramjam
+import numpy as np
+import numpy.typing as npt
 from google.protobuf.message import DecodeError
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -107,8 +109,9 @@ class RemoteWriteStats(Collector):
         yield requests
         samples = CounterMetricFamily("wattledger_remote_write_samples",
                                       "remote-write samples by what became of them: accepted, late (at or "
-                                      "before the device's last committed reading), stale (marker), nan, "
-                                      "invalid, duplicate, ignored (series not taken)",
+                                      "before the device's last committed reading), agent (its device fed "
+                                      "by a live agent), stale (marker), nan, invalid, duplicate, ignored "
+                                      "(series not taken)",
                                       labels=["prometheus", "outcome"])
         for (name, outcome), value in sorted(self.samples.copy().items()):
             samples.add_metric([name, outcome], value)
@@ -250,15 +253,22 @@ class RemoteWriteIngest:
             for result, samples in zip(results, mapped.samples, strict=True):
                 if isinstance(result, BatchError):  # not expected: remote batches are never refused
                     raise result
-                late = getattr(result, "late", None)
-                gone = [False] * len(samples) if late is None else late.tolist()
-                late_samples = sum(s for s, was_late in zip(samples, gone, strict=True) if was_late)
-                counts["accepted"] += sum(samples) - late_samples
+                late_samples = _marked(samples, getattr(result, "late", None))
+                agent_samples = _marked(samples, getattr(result, "agent_fed", None))
+                counts["accepted"] += sum(samples) - late_samples - agent_samples
                 counts["late"] += late_samples
+                counts["agent"] += agent_samples
         for outcome in OUTCOMES:
             if counts.get(outcome):
                 self.stats.samples[(source.name, outcome)] += counts[outcome]
         return Answer(200, {"samples": {outcome: counts.get(outcome, 0) for outcome in OUTCOMES}})
+
+
+def _marked(samples: Sequence[int], mask: npt.NDArray[np.bool_] | None) -> int:
+    """The samples of the readings ``mask`` marks (None: none)."""
+    if mask is None:
+        return 0
+    return sum(n for n, marked in zip(samples, mask.tolist(), strict=True) if marked)
 
 
 def busy(reason: str, retry_after: int) -> Refusal:

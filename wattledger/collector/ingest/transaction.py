@@ -39,7 +39,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import numpy.typing as npt
@@ -62,7 +62,7 @@ from wattledger.collector.store.base import (
     StreamState,
 )
 from wattledger.contract import NOT_IT_KINDS
-from wattledger.wire import Batch, BatchError, DeviceInfo, ValidBatch
+from wattledger.wire import Batch, BatchError, Columns, DeviceInfo, ValidBatch
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,9 @@ class IngestResult:
     duplicate: bool
     #: of a remote-write batch: which of its readings (in its order) were late, adding nothing
     late: npt.NDArray[np.bool_] | None = None
+    #: of a remote-write batch: which of its readings were left out, their device fed by an
+    #: agent whose stream is live (the agent's readings are the ledger's)
+    agent_fed: npt.NDArray[np.bool_] | None = None
 
 
 class UnknownSite(BatchError):
@@ -111,6 +114,16 @@ class DuplicateAgent(BatchError):
             f"Stream {stream!r} takes the node's devices over once {owner!r} has been silent for "
             f"{stale_after:g} s; until then its batches are refused")
         self.headers = {"Retry-After": str(wait)}
+
+
+def _without(vb: ValidBatch, drop: npt.NDArray[np.bool_]) -> ValidBatch:
+    """The batch without the readings ``drop`` marks."""
+    if not drop.any():
+        return vb
+    keep = ~drop
+    cols = vb.columns
+    return ValidBatch(vb.batch, Columns(**{f.name: getattr(cols, f.name)[keep] for f in fields(cols)}),
+                      remote=vb.remote)
 
 
 def site_and_cluster(batch: Batch) -> tuple[str, str]:
@@ -233,11 +246,23 @@ class Bookkeeper:
                                                       b.stream)
             changes = Changes(conflicts=[conflicts[n] for n in sorted(conflicts)])
             if accepted:
-                lates = self._book(unit, [batches[n] for n in accepted], [batch_keys[n] for n in accepted],
+                # an agent's live stream is the ledger's source for its devices: remote-write's
+                # readings of them are left out (its counter values lag their timestamps, so
+                # interleaved with the agent's they could even seem to go back: a false reset)
+                live = np.array([o is not None and now - s <= self.stale_after_seconds
+                                 for o, s in zip(owners, seen, strict=True)], dtype=bool)
+                agent_fed = {n: live[np.array(batch_keys[n], dtype=np.int64)][batches[n].columns.device]
+                             for n in accepted if batches[n].remote}
+                booked = [_without(batches[n], agent_fed[n]) if n in agent_fed else batches[n]
+                          for n in accepted]
+                lates = self._book(unit, booked, [batch_keys[n] for n in accepted],
                                    held, slots, infos, keep_info, owners, seen, now, changes, states)
                 for n, late in zip(accepted, lates, strict=True):
-                    if batches[n].remote:
-                        results[n] = IngestResult(int((~late).sum()), False, late)
+                    if n in agent_fed:
+                        skipped = agent_fed[n]
+                        every = skipped.copy()
+                        every[~skipped] = late
+                        results[n] = IngestResult(int((~every).sum()), False, every & ~skipped, skipped)
             unit.write(changes)
         self.commits += 1
         return results
