@@ -122,6 +122,8 @@ class Chargeback:
         pieces: list[Pieces] = []
         split = np.zeros(len(iv.slot), dtype=bool)
         for number, b in enumerate(batches):
+            if not b.allocations:
+                continue
             boards = self._holdings(b, infos, holder_id)
             for board, (lanes, held) in boards.items():
                 mine = np.flatnonzero(gpu & (batch_of == number) & (iv.slot == board))
@@ -136,8 +138,9 @@ class Chargeback:
                                           util[closing[mine]], lanes, holdings, idle_of[b.node]))
         rest = np.flatnonzero(gpu & ~split)
         if rest.shape[0]:
-            idle = np.array([idle_of[batches[int(n)].node] for n in batch_of[rest].tolist()], dtype=np.int64)
-            pieces.append(idle_pieces(iv.start[rest], iv.end[rest], iv.energy_j[rest], idle))
+            batch_idle = np.array([idle_of[b.node] for b in batches], dtype=np.int64)
+            pieces.append(idle_pieces(iv.start[rest], iv.end[rest], iv.energy_j[rest],
+                                      batch_idle[batch_of[rest]]))
         p = Pieces.concat(pieces)
         (h_holder, h_minute), (h_energy, h_gpu_s, h_idle_s, h_waste) = sum_by(
             (p.holder, p.minute), (p.energy_j, p.gpu_s, p.idle_s, p.waste_j))
