@@ -151,6 +151,15 @@ def test_what_cannot_be_used_is_skipped_and_counted() -> None:
     assert valid.columns.ts.tolist() == [T0 + 4] and mapped.samples == [[1]]
 
 
+def test_dcgm_limit_and_threshold_fields_become_the_devices_metadata() -> None:
+    series = [*scrape(T0, 1e6), dcgm("DCGM_FI_DEV_POWER_MGMT_LIMIT", [(700.0, T0)]),
+              dcgm("DCGM_FI_DEV_SLOWDOWN_TEMP", [(87.0, T0)]), dcgm("DCGM_FI_DEV_SHUTDOWN_TEMP", [(0.0, T0)])]
+    mapped = map_request(message(series).timeseries, Source("p", "default"), ["default"], NOW)
+    (d,) = mapped.batches[0].batch.devices
+    assert (d.power_limit_w, d.slowdown_c, d.shutdown_c) == (700.0, 87.0, None)  # 0: none reported
+    assert mapped.counts == {"accepted": 2, "ignored": 1}
+
+
 # ---------------------------------------------------------------------------- over HTTP, booked
 
 
@@ -192,6 +201,23 @@ async def test_a_counter_reset_books_what_was_used_since_and_is_counted() -> Non
         assert outcomes(await post(c, body(series))) == {"accepted": 3}
         assert energy_of(led) == pytest.approx(4.0 + 3.0)  # after a driver reload: b is what was used since
         assert device_totals(led)["resets"] == 1
+
+
+@books
+async def test_with_dcgms_power_limit_a_counter_that_seems_to_go_back_is_bounded() -> None:
+    # two Prometheus replicas racing dcgm-exporter's update: a later-stamped sample with an
+    # older value. Without a limit that is a reset (the whole counter booked); with DCGM's power
+    # limit the delta is an anomaly and the interval is booked from power instead
+    async with remote_app() as (c, led):
+        limit = dcgm("DCGM_FI_DEV_POWER_MGMT_LIMIT", [(700.0, T0)])
+        first = [*scrape(T0, 5e12, power=400.0), *scrape(T0 + 15, 5e12 + 6e6, power=400.0), limit]
+        assert outcomes(await post(c, body(first)))["accepted"] == 11
+        raced = scrape(T0 + 16, 5e12 + 5e6, power=400.0)  # 1 s later, an older value
+        assert outcomes(await post(c, body(raced))) == {"accepted": 5}
+        assert energy_of(led) == pytest.approx(6000.0 + 400.0)  # the counter, then 1 s of 400 W
+        assert device_totals(led)["anomalies"] == 1
+        # the second request had no limit series: the stored limit stands (and held it)
+        assert float(led.view().devices.floats["power_limit_w"][slot_of(led)]) == 700.0
 
 
 @books

@@ -60,11 +60,17 @@ READING_SERIES: dict[str, tuple[str, float]] = {
 #: the agent's temperature family: its ``sensor`` label says which column
 TEMPERATURE_SERIES = "wattledger_gpu_temperature_celsius"
 SENSOR_COLUMNS = {"gpu": "temp_c", "memory": "mem_temp_c"}
-#: series that describe the device (its newest value in the request), not a reading
+#: series that describe the device (its newest value in the request), not a reading: the
+#: agent's, and DCGM's fields for the same (not among dcgm-exporter's default counters: add them
+#: to its counters CSV to give remote-write GPUs a power limit and thermal thresholds)
 INFO_SERIES: dict[str, str] = {
     "wattledger_gpu_power_limit_watts": "power_limit_w",
     "wattledger_gpu_slowdown_temperature_celsius": "slowdown_c",
     "wattledger_gpu_shutdown_temperature_celsius": "shutdown_c",
+    "DCGM_FI_DEV_POWER_MGMT_LIMIT": "power_limit_w",  # W
+    "DCGM_FI_DEV_ENFORCED_POWER_LIMIT": "power_limit_w",  # W
+    "DCGM_FI_DEV_SLOWDOWN_TEMP": "slowdown_c",  # °C
+    "DCGM_FI_DEV_SHUTDOWN_TEMP": "shutdown_c",  # °C
 }
 _COLUMNS = ("power_w", "energy_j", "temp_c", "mem_temp_c", "util", "mem_used_bytes")
 _LOW_ZERO = frozenset(NON_NEGATIVE)
@@ -168,7 +174,7 @@ def _target(name: str, labels: Mapping[str, str]) -> tuple[str, bool] | None:
         column = SENSOR_COLUMNS.get(labels.get("sensor", ""))
         return (column, True) if column else None
     if name in INFO_SERIES:
-        return f"info:{INFO_SERIES[name]}", True
+        return f"info:{INFO_SERIES[name]}", name.startswith("wattledger_")
     return None
 
 
@@ -231,8 +237,8 @@ def map_request(series: Iterable[SeriesLike], source: Source, sites: Iterable[st
                 continue
             if column.startswith("info:"):
                 key = column[5:]
-                if key == "power_limit_w" and value <= 0:
-                    counts["invalid"] += 1
+                if value <= 0:  # DCGM's 0: the GPU reports none
+                    counts["ignored"] += 1
                     continue
                 if ms >= device.info.get(key, (-1, 0.0))[0]:
                     device.info[key] = (ms, value)

@@ -225,6 +225,8 @@ class Bookkeeper:
             # remote-write declares less than an agent (no limits, no thresholds): it leaves the
             # metadata of a device an agent feeds as the agent declared it
             keep_info = {k for k in infos if k not in declared and held.owner[k] is not None}
+            # the rest of remote-write's declarations add to what is stored, never erase it
+            merge_info = {k for k in infos if k not in declared and k not in keep_info}
             slots = held.slots.copy()
             new = [k for k in sorted(infos) if slots[k] < 0]
             if new:
@@ -256,7 +258,8 @@ class Bookkeeper:
                 booked = [_without(batches[n], agent_fed[n]) if n in agent_fed else batches[n]
                           for n in accepted]
                 lates = self._book(unit, booked, [batch_keys[n] for n in accepted],
-                                   held, slots, infos, keep_info, owners, seen, now, changes, states)
+                                   held, slots, infos, keep_info, merge_info, owners, seen, now, changes,
+                                   states)
                 for n, late in zip(accepted, lates, strict=True):
                     if n in agent_fed:
                         skipped = agent_fed[n]
@@ -329,7 +332,7 @@ class Bookkeeper:
 
     def _book(self, unit: IngestUnit, batches: Sequence[ValidBatch], batch_keys: Sequence[Sequence[int]],
               held: HeldDevices,
-              slots: np.ndarray, infos: Mapping[int, DeviceInfo], keep_info: set[int],
+              slots: np.ndarray, infos: Mapping[int, DeviceInfo], keep_info: set[int], merge_info: set[int],
               owners: Sequence[str | None], seen: Sequence[float], now: float, changes: Changes,
               states: Mapping[str, StreamState]) -> list[npt.NDArray[np.bool_]]:
         """Account the accepted batches into ``changes``; per batch, which of its readings were late."""
@@ -360,6 +363,10 @@ class Bookkeeper:
         readings = Readings(**{name: np.concatenate(arrays) for name, arrays in parts.items()})
         used_infos = [infos[k] for k in used]
         limits = np.array([np.nan if i.power_limit_w is None else i.power_limit_w for i in used_infos])
+        # a device only remote-write declares in this group is held to its stored limit when the
+        # request gave none (the anomaly rule bounds a counter that seems to go back)
+        remote_only = np.array([k in keep_info or k in merge_info for k in used], dtype=bool)
+        limits = np.where(remote_only & np.isnan(limits), held.power_limit_w[used], limits)
         state = DeviceStates(held.last_ts[used], held.last_power_w[used], held.last_energy_j[used], limits,
                              np.array([i.kind not in NOT_IT_KINDS for i in used_infos], dtype=bool))
         done = account(readings, state, max_gap_seconds=self.max_gap_seconds)
@@ -375,7 +382,8 @@ class Bookkeeper:
         changes.devices = DeviceChanges(
             used_slots, used_infos, [owners[k] for k in used], owner_seen, done.energy_j, done.unmeasured_s,
             done.resets, done.anomalies, done.late, used_slots[done.updated], newest,
-            keep_info=np.array([k in keep_info for k in used], dtype=bool))
+            keep_info=np.array([k in keep_info for k in used], dtype=bool),
+            merge_info=np.array([k in merge_info for k in used], dtype=bool))
         changes.nodes = [nodes[n] for n in sorted(nodes)]
         # rows built column-wise (one .tolist() per column, not one float() per value)
         (u_month, u_device, u_group), usage = priced.usage_keys, priced.usage

@@ -93,6 +93,7 @@ class HeldDevices:
     last_energy_j: Floats
     owner: list[str | None]  # the stream whose batches the device's readings come from
     owner_seen: Floats  # when that stream last had a batch of the device committed (NaN: never)
+    power_limit_w: Floats  # as stored (NaN: none): what remote-write's readings are held to
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,9 @@ class DeviceChanges:
     newest: Mapping[str, Any]
     #: True: leave the device's stored metadata as it is (remote-write, of a device an agent feeds)
     keep_info: npt.NDArray[np.bool_] | None = None
+    #: True: update only the fields the info gives (remote-write: a request may lack the series
+    #: of a limit or threshold that an earlier one had)
+    merge_info: npt.NDArray[np.bool_] | None = None
 
 
 @dataclass(frozen=True)

@@ -120,6 +120,13 @@ class DeviceTable:
         return self.add(node, info.id, info.kind, info.index, info.model, info.power_limit_w,
                         info.slowdown_c, info.shutdown_c, info.role, info.parent, info.share)
 
+    def merged_info(self, slot: int, info: DeviceInfo) -> DeviceInfo:
+        """``info`` with the fields it leaves out (None) as this device has them."""
+        limit = float(self.floats["power_limit_w"][slot])
+        stored = {"model": self.model[slot], "power_limit_w": None if limit != limit else limit,
+                  "slowdown_c": self.slowdown_c[slot], "shutdown_c": self.shutdown_c[slot]}
+        return info.model_copy(update={k: v for k, v in stored.items() if getattr(info, k) is None})
+
     def set_info(self, slot: int, info: DeviceInfo) -> None:
         """Bring a device's metadata up to date."""
         self.kind[slot] = info.kind

@@ -86,7 +86,8 @@ _UPSERT_STREAMS = (
 _ABOVE = "SELECT stream, seq FROM stream_seqs WHERE stream = ANY(%s::text[])"
 _LOCK_DEVICES = (
     "SELECT d.node, d.device, d.slot, COALESCE(d.last_ts, 'NaN'), COALESCE(d.last_power_w, 'NaN'), "
-    "COALESCE(d.last_energy_j, 'NaN'), d.stream, COALESCE(d.stream_seen, 'NaN') "
+    "COALESCE(d.last_energy_j, 'NaN'), d.stream, COALESCE(d.stream_seen, 'NaN'), "
+    "COALESCE(d.power_limit_w, 'NaN') "
     "FROM devices d JOIN unnest(%s::text[], %s::text[]) AS k(node, device) "
     "ON d.node = k.node AND d.device = k.device ORDER BY d.node, d.device FOR UPDATE OF d")
 _META = ("kind", "idx", "model", "power_limit_w", "slowdown_c", "shutdown_c", "role", "parent", "share")
@@ -107,7 +108,8 @@ _DROP_SEQS = ("DELETE FROM stream_seqs USING unnest(%s::text[], %s::bigint[]) AS
 _STATE = ("last_ts", "last_power_w", "last_energy_j", *LATEST)
 _UPDATE_DEVICES = (
     "UPDATE devices SET "
-    + ", ".join(f"{c} = CASE WHEN u.keep THEN devices.{c} ELSE u.{c} END" for c in _META)
+    + ", ".join(f"{c} = CASE WHEN u.keep THEN devices.{c} WHEN u.merge THEN COALESCE(u.{c}, devices.{c}) "
+                f"ELSE u.{c} END" for c in _META)
     + ", stream = u.stream, stream_seen = NULLIF(u.stream_seen, 'NaN'), "
     "energy_j = devices.energy_j + u.energy_j, unmeasured_s = devices.unmeasured_s + u.unmeasured_s, "
     "resets = devices.resets + u.resets, anomalies = devices.anomalies + u.anomalies, "
@@ -117,9 +119,9 @@ _UPDATE_DEVICES = (
     "FROM unnest(%s::bigint[], "
     + ", ".join(f"%s::{t}[]" for t in _META_TYPES)
     + ", %s::text[], %s::float8[], %s::float8[], %s::float8[], %s::bigint[], %s::bigint[], %s::bigint[], "
-    "%s::bool[], " + ", ".join("%s::float8[]" for _ in _STATE) + ", %s::bigint[], %s::bool[]) "
+    "%s::bool[], " + ", ".join("%s::float8[]" for _ in _STATE) + ", %s::bigint[], %s::bool[], %s::bool[]) "
     f"AS u(slot, {', '.join(_META)}, stream, stream_seen, energy_j, unmeasured_s, resets, anomalies, late, "
-    f"fresh, {', '.join(_STATE)}, clock_events, keep) WHERE devices.slot = u.slot")
+    f"fresh, {', '.join(_STATE)}, clock_events, keep, merge) WHERE devices.slot = u.slot")
 _UPSERT_NODES = (
     "INSERT INTO nodes (node, site, cluster, labels, last_seen, readings) "
     "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::float8[], %s::bigint[]) "
@@ -488,14 +490,14 @@ class _Unit:
         position = {key: i for i, key in enumerate(devices)}
         n = len(devices)
         slots = np.full(n, -1, dtype=np.int64)
-        state = np.full((4, n), np.nan)
+        state = np.full((5, n), np.nan)
         owner: list[str | None] = [None] * n
-        for node, device, slot, last_ts, last_power, last_energy, stream, seen in locked.fetchall():
+        for node, device, slot, last_ts, last_power, last_energy, stream, seen, limit in locked.fetchall():
             i = position[(node, device)]
             slots[i] = slot
-            state[:, i] = (last_ts, last_power, last_energy, seen)
+            state[:, i] = (last_ts, last_power, last_energy, seen, limit)
             owner[i] = stream
-        return states, HeldDevices(slots, state[0], state[1], state[2], owner, state[3])
+        return states, HeldDevices(slots, state[0], state[1], state[2], owner, state[3], state[4])
 
     def create_devices(self, keys: Sequence[tuple[str, DeviceInfo]]) -> Ints:
         infos = [info for _, info in keys]
@@ -595,7 +597,8 @@ class _Unit:
             events[i] = int(value) if known else None
         meta = [[getattr(info, "index" if name == "idx" else name) for info in d.infos] for name in _META]
         keep = d.keep_info.tolist() if d.keep_info is not None else [False] * n
+        merge = d.merge_info.tolist() if d.merge_info is not None else [False] * n
         return [d.slots.tolist(), *meta, list(d.owner), _floats(d.owner_seen), _floats(d.energy_j),
                 _floats(d.unmeasured_s), d.resets.tolist(), d.anomalies.tolist(), d.late.tolist(),
-                fresh.tolist(), *(row.tolist() for row in state), events, keep]
+                fresh.tolist(), *(row.tolist() for row in state), events, keep, merge]
 

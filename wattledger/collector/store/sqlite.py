@@ -457,7 +457,8 @@ class _Unit:
 
         owner = [table.stream[slot] if slot >= 0 else None for slot in slots.tolist()]
         return states, HeldDevices(slots, column("last_ts"), column("last_power_w"),
-                                   column("last_energy_j"), owner, column("stream_seen"))
+                                   column("last_energy_j"), owner, column("stream_seen"),
+                                   column("power_limit_w"))
 
     def create_devices(self, keys: Sequence[tuple[str, DeviceInfo]]) -> Ints:
         table = self._store.devices
@@ -556,8 +557,12 @@ class _Unit:
         table = self._store.devices
         f, counts, slots = table.floats, table.counts, ch.slots
         keep = ch.keep_info.tolist() if ch.keep_info is not None else [False] * len(ch.infos)
-        for slot, info, owner, kept in zip(slots.tolist(), ch.infos, ch.owner, keep, strict=True):
-            if not kept:
+        merge = ch.merge_info.tolist() if ch.merge_info is not None else [False] * len(ch.infos)
+        for slot, info, owner, kept, merged in zip(slots.tolist(), ch.infos, ch.owner, keep, merge,
+                                                   strict=True):
+            if merged:
+                table.set_info(slot, table.merged_info(slot, info))
+            elif not kept:
                 table.set_info(slot, info)
             table.stream[slot] = owner
         # a group's devices are distinct: plain fancy-index additions are exact here
