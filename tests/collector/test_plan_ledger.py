@@ -18,11 +18,12 @@ from zoneinfo import ZoneInfo
 import ledgerkit
 import pytest
 import yaml
-from ledgerkit import book_readings, line_readings, make_sites, open_ledger
+from ledgerkit import book_readings, line_readings, make_batch, make_sites, open_ledger
 
 from tests.plan.plankit import IDLE_W, MODEL, SLOPE_W, utilization_at
 from wattledger import cli
 from wattledger.collector.accounting.history import GpuReading, model_days_from_readings
+from wattledger.collector.ingest.transaction import IngestResult
 from wattledger.collector.readmodel.history import LedgerHistory
 from wattledger.collector.service import Ledger
 from wattledger.plan.profile import profiles_of
@@ -232,3 +233,26 @@ def test_plan_from_the_ledger_with_measured_power(backend: ledgerkit.Backend, tm
     mean_node_kw = sum((a + b) / 2 for a, b in itertools.pairwise(node_w)) / (len(node_w) - 1) / 1000
     assert existing["it_kw"] == pytest.approx(mean_node_kw, rel=1e-9)
     assert existing["gpus"] == GPUS and existing["servers"] == 1
+
+
+def test_resent_batches_and_late_readings_add_nothing(backend: ledgerkit.Backend) -> None:
+    """Nothing counted twice: a batch sent again (its seq committed) is a duplicate, and a new
+    batch that repeats readings already booked (late: at or before each device's last reading)
+    adds only its new readings to the statistics, as it does to the energy."""
+    readings = simulated(steps=400)
+    first, rest = readings[:5 * 300], readings[5 * 300:]
+    ledger = open_ledger(make_sites(), now=T0 + 86400)
+    book(ledger, first, per_batch=5 * 100)  # seqs 1..3
+    batch = make_batch(node="n1", stream="s1", seq=3, labels={"site": "default"},
+                       devices=ledgerkit.gpu_devices(GPUS, MODEL), device=[r["device"] for r in first[-500:]],
+                       ts=[r["ts"] for r in first[-500:]], power_w=[r["power_w"] for r in first[-500:]],
+                       util=[r["util"] for r in first[-500:]])
+    answer = ledger.ingest([batch])[0]
+    assert isinstance(answer, IngestResult) and answer.duplicate
+    overlap = first[-5 * 50:] + rest  # 50 steps again, then the new ones, as seq 4
+    again = make_batch(node="n1", stream="s1", seq=4, labels={"site": "default"},
+                       devices=ledgerkit.gpu_devices(GPUS, MODEL), device=[r["device"] for r in overlap],
+                       ts=[r["ts"] for r in overlap], power_w=[r["power_w"] for r in overlap],
+                       util=[r["util"] for r in overlap])
+    ledger.ingest([again])
+    assert_same_days(history(ledger).model_days("default"), reference(readings))

@@ -29,6 +29,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.pgserver import PgServer
 from wattledger.collector.service import Ledger
+from wattledger.plan.build import make_plan
+from wattledger.plan.siteconfig import plan_sites
 from wattledger.wire import validate
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
@@ -37,6 +39,7 @@ NODES = [f"node-{n}" for n in range(6)]
 TOKENS = {node: f"tok-{node}" for node in NODES}
 T0 = time.time() - 2 * 86400  # room for the long traces of the kill test
 MONTH = time.strftime("%Y-%m", time.gmtime(T0))  # the billing month (UTC) the traces are in
+SITE = {"timezone": "UTC", "price_per_kwh": 0.2, "pue": 1.3, "carbon_g_per_kwh": 300}
 #: the ledger's families (the same on every replica); the others are one process's own
 PER_PROCESS = ("process_", "python_")
 
@@ -47,12 +50,15 @@ def body(node: str, seq: int, readings: int = 10, gpus: int = 2) -> bytes:
     ts = [start + s for s in range(readings)]
     return json.dumps({
         "node": node, "stream": f"stream-{node}", "seq": seq, "labels": {"cluster": node[-1]},
-        "devices": [{"id": f"GPU-{node}-{g}", "kind": "gpu", "index": g, "power_limit_w": 700.0}
-                    for g in range(gpus)],
+        "devices": [{"id": f"GPU-{node}-{g}", "kind": "gpu", "index": g, "power_limit_w": 700.0,
+                     "model": "NVIDIA H100 80GB HBM3"} for g in range(gpus)],
         "readings": {"device": [g for g in range(gpus) for _ in ts], "ts": ts * gpus,
                      "power_w": [300.0 + 10 * g for g in range(gpus) for _ in ts],
                      "energy_j": [1e6 + (300.0 + 10 * g) * (t - T0) for g in range(gpus) for t in ts],
-                     "temp_c": [60.0] * (readings * gpus)}}).encode()
+                     "temp_c": [60.0] * (readings * gpus),
+                     # the plan's statistics (plan_days) are booked per replica too
+                     "util": [round(((int(t) * 7 + g * 13) % 100) / 100, 2)
+                              for g in range(gpus) for t in ts]}}).encode()
 
 
 def push(url: str, node: str, data: bytes, timeout: float = 30.0) -> httpx.Response:
@@ -91,8 +97,7 @@ def replicas(pg_server: PgServer, pg_template: str, tmp_path: Path) -> Iterator[
     started: list[Collector_] = []
     db = pg_server.new_database(pg_template)
     config = {"db": db, "tokens": TOKENS, "metrics_refresh_seconds": 0.5, "stale_after_seconds": 3600,
-              "refresh_interval_seconds": 2, "sites": {"default": {"timezone": "UTC", "price_per_kwh": 0.2,
-                                                                    "pue": 1.3, "carbon_g_per_kwh": 300}}}
+              "refresh_interval_seconds": 2, "sites": {"default": SITE}}
 
     class Fleet:
         def start(self, n: int) -> list[Collector_]:
@@ -114,9 +119,7 @@ def replicas(pg_server: PgServer, pg_template: str, tmp_path: Path) -> Iterator[
 
 def sqlite_figures(bodies: list[tuple[str, bytes]]) -> Ledger:
     """One SQLite ledger given the same batches, in seq order per node."""
-    led = Ledger("sqlite:///:memory:", make_sites({"default": {"timezone": "UTC", "price_per_kwh": 0.2,
-                                                                 "pue": 1.3, "carbon_g_per_kwh": 300}}), [],
-                 stale_after_seconds=3600)
+    led = Ledger("sqlite:///:memory:", make_sites({"default": SITE}), [], stale_after_seconds=3600)
     for _, data in bodies:
         led.ingest([validate(data, time.time())])
     return led
@@ -162,6 +165,20 @@ def test_batches_sprayed_across_replicas_are_each_committed_once(replicas: Any, 
         for d in node["devices"]:
             assert d["energy_j_total"] == pytest.approx(devices[d["id"]]["energy_j_total"], rel=1e-12)
             assert d["late_readings_total"] == 0 and d["counter_resets_total"] == 0
+    # the plan's statistics: what every replica plans from is what one process booked
+    scenario = {"site": "default", "start": MONTH, "months": 1, "fleet": [{"name": "now", "measured": True}]}
+    sites = plan_sites({"sites": {"default": SITE}}, "test")
+    want_plan = make_plan(scenario, sites, single.plan_history)
+    for url in urls:
+        got_plan = httpx.post(f"{url}/v1/plan", json=scenario, timeout=60).json()
+        assert got_plan["profiles"][0]["coverage"] == want_plan["profiles"][0]["coverage"]
+        assert got_plan["profiles"][0]["coverage"]["readings"] == readings
+        got, want = got_plan["profiles"][0], want_plan["profiles"][0]
+        for key in ("idle_w", "slope_w", "r2"):
+            assert got["line"][key] == pytest.approx(want["line"][key], rel=1e-9), key
+        assert (got["idle_w"], got["idle_readings"]) == pytest.approx((want["idle_w"], want["idle_readings"]))
+        assert [b["readings"] for b in got["binned"]] == [b["readings"] for b in want["binned"]]
+        assert got_plan["fleet"][0]["it_kw"] == pytest.approx(want_plan["fleet"][0]["it_kw"], rel=1e-9)
     single.close()
 
 
