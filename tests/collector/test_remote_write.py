@@ -138,6 +138,18 @@ def test_pod_labels_become_allocations_of_the_intervals_that_end_at_their_sample
     ]
 
 
+def test_a_gpu_time_sliced_between_pods_is_held_by_each() -> None:
+    # dcgm-exporter gives each pod sharing a GPU its own series, with the same value
+    series = [dcgm(ENERGY, [(1e6, T0)], namespace="a", pod="p1"),
+              dcgm(ENERGY, [(1e6, T0)], namespace="b", pod="p2")]
+    mapped = map_request(message(series).timeseries, Source("p", "default"), ["default"], NOW)
+    (valid,) = mapped.batches
+    assert [a.owner for a in valid.batch.allocations] == [{"namespace": "a", "pod": "p1"},
+                                                          {"namespace": "b", "pod": "p2"}]
+    assert [a.weight for a in valid.batch.allocations] == [1.0, 1.0]  # split evenly
+    assert mapped.counts == {"duplicate": 1} and mapped.samples == [[1]]
+
+
 def test_what_cannot_be_used_is_skipped_and_counted() -> None:
     series = [dcgm(ENERGY, [(STALE, T0), (math.nan, T0 + 1), (math.inf, T0 + 2), (-5.0, T0 + 3),
                             (1e6, T0 + 4), (1e6, NOW + 3600)]),

@@ -245,14 +245,15 @@ def map_request(series: Iterable[SeriesLike], source: Source, sites: Iterable[st
                 counts["accepted"] += 1
                 continue
             reading = device.readings.setdefault(ms, {})
+            # time-slicing: one series per pod sharing the GPU, each a holder of the reading
+            held = device.owners.setdefault(ms, []) if owner is not None else []
+            if owner is not None and owner not in held and len(held) < MAX_ALLOCATIONS:
+                held.append(owner)
             if column in reading:  # the same value again from another series of the device
                 counts["duplicate"] += 1
                 continue
             reading[column] = value
             device.samples[ms] += 1
-            held = device.owners.setdefault(ms, []) if owner is not None else []
-            if owner is not None and owner not in held and len(held) < MAX_ALLOCATIONS:
-                held.append(owner)
     by_node: dict[str, list[tuple[str, _Device]]] = {}
     for (node, uuid), device in sorted(devices.items()):
         if device.readings:
