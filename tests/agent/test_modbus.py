@@ -153,7 +153,7 @@ def test_one_meter_down_is_reported_down_and_the_other_goes_on(meter: Meter) -> 
 
 
 def test_the_register_map_is_checked_when_the_agent_starts() -> None:
-    with pytest.raises(ValueError, match="entry 0 \\(m1\\) power type: 'float' is not one of"):
+    with pytest.raises(ValueError, match="entry 1 \\(m1\\) power type: 'float' is not one of"):
         modbus_targets([{"id": "m1", "host": "h", "role": "it", "power": {"address": 1, "type": "float"}}])
     with pytest.raises(ValueError, match="a meter needs a power or an energy register"):
         modbus_targets([{"id": "m1", "host": "h", "role": "it"}])

@@ -90,8 +90,15 @@ modbus_targets:
     assert (pdu.id, pdu.vendor, pdu.index, pdu.role) == ("pdu-r12", "apc", "1", "it")
     assert (meter.id, meter.energy.factor, meter.power.table) == ("main-feed", 3.6e6, "input")
     cfg.write_text("snmp_targets: [{id: p, host: h, vendor: apc, role: it}]\n")
-    with pytest.raises(ConfigError, match="config key 'snmp_targets': entry 0 \\(p\\): give either"):
+    with pytest.raises(ConfigError, match="config key 'snmp_targets': entry 1 \\(p\\): give either"):
         settings("--config", str(cfg))
+    # issue 16, item 20: entries counted from 1, and the line of the bad entry
+    cfg.write_text("modbus_targets:\n  - {id: m1, host: h, role: facility, energy: {address: 72}}\n"
+                   "  - id: m2\n    host: h\n")
+    with pytest.raises(ConfigError) as caught:
+        settings("--config", str(cfg))
+    assert str(caught.value) == ("config key 'modbus_targets': entry 2: 'role' is required "
+                                 f"(in {str(cfg)!r}, line 3)")
 
 
 def test_the_vendor_libraries_load_only_with_their_source() -> None:

@@ -10,10 +10,17 @@ import argparse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from wattledger.agent.sources.remote import IpmiSettings, RedfishSettings, modbus_targets, snmp_targets
+from wattledger.agent.sources.remote import (
+    EntryError,
+    IpmiSettings,
+    RedfishSettings,
+    modbus_targets,
+    snmp_targets,
+)
 from wattledger.config import (
     ConfigError,
     Option,
+    YamlDoc,
     boolean,
     existing_file,
     http_url,
@@ -95,7 +102,10 @@ def resolve(s: dict[str, Any], args: argparse.Namespace, file_values: Mapping[st
         try:
             s[key] = parse(file_values.get(key))
         except ValueError as exc:
-            raise ConfigError(f"config key {key!r}: {exc}") from None
+            # the line of the bad entry (else of the list's key), as every config error names
+            entry = (str(exc.index),) if isinstance(exc, EntryError) else ()
+            where = file_values.where(key, *entry) if isinstance(file_values, YamlDoc) else ""
+            raise ConfigError(f"config key {key!r}: {exc}{where}") from None
         source = key.split("_")[0]
         if source in names and not s[key]:
             raise ConfigError(f"--sources {source} needs {key} in the --config file (its list of devices)")

@@ -226,9 +226,58 @@ def _unique_ids(ids: Sequence[str], what: str) -> None:
         seen.add(i)
 
 
+class EntryError(ValueError):
+    """A bad entry of a YAML list of targets; ``index`` is its 0-based position, so that the
+    error can name the entry's line (the message counts entries from 1)."""
+
+    def __init__(self, index: int, message: str) -> None:
+        super().__init__(message)
+        self.index = index
+
+
 SNMP_KEYS = {"id", "host", "port", "vendor", "role", "community_file", "user", "auth_protocol",
              "auth_key_file", "priv_protocol", "priv_key_file", "context", "index", "temperature_index",
              "temperature_role", "interval", "timeout", "retries"}
+
+
+def _snmp_target(n: int, item: object) -> SnmpTarget:
+    """Entry ``n`` (0-based) of the ``snmp_targets`` list."""
+    where = f"entry {n + 1}"
+    e = _mapping(item, where)
+    _keys(e, SNMP_KEYS, ("id", "host", "vendor", "role"), where)
+    where = f"entry {n + 1} ({e['id']})"
+    vendor = cast(SnmpVendor, _one_of(e["vendor"], SNMP_VENDORS, f"{where} vendor"))
+    role = cast(MeterRole, _one_of(e["role"], METER_ROLES, f"{where} role"))
+    community = _file(e["community_file"], f"{where} community_file") if e.get("community_file") else None
+    user = _text(e["user"], f"{where} user") if e.get("user") else None
+    if (community is None) == (user is None):
+        raise ValueError(f"{where}: give either community_file (SNMPv2c) or user (SNMPv3)")
+    auth_key = _file(e["auth_key_file"], f"{where} auth_key_file") if e.get("auth_key_file") else None
+    priv_key = _file(e["priv_key_file"], f"{where} priv_key_file") if e.get("priv_key_file") else None
+    if user is not None and auth_key is None:
+        raise ValueError(f"{where}: an SNMPv3 user needs auth_key_file (noAuthNoPriv is not offered)")
+    return SnmpTarget(
+        id=_device_id(e["id"], f"{where} id"),
+        host=_text(e["host"], f"{where} host"),
+        vendor=vendor,
+        role=role,
+        port=_int(e.get("port", 161), f"{where} port", 1, 65535),
+        community_file=community,
+        user=user,
+        auth_protocol=_one_of(e.get("auth_protocol", "sha"), SNMP_AUTH, f"{where} auth_protocol"),
+        auth_key_file=auth_key,
+        priv_protocol=_one_of(e.get("priv_protocol", "aes"), SNMP_PRIV, f"{where} priv_protocol"),
+        priv_key_file=priv_key,
+        context=str(e.get("context") or ""),
+        index=_index(e.get("index", SNMP_DEFAULT_INDEX[vendor]), f"{where} index"),
+        temperature_index=(_index(e["temperature_index"], f"{where} temperature_index")
+                           if e.get("temperature_index") is not None else None),
+        temperature_role=cast(SensorRole, _one_of(e.get("temperature_role", "inlet"), SENSOR_ROLES,
+                                                  f"{where} temperature_role")),
+        interval=_number(e.get("interval", 10), f"{where} interval", positive=True),
+        timeout=_number(e.get("timeout", 2), f"{where} timeout", positive=True),
+        retries=_int(e.get("retries", 1), f"{where} retries", 0, 5),
+    )
 
 
 def snmp_targets(raw: object) -> tuple[SnmpTarget, ...]:
@@ -239,42 +288,10 @@ def snmp_targets(raw: object) -> tuple[SnmpTarget, ...]:
         raise ValueError("must be a list of PDUs ({id, host, vendor, role, community_file, ...})")
     targets: list[SnmpTarget] = []
     for n, item in enumerate(raw):
-        where = f"entry {n}"
-        e = _mapping(item, where)
-        _keys(e, SNMP_KEYS, ("id", "host", "vendor", "role"), where)
-        where = f"entry {n} ({e['id']})"
-        vendor = cast(SnmpVendor, _one_of(e["vendor"], SNMP_VENDORS, f"{where} vendor"))
-        role = cast(MeterRole, _one_of(e["role"], METER_ROLES, f"{where} role"))
-        community = _file(e["community_file"], f"{where} community_file") if e.get("community_file") else None
-        user = _text(e["user"], f"{where} user") if e.get("user") else None
-        if (community is None) == (user is None):
-            raise ValueError(f"{where}: give either community_file (SNMPv2c) or user (SNMPv3)")
-        auth_key = _file(e["auth_key_file"], f"{where} auth_key_file") if e.get("auth_key_file") else None
-        priv_key = _file(e["priv_key_file"], f"{where} priv_key_file") if e.get("priv_key_file") else None
-        if user is not None and auth_key is None:
-            raise ValueError(f"{where}: an SNMPv3 user needs auth_key_file (noAuthNoPriv is not offered)")
-        targets.append(SnmpTarget(
-            id=_device_id(e["id"], f"{where} id"),
-            host=_text(e["host"], f"{where} host"),
-            vendor=vendor,
-            role=role,
-            port=_int(e.get("port", 161), f"{where} port", 1, 65535),
-            community_file=community,
-            user=user,
-            auth_protocol=_one_of(e.get("auth_protocol", "sha"), SNMP_AUTH, f"{where} auth_protocol"),
-            auth_key_file=auth_key,
-            priv_protocol=_one_of(e.get("priv_protocol", "aes"), SNMP_PRIV, f"{where} priv_protocol"),
-            priv_key_file=priv_key,
-            context=str(e.get("context") or ""),
-            index=_index(e.get("index", SNMP_DEFAULT_INDEX[vendor]), f"{where} index"),
-            temperature_index=(_index(e["temperature_index"], f"{where} temperature_index")
-                               if e.get("temperature_index") is not None else None),
-            temperature_role=cast(SensorRole, _one_of(e.get("temperature_role", "inlet"), SENSOR_ROLES,
-                                                      f"{where} temperature_role")),
-            interval=_number(e.get("interval", 10), f"{where} interval", positive=True),
-            timeout=_number(e.get("timeout", 2), f"{where} timeout", positive=True),
-            retries=_int(e.get("retries", 1), f"{where} retries", 0, 5),
-        ))
+        try:
+            targets.append(_snmp_target(n, item))
+        except ValueError as exc:  # its position, for the line of the YAML entry
+            raise EntryError(n, str(exc)) from None
     _unique_ids([t.id for t in targets], "snmp_targets")
     return tuple(targets)
 
@@ -301,6 +318,39 @@ def _register(raw: object, units: Mapping[str, float], where: str) -> ModbusRegi
     )
 
 
+def _modbus_target(n: int, item: object) -> ModbusTarget:
+    """Entry ``n`` (0-based) of the ``modbus_targets`` list."""
+    where = f"entry {n + 1}"
+    e = _mapping(item, where)
+    _keys(e, MODBUS_KEYS, ("id", "host", "role"), where)
+    where = f"entry {n + 1} ({e['id']})"
+    role = cast(MeterRole | SensorRole,
+                _one_of(e["role"], (*METER_ROLES, *SENSOR_ROLES), f"{where} role"))
+    power = _register(e["power"], POWER_UNITS, f"{where} power") if e.get("power") else None
+    energy = (_register(e["energy"], ENERGY_UNITS, f"{where} energy")
+              if e.get("energy") else None)
+    temperature = (_register(e["temperature"], TEMPERATURE_UNITS, f"{where} temperature")
+                   if e.get("temperature") else None)
+    if role in SENSOR_ROLES:
+        if temperature is None or power is not None or energy is not None:
+            raise ValueError(f"{where}: a {role} sensor has a temperature register only")
+    elif power is None and energy is None:
+        raise ValueError(f"{where}: a meter needs a power or an energy register")
+    elif temperature is not None:
+        raise ValueError(f"{where}: give the temperature as its own entry (role outdoor or inlet)")
+    return ModbusTarget(
+        id=_device_id(e["id"], f"{where} id"),
+        host=_text(e["host"], f"{where} host"),
+        role=role,
+        port=_int(e.get("port", 502), f"{where} port", 1, 65535),
+        unit_id=_int(e.get("unit_id", 1), f"{where} unit_id", 0, 255),
+        power=power, energy=energy, temperature=temperature,
+        model=_text(e["model"], f"{where} model")[:128] if e.get("model") else None,
+        interval=_number(e.get("interval", 10), f"{where} interval", positive=True),
+        timeout=_number(e.get("timeout", 2), f"{where} timeout", positive=True),
+    )
+
+
 def modbus_targets(raw: object) -> tuple[ModbusTarget, ...]:
     """The ``modbus_targets`` list of the agent's YAML: one meter (or sensor) per entry, with
     its register map (see docs/agent.md for the Eastron SDM630 and Schneider PM5xxx maps)."""
@@ -310,35 +360,10 @@ def modbus_targets(raw: object) -> tuple[ModbusTarget, ...]:
         raise ValueError("must be a list of meters ({id, host, role, power: {address, type, ...}, ...})")
     targets: list[ModbusTarget] = []
     for n, item in enumerate(raw):
-        where = f"entry {n}"
-        e = _mapping(item, where)
-        _keys(e, MODBUS_KEYS, ("id", "host", "role"), where)
-        where = f"entry {n} ({e['id']})"
-        role = cast(MeterRole | SensorRole,
-                    _one_of(e["role"], (*METER_ROLES, *SENSOR_ROLES), f"{where} role"))
-        power = _register(e["power"], POWER_UNITS, f"{where} power") if e.get("power") else None
-        energy = (_register(e["energy"], ENERGY_UNITS, f"{where} energy")
-                  if e.get("energy") else None)
-        temperature = (_register(e["temperature"], TEMPERATURE_UNITS, f"{where} temperature")
-                       if e.get("temperature") else None)
-        if role in SENSOR_ROLES:
-            if temperature is None or power is not None or energy is not None:
-                raise ValueError(f"{where}: a {role} sensor has a temperature register only")
-        elif power is None and energy is None:
-            raise ValueError(f"{where}: a meter needs a power or an energy register")
-        elif temperature is not None:
-            raise ValueError(f"{where}: give the temperature as its own entry (role outdoor or inlet)")
-        targets.append(ModbusTarget(
-            id=_device_id(e["id"], f"{where} id"),
-            host=_text(e["host"], f"{where} host"),
-            role=role,
-            port=_int(e.get("port", 502), f"{where} port", 1, 65535),
-            unit_id=_int(e.get("unit_id", 1), f"{where} unit_id", 0, 255),
-            power=power, energy=energy, temperature=temperature,
-            model=_text(e["model"], f"{where} model")[:128] if e.get("model") else None,
-            interval=_number(e.get("interval", 10), f"{where} interval", positive=True),
-            timeout=_number(e.get("timeout", 2), f"{where} timeout", positive=True),
-        ))
+        try:
+            targets.append(_modbus_target(n, item))
+        except ValueError as exc:  # its position, for the line of the YAML entry
+            raise EntryError(n, str(exc)) from None
     _unique_ids([t.id for t in targets], "modbus_targets")
     return tuple(targets)
 
