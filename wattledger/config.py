@@ -327,6 +327,7 @@ def resolve(
         source: str
         raw: Any
         where = ""  # for a value from the file: the file and the line of its key
+        entries: list[str] = []  # a file's list or mapping: each entry's key in ``lines``
         if opt.dest in given:
             source, raw = opt.flag, given[opt.dest]
         elif opt.env in env:
@@ -338,16 +339,30 @@ def resolve(
             source = f"config key {opt.dest!r}"
             raw = file_values.get(opt.dest, file_values.get(opt.dest.replace("_", "-")))
             if opt.multiple and isinstance(raw, Mapping):
+                entries = [str(k) for k in raw]  # each entry's line: by its key
                 raw = [f"{k}={v}" for k, v in raw.items()]
-            elif opt.multiple and not isinstance(raw, list):
+            elif opt.multiple and isinstance(raw, list):
+                entries = [str(i) for i in range(len(raw))]  # by its position
+            elif opt.multiple:
                 raw = [raw]
         else:
             out[opt.dest] = list(opt.default) if opt.multiple else opt.default
             continue
-        try:
-            out[opt.dest] = [opt.convert(item) for item in raw] if opt.multiple else opt.convert(raw)
-        except ValueError as exc:
-            raise ConfigError(f"{source}: {exc}{where}") from None
+        if not opt.multiple:
+            try:
+                out[opt.dest] = opt.convert(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{source}: {exc}{where}") from None
+            continue
+        values = []
+        for i, item in enumerate(raw):
+            try:
+                values.append(opt.convert(item))
+            except ValueError as exc:  # a file's entry: the line of that entry, not of its key
+                if entries and isinstance(file_values, YamlDoc):
+                    where = file_values.where(opt.dest, entries[i])
+                raise ConfigError(f"{source}: {exc}{where}") from None
+        out[opt.dest] = values
     return out
 
 

@@ -46,20 +46,22 @@ def test_the_command_says_it_in_one_line_and_exits_2(tmp_path: Path) -> None:
         "Prometheus' own use; choose another label name"]
 
 
-@pytest.mark.parametrize(("text", "reason"), [
-    ("label:\n  site: dc1\n  __name__: x\n", "'__name__': names starting with '__' are reserved"),
-    ("label: [site=dc1, le=2]\n", "'le' is reserved by Prometheus"),
-    ("label:\n  gpu: '3'\n", "'gpu' is set by the agent itself"),
+@pytest.mark.parametrize(("text", "reason", "line"), [
+    ("label:\n  site: dc1\n  __name__: x\n", "'__name__': names starting with '__' are reserved", 4),
+    ("label: [site=dc1, le=2]\n", "'le' is reserved by Prometheus", 2),
+    ("label:\n  - site=dc1\n  - le=2\n", "'le' is reserved by Prometheus", 4),
+    ("label:\n  gpu: '3'\n", "'gpu' is set by the agent itself", 3),
 ])
 def test_a_reserved_name_in_the_config_file_names_the_file_and_line(tmp_path: Path, text: str,
-                                                                     reason: str) -> None:
+                                                                     reason: str, line: int) -> None:
+    # the line of the bad entry itself, not of the `label:` key above it
     path = tmp_path / "agent.yaml"
     path.write_text("node: n1\n" + text)
     with pytest.raises(ConfigError) as caught:
         settings("--config", str(path))
     message = str(caught.value)
     assert message.startswith(f"config key 'label': {reason}"), message
-    assert message.endswith(f"; choose another label name (in {str(path)!r}, line 2)"), message
+    assert message.endswith(f"; choose another label name (in {str(path)!r}, line {line})"), message
 
 
 def test_a_reserved_name_from_the_environment_names_the_variable() -> None:
