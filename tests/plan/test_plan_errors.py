@@ -75,6 +75,7 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
     ("an unknown key", scenario(entry(gpu_model="x")), "fleet[0].gpu_model"),
     ("an unknown top key", scenario(horizon=3), "horizon"),
     ("empty fleet", scenario(fleet=[]), "fleet"),
+    ("a hundred and one entries", scenario(*[entry(name=f"e{i}") for i in range(101)]), "fleet"),
     ("from outside the plan", scenario(entry(**{"from": "2030-01"})), "fleet[0].from"),
     ("from before start", scenario(entry(**{"from": "2026-12"})), "fleet[0].from"),
     (

@@ -32,6 +32,9 @@ from wattledger.config import ConfigError, load_yaml
 from wattledger.wire import plain_file_reason
 
 MAX_MONTHS = 600  # fifty years: a horizon, not a typo's 36000
+#: fleet entries of one scenario: groups of servers, not servers (a plan of 600 months with this
+#: many entries takes seconds, not the minutes a megabyte of entries would: POST /v1/plan)
+MAX_FLEET_ENTRIES = 100
 
 
 def _month_text(value: Any) -> Any:
@@ -132,7 +135,7 @@ class Scenario(_Strict):
     months: Annotated[int, Field(ge=1, le=MAX_MONTHS)]
     price_escalation_per_year: Annotated[float, Field(gt=-1, le=10, allow_inf_nan=False)] = 0.0
     cloud_price_per_gpu_hour: NonNegative | None = None
-    fleet: Annotated[list[FleetEntry], Field(min_length=1)]
+    fleet: Annotated[list[FleetEntry], Field(min_length=1, max_length=MAX_FLEET_ENTRIES)]
 
     @property
     def start_id(self) -> int:
