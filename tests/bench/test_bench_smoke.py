@@ -70,3 +70,8 @@ def test_remote_write_books_dcgm_samples_and_times_decoding() -> None:
     out = run("remote_write.py", "--repeats", "1", "--nodes", "3", "--gpus", "2", "--rounds", "2")
     for line in ("collector ", "samples/s", "decode+map alone"):
         assert line in out
+
+
+def test_plan_read_reads_a_sites_history() -> None:
+    out = run("plan_read.py", "--gpus", "40", "--days", "3", "--models", "2")
+    assert "plan_days rows" in out and "2 profiles, fleet 40 GPUs" in out

@@ -1,8 +1,10 @@
 """The ledger as a plan's measured history: ``MeasuredHistory`` over the ``plan_days`` rows.
 
 The ledger adds the plan's statistics at ingest (``accounting/profiles.py``), per (site, GPU
-model, local day); this read model only sums rows, it never reads a raw reading back, so a
-year of a big site is a few hundred thousand rows, read once per site and plan:
+model, local day); this read model only sums rows, it never reads a raw reading back. It reads
+a day's sums and bins (a few dozen rows per model and day, whatever the fleet's size) and lets
+the database count the per-GPU and per-node rows (millions a year on a big site), once per site
+and plan:
 
 - ``model_days``: a day's ``all`` row, its ``util`` and ``power`` bins (the histograms), and the
   number of its ``gpu`` rows (distinct GPUs);
@@ -39,9 +41,8 @@ from wattledger.collector.accounting.pricing import JOULES_PER_KWH
 from wattledger.collector.store.base import PlanReads, Row
 from wattledger.collector.store.sql import PLAN_VALUES
 
-#: positions in a row of sql.PLAN_ROWS: model, day, part, bin, the value columns, a gpu row's node
+#: positions in a row of sql.PLAN_ROWS: model, day, part, bin, the value columns
 _AT = {name: 4 + i for i, name in enumerate(PLAN_VALUES)}
-_NODE = 4 + len(PLAN_VALUES)
 
 
 @dataclass
@@ -52,13 +53,14 @@ class _Day:
     util_n: list[int] | None = None
     util_sum_p: list[float] | None = None
     power_hist: list[int] | None = None
-    gpus: dict[int, str | None] | None = None
-    nodes: set[int] | None = None  # the day's metered nodes (their meters' slots)
+    gpus: int = 0  # distinct GPUs of the day
+    nodes: int = 0  # distinct metered nodes of the day
 
     def stats(self) -> PowerStats:
         a = self.all
         if a is None or not a[_AT["n"]]:
             return PowerStats()
+
         def value(name: str) -> float:
             return float(a[_AT[name]])
 
@@ -97,12 +99,12 @@ class LedgerHistory:
             elif part == "power" and 0 <= bin_ <= POWER_BINS:
                 held.power_hist = held.power_hist or [0] * (POWER_BINS + 1)
                 held.power_hist[bin_] += int(row[_AT["n"]])
+        for model, day_text, part, count in self._reads.plan_counts(site):
+            held = days.setdefault((str(model), date.fromisoformat(str(day_text))), _Day())
+            if part == "gpu":
+                held.gpus = int(count)
             elif part == "node":
-                held.nodes = held.nodes or set()
-                held.nodes.add(bin_)
-            elif part == "gpu":
-                held.gpus = held.gpus or {}
-                held.gpus[bin_] = None if row[_NODE] is None else str(row[_NODE])
+                held.nodes = int(count)
         self._days[site] = days
         return days
 
@@ -120,7 +122,7 @@ class LedgerHistory:
         return LedgerSpan(float(min(firsts)), float(max(lasts)))
 
     def model_days(self, site: str) -> Sequence[ModelDay]:
-        return [ModelDay(model, day, len(held.gpus or {}), held.stats())
+        return [ModelDay(model, day, held.gpus, held.stats())
                 for (model, day), held in sorted(self._site_days(site).items())
                 if held.all is not None and held.all[_AT["n"]]]
 
@@ -130,7 +132,7 @@ class LedgerHistory:
             a = held.all
             if a is None or not a[_AT["meter_s"]]:
                 continue
-            out.append(NodeOverheadDay(model, day, nodes=len(held.nodes or ()),
+            out.append(NodeOverheadDay(model, day, nodes=held.nodes,
                                        metered_seconds=float(a[_AT["meter_s"]]),
                                        node_energy_j=float(a[_AT["meter_j"]]),
                                        gpu_energy_j=float(a[_AT["meter_gpu_j"]]),
@@ -142,7 +144,6 @@ class LedgerHistory:
         first_day = datetime.fromtimestamp(since, zone).date()
         last_day = datetime.fromtimestamp(until, zone).date()
         models: dict[str, list[float]] = {}
-        gpus: dict[str, dict[int, str | None]] = {}
         earliest: float | None = None
         for (model, day), held in self._site_days(site).items():
             if not first_day <= day <= last_day or held.all is None:
@@ -154,19 +155,19 @@ class LedgerHistory:
             sums[2] += float(a[_AT["gpu_j"]])
             sums[3] += float(a[_AT["it_j"]])
             sums[4] += float(a[_AT["meter_j"]]) - float(a[_AT["meter_parts_j"]])
-            gpus.setdefault(model, {}).update(held.gpus or {})
             if a[_AT["first_ts"]] is not None:
                 first = float(a[_AT["first_ts"]])
                 earliest = first if earliest is None else min(earliest, first)
+        counted = {str(model): (int(gpus), int(servers)) for model, gpus, servers in
+                   self._reads.plan_fleet(site, first_day.isoformat(), last_day.isoformat())}
         out = []
         for model in sorted(models):
             n, sum_u, gpu_j, parts_j, metered_overhead_j = models[model]
-            # a node's IT: its parts, and where a node meter measured it, the meter (DESIGN.md,
-            # "The whole node"): the measured overhead added, never below the parts
+            # a node's IT: its parts, and where a node meter measured it, the meter: the measured
+            # overhead added, never below the parts
             it_j = parts_j + max(metered_overhead_j, 0.0)
-            seen = gpus.get(model, {})
-            out.append(FleetModel(model=model, gpus=len(seen),
-                                  servers=len({node for node in seen.values() if node is not None}),
+            gpus, servers = counted.get(model, (0, 0))
+            out.append(FleetModel(model=model, gpus=gpus, servers=servers,
                                   mean_utilization=sum_u / n if n else 0.0,
                                   gpu_energy_kwh=gpu_j / JOULES_PER_KWH, it_energy_kwh=it_j / JOULES_PER_KWH))
         # the window's energy is of whole days from the day that holds `since`: so is its time

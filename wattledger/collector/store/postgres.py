@@ -255,7 +255,7 @@ def connection_kwargs(db_url: str) -> dict[str, str]:
     return {key: value for key, value in CONNECTION_DEFAULTS.items() if key not in given}
 
 
-class PostgresStore:
+class PostgresStore(sql.PlanQueries):
     """A pool of connections to one PostgreSQL database, migrated at open."""
 
     backend = "postgresql"
@@ -395,12 +395,6 @@ class PostgresStore:
     def cluster_day_cost(self, site: str, since_minute: float, until_minute: float) -> dict[str, float]:
         return {str(cluster): float(cost) for cluster, cost in self.query(
             sql.dialect(sql.CLUSTER_DAY_COST, "%s"), (site, since_minute, until_minute))}
-
-    def plan_rows(self, site: str) -> list[Row]:
-        return self.query(sql.dialect(sql.PLAN_ROWS, "%s"), (site,))
-
-    def usage_months(self, site: str) -> list[Row]:
-        return self.query(sql.dialect(sql.USAGE_MONTHS, "%s"), (site,))
 
     def team_data(self, site: str, month: str, since_minute: float, until_minute: float) -> TeamData:
         with self._snapshot() as conn:

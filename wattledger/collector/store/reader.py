@@ -25,13 +25,12 @@ _UPGRADE = ("keeps no plan statistics yet (its schema is older than this wattled
             "version's collector on it once to migrate it, and plan from what it ingests after")
 
 
-class LedgerReader:
+class LedgerReader(sql.PlanQueries):
     """``PlanReads`` over a read-only connection; ``close`` it when done."""
 
     def __init__(self, db_url: str) -> None:
         self._pg: Any = None
         self._sqlite: sqlite3.Connection | None = None
-        self._placeholder = "?"
         if is_postgres(db_url):
             self._open_postgres(db_url)
         else:
@@ -68,20 +67,13 @@ class LedgerReader:
         except psycopg.Error as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise StoreError(f"cannot read the ledger at {redacted(db_url)}: {first}") from None
-        self._placeholder = "%s"
 
-    def _query(self, statement: str, params: Sequence[Any]) -> list[Row]:
-        text = sql.dialect(statement, self._placeholder)
+    def query(self, statement: str, params: Sequence[Any] = ()) -> list[Row]:
+        """Rows of one statement written with ``?`` placeholders."""
         if self._sqlite is not None:
-            return self._sqlite.execute(text, params).fetchall()
-        rows: list[Row] = self._pg.execute(text, params).fetchall()
+            return self._sqlite.execute(statement, params).fetchall()
+        rows: list[Row] = self._pg.execute(statement.replace("?", "%s"), params).fetchall()
         return rows
-
-    def plan_rows(self, site: str) -> list[Row]:
-        return self._query(sql.PLAN_ROWS, (site,))
-
-    def usage_months(self, site: str) -> list[Row]:
-        return self._query(sql.USAGE_MONTHS, (site,))
 
     def close(self) -> None:
         if self._sqlite is not None:

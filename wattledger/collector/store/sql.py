@@ -4,7 +4,10 @@ usage rows, the roll-up of old quarter-hours. ``P`` in a statement is the driver
 
 from __future__ import annotations
 
-from wattledger.collector.store.base import SPEND_KEYS, Level
+from collections.abc import Sequence
+from typing import Any
+
+from wattledger.collector.store.base import SPEND_KEYS, Level, Row
 
 #: a spend level's keys -> SQL columns (usage ``u``, devices ``d``)
 _COLUMNS = {"site": "u.site", "cluster": "u.cluster", "node": "d.node", "device": "d.device",
@@ -62,14 +65,42 @@ PLAN_MERGE = (
     "THEN plan_days.first_ts ELSE excluded.first_ts END"
     ", last_ts = CASE WHEN excluded.last_ts IS NULL OR plan_days.last_ts >= excluded.last_ts "
     "THEN plan_days.last_ts ELSE excluded.last_ts END")
-#: one site's plan rows, a 'gpu' row with its device's node (the read model sums them up)
+#: one site's plan rows of sums and histogram bins (a few dozen per model and day, whatever the
+#: fleet's size): model, day, part, bin, the value columns
 PLAN_ROWS = (
-    f"SELECT p.model, p.day, p.part, p.bin, {', '.join('p.' + c for c in PLAN_VALUES)}, d.node "
-    "FROM plan_days p LEFT JOIN devices d ON p.part = 'gpu' AND d.slot = p.bin "
-    "WHERE p.site = {P} ORDER BY p.model, p.day, p.part, p.bin")
+    f"SELECT model, day, part, bin, {', '.join(PLAN_VALUES)} FROM plan_days "
+    "WHERE site = {P} AND part IN ('all', 'util', 'power') ORDER BY model, day, part, bin")
+#: per model and day: distinct GPUs ('gpu' rows) and metered nodes ('node' rows), counted here
+#: (a row per GPU per day is millions of rows a year on a big site: never read one by one)
+PLAN_COUNTS = ("SELECT model, day, part, COUNT(*) FROM plan_days WHERE site = {P} "
+               "AND part IN ('gpu', 'node') GROUP BY model, day, part ORDER BY model, day, part")
+#: per model over the days first..last (YYYY-MM-DD): distinct GPUs and the distinct nodes they are in
+PLAN_FLEET = ("SELECT p.model, COUNT(DISTINCT p.bin), COUNT(DISTINCT d.node) FROM plan_days p "
+              "LEFT JOIN devices d ON d.slot = p.bin WHERE p.site = {P} AND p.part = 'gpu' "
+              "AND p.day >= {P} AND p.day <= {P} GROUP BY p.model ORDER BY p.model")
 #: one site's IT energy per month (usage), for the plan's site months
 USAGE_MONTHS = ("SELECT month, SUM(it_j), SUM(cooling_j) FROM usage WHERE site = {P} GROUP BY month "
                 "ORDER BY month")
+
+
+class PlanQueries:
+    """The plan's reads (``base.PlanReads``) over a ``query(statement, params)`` that takes
+    ``?`` placeholders: the stores and the read-only reader share them."""
+
+    def query(self, statement: str, params: Sequence[Any] = ()) -> list[Row]:
+        raise NotImplementedError
+
+    def plan_rows(self, site: str) -> list[Row]:
+        return self.query(dialect(PLAN_ROWS, "?"), (site,))
+
+    def plan_counts(self, site: str) -> list[Row]:
+        return self.query(dialect(PLAN_COUNTS, "?"), (site,))
+
+    def plan_fleet(self, site: str, first_day: str, last_day: str) -> list[Row]:
+        return self.query(dialect(PLAN_FLEET, "?"), (site, first_day, last_day))
+
+    def usage_months(self, site: str) -> list[Row]:
+        return self.query(dialect(USAGE_MONTHS, "?"), (site,))
 
 
 # ---- chargeback (docs/chargeback.md): holders, their minutes and months, teams' quarter-hours ----

@@ -115,7 +115,7 @@ _ADD_PLAN = (f"INSERT INTO plan_days ({', '.join(sql.PLAN_KEYS + sql.PLAN_VALUES
              f"VALUES ({', '.join('?' for _ in sql.PLAN_KEYS + sql.PLAN_VALUES)}) {sql.PLAN_MERGE}")
 
 
-class SqliteStore:
+class SqliteStore(sql.PlanQueries):
     """One SQLite connection and the ledger's state in memory, used under ``lock``."""
 
     backend = "sqlite"
@@ -308,12 +308,6 @@ class SqliteStore:
     def cluster_day_cost(self, site: str, since_minute: float, until_minute: float) -> dict[str, float]:
         return {str(cluster): float(cost) for cluster, cost in self.query(
             sql.dialect(sql.CLUSTER_DAY_COST, "?"), (site, since_minute, until_minute))}
-
-    def plan_rows(self, site: str) -> list[Row]:
-        return self.query(sql.dialect(sql.PLAN_ROWS, "?"), (site,))
-
-    def usage_months(self, site: str) -> list[Row]:
-        return self.query(sql.dialect(sql.USAGE_MONTHS, "?"), (site,))
 
     def team_data(self, site: str, month: str, since_minute: float, until_minute: float) -> TeamData:
         """From memory (a scrape reads no disk); the month's quarter-hours older than memory keeps
