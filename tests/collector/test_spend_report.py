@@ -88,6 +88,12 @@ def test_json_keeps_full_precision_with_the_currency(collector: Collector_) -> N
         assert row["total_cost"] == pytest.approx(row["energy_cost"] + row["demand_charge"])
 
 
+#: money that grows with the time of the request (the plan by the elapsed fraction of the month,
+#: the forecast by the time left): between two requests it may cross a rounding boundary (this
+#: test failed about once in ten runs on BHD's third decimal)
+MOVE_WITH_THE_CLOCK = {"plan_to_date", "plan_energy_to_date", "forecast_cost"}
+
+
 @pytest.mark.parametrize("group_by", ["site", "cluster", "node", "device"])
 def test_csv_rounds_money_to_each_currencys_minor_unit(collector: Collector_, group_by: str) -> None:
     exact = spend(collector, group_by=group_by).json()["rows"]
@@ -99,11 +105,14 @@ def test_csv_rounds_money_to_each_currencys_minor_unit(collector: Collector_, gr
     for row, full in zip(rows, exact, strict=True):
         money = [k for k in row if k in MONEY_COLUMNS and row[k] != ""]
         assert {"energy_cost", "it_cost", "cooling_cost", "total_cost"} <= set(money)
+        unit = Decimal(1).scaleb(-places[row["currency"]])
         for key in money:
             assert decimals(row[key]) == places[row["currency"]], (row["currency"], key, row[key])
-            want = Decimal(repr(full[key])).quantize(Decimal(1).scaleb(-places[row["currency"]]),
-                                                     rounding=ROUND_HALF_UP)
-            assert Decimal(row[key]) == want
+            want = Decimal(repr(full[key])).quantize(unit, rounding=ROUND_HALF_UP)
+            if key in MOVE_WITH_THE_CLOCK:  # the CSV was asked a moment after the JSON
+                assert abs(Decimal(row[key]) - want) <= unit, (row["currency"], key, row[key], want)
+            else:
+                assert Decimal(row[key]) == want, (row["currency"], key, row[key], want)
         # energy is not money: kept as the ledger has it
         assert row["it_energy_kwh"] == str(full["it_energy_kwh"])
 
