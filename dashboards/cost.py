@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.builders import stat
+from grafana_foundation_sdk.models import dashboard as dm
 
 from dashboards.kit import (
+    CELSIUS,
     GRAMS,
     IT_POWER,
     KWH,
+    NODE_ONLY,
     PERCENT_UNIT,
+    SECONDS,
     SEL,
     SITE_SEL,
     WATT,
@@ -72,14 +76,23 @@ def energy(metric: str, by: str, sel: str = SEL) -> str:
     return f"sum by ({by}) ({increase(metric, sel)})"
 
 
+#: a node's IT energy: its node meter's where it measured, else its parts' + estimated overhead
+NODE_IT = "wattledger_node_energy_joules_total"
+
+
 def cost_share(by: str) -> str:
     """The site's energy cost over the range shared out by IT energy: exact for a flat price,
     an average for time-of-use bands (the collector's /v1/spend report is exact)."""
-    return (f"{energy('wattledger_device_energy_joules_total', by)}\n"
+    return (f"{energy(NODE_IT, by)}\n"
             f"* on (site) group_left (currency)\n"
             f"(\n  sum by (site, currency) ({increase('wattledger_energy_cost_total', SITE_SEL)})\n"
             f"  / on (site) group_left\n"
-            f"  {energy('wattledger_device_energy_joules_total', 'site', SITE_SEL)}\n)")
+            f"  {energy(NODE_IT, 'site', SITE_SEL)}\n)")
+
+
+def kwh_per_hour(metric: str, by: str, sel: str, extra: str = "") -> str:
+    """kWh per hour of a ledger energy counter, by the given labels."""
+    return f"sum by ({by}) ({rate(metric, sel + extra)}) * 3600 / {J_PER_KWH}"
 
 
 def build(currency: str = "USD") -> db.Dashboard:
@@ -170,7 +183,8 @@ def build(currency: str = "USD") -> db.Dashboard:
         steps((None, "green"), (1.5, "orange"), (3.0, "red"))))
     d = d.with_panel(per_currency(graph("Cost per hour by part", [
         Q(f"3600 * sum by (part, currency) ({rate('wattledger_energy_cost_total', SITE_SEL)})",
-          "{{part}} {{currency}}")], money, "IT energy and the cooling energy it causes (IT x (PUE - 1)).",
+          "{{part}} {{currency}}")], money, "IT energy (GPUs, CPUs and node overhead), the cooling it causes "
+        "and, on a metered site, its other facility load.",
         stacked=True)))
     d = d.with_panel(graph("IT power by cluster", [Q(
         f"sum by (site, cluster) ({IT_POWER})", "{{site}} / {{cluster}}")],
@@ -185,20 +199,61 @@ def build(currency: str = "USD") -> db.Dashboard:
                           "As cost by cluster, per node.", width=8, hide=("Time",)))
     d = d.with_panel(single("Cooling share of energy", Q(
         f"sum({energy('wattledger_cooling_energy_joules_total', 'site', SITE_SEL)})"
-        f" / (sum({energy('wattledger_device_energy_joules_total', 'site', SITE_SEL)})"
+        f" / (sum({energy(NODE_IT, 'site', SITE_SEL)})"
         f" + sum({energy('wattledger_cooling_energy_joules_total', 'site', SITE_SEL)}))"), PERCENT_UNIT,
         "Cooling energy over facility energy (1 - 1/PUE).", width=4, height=8))
     d = d.with_panel(single("Energy (IT + cooling)", Q(
-        f"(sum({energy('wattledger_device_energy_joules_total', 'site', SITE_SEL)})"
+        f"(sum({energy(NODE_IT, 'site', SITE_SEL)})"
         f" + sum({energy('wattledger_cooling_energy_joules_total', 'site', SITE_SEL)})) / {J_PER_KWH}"),
         KWH, width=4, height=8))
     d = d.with_panel(graph("IT energy per hour by node", [Q(
-        f"sum by (node) ({rate('wattledger_device_energy_joules_total', SEL)})"
+        f"sum by (node) ({rate(NODE_IT, SEL)})"
         f" * 3600 / {J_PER_KWH}", "{{node}}")], KWH, stacked=True))
+
+    d = d.with_row(db.Row("The whole bill: parts, node overhead, cooling, PUE"))
+    d = d.with_panel(graph("Facility energy per hour by part", [
+        Q(kwh_per_hour("wattledger_device_energy_joules_total", "site", SEL), "GPUs and CPUs {{site}}"),
+        Q(kwh_per_hour("wattledger_node_overhead_energy_joules_total", "site", SEL, ', estimated="false"'),
+          "node overhead, measured {{site}}"),
+        Q(kwh_per_hour("wattledger_node_overhead_energy_joules_total", "site", SEL, ', estimated="true"'),
+          "node overhead, estimated {{site}}"),
+        Q(kwh_per_hour("wattledger_cooling_energy_joules_total", "site", SITE_SEL), "cooling {{site}}"),
+        Q(kwh_per_hour("wattledger_other_facility_energy_joules_total", "site", SITE_SEL),
+          "other facility load {{site}}"),
+    ], KWH, "What the site pays for, hour by hour: its GPUs' and CPUs' own energy, the rest of each "
+            "server at the wall (fans, NICs, PSU losses: measured by its BMC, or node_overhead_ratio x "
+            "parts), cooling by the site's model, and a metered site's other facility load.",
+        stacked=True))
+    d = d.with_panel(graph("PUE over the last hour", [
+        Q(f"max by (site, source) (wattledger_site_pue{{{SITE_SEL}}})", "{{site}} ({{source}})")],
+        "none", "Facility / IT energy of the site's last hour: measured with a facility meter, else the "
+        "cooling model's. SitePueHigh fires above 1.6 for 30 minutes.",
+        steps((None, "green"), (1.4, "yellow"), (1.6, "red")), minimum=1.0))
+    d = d.with_panel(graph("Cooling power (solid) and outdoor temperature (dashed, right)", [
+        Q(f"max by (site) (wattledger_cooling_power_watts{{{SITE_SEL}}})", "cooling {{site}}"),
+        Q(f"max by (site) (wattledger_outdoor_temperature_celsius{{{SITE_SEL}}})", "outdoor °C {{site}}"),
+    ], WATT, "A chiller's power follows the weather: it falls as the outside air cools. The outdoor "
+             "temperature is the sensor's, else the EPW file's hour, else fixed_c.", dashed_refs=["B"],
+        width=8).override_by_query("B", [
+            dm.DynamicConfigValue(id_val="unit", value=CELSIUS),
+            dm.DynamicConfigValue(id_val="custom.axisPlacement", value="right")]))
+    d = d.with_panel(single("Node overhead share of IT", Q(
+        f"sum({energy('wattledger_node_overhead_energy_joules_total', 'site', SEL)})"
+        f" / sum({energy(NODE_IT, 'site', SEL)})"), PERCENT_UNIT,
+        "The part of the servers' wall energy that is not their GPUs and CPUs (over the range).",
+        width=4, height=8))
+    d = d.with_panel(single("Cooling fallback time", Q(
+        f"sum({increase('wattledger_cooling_fallback_seconds_total', SITE_SEL)})"), SECONDS,
+        "Chiller minutes whose outdoor temperature was not from the first source configured "
+        "(a stale or missing sensor).", steps((None, "green"), (900.0, "orange")), width=4, height=8))
+    d = d.with_panel(single("Node meter disagreement", Q(
+        f"sum({increase('wattledger_meter_disagreement_seconds_total', NODE_ONLY)})"), SECONDS,
+        "Minutes a node meter read below the node's parts (NodeMeterDisagrees).",
+        steps((None, "green"), (600.0, "orange")), width=4, height=8))
 
     d = d.with_row(db.Row("Demand and carbon"))
     d = d.with_panel(graph("Facility power, 15 min average (solid) vs this month's peak (dashed)", [
-        Q(f"sum by (site) ({rate('wattledger_device_energy_joules_total', SITE_SEL, '15m')})"
+        Q(f"sum by (site) ({rate(NODE_IT, SITE_SEL, '15m')})"
           f" + on (site) sum by (site) ({rate('wattledger_cooling_energy_joules_total', SITE_SEL, '15m')})",
           "15 min avg {{site}}"),
         Q(f"max by (site) (wattledger_peak_demand_watts{{{SITE_SEL}}})", "peak {{site}}"),

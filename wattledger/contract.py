@@ -63,6 +63,11 @@ PARTITION_KIND = "partition"
 #: kinds whose readings are never IT energy (a meter's energy is the facility's, cooling's or the
 #: IT feed's; a sensor has none; a partition's is its board's): the collector accounts none
 NOT_IT_KINDS: frozenset[str] = frozenset({"meter", "sensor", "partition"})
+#: a node's *parts*: the devices whose energy is its own, priced per device; a ``node`` device
+#: (the BMC's wall power) is the node's meter, and its IT energy when measured (DESIGN.md, "The
+#: whole node"), never a part beside them (that would count the GPUs twice)
+PART_KINDS: frozenset[str] = frozenset({"gpu", "cpu", "host"})
+NODE_METER_KIND = "node"
 DEVICE_ID_MAX_LENGTH = 128
 DEVICE_MODEL_MAX_LENGTH = 128
 

@@ -9,7 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wattledger.agent.sources.base import HW_THERMAL, SW_THERMAL
-from wattledger.agent.sources.simulated import MODELS, WORKLOADS, SimulatedGpu, SimulatedSource, fake_uuid
+from wattledger.agent.sources.simulated import (
+    MODELS,
+    PSU_EFFICIENCY,
+    WORKLOADS,
+    SimulatedGpu,
+    SimulatedSource,
+    fake_uuid,
+)
 
 T0 = 1_764_000_000.0  # 2025-11-24 16:00 UTC
 steps = st.lists(st.floats(min_value=0.05, max_value=600.0, allow_nan=False), min_size=1, max_size=60)
@@ -147,3 +154,17 @@ def test_unknown_names_are_refused() -> None:
         SimulatedSource("n1", 1, model="h200-nvl")
     with pytest.raises(ValueError, match="unknown workload"):
         SimulatedSource("n1", 1, workloads=("mining",))
+
+
+def test_a_simulated_bmc_reads_the_gpus_through_the_power_supplies_plus_its_base() -> None:
+    src = SimulatedSource("n1", 2, node_meter_w=800.0, seed=1)
+    first, second = src.sample(1000.0), src.sample(1010.0)
+    (a,) = [r for r in first.readings if r.device.kind == "node"]
+    (b,) = [r for r in second.readings if r.device.kind == "node"]
+    gpus = sum(r.power_w or 0.0 for r in second.readings if r.device.kind == "gpu")
+    assert b.device.id == "n1:bmc" and len(second.readings) == 3
+    assert b.power_w == pytest.approx((gpus + 800.0) / PSU_EFFICIENCY, abs=0.05)
+    assert a.power_w is not None and b.power_w is not None
+    assert b.energy_j == pytest.approx((a.power_w + b.power_w) / 2 * 10, abs=1e-3)
+    # without it, GPUs only
+    assert all(r.device.kind == "gpu" for r in SimulatedSource("n1", 2).sample(1000.0).readings)

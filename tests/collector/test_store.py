@@ -124,7 +124,8 @@ def test_schema_1_is_migrated_with_its_totals(tmp_path: Path) -> None:
     raw.close()
     store = Store(f"sqlite:///{tmp_path}/l.db")
     assert store.schema_version == SCHEMA_VERSION >= 2
-    ((site, cooling_j, it_cost, cooling_cost, carbon_g),) = store.query("SELECT * FROM site_totals")
+    ((site, cooling_j, it_cost, cooling_cost, carbon_g),) = store.query(
+        "SELECT site, cooling_j, it_cost, cooling_cost, carbon_g FROM site_totals")
     assert (site, cooling_j, carbon_g) == ("default", 3.6e6, 1200.0)
     assert (it_cost, cooling_cost) == pytest.approx((0.3, 0.15))
     store.close()
@@ -158,7 +159,7 @@ def test_a_ledger_of_the_last_release_is_upgraded_and_reads_the_same(tmp_path: P
                                     "tariff": [{"price_per_kwh": 0.3, "from": "08:00", "to": "20:00"},
                                                {"price_per_kwh": 0.15}]}})
     led = open_ledger(sites, db=f"sqlite:///{tmp_path}/l.db", now=want["now"])
-    assert led.store.schema_version == SCHEMA_VERSION  # 5, and the plan statistics (plan_days) since
+    assert led.store.schema_version == SCHEMA_VERSION  # 7, with the plan statistics (plan_days) since 6
     assert led.store.plan_rows("default") == []  # which start empty: kept from the upgrade on
     got = figures(led)
     for node in got["nodes"]:  # type: ignore[attr-defined]
@@ -171,6 +172,30 @@ def test_a_ledger_of_the_last_release_is_upgraded_and_reads_the_same(tmp_path: P
     assert new and all(got["metrics"][k] == 0 for k in new)  # type: ignore[index]
     for k in new:
         del got["metrics"][k]  # type: ignore[attr-defined]
+    # new in schema 9: the whole node and cooling. A node's IT energy is its devices' (no node
+    # meter, no overhead ratio), its overhead and disagreement 0, the bill's parts add up
+    metrics: dict[str, float] = got["metrics"]  # type: ignore[assignment]
+    for k in [k for k in metrics if k.startswith("wattledger_node_energy_joules_total")]:
+        node = k.split("('node', '")[1].split("'")[0]
+        devices = [v for d, v in metrics.items() if d.startswith("wattledger_device_energy_joules_total")
+                   and f"('node', '{node}')" in d]
+        assert metrics.pop(k) == pytest.approx(sum(devices))
+    whole = {k for k in metrics if k.startswith(("wattledger_node_overhead",
+                                                 "wattledger_meter_disagreement",
+                                                 "wattledger_cooling_fallback", "wattledger_site_pue",
+                                                 "wattledger_cooling_power", "wattledger_outdoor",
+                                                 "wattledger_other_facility"))}
+    assert whole and all(metrics[k] == 0 for k in whole if "pue" not in k and "cooling_power" not in k)
+    for k in whole:
+        del metrics[k]
+    for rows in got["spend"].values():  # type: ignore[attr-defined]
+        for row in rows:
+            parts = {k: row.pop(k) for k in (
+                "gpu_energy_kwh", "gpu_cost", "cpu_energy_kwh", "cpu_cost", "overhead_energy_kwh",
+                "overhead_cost", "overhead_estimated_kwh", "other_energy_kwh", "other_cost",
+                "meter_disagreement_seconds")}
+            assert parts["gpu_energy_kwh"] + parts["cpu_energy_kwh"] == pytest.approx(row["it_energy_kwh"])
+            assert parts["overhead_energy_kwh"] == parts["other_energy_kwh"] == 0
     assert got == {k: want[k] for k in ("spend", "nodes", "metrics")}
     # and it goes on: the next batch of node-0 continues each device's interval, once
     t = at("2026-12-01 00:02", "Europe/Berlin")

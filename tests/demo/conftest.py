@@ -44,7 +44,7 @@ def ledger(scenario: Scenario, state: DemoState, ports: Ports) -> Iterator[Ledge
         for server in scenario.servers:
             source = simulated_source(server)
             ts = timestamps(NOW - 86400, NOW - 60, 600.0)
-            for _, body in node_batches(server.node, source, server.gpus, f"test-{server.node}",
+            for _, body in node_batches(server.node, source, server.devices, f"test-{server.node}",
                                         server.labels(scenario.site.name), ts):
                 led.ingest([validate(gzip.decompress(body), NOW)])
         yield led

@@ -19,8 +19,7 @@ NOW = 1_795_809_600.0
 def collector_settings(scenario: Scenario, state: DemoState, ports: Ports) -> CollectorSettings:
     """The demo's generated collector YAML, written and read back by the collector's loader."""
     tokens = state.tokens(s.node for s in scenario.servers)
-    cfg = democonfig.collector_config(scenario, state, ports, tokens, NOW)
-    democonfig.write_yaml(state.collector_yaml, cfg)
+    democonfig.write_collector_files(scenario, state, ports, tokens, NOW)
     return settings_from(load_yaml(state.collector_yaml))
 
 

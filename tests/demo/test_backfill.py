@@ -36,7 +36,8 @@ def test_timestamps_end_exactly_at_the_end() -> None:
 def test_the_backfill_source_is_the_live_agents_simulator(scenario: Scenario) -> None:
     server = scenario.servers[1]
     ours = simulated_source(server).sample(NOW).readings
-    agents = SimulatedSource(server.node, server.gpus, workloads=(server.workload,), seed=server.seed)
+    agents = SimulatedSource(server.node, server.gpus, workloads=(server.workload,), seed=server.seed,
+                             node_meter_w=server.node_meter_w)
     theirs = agents.sample(NOW).readings
     assert [r.device.id for r in ours] == [r.device.id for r in theirs]
     assert [r.energy_j for r in ours] == [r.energy_j for r in theirs]
@@ -56,7 +57,7 @@ def test_batches_validate_and_carry_the_simulators_energy_exactly(scenario: Scen
         b = valid.batch
         assert (b.node, b.stream, b.labels) == (server.node, "backfill-x", labels)
         assert n == len(valid.columns) <= MAX_BATCH_READINGS
-        ids = {d.index: d.id for d in b.devices}
+        ids = dict(enumerate(d.id for d in b.devices))  # readings name devices by position
         for dev, energy in zip(b.readings.device, b.readings.energy_j or [], strict=True):
             assert energy is not None
             first.setdefault(ids[dev], energy)
@@ -64,7 +65,7 @@ def test_batches_validate_and_carry_the_simulators_energy_exactly(scenario: Scen
         seqs.append(b.seq)
         total += n
     assert seqs == list(range(1, len(seqs) + 1))
-    assert total == len(ts) * server.gpus
+    assert total == len(ts) * server.devices  # its GPUs and its BMC
     # the counters' rise is the energy the simulated GPUs drew (ground truth), to the millijoule
     for gpu in source.gpus:
         assert last[gpu.info.id] - first[gpu.info.id] == pytest.approx(gpu.drawn_j, abs=0.01)

@@ -57,7 +57,7 @@ def test_servers_from_the_ledgers_nodes(ledger: Ledger, scenario: Scenario) -> N
     assert [r.node for r in rows] == [s.node for s in scenario.servers]
     by_node = {n["node"]: n for n in nodes}
     for row, server in zip(rows, scenario.servers, strict=True):
-        devices = by_node[server.node]["devices"]
+        devices = [d for d in by_node[server.node]["devices"] if d["kind"] == "gpu"]  # not its BMC
         assert row.gpus == server.gpus and row.workload == server.workload
         assert row.cluster == server.cluster
         assert row.power_w == pytest.approx(sum(d["latest"]["power_w"] for d in devices))
@@ -152,17 +152,31 @@ def test_energy_cost_and_demand_charge_are_shown_apart(ledger: Ledger, scenario:
     (site,) = snap.sites
     assert site.energy_cost is not None and site.demand_charge is not None and site.demand_charge > 0
     assert site.energy_cost + site.demand_charge == pytest.approx(site.cost)
-    assert site.plan_demand_charge == scenario.site.plan_demand_charge == 300.0
+    assert site.plan_demand_charge == scenario.site.plan_demand_charge == 350.0
     assert site.plan_energy_to_date is not None and site.plan_to_date is not None
     assert site.plan_energy_to_date < site.plan_to_date  # the energy part of the plan, prorated
     assert site.energy_of_plan_to_date == pytest.approx(site.energy_cost / site.plan_energy_to_date)
     text = "\n".join(plain_lines(snap))
     assert f"energy cost {money(site.energy_cost, 'USD')} vs energy plan to date " \
            f"{money(site.plan_energy_to_date, 'USD')}" in text
-    assert f"demand charge {money(site.demand_charge, 'USD')} of $300.00" in text
+    assert f"demand charge {money(site.demand_charge, 'USD')} of $350.00" in text
     console = Console(record=True, width=200, color_system=None)
     console.print(render(snap))
     rich_text = console.export_text()
     for column in ("energy cost", "energy plan to date", "demand charge", "cost so far"):
         assert column in rich_text
-    assert f"{money(site.demand_charge, 'USD')} of $300.00" in rich_text
+    assert f"{money(site.demand_charge, 'USD')} of $350.00" in rich_text
+
+
+def test_the_demo_has_node_meters_and_a_chiller_that_follows_the_day(ledger: Ledger) -> None:
+    """Three servers with a BMC (measured overhead), one without (estimated); the chiller's outdoor
+    temperature swings over the day, and its cooling per IT joule with it."""
+    totals = ledger.view().node_totals
+    assert totals["demo-gpu-01"].overhead_meas_j > 0 and totals["demo-gpu-01"].overhead_est_j == 0
+    assert totals["demo-gpu-04"].overhead_est_j > 0 and totals["demo-gpu-04"].overhead_meas_j == 0
+    rows = ledger.store.query("SELECT minute, it_j, cooling_j, outdoor_c FROM site_minutes WHERE it_j > 0")
+    temps = [r[3] for r in rows]
+    assert max(temps) - min(temps) > 12  # a day of 14..30 °C, hour by hour
+    warm = [c / i for _, i, c, t in rows if t > 27]
+    cool = [c / i for _, i, c, t in rows if t < 17]
+    assert warm and cool and min(warm) > max(cool)  # cooling costs more in the afternoon

@@ -90,6 +90,9 @@ SIGNALS: dict[str, list[str]] = {
         'sum without (outcome) (rate(wattledger_ingest_batches_total{outcome!~"accepted|duplicate"}[10m]))',
         "sum without (outcome) (rate(wattledger_ingest_batches_total[10m]))"],
     "EnergyUnmeasuredTime": ["max without (instance, pod) (rate(wattledger_unmeasured_seconds_total[1h]))"],
+    "SitePueHigh": ["max without (instance, pod) (wattledger_site_pue)"],
+    "NodeMeterDisagrees": [
+        "max without (instance, pod) (increase(wattledger_meter_disagreement_seconds_total[30m]))"],
 }
 
 
@@ -125,7 +128,12 @@ class Fleet:
             "refresh_interval_seconds": 1,
             # a second site in another currency, without agents: money panels must keep the two
             # currencies apart, and agent panels must show nothing for it
-            "sites": {"default": {"timezone": "UTC", "currency": "USD", "pue": 1.5, "price_per_kwh": 0.12,
+            # the default site's cooling is a chiller (outdoor temperature fixed): the cooling and
+            # PUE panels have data
+            "sites": {"default": {"timezone": "UTC", "currency": "USD", "price_per_kwh": 0.12,
+                                  "cooling": {"model": "chiller", "curves": "ashrae-90.1-2010-air-cooled",
+                                              "cop_ref": 3.0, "capacity_kw": 5.0, "aux_ratio": 0.05,
+                                              "outdoor": {"fixed_c": 28.0}},
                                   "demand_charge_per_kw": 10, "carbon_g_per_kwh": 400},
                       "lab": {"timezone": "UTC", "currency": "EUR", "price_per_kwh": 0.3}},
             # a plan far too low: the month's spend is over it within seconds, the demand

@@ -14,7 +14,7 @@ from .support import RULE_TESTS, RULES, RUNBOOK, alerts, binary
 
 CONTRACT = {"GpuThermalSlowdownNear", "GpuThermalThrottling", "EnergyCostOverPlan",
             "EnergyCostForecastOverPlan", "NodeStale", "TeamCostOverPlan", "TeamCostForecastOverPlan",
-            "GpuAllocatedIdle"}
+            "GpuAllocatedIdle", "SitePueHigh", "NodeMeterDisagrees"}
 
 
 def test_promtool_accepts_the_rules() -> None:

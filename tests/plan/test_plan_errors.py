@@ -290,10 +290,9 @@ def test_the_demos_collector_configuration_plans(tmp_path: Path, capsys: pytest.
     ports = Ports(
         collector=19861, prometheus=19090, agents={s.node: 19871 + i for i, s in enumerate(demo.servers)}
     )
-    cfg = democonfig.collector_config(
+    democonfig.write_collector_files(  # the YAML and the weather file its chiller reads
         demo, state, ports, state.tokens(s.node for s in demo.servers), 1_795_809_600.0
     )
-    democonfig.write_yaml(state.collector_yaml, cfg)
     (tmp_path / "expansion.yaml").write_text(yaml.safe_dump(scenario(site=demo.site.name, months=12)))
     argv = [
         "plan",

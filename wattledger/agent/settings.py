@@ -118,6 +118,8 @@ OPTIONS = [
            f"simulated workloads, given to the GPUs in turn: {', '.join(WORKLOADS)}", metavar="LIST"),
     Option("--seed", non_negative_int, 0, "seed of the simulation (same seed, same GPUs and values)",
            metavar="N"),
+    Option("--simulate-node-meter", positive_float, None, "simulate the server's BMC too (a node device): "
+           "wall power = (the GPUs' power + WATTS of fans, NICs, CPUs) / 0.94", metavar="WATTS"),
     Option("--sources", names_of(list(REGISTRY), "source"), None,
            f"sources to run: {', '.join(REGISTRY)} (default: nvml,host, or simulated,host with --simulate)",
            metavar="LIST"),
@@ -159,6 +161,7 @@ class AgentSettings:
     labels: Mapping[str, str]
     simulate: int
     simulate_model: str
+    simulate_node_meter: float | None
     workload: tuple[str, ...]
     seed: int
     sources: tuple[str, ...] | None  # as asked; None: the default (source_names is what runs)
@@ -210,6 +213,7 @@ class AgentSettings:
         """What the source registry builds the sources from."""
         return SourceSettings(
             node=self.node, simulate=self.simulate, simulate_model=self.simulate_model,
+            simulate_node_meter=self.simulate_node_meter,
             workloads=self.workload, seed=self.seed, sysfs_root=self.sysfs_root, redfish=self.redfish,
             ipmi=self.ipmi, snmp_targets=self.snmp_targets, modbus_targets=self.modbus_targets,
             kubelet_socket=self.kubelet_socket, kubernetes_interval=self.kubernetes_interval,

@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from wattledger.collector.accounting.cooling import Cooling, CoolingModel, PueCooling
 from wattledger.contract import MONTH_PATTERN
 
 DAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -102,6 +103,30 @@ class SiteConfig(BaseModel):
     tariff: Annotated[list[TariffBand], Field(min_length=1)] | None = None
     demand_charge_per_kw: NonNegative = 0.0
     carbon_g_per_kwh: NonNegative = 0.0
+    #: the cooling model (DESIGN.md "Cooling: three models per site"); absent: ``pue`` above
+    cooling: CoolingModel | None = None
+    #: a node without a node meter: overhead (fans, NICs, PSU losses) = this x its parts' energy
+    node_overhead_ratio: Annotated[float, Field(ge=0, le=10, allow_inf_nan=False)] = 0.0
+
+    @model_validator(mode="after")
+    def _pue_or_cooling(self) -> SiteConfig:
+        if self.cooling is not None and "pue" in self.model_fields_set:
+            who = f"site {self.name!r}" if self.name else "a site"
+            raise ValueError(f"{who}: give either pue or cooling, not both (cooling: {{model: pue, "
+                             "pue: 1.4} is the long form of pue: 1.4)")
+        return self
+
+    @property
+    def cooling_model(self) -> Cooling:
+        """The site's cooling model: ``cooling``, else ``pue`` (a bare ``pue:`` key means this)."""
+        return self.cooling if self.cooling is not None else PueCooling(pue=self.pue)
+
+    @property
+    def device_pue(self) -> float:
+        """The factor a device's IT energy is multiplied by for its facility energy at once:
+        the PUE of a ``pue`` site; 1 where cooling is booked per site and minute instead."""
+        model = self.cooling_model
+        return model.pue if isinstance(model, PueCooling) else 1.0
 
     @field_validator("currency")
     @classmethod

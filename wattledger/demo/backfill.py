@@ -177,7 +177,7 @@ def run_backfill(plans: Sequence[NodePlan], collector_url: str, end: float, step
             seq = 1
             ts = series[server.node]
             while ts and not stop.is_set():
-                for n, body in node_batches(server.node, source, server.gpus, stream, plan.labels,
+                for n, body in node_batches(server.node, source, server.devices, stream, plan.labels,
                                             ts, first_seq=seq, allocations=plan.allocations):
                     if not poster.send(body):
                         return

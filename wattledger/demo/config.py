@@ -3,6 +3,7 @@ Prometheus' configuration. Plain data made from the :class:`Scenario`; nothing s
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from wattledger.collector.accounting.weather import write_epw
 from wattledger.demo.layout import DemoState, Ports
 from wattledger.demo.scenario import Job, Scenario, Server
 
@@ -35,6 +37,26 @@ def plan_months(scenario: Scenario, now: float) -> list[str]:
     return [this.strftime("%Y-%m"), following.strftime("%Y-%m")]
 
 
+def cooling_config(scenario: Scenario, state: DemoState) -> dict[str, Any]:
+    """The site's cooling: a chiller reading the demo's weather file, else its PUE."""
+    site = scenario.site
+    if site.chiller_cop is None:
+        return {"pue": site.pue}
+    return {"cooling": {"model": "chiller", "curves": "ashrae-90.1-2010-air-cooled",
+                        "cop_ref": site.chiller_cop, "capacity_kw": site.chiller_capacity_kw,
+                        "aux_ratio": 0.05,
+                        "outdoor": {"epw": str(state.weather_file), "fixed_c": site.outdoor_mean_c}},
+            "node_overhead_ratio": site.node_overhead_ratio}
+
+
+def write_weather(scenario: Scenario, state: DemoState) -> None:
+    """An EPW file whose every day swings between mean - swing (at 03:00) and mean + swing
+    (at 15:00), site local time: the chiller's outdoor temperature (ladybug writes it)."""
+    site = scenario.site
+    write_epw(state.weather_file, lambda month, day, hour: site.outdoor_mean_c
+              + site.outdoor_swing_c * math.sin((hour - 9) / 12 * math.pi))
+
+
 def collector_config(scenario: Scenario, state: DemoState, ports: Ports,
                      tokens: Mapping[str, str], now: float) -> dict[str, Any]:
     site = scenario.site
@@ -46,7 +68,7 @@ def collector_config(scenario: Scenario, state: DemoState, ports: Ports,
             site.name: {
                 "timezone": site.timezone,
                 "currency": site.currency,
-                "pue": site.pue,
+                **cooling_config(scenario, state),
                 "tariff": [band.as_config() for band in site.tariff],
                 "demand_charge_per_kw": site.demand_charge_per_kw,
                 "carbon_g_per_kwh": site.carbon_g_per_kwh,
@@ -85,6 +107,12 @@ def write_slurm_jobs(folder: Path, server: Server, since: float) -> None:
         f"gpus={gpus}\nstart={int(since)}\n", encoding="utf-8")
     for index in range(server.gpus):
         (folder / str(index)).write_text(f"{job.job}\n", encoding="utf-8")
+def write_collector_files(scenario: Scenario, state: DemoState, ports: Ports, tokens: Mapping[str, str],
+                          now: float) -> None:
+    """The collector's YAML and the weather file its chiller reads."""
+    if scenario.site.chiller_cop is not None:
+        write_weather(scenario, state)
+    write_yaml(state.collector_yaml, collector_config(scenario, state, ports, tokens, now))
 
 
 def write_yaml(path: Path, data: Mapping[str, Any]) -> None:
@@ -99,8 +127,9 @@ def collector_args(state: DemoState) -> list[str]:
 def simulation_args(server: Server) -> list[str]:
     """The agent flags of a server's simulated GPUs: the live agent's and the backfill's, so
     both have the same GPUs (ids, model, workload, seed)."""
+    meter = [] if server.node_meter_w is None else ["--simulate-node-meter", str(server.node_meter_w)]
     return ["--node", server.node, "--simulate", str(server.gpus), "--workload", server.workload,
-            "--seed", str(server.seed),
+            "--seed", str(server.seed), *meter,
             # the simulated servers share this machine: its real CPU power is none of theirs
             "--disable-source", "host"]
 
@@ -172,8 +201,7 @@ def grafana_provisioning(repo_root: Path | None = None) -> Path | None:
 
 
 #: the demo's expansion in its plan scenario: ten more servers like its own, power as the
-#: simulated H100's datasheet-like figures (the demo's ledger has no node meters to measure the
-#: node overhead from)
+#: simulated H100's datasheet-like figures
 EXPANSION_POWER = {"idle_w": 70.0, "max_w": 700.0, "node_overhead_w": 1500.0}
 
 

@@ -50,6 +50,11 @@ class DemoState:
         return self.root / "plan-scenario.yaml"
 
     @property
+    def weather_file(self) -> Path:
+        """The site's weather (EPW): a day's swing of outdoor temperature, for its chiller."""
+        return self.root / "weather.epw"
+
+    @property
     def db_url(self) -> str:
         return f"sqlite:///{self.root / 'ledger.db'}"
 

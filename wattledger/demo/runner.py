@@ -100,8 +100,7 @@ class Demo:
         ports = choose_ports([s.node for s in servers], self.s["collector_port"],
                              self.s["prometheus_port"], self.s["agent_port"])
         tokens = self.state.tokens(s.node for s in servers)
-        cfg = democonfig.collector_config(self.scenario, self.state, ports, tokens, self.clock())
-        democonfig.write_yaml(self.state.collector_yaml, cfg)
+        democonfig.write_collector_files(self.scenario, self.state, ports, tokens, self.clock())
         democonfig.write_yaml(self.state.plan_scenario, democonfig.plan_scenario(self.scenario, self.clock()))
         return ports
 

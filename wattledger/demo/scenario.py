@@ -37,6 +37,14 @@ class Server:
     gpus: int = 8
     seed: int = 0
     job: Job | None = None  # None: nobody holds its GPUs (team idle)
+    #: the server's BMC (a node meter): the base draw beyond its GPUs, W; None: no node meter
+    #: (its overhead is the site's node_overhead_ratio x its GPUs)
+    node_meter_w: float | None = None
+
+    @property
+    def devices(self) -> int:
+        """Its simulated devices: the GPUs, and its BMC if it has one."""
+        return self.gpus + (self.node_meter_w is not None)
 
     def labels(self, site: str) -> dict[str, str]:
         return {"site": site, "cluster": self.cluster}
@@ -73,6 +81,14 @@ class Site:
     plan_it_energy_kwh: float
     #: the part of plan_cost budgeted for the demand charge (owed whole, not prorated)
     plan_demand_charge: float | None = None
+    #: an air-cooled chiller (ASHRAE 90.1 curves) instead of a PUE: its COP and capacity; the
+    #: outdoor temperature follows a day's swing (mean and half amplitude, °C; warmest at 15:00)
+    chiller_cop: float | None = None
+    chiller_capacity_kw: float = 40.0
+    outdoor_mean_c: float = 22.0
+    outdoor_swing_c: float = 8.0
+    #: a server without a node meter: overhead = this x its GPUs' energy (estimated)
+    node_overhead_ratio: float = 0.0
 
     @property
     def zone(self) -> ZoneInfo:
@@ -117,13 +133,20 @@ def default_scenario() -> Scenario:
         # a plan a little below what this fleet draws, so the forecast runs over it
         plan_cost=2000.0,
         plan_it_energy_kwh=9500.0,
-        # the fleet's ~21 kW facility peak x $12/kW is ~$250: within it
-        plan_demand_charge=300.0,
+        # the fleet's ~26 kW facility peak x $12/kW is ~$310: within it
+        plan_demand_charge=350.0,
+        # cooling by an air-cooled chiller on a day's swing of 14-30 °C: cooling costs more in
+        # the afternoon than at night
+        chiller_cop=3.2,
+        node_overhead_ratio=0.25,
     )
     servers = (
-        Server("demo-gpu-01", "training", "train-a", seed=1, job=Job("1001", "nlp", "ana")),
-        Server("demo-gpu-02", "hot", "train-a", seed=2, job=Job("1002", "nlp", "ana")),
-        Server("demo-gpu-03", "inference", "serve-a", seed=3, job=Job("1003", "vision", "kim")),
+        # three servers with a BMC (their wall power is their IT energy), one without (estimated)
+        Server("demo-gpu-01", "training", "train-a", seed=1, job=Job("1001", "nlp", "ana"),
+               node_meter_w=900.0),
+        Server("demo-gpu-02", "hot", "train-a", seed=2, job=Job("1002", "nlp", "ana"), node_meter_w=900.0),
+        Server("demo-gpu-03", "inference", "serve-a", seed=3, job=Job("1003", "vision", "kim"),
+               node_meter_w=700.0),
         Server("demo-gpu-04", "idle", "dev", seed=4),  # nobody's: team idle
     )
     # two teams and a budget each; nlp's is tight (its forecast runs over it), vision's ample

@@ -22,6 +22,7 @@ class SourceSettings:
     node: str
     simulate: int = 0
     simulate_model: str = "h100-sxm"
+    simulate_node_meter: float | None = None  # the simulated server's BMC: its base draw, W
     workloads: tuple[str, ...] = ("training",)
     seed: int = 0
     sysfs_root: Path = Path("/sys")
@@ -65,7 +66,8 @@ def _host(s: SourceSettings) -> Source:
 def _simulated(s: SourceSettings) -> Source:
     from wattledger.agent.sources.simulated import SimulatedSource
 
-    return SimulatedSource(s.node, s.simulate, model=s.simulate_model, workloads=s.workloads, seed=s.seed)
+    return SimulatedSource(s.node, s.simulate, model=s.simulate_model, workloads=s.workloads, seed=s.seed,
+                           node_meter_w=s.simulate_node_meter)
 
 
 def _redfish(s: SourceSettings) -> Source:

@@ -32,6 +32,7 @@ from wattledger.agent.sources.base import (
     DeviceLost,
     SourceSample,
 )
+from wattledger.agent.sources.remote import bmc_node_id
 from wattledger.contract import Device
 
 GIB = 1 << 30
@@ -222,13 +223,38 @@ class SimulatedGpu:
         return reading
 
 
+#: the simulated server's power supplies' efficiency (what its BMC's wall reading adds on top)
+PSU_EFFICIENCY = 0.94
+
+
+class SimulatedBmc:
+    """The server's wall power as its BMC would read it (a ``node`` device): its GPUs' power
+    through the power supplies, plus a base draw (fans, NICs, CPUs, storage)."""
+
+    def __init__(self, node: str, base_w: float) -> None:
+        self.info = Device(id=bmc_node_id(node), kind="node", index=0, model="simulated BMC")
+        self.base_w = base_w
+        self.counter_j = 0.0
+        self.last: tuple[float, float] | None = None  # ts, power
+
+    def advance(self, ts: float, gpus_w: float) -> DeviceReading:
+        power = round((gpus_w + self.base_w) / PSU_EFFICIENCY, 1)
+        if self.last is not None and ts > self.last[0]:
+            self.counter_j += (self.last[1] + power) / 2.0 * (ts - self.last[0])
+        if self.last is None or ts > self.last[0]:
+            self.last = (ts, power)
+        return DeviceReading(device=self.info, ts=ts, power_w=self.last[1], energy_j=round(self.counter_j, 3))
+
+
 class SimulatedSource:
-    """N simulated GPUs of one model; ``workloads`` are assigned to the GPUs in turn."""
+    """N simulated GPUs of one model; ``workloads`` are assigned to the GPUs in turn; with
+    ``node_meter_w``, the server's BMC too (wall power = (GPUs + node_meter_w) / PSU efficiency)."""
 
     name = "simulated"
 
     def __init__(self, node: str, count: int, *, model: str = "h100-sxm",
-                 workloads: Sequence[str] = ("training",), seed: int = 0) -> None:
+                 workloads: Sequence[str] = ("training",), seed: int = 0,
+                 node_meter_w: float | None = None) -> None:
         if model not in MODELS:
             raise ValueError(f"unknown GPU model {model!r} (known: {', '.join(MODELS)})")
         unknown = [w for w in workloads if w not in WORKLOADS]
@@ -236,6 +262,7 @@ class SimulatedSource:
             raise ValueError(f"unknown workload {unknown!r} (known: {', '.join(WORKLOADS)})")
         self.gpus = [SimulatedGpu(node, i, MODELS[model], workloads[i % len(workloads)], seed)
                      for i in range(count)]
+        self.bmc = SimulatedBmc(node, node_meter_w) if node_meter_w is not None else None
 
     def open(self) -> None:
         pass
@@ -250,4 +277,7 @@ class SimulatedSource:
                 out.readings.append(gpu.advance(ts))
             except DeviceLost:
                 out.down.append(gpu.info)
+        if self.bmc is not None:
+            gpus_w = sum(r.power_w or 0.0 for r in out.readings)
+            out.readings.append(self.bmc.advance(ts, gpus_w))
         return out

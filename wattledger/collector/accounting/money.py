@@ -21,7 +21,7 @@ from iso4217 import Currency
 MONEY_COLUMNS = frozenset({
     "it_cost", "cooling_cost", "energy_cost", "demand_charge", "total_cost", "plan_cost",
     "plan_to_date", "forecast_cost", "plan_energy_cost", "plan_energy_to_date", "plan_demand_charge",
-    "other_cost", "overhead_cost", "capex", "cloud_cost", "idle_cost", "waste_cost",
+    "other_cost", "overhead_cost", "gpu_cost", "cpu_cost", "capex", "cloud_cost", "idle_cost", "waste_cost",
 })
 
 

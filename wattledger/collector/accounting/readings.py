@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from wattledger.collector.accounting import intervals
+from wattledger.collector.accounting.intervals import Intervals
 from wattledger.contract import LATEST_COLUMNS, READING_COLUMNS
 
 Floats = npt.NDArray[np.float64]
@@ -41,7 +42,9 @@ class DeviceStates:
     last_power_w: Floats
     last_energy_j: Floats
     power_limit_w: Floats  # as the group's batches declare it (NaN: unknown, never anomalous)
-    it_energy: Bools       # False for meters, sensors and partitions
+    it_energy: Bools       # a node's parts (gpu, cpu, host): False for node meters, meters, sensors
+    #: devices whose energy feeds the node and site minutes: node meters, cooling/facility meters
+    metered: Bools | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,9 @@ class Accounted:
     intervals: intervals.Intervals  # of IT devices; ``slot`` is the group's device number
     interval_group: Ints            # the (site, cluster) of each interval (its closing reading's)
     closing: Ints                   # each interval's closing reading: its index in the readings given
+    #: intervals of the ``metered`` devices (node meters, facility and cooling meters), and theirs
+    meter_intervals: Intervals
+    meter_group: Ints
     # increments per device of the group (0..k-1)
     energy_j: Floats
     unmeasured_s: Floats
@@ -115,16 +121,24 @@ def account(readings: Readings, state: DeviceStates, *, max_gap_seconds: float) 
         last = np.flatnonzero(np.append(r.device[1:] != r.device[:-1], True))
     else:
         last = np.zeros(0, dtype=np.int64)
-    # meters, sensors and partitions add no IT energy and no unmeasured time: their readings
-    # move the device's state and latest values, nothing more
+    # node meters, meters, sensors and partitions add no device IT energy and no unmeasured
+    # time: their readings move the device's state and latest values; the node meters' and the
+    # facility and cooling meters' intervals go on to the node and site minutes
+    metered = state.metered if state.metered is not None else np.zeros(k, dtype=bool)
+    meters = _take(iv, metered[iv.slot])
     it = state.it_energy[iv.slot]
     if not it.all():
-        iv = intervals.Intervals(*(getattr(iv, f.name)[it] for f in fields(intervals.Intervals)))
+        iv = _take(iv, it)
     return Accounted(
         intervals=iv, interval_group=r.group[iv.reading], closing=order[iv.reading],
+        meter_intervals=meters, meter_group=r.group[meters.reading],
         energy_j=np.bincount(iv.slot, weights=iv.energy_j, minlength=k).astype(np.float64),
         unmeasured_s=np.bincount(iv.slot, weights=iv.unmeasured_s, minlength=k).astype(np.float64),
         resets=np.bincount(iv.slot[iv.reset], minlength=k).astype(np.int64),
         anomalies=np.bincount(iv.slot[iv.anomaly], minlength=k).astype(np.int64),
         late=late_counts, late_reading=late_reading, updated=r.device[last], newest=r.take(last),
         kept=r)
+
+
+def _take(iv: intervals.Intervals, which: Bools) -> intervals.Intervals:
+    return intervals.Intervals(*(getattr(iv, f.name)[which] for f in fields(intervals.Intervals)))

@@ -44,12 +44,21 @@ from dataclasses import dataclass, fields
 import numpy as np
 import numpy.typing as npt
 
+from wattledger.collector.accounting.intervals import Intervals
 from wattledger.collector.accounting.pricing import SitePrices, price
 from wattledger.collector.accounting.profiles import DayClock, group_devices, plan_rows
-from wattledger.collector.accounting.readings import LATEST, READINGS_FIELDS, DeviceStates, Readings, account
+from wattledger.collector.accounting.readings import (
+    LATEST,
+    READINGS_FIELDS,
+    Accounted,
+    DeviceStates,
+    Readings,
+    account,
+)
 from wattledger.collector.accounting.siteclock import month_text
 from wattledger.collector.ingest import dedupe
 from wattledger.collector.ingest.chargeback import Chargeback, GroupBatch
+from wattledger.collector.ingest.minutes import GroupNodes, MinuteBooker
 from wattledger.collector.sites import SiteConfig
 from wattledger.collector.store.base import (
     Changes,
@@ -61,7 +70,7 @@ from wattledger.collector.store.base import (
     Store,
     StreamState,
 )
-from wattledger.contract import NOT_IT_KINDS
+from wattledger.contract import NODE_METER_KIND, PART_KINDS
 from wattledger.wire import Batch, BatchError, Columns, DeviceInfo, ValidBatch
 
 log = logging.getLogger(__name__)
@@ -152,7 +161,8 @@ class Bookkeeper:
         #: GPU models seen, numbered (the plan's statistics are per model)
         self._models: dict[str, int] = {}
         self._chargeback = Chargeback(dict(teams or {}), self._prices, self._site_index,
-                                      {name: self.sites[name].pue for name in names})
+                                      {name: self.sites[name].device_pue for name in names})
+        self._minutes = MinuteBooker([self.sites[name] for name in names], names, self._prices)
         #: the (site, cluster) pairs readings are filed under, numbered
         self._groups: list[tuple[str, str]] = []
         self._group_index: dict[tuple[str, str], int] = {}
@@ -259,7 +269,7 @@ class Bookkeeper:
                           for n in accepted]
                 lates = self._book(unit, booked, [batch_keys[n] for n in accepted],
                                    held, slots, infos, keep_info, merge_info, owners, seen, now, changes,
-                                   states)
+                                   states, key_list)
                 for n, late in zip(accepted, lates, strict=True):
                     if n in agent_fed:
                         skipped = agent_fed[n]
@@ -334,7 +344,8 @@ class Bookkeeper:
               held: HeldDevices,
               slots: np.ndarray, infos: Mapping[int, DeviceInfo], keep_info: set[int], merge_info: set[int],
               owners: Sequence[str | None], seen: Sequence[float], now: float, changes: Changes,
-              states: Mapping[str, StreamState]) -> list[npt.NDArray[np.bool_]]:
+              states: Mapping[str, StreamState],
+              key_list: Sequence[tuple[str, str]]) -> list[npt.NDArray[np.bool_]]:
         """Account the accepted batches into ``changes``; per batch, which of its readings were late."""
         changes.streams, changes.seqs_added, changes.seqs_dropped = dedupe.advance(
             states, [vb for vb in batches if not vb.remote])
@@ -367,14 +378,22 @@ class Bookkeeper:
         # request gave none (the anomaly rule bounds a counter that seems to go back)
         remote_only = np.array([k in keep_info or k in merge_info for k in used], dtype=bool)
         limits = np.where(remote_only & np.isnan(limits), held.power_limit_w[used], limits)
+        metered = np.array([i.kind == NODE_METER_KIND
+                            or (i.kind == "meter" and i.role in ("cooling", "facility"))
+                            for i in used_infos], dtype=bool)
         state = DeviceStates(held.last_ts[used], held.last_power_w[used], held.last_energy_j[used], limits,
-                             np.array([i.kind not in NOT_IT_KINDS for i in used_infos], dtype=bool))
+                             np.array([i.kind in PART_KINDS for i in used_infos], dtype=bool), metered)
         done = account(readings, state, max_gap_seconds=self.max_gap_seconds)
-        priced = price(done.intervals, done.interval_group, np.array(self._group_site, dtype=np.int64),
-                       self._prices)
-        reading_batch = np.repeat(np.arange(len(batches), dtype=np.int64),
-                                  [len(vb.columns) for vb in batches])
-        self._chargeback.book(unit, group_batches, used_infos, reading_batch, readings.util, done, changes)
+        node_names = sorted(nodes)
+        node_number = {name: i for i, name in enumerate(node_names)}
+        device_node = np.array([node_number[key_list[k][0]] for k in used], dtype=np.int64)
+        group_site = np.array(self._group_site, dtype=np.int64)
+        priced = price(done.intervals, done.interval_group, group_site, self._prices, device_node,
+                       np.array([i.kind == "gpu" for i in used_infos], dtype=bool))
+        group_nodes = GroupNodes(
+            node_names, np.array([self._site_index[nodes[n].site] for n in node_names], dtype=np.int64),
+            [nodes[n].cluster for n in node_names], device_node, [i.kind for i in used_infos],
+            [i.role for i in used_infos])
         used_slots = slots[used]
         newest = {name: getattr(done.newest, name) for name in ("ts", "power_w", "energy_j", *LATEST,
                                                                 "clock_events", "has_clock_events")}
@@ -406,8 +425,41 @@ class Bookkeeper:
                                 [node_of[k] for k in used], used_slots, self._models)
         kept = done.kept
         changes.plan_days = plan_rows(kept.device, kept.group, kept.ts, kept.power_w, kept.util,
-                                      done.intervals, devices, np.array(self._group_site, dtype=np.int64),
+                                      _with_node_meters(done, used_infos), devices,
+                                      np.array(self._group_site, dtype=np.int64),
                                       self._day_clocks, self._site_names, list(self._models))
+        # the whole node and the site's cooling (adding to the sums above), then the teams, who
+        # share what they change
+        shares = self._minutes.book(unit, changes, done, priced, group_site, group_nodes,
+                                    self._sensor_readings(readings, used_infos))
+        reading_batch = np.repeat(np.arange(len(batches), dtype=np.int64),
+                                  [len(vb.columns) for vb in batches])
+        self._chargeback.book(unit, group_batches, used_infos, reading_batch, readings.util, done, changes,
+                              shares)
         ends = np.cumsum([len(vb.columns) for vb in batches])
         return np.split(done.late_reading, ends[:-1])
 
+    def _sensor_readings(self, readings: Readings, infos: Sequence[DeviceInfo]
+                         ) -> dict[str, list[tuple[float, float]]]:
+        """(ts, temp_c) of the group's readings of the sensors a chiller site reads."""
+        wanted = set(self._minutes.sensor_ids().values())
+        out: dict[str, list[tuple[float, float]]] = {}
+        for local, info in enumerate(infos):
+            if info.kind == "sensor" and info.id in wanted:
+                mine = (readings.device == local) & ~np.isnan(readings.temp_c)
+                out.setdefault(info.id, []).extend(
+                    zip(readings.ts[mine].tolist(), readings.temp_c[mine].tolist(), strict=True))
+        return out
+
+
+
+def _with_node_meters(done: Accounted, infos: Sequence[DeviceInfo]) -> Intervals:
+    """The parts' intervals and the node meters' (the plan's statistics measure the node overhead
+    per model from both), in (device, time) order as accounted."""
+    meters = done.meter_intervals
+    node = np.array([infos[int(s)].kind == NODE_METER_KIND for s in meters.slot.tolist()], dtype=bool)
+    both = [np.concatenate([getattr(done.intervals, f.name), getattr(meters, f.name)[node]])
+            for f in fields(Intervals)]
+    merged = Intervals(*both)
+    order = np.lexsort((merged.end, merged.slot))
+    return Intervals(*(getattr(merged, f.name)[order] for f in fields(Intervals)))

@@ -18,7 +18,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
+from wattledger.collector.accounting.cooling import MeteredCooling
 from wattledger.collector.readmodel.view import FleetView, NodeView, ReadModel
+from wattledger.collector.readmodel.wholenode import it_power_by_node, whole_node_families
 from wattledger.collector.sites import SiteConfig
 from wattledger.collector.store.devicetable import DeviceTable, Floats, Ints
 from wattledger.collector.teams import IDLE
@@ -50,7 +52,9 @@ class LedgerCollector(Collector):
 
     def _state(self) -> tuple[list[Metric], Mapping[str, NodeView], DeviceTable]:
         view = self._model.view()  # a copy: read without any lock
-        return list(_site_families(view, self._model.terms.sites)), view.nodes, view.devices
+        sites = self._model.terms.sites
+        return ([*_site_families(view, sites), *whole_node_families(view, sites)], view.nodes,
+                view.devices)
 
     def collect(self) -> Iterator[Metric]:
         site_families, nodes, devices = self._state()
@@ -97,8 +101,10 @@ class _Families(Collector):
 
 def _site_families(view: FleetView, sites: Mapping[str, SiteConfig]) -> Iterator[Metric]:
     cooling = CounterMetricFamily("wattledger_cooling_energy_joules",
-                                  "Cooling energy: IT energy x (pue - 1).", labels=["site"])
-    cost = CounterMetricFamily("wattledger_energy_cost", "Energy cost, IT and cooling parts.",
+                                  "Cooling energy, by the site's cooling model.", labels=["site"])
+    cost = CounterMetricFamily("wattledger_energy_cost",
+                               "Energy cost, IT and cooling parts (and a metered site's other "
+                               "facility load).",
                                labels=["site", "currency", "part"])
     carbon = CounterMetricFamily("wattledger_carbon_grams", "Carbon of facility energy.",
                                  labels=["site"])
@@ -123,6 +129,8 @@ def _site_families(view: FleetView, sites: Mapping[str, SiteConfig]) -> Iterator
         cooling.add_metric([site], totals.cooling_j)
         cost.add_metric([site, currency, "it"], totals.it_cost)
         cost.add_metric([site, currency, "cooling"], totals.cooling_cost)
+        if isinstance(sites[site].cooling_model, MeteredCooling):
+            cost.add_metric([site, currency, "other"], totals.other_cost)
         carbon.add_metric([site], totals.carbon_g)
         summary = view.months[site]
         gauges["demand_charge"].add_metric([site, currency], summary.demand_charge)
@@ -211,12 +219,7 @@ def _node_families(nodes: Mapping[str, NodeView], dev: DeviceTable) -> Iterator[
     conflicts = CounterMetricFamily("wattledger_ingest_conflicts",
                                     "Batches refused 409: their devices came from another live stream "
                                     "of the node (a second agent).", labels=["node"])
-    node_power: dict[str, float] = {}
-    last_power = dev.view("last_power_w")
-    for slot in range(dev.size):
-        value = float(last_power[slot])
-        if not np.isnan(value):
-            node_power[dev.node[slot]] = node_power.get(dev.node[slot], 0.0) + value
+    node_power = it_power_by_node(dev)
     for node, state in sorted(nodes.items()):
         labels = [state.site, state.cluster, node]
         seen.add_metric(labels, state.last_seen)

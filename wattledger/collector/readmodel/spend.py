@@ -20,6 +20,7 @@ from wattledger.collector.accounting.siteclock import parse_month
 from wattledger.collector.readmodel.chargeback import owner_rows, team_rows
 from wattledger.collector.readmodel.view import Terms
 from wattledger.collector.store.base import CHARGEBACK_GROUPS, SPEND_KEYS, GroupBy, Level, Store
+from wattledger.collector.store.sql import SPEND_VALUES
 
 _MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 
@@ -53,28 +54,32 @@ def _site_rows(store: Store, terms: Terms, site: str, month: str, group_by: Leve
     since, until = (now - DAY_SECONDS) / 60.0, now / 60.0
     summary = terms.summary(site, month, store.month_sums(site, parse_month(month)),
                             store.day_cost(site, since, until), now)
+    zeros = (0.0,) * len(SPEND_VALUES)
     if group_by == "site" and not found:
-        found = [(site, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)]
+        found = [(site, *zeros)]
     if group_by == "cluster":  # clusters with a plan but no use yet are rows too
         used = {row[1] for row in found}
         planned = {e.cluster for e in terms.plan
                    if e.site == site and e.month == month and e.cluster is not None}
-        found = sorted([*found, *((site, c, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0) for c in planned - used)],
+        found = sorted([*found, *((site, c, *zeros) for c in planned - used)],
                        key=lambda row: row[1])
     cluster_day_cost = (store.cluster_day_cost(site, math.ceil(since), until)
                         if group_by == "cluster" else {})
     rows = []
     for row in found:
         labels = dict(zip(keys, row[:len(keys)], strict=True))
-        it_j, cooling_j, it_cost, cooling_cost, carbon_g, unmeasured = (float(v) for v in row[len(keys):])
+        v = dict(zip(SPEND_VALUES, (float(x) for x in row[len(keys):]), strict=True))
+        it_j, cooling_j, other_j = v["it_j"], v["cooling_j"], v["other_j"]
+        energy_cost = v["it_cost"] + v["cooling_cost"] + v["other_cost"]
         out: dict[str, Any] = {**labels, "month": month, "currency": summary.currency,
                                "it_energy_j": it_j,
                                "it_energy_kwh": it_j / JOULES_PER_KWH,
                                "cooling_energy_kwh": cooling_j / JOULES_PER_KWH,
-                               "facility_energy_kwh": (it_j + cooling_j) / JOULES_PER_KWH,
-                               "it_cost": it_cost, "cooling_cost": cooling_cost,
-                               "energy_cost": it_cost + cooling_cost,
-                               "carbon_kg": carbon_g / 1000.0, "unmeasured_seconds": unmeasured}
+                               "facility_energy_kwh": (it_j + cooling_j + other_j) / JOULES_PER_KWH,
+                               "it_cost": v["it_cost"], "cooling_cost": v["cooling_cost"],
+                               "energy_cost": energy_cost,
+                               "carbon_kg": v["carbon_g"] / 1000.0, "unmeasured_seconds": v["unmeasured_s"],
+                               **bill_parts(v)}
         if group_by == "site":
             out.update(peak_demand_kw=summary.peak_kw, demand_charge=summary.demand_charge,
                        total_cost=summary.total_cost, plan_cost=summary.plan_cost,
@@ -86,7 +91,6 @@ def _site_rows(store: Store, terms: Terms, site: str, month: str, group_by: Leve
         elif group_by == "cluster":
             plan, plan_kwh = plan_of(terms.plan, site, month, str(labels["cluster"]))
             ratio, left = elapsed_ratio(terms.clocks[site], month, now)
-            energy_cost = it_cost + cooling_cost
             # a cluster's budget is energy only: the demand charge is the site's
             to_date = None if plan is None else plan * ratio
             out.update(demand_charge=None, total_cost=energy_cost, plan_cost=plan,
@@ -95,8 +99,22 @@ def _site_rows(store: Store, terms: Terms, site: str, month: str, group_by: Leve
                                               ratio, left),
                        plan_energy_cost=plan, plan_energy_to_date=to_date, plan_demand_charge=None)
         else:
-            out.update(demand_charge=None, total_cost=it_cost + cooling_cost, plan_cost=None,
+            out.update(demand_charge=None, total_cost=energy_cost, plan_cost=None,
                        plan_it_energy_kwh=None, plan_to_date=None, forecast_cost=None,
                        plan_energy_cost=None, plan_energy_to_date=None, plan_demand_charge=None)
         rows.append(out)
     return rows
+
+
+def bill_parts(v: dict[str, float]) -> dict[str, float]:
+    """The bill's parts of a spend row (docs/accounting.md, "The bill's parts"): the GPUs', the
+    CPUs' and host domains', the node overhead (of which estimated), cooling and other facility
+    load, as energy and cost. They add up: gpu + cpu + overhead = IT; + cooling + other = facility."""
+    cpu_j = v["it_j"] - v["gpu_j"] - v["overhead_j"]
+    cpu_cost = v["it_cost"] - v["gpu_cost"] - v["overhead_cost"]
+    return {"gpu_energy_kwh": v["gpu_j"] / JOULES_PER_KWH, "gpu_cost": v["gpu_cost"],
+            "cpu_energy_kwh": max(cpu_j, 0.0) / JOULES_PER_KWH, "cpu_cost": max(cpu_cost, 0.0),
+            "overhead_energy_kwh": v["overhead_j"] / JOULES_PER_KWH, "overhead_cost": v["overhead_cost"],
+            "overhead_estimated_kwh": v["overhead_est_j"] / JOULES_PER_KWH,
+            "other_energy_kwh": v["other_j"] / JOULES_PER_KWH, "other_cost": v["other_cost"],
+            "meter_disagreement_seconds": v["disagree_s"]}

@@ -22,7 +22,7 @@ from wattledger.collector.accounting.pricing import SiteSums
 from wattledger.collector.accounting.siteclock import SiteClock, month_text
 from wattledger.collector.accounting.teamsums import TeamMonth, team_months
 from wattledger.collector.sites import PlanEntry, SiteConfig
-from wattledger.collector.store.base import NodeState, Row, Store
+from wattledger.collector.store.base import MinuteSums, NodeState, NodeTotals, Row, Store
 from wattledger.collector.store.devicetable import DeviceTable
 
 
@@ -51,6 +51,10 @@ class FleetView:
     #: idle_gpu_s) of each team all time (counters)
     teams: Mapping[str, Sequence[TeamMonth]] = field(default_factory=dict)
     team_totals: Mapping[str, Sequence[Row]] = field(default_factory=dict)
+    #: per node, its all-time overhead and disagreement (beyond its devices' counters)
+    node_totals: Mapping[str, NodeTotals] = field(default_factory=dict)
+    #: per site, its minutes of the last hour (PUE, cooling power, outdoor temperature)
+    minutes: MinuteSums = field(default_factory=MinuteSums)
 
 
 class Terms:
@@ -133,4 +137,5 @@ class ReadModel:
             totals={site: data.site_totals.get(site, SiteSums()) for site in terms.site_names},
             months=summaries,
             nodes={name: terms.node_view(state, now) for name, state in data.nodes.items()},
-            devices=data.devices, teams=teams, team_totals=totals)
+            devices=data.devices, teams=teams, team_totals=totals, node_totals=data.node_totals,
+            minutes=data.minutes)

@@ -192,7 +192,8 @@ class Changes:
     usage: list[Row] = field(default_factory=list)
     #: (site, cluster, start_minute, month text, it_j, facility_j, cost)
     quarters: list[Row] = field(default_factory=list)
-    #: (site, month id, it_j, cooling_j, it_cost, cooling_cost, carbon_g): site totals and months
+    #: (site, month id, it_j, cooling_j, it_cost, cooling_cost, carbon_g[, other_j, other_cost,
+    #: fallback_s]): site totals and months
     site_months: list[Row] = field(default_factory=list)
     #: the plan's statistics: (site, model, day, part, bin, *accounting.profiles.VALUE_COLUMNS)
     plan_days: list[Row] = field(default_factory=list)
@@ -205,6 +206,17 @@ class Changes:
     #: idle_gpu_s, waste_j, waste_cost): ``holder_months`` summed by team (increments)
     team_months: list[Row] = field(default_factory=list)
 
+    #: the derived values of the minutes ``add_node_minutes`` / ``add_site_minutes`` returned:
+    #: (node, minute, overhead_j, estimated 0/1, disagree_s) and
+    #: (site, minute, cooling_j, other_j, outdoor_c or None, fallback_s)
+    node_minutes: list[Row] = field(default_factory=list)
+    site_minutes: list[Row] = field(default_factory=list)
+    #: sums to add: (month text, site, cluster, node, *NODE_USAGE_VALUES) and
+    #: (node, site, cluster, overhead_est_j, overhead_meas_j, disagree_s)
+    node_usage: list[Row] = field(default_factory=list)
+    node_totals: list[Row] = field(default_factory=list)
+
+
 
 def team_total_rows(team_months: Sequence[Row]) -> list[Row]:
     """``Changes.team_months`` as increments of the team totals: (site, team, it_j, energy cost,
@@ -215,6 +227,17 @@ def team_total_rows(team_months: Sequence[Row]) -> list[Row]:
         for i, value in enumerate((it_j, it_cost + cooling_cost, carbon_g, gpu_s, idle_s)):
             acc[i] += value
     return [(site, team, *values) for (site, team), values in sorted(sums.items())]
+
+
+#: node_usage's sums, in their order
+NODE_USAGE_VALUES = ("overhead_j", "overhead_est_j", "overhead_cost", "cooling_j", "cooling_cost", "other_j",
+                     "other_cost", "carbon_g", "disagree_s")
+#: what ``add_node_minutes`` adds (after node, minute, site, cluster) and then returns, with the
+#: derived values as last booked
+NODE_MINUTE_INPUTS = ("parts_j", "gpu_j", "meter_j", "meter_s")
+NODE_MINUTE_DERIVED = ("overhead_j", "estimated", "disagree_s")
+SITE_MINUTE_INPUTS = ("it_j", "cooling_meter_j", "facility_meter_j", "facility_meter_s")
+SITE_MINUTE_DERIVED = ("cooling_j", "other_j", "outdoor_c", "fallback_s")
 
 
 class IngestUnit(Protocol):
@@ -231,8 +254,37 @@ class IngestUnit(Protocol):
         """Add the increments (locking their node-minutes) and return every row of the
         node-minutes they touch, as it stands after the addition, with its holder's team ('' for
         the non-GPU row)."""
+    def add_node_minutes(self, rows: Sequence[Row]) -> list[Row]:
+        """Add (node, minute, site, cluster, *NODE_MINUTE_INPUTS) to the minutes' rows (created
+        at 0) and lock them; per row, in order, the new inputs and the derived values as booked
+        (NODE_MINUTE_INPUTS + NODE_MINUTE_DERIVED). ``write`` then stores the new derived ones."""
+        ...
+    def add_site_minutes(self, rows: Sequence[Row]) -> list[Row]:
+        """The same for (site, minute, *SITE_MINUTE_INPUTS): SITE_MINUTE_INPUTS + SITE_MINUTE_DERIVED."""
+        ...
+    def sensors(self, devices: Sequence[str]) -> dict[str, tuple[float, float]]:
+        """Committed (last ts, temp_c) of the sensor devices with these ids (any node)."""
         ...
     def write(self, changes: Changes) -> None: ...
+
+
+@dataclass
+class NodeTotals:
+    """A node's all-time sums beyond its devices' (/metrics counters)."""
+
+    site: str
+    cluster: str
+    overhead_est_j: float
+    overhead_meas_j: float
+    disagree_s: float
+
+
+@dataclass
+class MinuteSums:
+    """Per site, its minutes in a window (ascending): (minute, it_j, cooling_j, other_j,
+    outdoor_c or None), what the PUE, cooling-power and outdoor gauges show."""
+
+    rows: dict[str, list[tuple[int, float, float, float, float | None]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -244,6 +296,8 @@ class FleetData:
     day_cost: dict[str, float]  # per site: energy cost of the quarter-hours in the window asked for
     nodes: dict[str, NodeState]
     devices: DeviceTable  # a copy: read it without any lock
+    node_totals: dict[str, NodeTotals] = field(default_factory=dict)
+    minutes: MinuteSums = field(default_factory=MinuteSums)
 
 
 @dataclass(frozen=True)
@@ -281,6 +335,7 @@ class Store(Protocol):
 
     def fleet(self, months: Mapping[str, int], since_minute: float, until_minute: float) -> FleetData: ...
     def month_sums(self, site: str, month: int) -> SiteSums: ...
+    def minutes(self, since_minute: int, until_minute: int) -> MinuteSums: ...
     def day_cost(self, site: str, since_minute: float, until_minute: float) -> float: ...
     def spend_sums(self, site: str, month: str, group_by: Level) -> list[Row]: ...
     def cluster_day_cost(self, site: str, since_minute: float, until_minute: float) -> dict[str, float]: ...

@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from wattledger.collector.accounting.readings import LATEST
-from wattledger.contract import NOT_IT_KINDS
+from wattledger.contract import PART_KINDS
 from wattledger.wire import DeviceInfo
 
 Floats = npt.NDArray[np.float64]
@@ -47,7 +47,7 @@ class DeviceTable:
         self.counts: dict[str, Ints] = {name: np.zeros(0, dtype=np.int64) for name in COUNTS}
         self.clock_events: npt.NDArray[np.uint64] = np.zeros(0, dtype=np.uint64)
         self.has_clock_events: npt.NDArray[np.bool_] = np.zeros(0, dtype=bool)
-        #: whether a device's energy is IT energy (not a meter, sensor or partition)
+        #: whether a device is one of its node's parts (gpu, cpu, host): its energy is IT energy of its own
         self.it_energy: npt.NDArray[np.bool_] = np.zeros(0, dtype=bool)
         self.node: list[str] = []
         self.device: list[str] = []
@@ -99,7 +99,7 @@ class DeviceTable:
         self.parent.append(parent)
         self.share.append(share)
         self.stream.append(None)
-        self.it_energy[slot] = kind not in NOT_IT_KINDS
+        self.it_energy[slot] = kind in PART_KINDS
         self.clock_events[slot] = 0
         self.has_clock_events[slot] = False
         for name in FLOATS:
@@ -130,7 +130,7 @@ class DeviceTable:
     def set_info(self, slot: int, info: DeviceInfo) -> None:
         """Bring a device's metadata up to date."""
         self.kind[slot] = info.kind
-        self.it_energy[slot] = info.kind not in NOT_IT_KINDS
+        self.it_energy[slot] = info.kind in PART_KINDS
         self.role[slot] = info.role
         self.parent[slot] = info.parent
         self.share[slot] = info.share
@@ -206,7 +206,7 @@ class DeviceTable:
         events = columns["clock_events"]
         table.has_clock_events = np.array([v is not None for v in events], dtype=bool)
         table.clock_events = np.array([0 if v is None else v for v in events], dtype=np.int64).view(np.uint64)
-        table.it_energy = np.array([kind not in NOT_IT_KINDS for kind in columns["kind"]], dtype=bool)
+        table.it_energy = np.array([kind in PART_KINDS for kind in columns["kind"]], dtype=bool)
         for name in ("node", "device", "kind", "model", "slowdown_c", "shutdown_c", "role", "parent",
                      "share", "stream"):
             setattr(table, name, list(columns[name]))

@@ -101,6 +101,70 @@ def _chargeback(identity: str, fill: str) -> tuple[str, ...]:
     )
 
 
+#: version 9 (SQLite) / 5 (PostgreSQL): the whole node and the site's cooling, minute by minute
+#: (docs/accounting.md "The whole node" and "Cooling"; docs/collector.md "The store"). A minute's
+#: row holds its additive inputs and the derived values as booked so far (recomputed from the new
+#: inputs when a batch adds to them, the difference booked): ``node_minutes`` per node, parts and
+#: node meter, overhead; ``site_minutes`` per site, IT, cooling and facility meters, cooling and
+#: other facility energy, outdoor temperature. ``node_usage``: what the node and site minutes
+#: added per (month, node) beyond the devices' ``usage`` (node '' = the site's own: metered
+#: cooling, other facility load); ``node_totals``: the all-time counters of /metrics.
+def _whole_node(real: str, table_options: str) -> tuple[str, ...]:
+    return (
+        f"""CREATE TABLE node_minutes (
+             node TEXT NOT NULL,
+             minute BIGINT NOT NULL,
+             site TEXT NOT NULL,
+             cluster TEXT NOT NULL,
+             parts_j {real} NOT NULL,
+             gpu_j {real} NOT NULL,
+             meter_j {real} NOT NULL,
+             meter_s {real} NOT NULL,
+             overhead_j {real} NOT NULL,
+             estimated INTEGER NOT NULL,
+             disagree_s {real} NOT NULL,
+             PRIMARY KEY (node, minute)){table_options}""",
+        "CREATE INDEX node_minutes_by_site ON node_minutes (site, minute)",
+        f"""CREATE TABLE site_minutes (
+             site TEXT NOT NULL,
+             minute BIGINT NOT NULL,
+             it_j {real} NOT NULL,
+             cooling_meter_j {real} NOT NULL,
+             facility_meter_j {real} NOT NULL,
+             facility_meter_s {real} NOT NULL,
+             cooling_j {real} NOT NULL,
+             other_j {real} NOT NULL,
+             outdoor_c {real},
+             fallback_s {real} NOT NULL,
+             PRIMARY KEY (site, minute)){table_options}""",
+        f"""CREATE TABLE node_usage (
+             month TEXT NOT NULL,
+             site TEXT NOT NULL,
+             cluster TEXT NOT NULL,
+             node TEXT NOT NULL,
+             overhead_j {real} NOT NULL,
+             overhead_est_j {real} NOT NULL,
+             overhead_cost {real} NOT NULL,
+             cooling_j {real} NOT NULL,
+             cooling_cost {real} NOT NULL,
+             other_j {real} NOT NULL,
+             other_cost {real} NOT NULL,
+             carbon_g {real} NOT NULL,
+             disagree_s {real} NOT NULL,
+             PRIMARY KEY (month, site, cluster, node)){table_options}""",
+        f"""CREATE TABLE node_totals (
+             node TEXT PRIMARY KEY,
+             site TEXT NOT NULL,
+             cluster TEXT NOT NULL,
+             overhead_est_j {real} NOT NULL,
+             overhead_meas_j {real} NOT NULL,
+             disagree_s {real} NOT NULL){table_options}""",
+        f"ALTER TABLE site_totals ADD COLUMN other_j {real} NOT NULL DEFAULT 0",
+        f"ALTER TABLE site_totals ADD COLUMN other_cost {real} NOT NULL DEFAULT 0",
+        f"ALTER TABLE site_totals ADD COLUMN fallback_s {real} NOT NULL DEFAULT 0",
+    )
+
+
 #: each migration takes the schema from version i to i + 1
 SQLITE_MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -264,6 +328,7 @@ SQLITE_MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE plan_days ADD COLUMN meter_gpu_j DOUBLE PRECISION NOT NULL DEFAULT 0",
         "ALTER TABLE plan_days ADD COLUMN meter_gpu_s DOUBLE PRECISION NOT NULL DEFAULT 0",
     ),
+    _whole_node("DOUBLE PRECISION", ""),
 )
 
 
@@ -398,4 +463,5 @@ POSTGRES_MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE plan_days ADD COLUMN meter_gpu_j DOUBLE PRECISION NOT NULL DEFAULT 0",
         "ALTER TABLE plan_days ADD COLUMN meter_gpu_s DOUBLE PRECISION NOT NULL DEFAULT 0",
     ),
+    _whole_node("DOUBLE PRECISION", " WITH (fillfactor = 70)"),
 )

@@ -41,6 +41,9 @@ from wattledger.collector.accounting.readings import LATEST
 from wattledger.collector.accounting.siteclock import month_text
 from wattledger.collector.store import sql
 from wattledger.collector.store.base import (
+    NODE_MINUTE_INPUTS,
+    NODE_USAGE_VALUES,
+    SITE_MINUTE_INPUTS,
     Changes,
     FleetData,
     HeldDevices,
@@ -48,7 +51,9 @@ from wattledger.collector.store.base import (
     Ints,
     Level,
     MinuteRow,
+    MinuteSums,
     NodeState,
+    NodeTotals,
     Row,
     StoreError,
     StoreUnavailable,
@@ -154,15 +159,14 @@ _ADD_QUARTERS = (
     "ORDER BY q.site, q.cluster, q.start_minute "
     "ON CONFLICT (site, cluster, start_minute) DO UPDATE SET it_j = quarters.it_j + excluded.it_j, "
     "facility_j = quarters.facility_j + excluded.facility_j, cost = quarters.cost + excluded.cost")
+_SITE_TOTALS = ("cooling_j", "it_cost", "cooling_cost", "carbon_g", "other_j", "other_cost", "fallback_s")
 _ADD_SITE_TOTALS = (
-    "INSERT INTO site_totals (site, cooling_j, it_cost, cooling_cost, carbon_g) "
-    "SELECT t.site, SUM(t.cooling_j), SUM(t.it_cost), SUM(t.cooling_cost), SUM(t.carbon_g) "
-    "FROM unnest(%s::text[], %s::float8[], %s::float8[], %s::float8[], %s::float8[]) "
-    "AS t(site, cooling_j, it_cost, cooling_cost, carbon_g) GROUP BY t.site ORDER BY t.site "
-    "ON CONFLICT (site) DO UPDATE SET cooling_j = site_totals.cooling_j + excluded.cooling_j, "
-    "it_cost = site_totals.it_cost + excluded.it_cost, "
-    "cooling_cost = site_totals.cooling_cost + excluded.cooling_cost, "
-    "carbon_g = site_totals.carbon_g + excluded.carbon_g")
+    f"INSERT INTO site_totals (site, {', '.join(_SITE_TOTALS)}) "
+    "SELECT t.site, " + ", ".join(f"SUM(t.{c})" for c in _SITE_TOTALS) + " "
+    "FROM unnest(%s::text[], " + ", ".join("%s::float8[]" for _ in _SITE_TOTALS) + ") "
+    f"AS t(site, {', '.join(_SITE_TOTALS)}) GROUP BY t.site ORDER BY t.site "
+    "ON CONFLICT (site) DO UPDATE SET " + ", ".join(f"{c} = site_totals.{c} + excluded.{c}"
+                                                    for c in _SITE_TOTALS))
 _PLAN_TYPES = ("text", "text", "text", "text", "bigint", "bigint", *("float8",) * 5, "bigint",
                *("float8",) * 13)
 _ADD_PLAN = (
@@ -175,6 +179,53 @@ _MONTH_SUMS = (
     "SELECT u.site, SUM(u.it_j), SUM(u.cooling_j), SUM(u.it_cost), SUM(u.cooling_cost), SUM(u.carbon_g) "
     "FROM usage u JOIN unnest(%s::text[], %s::text[]) AS k(site, month) "
     "ON u.site = k.site AND u.month = k.month GROUP BY u.site")
+_NODE_MONTH_SUMS = sql.NODE_MONTHS_OF.replace(
+    "{K}", "JOIN unnest(%s::text[], %s::text[]) AS k(site, month) ON n.site = k.site AND n.month = k.month")
+def _minute_statements(table: str, key: str, labels: Sequence[str], inputs: Sequence[str],
+                       derived: Sequence[tuple[str, str]]) -> tuple[str, str]:
+    """(add, set) for a minute table: add the inputs to its rows (made at 0 when new) and return
+    the new inputs with the derived values as booked; then set the derived ones."""
+    columns = (key, "minute", *labels, *inputs)
+    names = [name for name, _ in derived]
+    zeroed = [n for n in names if n != "outdoor_c"]  # outdoor_c starts NULL: no temperature taken
+    add = (f"INSERT INTO {table} ({', '.join(columns)}, {', '.join(zeroed)}) "
+           f"SELECT r.*, {', '.join('0' for _ in zeroed)} FROM unnest(%s::text[], %s::bigint[], "
+           + ", ".join(["%s::text[]"] * len(labels) + ["%s::float8[]"] * len(inputs))
+           + f") AS r({', '.join(columns)}) ORDER BY r.{key}, r.minute "
+           f"ON CONFLICT ({key}, minute) DO UPDATE SET "
+           + ", ".join([*(f"{c} = excluded.{c}" for c in labels),
+                        *(f"{c} = {table}.{c} + excluded.{c}" for c in inputs)])
+           + f" RETURNING {key}, minute, {', '.join(inputs)}, {', '.join(names)}")
+    update = (f"UPDATE {table} SET " + ", ".join(f"{c} = u.{c}" for c in names)
+              + " FROM unnest(%s::text[], %s::bigint[], " + ", ".join(f"%s::{t}[]" for _, t in derived) + ") "
+              f"AS u({key}, minute, {', '.join(names)}) "
+              f"WHERE {table}.{key} = u.{key} AND {table}.minute = u.minute")
+    return add, update
+
+
+_ADD_NODE_MINUTES, _SET_NODE_MINUTES = _minute_statements(
+    "node_minutes", "node", ("site", "cluster"), NODE_MINUTE_INPUTS,
+    (("overhead_j", "float8"), ("estimated", "integer"), ("disagree_s", "float8")))
+_ADD_SITE_MINUTES, _SET_SITE_MINUTES = _minute_statements(
+    "site_minutes", "site", (), SITE_MINUTE_INPUTS,
+    (("cooling_j", "float8"), ("other_j", "float8"), ("outdoor_c", "float8"), ("fallback_s", "float8")))
+_ADD_NODE_USAGE = (
+    f"INSERT INTO node_usage (month, site, cluster, node, {', '.join(NODE_USAGE_VALUES)}) "
+    "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], "
+    + ", ".join("%s::float8[]" for _ in NODE_USAGE_VALUES)
+    + f") AS u(month, site, cluster, node, {', '.join(NODE_USAGE_VALUES)}) "
+    "ORDER BY u.month, u.site, u.cluster, u.node "
+    "ON CONFLICT (month, site, cluster, node) DO UPDATE SET "
+    + ", ".join(f"{c} = node_usage.{c} + excluded.{c}" for c in NODE_USAGE_VALUES))
+_NODE_TOTALS = ("overhead_est_j", "overhead_meas_j", "disagree_s")
+_ADD_NODE_TOTALS = (
+    f"INSERT INTO node_totals (node, site, cluster, {', '.join(_NODE_TOTALS)}) "
+    "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::float8[], %s::float8[], %s::float8[]) "
+    f"AS t(node, site, cluster, {', '.join(_NODE_TOTALS)}) ORDER BY t.node "
+    "ON CONFLICT (node) DO UPDATE SET site = excluded.site, cluster = excluded.cluster, "
+    + ", ".join(f"{c} = node_totals.{c} + excluded.{c}" for c in _NODE_TOTALS))
+_SENSORS = ("SELECT device, last_ts, temp_c FROM devices WHERE kind = 'sensor' AND device = ANY(%s::text[]) "
+            "AND last_ts IS NOT NULL AND temp_c IS NOT NULL")
 _MONTH_PEAKS = (
     "SELECT q.site, MAX(q.facility_j) FROM (SELECT q.site, SUM(q.facility_j) AS facility_j FROM quarters q "
     "JOIN unnest(%s::text[], %s::text[]) AS k(site, month) ON q.site = k.site AND q.month = k.month "
@@ -345,9 +396,10 @@ class PostgresStore(sql.PlanQueries):
 
     def fleet(self, months: Mapping[str, int], since_minute: float, until_minute: float) -> FleetData:
         with self._snapshot() as conn:
-            totals = {site: SiteSums(0.0, cool_j, it_cost, cool_cost, carbon)
-                      for site, cool_j, it_cost, cool_cost, carbon in conn.execute(
-                          "SELECT site, cooling_j, it_cost, cooling_cost, carbon_g FROM site_totals")}
+            totals = {site: SiteSums(0.0, cool_j, it_cost, cool_cost, carbon, 0.0, other_j, other_cost,
+                                     fallback)
+                      for site, cool_j, it_cost, cool_cost, carbon, other_j, other_cost, fallback
+                      in conn.execute(f"SELECT site, {', '.join(_SITE_TOTALS)} FROM site_totals")}
             sums = self._month_sums(conn, months)
             day_cost = dict.fromkeys(months, 0.0)
             for site, cost in conn.execute(_DAY_COST, (since_minute, until_minute)):
@@ -356,7 +408,12 @@ class PostgresStore(sql.PlanQueries):
             nodes = self._nodes(conn)
             devices = DeviceTable.from_rows(conn.execute(
                 f"SELECT {', '.join(DEVICE_COLUMNS)} FROM devices ORDER BY slot").fetchall())
-        return FleetData(totals, sums, day_cost, nodes, devices)
+            node_totals = {str(node): NodeTotals(site, cluster, est, meas, disagree)
+                           for node, site, cluster, est, meas, disagree in conn.execute(
+                               f"SELECT node, site, cluster, {', '.join(_NODE_TOTALS)} FROM node_totals")}
+            minutes = sql.minute_sums(conn.execute(sql.dialect(sql.MINUTE_SUMS, "%s"),
+                                                   (int(until_minute) - 60, int(until_minute))).fetchall())
+        return FleetData(totals, sums, day_cost, nodes, devices, node_totals, minutes)
 
     @staticmethod
     def _month_sums(conn: psycopg.Connection[Any], months: Mapping[str, int]) -> dict[str, SiteSums]:
@@ -366,6 +423,8 @@ class PostgresStore(sql.PlanQueries):
         found = conn.execute(_MONTH_SUMS, arrays((sites, texts)))
         for site, it_j, cool_j, it_cost, cool_cost, carbon in found:
             sums[site] = SiteSums(it_j, cool_j, it_cost, cool_cost, carbon)
+        for site, *values in conn.execute(_NODE_MONTH_SUMS, arrays((sites, texts))):
+            sums[site].add(*(float(v) for v in values))
         for site, facility_j in conn.execute(_MONTH_PEAKS, arrays((sites, texts, sites, texts))):
             held = sums[site]
             held.peak_quarter_facility_j = max(held.peak_quarter_facility_j, float(facility_j))
@@ -382,6 +441,9 @@ class PostgresStore(sql.PlanQueries):
         with self._snapshot() as conn:
             return self._month_sums(conn, {site: month})[site]
 
+    def minutes(self, since_minute: int, until_minute: int) -> MinuteSums:
+        return sql.minute_sums(self.query(sql.dialect(sql.MINUTE_SUMS, "?"), (since_minute, until_minute)))
+
     def day_cost(self, site: str, since_minute: float, until_minute: float) -> float:
         with self._errors(), self.pool.connection() as conn:
             row = conn.execute("SELECT COALESCE(SUM(cost), 0) FROM quarters WHERE site = %s AND "
@@ -390,7 +452,9 @@ class PostgresStore(sql.PlanQueries):
         return float(row[0]) if row else 0.0
 
     def spend_sums(self, site: str, month: str, group_by: Level) -> list[Row]:
-        return self.query(sql.dialect(sql.spend_sums(group_by), "%s"), (month, site))
+        return sql.merge_spend(group_by,
+                               self.query(sql.dialect(sql.spend_sums(group_by), "%s"), (month, site)),
+                               self.query(sql.dialect(sql.node_spend_sums(group_by), "%s"), (month, site)))
 
     def cluster_day_cost(self, site: str, since_minute: float, until_minute: float) -> dict[str, float]:
         return {str(cluster): float(cost) for cluster, cost in self.query(
@@ -526,6 +590,26 @@ class _Unit:
         return [(str(node), int(minute), int(holder), float(energy), str(team))
                 for node, minute, holder, energy, team in
                 conn.execute(_MINUTE_ROWS, arrays(([n for n, _ in keys], [m for _, m in keys]))).fetchall()]
+    def _add_minutes(self, statement: str, rows: Sequence[Row]) -> list[Row]:
+        if not rows:
+            return []
+        columns = [list(c) for c in zip(*rows, strict=True)]
+        got = {(str(r[0]), int(r[1])): tuple(r[2:])
+               for r in self._conn.execute(statement, arrays(columns)).fetchall()}
+        return [got[(str(r[0]), int(r[1]))] for r in rows]
+
+    def add_node_minutes(self, rows: Sequence[Row]) -> list[Row]:
+        return self._add_minutes(_ADD_NODE_MINUTES, rows)
+
+    def add_site_minutes(self, rows: Sequence[Row]) -> list[Row]:
+        return self._add_minutes(_ADD_SITE_MINUTES, rows)
+
+    def sensors(self, devices: Sequence[str]) -> dict[str, tuple[float, float]]:
+        found: dict[str, tuple[float, float]] = {}
+        for device, ts, temp in self._conn.execute(_SENSORS, arrays((list(devices),))).fetchall():
+            if str(device) not in found or float(ts) > found[str(device)][0]:
+                found[str(device)] = (float(ts), float(temp))
+        return found
 
     def write(self, ch: Changes) -> None:
         """Everything the group changes, in lock order, in one pipeline (one round trip)."""
@@ -555,6 +639,14 @@ class _Unit:
                                                      [c.at for c in refused])))
             if ch.usage:
                 conn.execute(_ADD_USAGE, arrays([list(column) for column in zip(*ch.usage, strict=True)]))
+            if ch.node_minutes:
+                conn.execute(_SET_NODE_MINUTES, arrays([list(c) for c in zip(*ch.node_minutes, strict=True)]))
+            if ch.site_minutes:
+                conn.execute(_SET_SITE_MINUTES, arrays([list(c) for c in zip(*ch.site_minutes, strict=True)]))
+            if ch.node_usage:
+                conn.execute(_ADD_NODE_USAGE, arrays([list(c) for c in zip(*ch.node_usage, strict=True)]))
+            if ch.node_totals:
+                conn.execute(_ADD_NODE_TOTALS, arrays([list(c) for c in zip(*ch.node_totals, strict=True)]))
             if ch.quarters:
                 conn.execute(_ADD_QUARTERS, arrays([list(c) for c in zip(*ch.quarters, strict=True)]))
             if ch.plan_days:  # before the site totals: a day's rows are shared by the site's nodes
@@ -569,7 +661,8 @@ class _Unit:
                 conn.execute(_ADD_TEAM_TOTALS, arrays([list(c) for c in
                                                        zip(*team_total_rows(ch.team_months), strict=True)]))
             if ch.site_months:  # the rows every transaction shares: last, held until the commit
-                columns = list(zip(*ch.site_months, strict=True))
+                padded = [(*row, *([0.0] * (10 - len(row)))) for row in ch.site_months]
+                columns = list(zip(*padded, strict=True))
                 conn.execute(_ADD_SITE_TOTALS, arrays([list(columns[0]), *(list(c) for c in columns[3:])]))
 
     @staticmethod

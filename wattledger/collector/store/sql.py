@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from wattledger.collector.store.base import SPEND_KEYS, Level, Row
+from wattledger.collector.store.base import SPEND_KEYS, Level, MinuteSums, Row
 
 #: a spend level's keys -> SQL columns (usage ``u``, devices ``d``)
 _COLUMNS = {"site": "u.site", "cluster": "u.cluster", "node": "d.node", "device": "d.device",
@@ -20,12 +20,62 @@ def dialect(statement: str, placeholder: str) -> str:
 
 def spend_sums(group_by: Level) -> str:
     """A month's usage of one site summed by the level's keys: (keys..., it_j, cooling_j,
-    it_cost, cooling_cost, carbon_g, unmeasured_s), sorted by the keys."""
+    it_cost, cooling_cost, carbon_g, unmeasured_s, gpu_j, gpu_cost), sorted by the keys."""
     keys = ", ".join(_COLUMNS[k] for k in SPEND_KEYS[group_by])
-    join = " JOIN devices d ON d.slot = u.slot" if group_by in ("node", "device") else ""
+    gpu = "CASE WHEN d.kind = 'gpu' THEN {} ELSE 0 END"
     return (f"SELECT {keys}, SUM(u.it_j), SUM(u.cooling_j), SUM(u.it_cost), SUM(u.cooling_cost), "
-            f"SUM(u.carbon_g), SUM(u.unmeasured_s) FROM usage u{join} "
+            f"SUM(u.carbon_g), SUM(u.unmeasured_s), SUM({gpu.format('u.it_j')}), "
+            f"SUM({gpu.format('u.it_cost')}) "
+            "FROM usage u JOIN devices d ON d.slot = u.slot "
             f"WHERE u.month = {{P}} AND u.site = {{P}} GROUP BY {keys} ORDER BY {keys}")
+
+
+#: a spend level's keys -> node_usage's columns (a node's own figures are a device row with
+#: device '' of kind 'node'; the site's own, node '', of kind 'site')
+_NODE_COLUMNS = {"site": "n.site", "cluster": "n.cluster", "node": "n.node", "device": "''",
+                 "kind": "CASE WHEN n.node = '' THEN 'site' ELSE 'node' END", "index": "0", "model": "NULL"}
+
+
+def node_spend_sums(group_by: Level) -> str:
+    """What the node and site minutes added to a month of one site, by the level's keys:
+    (keys..., overhead_j, overhead_est_j, overhead_cost, cooling_j, cooling_cost, other_j,
+    other_cost, carbon_g, disagree_s)."""
+    keys = ", ".join(_NODE_COLUMNS[k] for k in SPEND_KEYS[group_by])
+    groups = ", ".join(str(i + 1) for i in range(len(SPEND_KEYS[group_by])))
+    return (f"SELECT {keys}, SUM(n.overhead_j), SUM(n.overhead_est_j), SUM(n.overhead_cost), "
+            "SUM(n.cooling_j), "
+            "SUM(n.cooling_cost), SUM(n.other_j), SUM(n.other_cost), SUM(n.carbon_g), SUM(n.disagree_s) "
+            f"FROM node_usage n WHERE n.month = {{P}} AND n.site = {{P}} GROUP BY {groups}")
+
+
+#: the figures of a spend row, in order (after its keys)
+SPEND_VALUES = ("it_j", "cooling_j", "it_cost", "cooling_cost", "carbon_g", "unmeasured_s", "gpu_j",
+                "gpu_cost",
+                "overhead_j", "overhead_est_j", "overhead_cost", "other_j", "other_cost", "disagree_s")
+
+
+def merge_spend(group_by: Level, usage: list[Row], nodes: list[Row]) -> list[Row]:
+    """One row per key: the devices' usage with the node minutes' figures added (IT, cooling,
+    cost, carbon), sorted by the keys. Rows are (keys..., *SPEND_VALUES)."""
+    n = len(SPEND_KEYS[group_by])
+    merged: dict[tuple[Any, ...], list[float]] = {}
+    for row in usage:
+        it_j, cooling_j, it_cost, cooling_cost, carbon_g, unmeasured, gpu_j, gpu_cost = (
+            float(v) for v in row[n:])
+        merged[tuple(row[:n])] = [it_j, cooling_j, it_cost, cooling_cost, carbon_g, unmeasured, gpu_j,
+                                  gpu_cost, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    for row in nodes:
+        over, over_est, over_cost, cool, cool_cost, other, other_cost, carbon, disagree = (
+            float(v) for v in row[n:])
+        held = merged.setdefault(tuple(row[:n]), [0.0] * len(SPEND_VALUES))
+        for i, value in ((0, over), (1, cool), (2, over_cost), (3, cool_cost), (4, carbon), (8, over),
+                         (9, over_est), (10, over_cost), (11, other), (12, other_cost), (13, disagree)):
+            held[i] += value
+    return [(*key, *values) for key, values in sorted(merged.items(), key=lambda kv: _sort_key(kv[0]))]
+
+
+def _sort_key(key: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple("" if v is None else v for v in key)
 
 
 #: energy cost per cluster of a site's quarter-hours that start in [since, until]
@@ -139,3 +189,24 @@ TEAM_QUARTERS_OF_MONTH = ("SELECT start_minute, team, facility_j, cost FROM team
                           "WHERE site = {P} AND month = {P}")
 TEAM_DAY_COST = ("SELECT team, SUM(cost) FROM team_quarters WHERE site = {P} AND start_minute >= {P} "
                  "AND start_minute <= {P} GROUP BY team")
+#: per (site, month): what the node and site minutes added beyond the devices' usage, as the
+#: SiteSums' it_j, cooling_j, it_cost, cooling_cost, carbon_g, other_j, other_cost
+NODE_MONTHS = ("SELECT site, month, SUM(overhead_j), SUM(cooling_j), SUM(overhead_cost), SUM(cooling_cost), "
+               "SUM(carbon_g), SUM(other_j), SUM(other_cost) FROM node_usage GROUP BY site, month")
+#: the same for chosen (site, month) pairs ({K}: the pairs' join)
+NODE_MONTHS_OF = ("SELECT n.site, SUM(n.overhead_j), SUM(n.cooling_j), SUM(n.overhead_cost), "
+                  "SUM(n.cooling_cost), SUM(n.carbon_g), SUM(n.other_j), SUM(n.other_cost) FROM node_usage n "
+                  "{K} GROUP BY n.site")
+#: per site, the minutes [since, until]: sums, and the newest minute's cooling and outdoor °C
+MINUTE_SUMS = ("SELECT site, minute, it_j, cooling_j, other_j, outdoor_c FROM site_minutes "
+               "WHERE minute >= {P} AND minute <= {P} ORDER BY site, minute")
+
+
+def minute_sums(rows: list[Row]) -> MinuteSums:
+    """MinuteSums from MINUTE_SUMS' rows."""
+    sums = MinuteSums()
+    for site, minute, it_j, cooling_j, other_j, outdoor_c in rows:
+        sums.rows.setdefault(str(site), []).append(
+            (int(minute), float(it_j), float(cooling_j), float(other_j),
+             None if outdoor_c is None else float(outdoor_c)))
+    return sums

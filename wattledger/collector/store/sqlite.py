@@ -31,6 +31,11 @@ from wattledger.collector.accounting.siteclock import parse_month
 from wattledger.collector.store import sql
 from wattledger.collector.store.base import (
     KEEP_QUARTERS_SECONDS,
+    NODE_MINUTE_DERIVED,
+    NODE_MINUTE_INPUTS,
+    NODE_USAGE_VALUES,
+    SITE_MINUTE_DERIVED,
+    SITE_MINUTE_INPUTS,
     Changes,
     FleetData,
     HeldDevices,
@@ -38,7 +43,9 @@ from wattledger.collector.store.base import (
     Ints,
     Level,
     MinuteRow,
+    MinuteSums,
     NodeState,
+    NodeTotals,
     Row,
     StoreError,
     StreamState,
@@ -51,6 +58,8 @@ from wattledger.collector.store.migrations import SQLITE_MIGRATIONS
 from wattledger.wire import DeviceInfo
 
 SCHEMA_VERSION = len(SQLITE_MIGRATIONS)
+#: site minutes kept in memory: the last two hours (the PUE gauge reads the last one)
+RECENT_MINUTES = 120
 MIGRATIONS = SQLITE_MIGRATIONS
 
 
@@ -81,8 +90,17 @@ NODE_COLUMNS = ("node", "site", "cluster", "labels", "last_seen", "readings", "c
 _UPSERT_STREAM = _upsert("streams", ("stream", "node", "low_seq"), ("stream",), add=False)
 _UPSERT_NODE = _upsert("nodes", NODE_COLUMNS, ("node",), add=False)
 _UPSERT_DEVICE = _upsert("devices", DEVICE_COLUMNS, ("slot",), add=False)
-_UPSERT_SITE_TOTALS = _upsert("site_totals", ("site", "cooling_j", "it_cost", "cooling_cost", "carbon_g"),
-                              ("site",), add=False)
+SITE_TOTAL_COLUMNS = ("site", "cooling_j", "it_cost", "cooling_cost", "carbon_g", "other_j", "other_cost",
+                      "fallback_s")
+_UPSERT_SITE_TOTALS = _upsert("site_totals", SITE_TOTAL_COLUMNS, ("site",), add=False)
+NODE_MINUTE_COLUMNS = ("node", "minute", "site", "cluster", *NODE_MINUTE_INPUTS, *NODE_MINUTE_DERIVED)
+SITE_MINUTE_COLUMNS = ("site", "minute", *SITE_MINUTE_INPUTS, *SITE_MINUTE_DERIVED)
+_PUT_NODE_MINUTE = _upsert("node_minutes", NODE_MINUTE_COLUMNS, ("node", "minute"), add=False)
+_PUT_SITE_MINUTE = _upsert("site_minutes", SITE_MINUTE_COLUMNS, ("site", "minute"), add=False)
+_ADD_NODE_USAGE = _upsert("node_usage", ("month", "site", "cluster", "node", *NODE_USAGE_VALUES),
+                          ("month", "site", "cluster", "node"), add=True)
+NODE_TOTAL_COLUMNS = ("node", "site", "cluster", "overhead_est_j", "overhead_meas_j", "disagree_s")
+_PUT_NODE_TOTALS = _upsert("node_totals", NODE_TOTAL_COLUMNS, ("node",), add=False)
 _ADD_USAGE = _upsert("usage", ("month", "slot", "site", "cluster", "it_j", "cooling_j", "it_cost",
                                "cooling_cost", "carbon_g", "unmeasured_s"),
                      ("month", "slot", "site", "cluster"), add=True)
@@ -184,14 +202,30 @@ class SqliteStore(sql.PlanQueries):
                 f"SELECT {', '.join(NODE_COLUMNS)} FROM nodes")}
         #: per site: all-time sums (the counters of /metrics, exactly as stored) and per month
         self.site_totals: dict[str, SiteSums] = {
-            site: SiteSums(0.0, cool_j, it_cost, cool_cost, carbon)
-            for site, cool_j, it_cost, cool_cost, carbon in db.execute(
-                "SELECT site, cooling_j, it_cost, cooling_cost, carbon_g FROM site_totals")}
+            site: SiteSums(0.0, cool_j, it_cost, cool_cost, carbon, 0.0, other_j, other_cost, fallback)
+            for site, cool_j, it_cost, cool_cost, carbon, other_j, other_cost, fallback in db.execute(
+                f"SELECT {', '.join(SITE_TOTAL_COLUMNS)} FROM site_totals")}
+        self.node_totals: dict[str, NodeTotals] = {
+            node: NodeTotals(site, cluster, est, meas, disagree)
+            for node, site, cluster, est, meas, disagree in db.execute(
+                f"SELECT {', '.join(NODE_TOTAL_COLUMNS)} FROM node_totals")}
+        #: the last hours' site minutes (what /metrics shows), kept without reading the disk
+        self.recent_minutes: dict[tuple[str, int], tuple[float, float, float, float | None]] = {}
+        since = int(self._clock() // 60) - RECENT_MINUTES
+        for site, minute, it_j, cooling_j, other_j, outdoor_c in db.execute(
+                "SELECT site, minute, it_j, cooling_j, other_j, outdoor_c FROM site_minutes "
+                "WHERE minute >= ?",
+                (since,)):
+            self.recent_minutes[(site, int(minute))] = (it_j, cooling_j, other_j, outdoor_c)
         self.site_months: dict[tuple[str, int], SiteSums] = {}
         for site, month, it_j, cool_j, it_cost, cool_cost, carbon in db.execute(
                 "SELECT site, month, SUM(it_j), SUM(cooling_j), SUM(it_cost), SUM(cooling_cost), "
                 "SUM(carbon_g) FROM usage GROUP BY site, month"):
             self.site_months[(site, parse_month(month))] = SiteSums(it_j, cool_j, it_cost, cool_cost, carbon)
+        for site, month, it_j, cool_j, it_cost, cool_cost, carbon, other_j, other_cost in db.execute(
+                sql.NODE_MONTHS):
+            self.site_months.setdefault((site, parse_month(month)), SiteSums()).add(
+                it_j, cool_j, it_cost, cool_cost, carbon, other_j, other_cost)
         #: per (site, quarter start minute): facility joules and energy cost, all clusters
         self.quarters: dict[tuple[str, int], list[float]] = {}
         horizon = self._clock() - KEEP_QUARTERS_SECONDS
@@ -254,7 +288,9 @@ class SqliteStore(sql.PlanQueries):
                 nodes: Iterable[Row], devices: Iterable[Row], usage: Iterable[Row], quarters: Iterable[Row],
                 site_totals: Iterable[Row], plan_days: Iterable[Row] = (), holders: Iterable[Row] = (),
                 minutes: Iterable[Row] = (), holder_months: Iterable[Row] = (),
-                team_quarters: Iterable[Row] = (), team_totals: Iterable[Row] = ()) -> None:
+                team_quarters: Iterable[Row] = (), team_totals: Iterable[Row] = (),
+                node_minutes: Iterable[Row] = (), site_minutes: Iterable[Row] = (),
+                node_usage: Iterable[Row] = (), node_totals: Iterable[Row] = ()) -> None:
         """Write everything one ingest changed, in one transaction (all or nothing)."""
         db = self._db
         db.execute("BEGIN IMMEDIATE")
@@ -265,6 +301,10 @@ class SqliteStore(sql.PlanQueries):
             db.executemany(_UPSERT_NODE, nodes)
             db.executemany(_UPSERT_DEVICE, devices)
             db.executemany(_ADD_USAGE, usage)
+            db.executemany(_PUT_NODE_MINUTE, node_minutes)
+            db.executemany(_PUT_SITE_MINUTE, site_minutes)
+            db.executemany(_ADD_NODE_USAGE, node_usage)
+            db.executemany(_PUT_NODE_TOTALS, node_totals)
             db.executemany(_ADD_QUARTER, quarters)
             db.executemany(_UPSERT_SITE_TOTALS, site_totals)
             db.executemany(_ADD_PLAN, plan_days)
@@ -290,11 +330,24 @@ class SqliteStore(sql.PlanQueries):
                 day_cost={site: self.day_cost(site, since_minute, until_minute) for site in months},
                 nodes={name: replace(state, labels=dict(state.labels))
                        for name, state in self.node_states.items()},
-                devices=self.devices.snapshot())
+                devices=self.devices.snapshot(),
+                node_totals={name: replace(t) for name, t in self.node_totals.items()},
+                minutes=self.minutes(int(until_minute) - 60, int(until_minute)))
 
     def month_sums(self, site: str, month: int) -> SiteSums:
         with self.lock:
             return replace(self.site_months.get((site, month), SiteSums()))
+
+    def minutes(self, since_minute: int, until_minute: int) -> MinuteSums:
+        with self.lock:
+            if since_minute >= int(self._clock() // 60) - RECENT_MINUTES:
+                rows = [(site, minute, *values)
+                        for (site, minute), values in sorted(self.recent_minutes.items())
+                        if since_minute <= minute <= until_minute]
+            else:
+                rows = self._db.execute(sql.dialect(sql.MINUTE_SUMS, "?"),
+                                        (since_minute, until_minute)).fetchall()
+        return sql.minute_sums(rows)
 
     def day_cost(self, site: str, since_minute: float, until_minute: float) -> float:
         """Energy cost of the site's quarter-hours that start in [since, until] (kept in memory)."""
@@ -303,7 +356,9 @@ class SqliteStore(sql.PlanQueries):
                        if s == site and since_minute <= start <= until_minute)
 
     def spend_sums(self, site: str, month: str, group_by: Level) -> list[Row]:
-        return self.query(sql.dialect(sql.spend_sums(group_by), "?"), (month, site))
+        return sql.merge_spend(group_by,
+                               self.query(sql.dialect(sql.spend_sums(group_by), "?"), (month, site)),
+                               self.query(sql.dialect(sql.node_spend_sums(group_by), "?"), (month, site)))
 
     def cluster_day_cost(self, site: str, since_minute: float, until_minute: float) -> dict[str, float]:
         return {str(cluster): float(cost) for cluster, cost in self.query(
@@ -353,6 +408,9 @@ class SqliteStore(sql.PlanQueries):
         with self.lock:
             for key in [k for k in self.quarters if k[1] < forget_before_minute]:
                 del self.quarters[key]
+            recent = int(self._clock() // 60) - RECENT_MINUTES
+            for minute_key in [k for k in self.recent_minutes if k[1] < recent]:
+                del self.recent_minutes[minute_key]
             rolled = 0 if rollup_before_minute is None else self._roll_up(rollup_before_minute)
             return Upkeep(rolled, {name: s.last_seen for name, s in self.node_states.items()})
 
@@ -398,6 +456,9 @@ class _Unit:
         self._written = False
         self._holders: dict[int, Row] = {}
         self._minutes: list[MinuteRow] = []
+        #: the minutes' rows as ``add_*_minutes`` left them (inputs added), keyed by (name, minute)
+        self._node_minutes: dict[tuple[str, int], list[Any]] = {}
+        self._site_minutes: dict[tuple[str, int], list[Any]] = {}
 
     def holders(self, infos: Sequence[HolderInfo]) -> list[tuple[int, str]]:
         store = self._store
@@ -461,6 +522,60 @@ class _Unit:
         self.dirty = True
         return np.array(slots, dtype=np.int64)
 
+    def _stored_minutes(self, table: str, key: str, columns: Sequence[str],
+                        keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], list[Any]]:
+        """The stored rows of these (name, minute) keys: one range query per name."""
+        spans: dict[str, list[int]] = {}
+        for name, minute in keys:
+            span = spans.setdefault(name, [minute, minute])
+            span[0], span[1] = min(span[0], minute), max(span[1], minute)
+        found: dict[tuple[str, int], list[Any]] = {}
+        db = self._store._db
+        for name, (low, high) in spans.items():
+            for row in db.execute(f"SELECT {', '.join(columns)} FROM {table} WHERE {key} = ? "
+                                  "AND minute >= ? AND minute <= ?", (name, low, high)):
+                found[(row[0], int(row[1]))] = list(row)
+        return found
+
+    def _add_minutes(self, table: str, columns: Sequence[str], labels: int, blank: Sequence[Any],
+                     rows: Sequence[Row], held_rows: dict[tuple[str, int], list[Any]]) -> list[Row]:
+        """Add the inputs of (name, minute, *labels, *inputs) rows to the held (else stored, else
+        new: ``blank`` derived values) rows; per row its new inputs and derived values."""
+        stored = self._stored_minutes(table, columns[0], columns, ((r[0], int(r[1])) for r in rows))
+        first = 2 + labels
+        out: list[Row] = []
+        for name, minute, *rest in rows:
+            key = (name, int(minute))
+            inputs = rest[labels:]
+            held = held_rows.get(key) or stored.get(key) or [name, int(minute), *rest[:labels],
+                                                             *([0.0] * len(inputs)), *blank]
+            held[2:first] = rest[:labels]
+            for i, value in enumerate(inputs):
+                held[first + i] += value
+            held_rows[key] = held
+            out.append(tuple(held[first:]))
+        return out
+
+    def add_node_minutes(self, rows: Sequence[Row]) -> list[Row]:
+        return self._add_minutes("node_minutes", NODE_MINUTE_COLUMNS, 2, (0.0, 0, 0.0), rows,
+                                 self._node_minutes)
+
+    def add_site_minutes(self, rows: Sequence[Row]) -> list[Row]:
+        return self._add_minutes("site_minutes", SITE_MINUTE_COLUMNS, 0, (0.0, 0.0, None, 0.0), rows,
+                                 self._site_minutes)
+
+    def sensors(self, devices: Sequence[str]) -> dict[str, tuple[float, float]]:
+        table = self._store.devices
+        wanted = set(devices)
+        found: dict[str, tuple[float, float]] = {}
+        for slot in range(table.size):
+            if table.kind[slot] == "sensor" and table.device[slot] in wanted:
+                ts, temp = float(table.floats["last_ts"][slot]), float(table.floats["temp_c"][slot])
+                if ts == ts and temp == temp and (table.device[slot] not in found
+                                                  or ts > found[table.device[slot]][0]):
+                    found[table.device[slot]] = (ts, temp)
+        return found
+
     def write(self, changes: Changes) -> None:
         """Apply the changes to memory, then write every row they touched (one transaction)."""
         store = self._store
@@ -508,15 +623,37 @@ class _Unit:
                       s.conflicts, s.conflict_at)
                      for n in sorted(touched_nodes) for s in [store.node_states[n]]]
         sites = sorted({row[0] for row in changes.site_months})
-        totals = [(site, t.cooling_j, t.it_cost, t.cooling_cost, t.carbon_g)
-                  for site in sites for t in [store.site_totals[site]]]
+        totals = [(site, t.cooling_j, t.it_cost, t.cooling_cost, t.carbon_g, t.other_j, t.other_cost,
+                   t.fallback_s) for site in sites for t in [store.site_totals[site]]]
+        n_in = len(NODE_MINUTE_INPUTS)
+        for node, minute, *derived in changes.node_minutes:
+            self._node_minutes[(node, int(minute))][4 + n_in:] = derived
+        n_in = len(SITE_MINUTE_INPUTS)
+        recent = int(store._clock() // 60) - RECENT_MINUTES
+        for site, minute, *derived in changes.site_minutes:
+            row = self._site_minutes[(site, int(minute))]
+            row[2 + n_in:] = derived
+            if minute >= recent:
+                store.recent_minutes[(site, int(minute))] = (row[2], *row[2 + n_in:5 + n_in])
+        for node, site, cluster, est, meas, disagree in changes.node_totals:
+            held_totals = store.node_totals.setdefault(node, NodeTotals(site, cluster, 0.0, 0.0, 0.0))
+            held_totals.site, held_totals.cluster = site, cluster
+            held_totals.overhead_est_j += est
+            held_totals.overhead_meas_j += meas
+            held_totals.disagree_s += disagree
+        node_totals = [(node, t.site, t.cluster, t.overhead_est_j, t.overhead_meas_j, t.disagree_s)
+                       for node in sorted({row[0] for row in changes.node_totals})
+                       for t in [store.node_totals[node]]]
         store._commit(streams=[stream_rows[s] for s in sorted(stream_rows)], seqs_added=changes.seqs_added,
                       seqs_dropped=changes.seqs_dropped, nodes=node_rows,
                       devices=store.devices.rows(sorted(slots)), usage=changes.usage,
                       quarters=changes.quarters, site_totals=totals, plan_days=changes.plan_days,
                       holders=[self._holders[i] for i in sorted(self._holders)], minutes=self._minutes,
                       holder_months=changes.holder_months, team_quarters=changes.team_quarters,
-                      team_totals=team_totals)
+                      team_totals=team_totals,
+                      node_minutes=[tuple(self._node_minutes[k]) for k in sorted(self._node_minutes)],
+                      site_minutes=[tuple(self._site_minutes[k]) for k in sorted(self._site_minutes)],
+                      node_usage=changes.node_usage, node_totals=node_totals)
 
     def _apply_teams(self, changes: Changes) -> list[Row]:
         """Chargeback's sums into memory; the team_totals rows to write (their new values)."""

@@ -1,0 +1,495 @@
+"""The node and site minutes of one ingest transaction (DESIGN.md "The whole node", "Cooling").
+
+After the devices' intervals are accounted and priced (``accounting/pricing.py``: each part's
+energy, per device and minute), this adds each node-minute's inputs (its parts' energy, its node
+meter's energy and measured seconds) and each site-minute's (its nodes' IT energy, its cooling
+and facility meters) to the store's minute rows, which the store locks; from the new totals
+``accounting/wholenode.py`` derives the node's overhead and the site's cooling and other
+facility energy, and what changed since they were last booked is priced here and added to the
+sums (node usage, quarter-hours, site months and totals). A minute that gets more readings in a
+later batch is so re-booked by its difference: batching never changes the result.
+
+Who carries a chiller minute's cooling: the nodes whose IT energy this transaction brings to
+the minute, in proportion to it (the site's total is exact; a node's share is the cooling its
+energy added). A metered site's cooling and other facility load are the site's own (node '').
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from wattledger.collector.accounting.aggregation import Floats, Ints, sum_by
+from wattledger.collector.accounting.cooling import ChillerCooling, MeteredCooling, PueCooling
+from wattledger.collector.accounting.pricing import JOULES_PER_KWH, Priced, SitePrices
+from wattledger.collector.accounting.readings import Accounted
+from wattledger.collector.accounting.siteclock import month_text
+from wattledger.collector.accounting.wholenode import (
+    Outdoor,
+    meter_minutes,
+    node_minutes,
+    sensor_series,
+    share_by,
+    site_minutes,
+)
+from wattledger.collector.sites import SiteConfig
+from wattledger.collector.store.base import Changes, IngestUnit, Row
+from wattledger.contract import NODE_METER_KIND
+
+#: the node and cluster of a site's own figures (metered cooling, other facility load)
+SITE_WIDE = ""
+_NO_SENSOR = (np.zeros(0), np.zeros(0))
+
+
+@dataclass(frozen=True)
+class Shares:
+    """What a group's node and site minutes changed that the teams share (ingest/chargeback.py):
+    (node, minute, overhead J) as the node-minute's non-GPU IT energy; per (node, minute) the
+    chiller cooling its IT carried beyond IT x (pue - 1); (site, minute, cooling J, other J) the
+    site's own (metered) figures."""
+
+    overhead: list[tuple[str, int, float]]
+    cooling: dict[tuple[str, int], float]
+    site_wide: list[tuple[str, int, float, float]]
+
+
+@dataclass(frozen=True)
+class _Entries:
+    """What changed per node-minute of the group (aligned arrays)."""
+
+    site: Ints
+    node: Ints
+    minute: Ints
+    it: Floats  # IT energy added: parts + overhead change
+    over: Floats  # overhead change
+    est: Floats  # of which estimated
+    dis: Floats  # disagreement seconds change
+
+
+@dataclass(frozen=True)
+class GroupNodes:
+    """The group's nodes, numbered, and each device's node, kind and role."""
+
+    names: Sequence[str]
+    site: Ints  # site index of each node
+    cluster: Sequence[str]
+    device_node: Ints
+    device_kind: Sequence[str]
+    device_role: Sequence[str | None]
+
+
+class MinuteBooker:
+    """Books the node and site minutes of ingest transactions for a collector's sites."""
+
+    def __init__(self, sites: Sequence[SiteConfig], names: Sequence[str], prices: SitePrices) -> None:
+        self.sites = list(sites)
+        self.names = list(names)
+        self.prices = prices
+        self.ratio = np.array([s.node_overhead_ratio for s in sites], dtype=np.float64)
+        self.outdoor: dict[int, Outdoor] = {}
+        for i, site in enumerate(sites):
+            model = site.cooling_model
+            if isinstance(model, ChillerCooling):
+                self.outdoor[i] = Outdoor(model.outdoor, site.zone)
+
+    def sensor_ids(self) -> dict[int, str]:
+        """Site index -> the sensor device id its chiller reads the outdoor temperature from."""
+        return {i: o.source.sensor for i, o in self.outdoor.items() if o.source.sensor is not None}
+
+    def book(
+        self,
+        unit: IngestUnit,
+        changes: Changes,
+        done: Accounted,
+        priced: Priced,
+        group_site: Ints,
+        nodes: GroupNodes,
+        sensor_readings: Mapping[str, Sequence[tuple[float, float]]],
+    ) -> Shares:
+        """Book the group's node and site minutes; what the teams' chargeback must share out."""
+        node_rows = self._node_inputs(done, priced, nodes)
+        site_extra = self._meter_inputs(done, group_site, nodes)
+        if not node_rows[0].size and not site_extra[0].size:
+            return Shares([], {}, [])
+        entries = self._book_nodes(unit, changes, node_rows, nodes)
+        return self._book_sites(unit, changes, entries, site_extra, sensor_readings, nodes)
+
+    # ---- inputs ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _node_inputs(done: Accounted, priced: Priced, nodes: GroupNodes) -> tuple[Ints, Ints, list[Floats]]:
+        """Per (node, minute): parts_j, gpu_j, meter_j, meter_s added by this group."""
+        (p_node, p_minute), (parts, gpu) = priced.node_keys, priced.node_parts
+        iv = done.meter_intervals
+        mm = meter_minutes(iv)
+        slot = iv.slot[mm.interval]
+        kinds = np.array([k == NODE_METER_KIND for k in nodes.device_kind], dtype=bool)
+        is_node = kinds[slot] if len(slot) else np.zeros(0, dtype=bool)
+        m_node, m_minute = nodes.device_node[slot[is_node]], mm.minute[is_node]
+        zeros_p, zeros_m = np.zeros(len(p_node)), np.zeros(len(m_node))
+        (node, minute), values = sum_by(
+            (np.concatenate([p_node, m_node]), np.concatenate([p_minute, m_minute])),
+            (
+                np.concatenate([parts, zeros_m]),
+                np.concatenate([gpu, zeros_m]),
+                np.concatenate([zeros_p, mm.energy_j[is_node]]),
+                np.concatenate([zeros_p, mm.measured_s[is_node]]),
+            ),
+        )
+        return node, minute, values
+
+    @staticmethod
+    def _meter_inputs(
+        done: Accounted, group_site: Ints, nodes: GroupNodes
+    ) -> tuple[Ints, Ints, list[Floats]]:
+        """Per (site, minute): cooling_meter_j, facility_meter_j, facility_meter_s added."""
+        iv = done.meter_intervals
+        mm = meter_minutes(iv)
+        slot = iv.slot[mm.interval]
+        code = {"cooling": 0, "facility": 1}
+        roles = np.array(
+            [
+                code.get(r or "", -1) if k == "meter" else -1
+                for k, r in zip(nodes.device_kind, nodes.device_role, strict=True)
+            ],
+            dtype=np.int64,
+        )
+        role = roles[slot] if len(slot) else np.zeros(0, dtype=np.int64)
+        take = role >= 0
+        site = group_site[done.meter_group[mm.interval][take]]
+        role, energy, seconds = role[take], mm.energy_j[take], mm.measured_s[take]
+        (s_site, s_minute), values = sum_by(
+            (site, mm.minute[take]),
+            (
+                np.where(role == 0, energy, 0.0),
+                np.where(role == 1, energy, 0.0),
+                np.where(role == 1, seconds, 0.0),
+            ),
+        )
+        return s_site, s_minute, values
+
+    # ---- nodes -----------------------------------------------------------------------------
+
+    def _book_nodes(
+        self, unit: IngestUnit, changes: Changes, rows: tuple[Ints, Ints, list[Floats]], nodes: GroupNodes
+    ) -> _Entries:
+        node, minute, (parts, gpu, meter_j, meter_s) = rows
+        site = nodes.site[node]
+        got = unit.add_node_minutes(
+            [
+                (nodes.names[n], m, self.names[s], nodes.cluster[n], p, g, mj, ms)
+                for n, m, s, p, g, mj, ms in zip(
+                    node.tolist(),
+                    minute.tolist(),
+                    site.tolist(),
+                    parts.tolist(),
+                    gpu.tolist(),
+                    meter_j.tolist(),
+                    meter_s.tolist(),
+                    strict=True,
+                )
+            ]
+        )
+        table = np.array(got, dtype=np.float64).reshape(len(got), 7)
+        new_parts, new_meter_j, new_meter_s = table[:, 0], table[:, 2], table[:, 3]
+        old_over, old_est, old_dis = table[:, 4], table[:, 5] > 0, table[:, 6]
+        new = node_minutes(new_parts, new_meter_j, new_meter_s, self.ratio[site])
+        changes.node_minutes = [
+            (nodes.names[n], m, o, int(e), d)
+            for n, m, o, e, d in zip(
+                node.tolist(),
+                minute.tolist(),
+                new.overhead_j.tolist(),
+                new.estimated.tolist(),
+                new.disagree_s.tolist(),
+                strict=True,
+            )
+        ]
+        d_over = new.overhead_j - old_over
+        d_est = np.where(new.estimated, new.overhead_j, 0.0) - np.where(old_est, old_over, 0.0)
+        return _Entries(
+            site=site,
+            node=node,
+            minute=minute,
+            it=parts + d_over,
+            over=d_over,
+            est=d_est,
+            dis=new.disagree_s - old_dis,
+        )
+
+    # ---- sites -----------------------------------------------------------------------------
+
+    def _book_sites(
+        self,
+        unit: IngestUnit,
+        changes: Changes,
+        e: _Entries,
+        meters: tuple[Ints, Ints, list[Floats]],
+        sensor_readings: Mapping[str, Sequence[tuple[float, float]]],
+        nodes: GroupNodes,
+    ) -> Shares:
+        m_site, m_minute, (cool_m, fac_m, fac_s) = meters
+        n_e, n_m = len(e.site), len(m_site)
+        (site, minute), (it, cool_in, fac_in, fac_s_in) = sum_by(
+            (np.concatenate([e.site, m_site]), np.concatenate([e.minute, m_minute])),
+            (
+                np.concatenate([e.it, np.zeros(n_m)]),
+                np.concatenate([np.zeros(n_e), cool_m]),
+                np.concatenate([np.zeros(n_e), fac_m]),
+                np.concatenate([np.zeros(n_e), fac_s]),
+            ),
+        )
+        got = unit.add_site_minutes(
+            [
+                (self.names[s], m, a, b, c, d)
+                for s, m, a, b, c, d in zip(
+                    site.tolist(),
+                    minute.tolist(),
+                    it.tolist(),
+                    cool_in.tolist(),
+                    fac_in.tolist(),
+                    fac_s_in.tolist(),
+                    strict=True,
+                )
+            ]
+        )
+        table = np.array(
+            [[np.nan if v is None else v for v in row] for row in got], dtype=np.float64
+        ).reshape(len(got), 8)
+        cooling, other, outdoor, fallback = (np.zeros(len(site)) for _ in range(4))
+        outdoor[:] = np.nan
+        sensors = self._sensors(unit, sensor_readings, set(site.tolist()))
+        for s in np.unique(site).tolist():
+            mask = site == s
+            derived = site_minutes(
+                self.sites[s].cooling_model,
+                minute[mask],
+                table[mask, 0],
+                table[mask, 1],
+                table[mask, 2],
+                table[mask, 3],
+                self.outdoor.get(s),
+                sensors.get(s, _NO_SENSOR),
+            )
+            cooling[mask], other[mask] = derived.cooling_j, derived.other_j
+            outdoor[mask], fallback[mask] = derived.outdoor_c, derived.fallback_s
+        changes.site_minutes = [
+            (self.names[s], m, c, o, None if t != t else t, f)
+            for s, m, c, o, t, f in zip(
+                site.tolist(),
+                minute.tolist(),
+                cooling.tolist(),
+                other.tolist(),
+                outdoor.tolist(),
+                fallback.tolist(),
+                strict=True,
+            )
+        ]
+        d_cool, d_other, d_fallback = cooling - table[:, 4], other - table[:, 5], fallback - table[:, 7]
+        return self._price(changes, nodes, e, site, minute, d_cool, d_other, d_fallback)
+
+    def _sensors(
+        self, unit: IngestUnit, readings: Mapping[str, Sequence[tuple[float, float]]], sites: set[int]
+    ) -> dict[int, tuple[Floats, Floats]]:
+        ids = {s: d for s, d in self.sensor_ids().items() if s in sites}
+        if not ids:
+            return {}
+        committed = unit.sensors(sorted(set(ids.values())))
+        return {
+            s: sensor_series([*readings.get(d, ()), *([committed[d]] if d in committed else [])])
+            for s, d in ids.items()
+        }
+
+    # ---- money -----------------------------------------------------------------------------
+
+    def _price(
+        self,
+        changes: Changes,
+        nodes: GroupNodes,
+        e: _Entries,
+        site: Ints,
+        minute: Ints,
+        d_cool: Floats,
+        d_other: Floats,
+        d_fallback: Floats,
+    ) -> Shares:
+        """Price what changed: per node-minute its overhead (and, on a pue site, the overhead's
+        cooling; on a chiller site, its share of the minute's cooling), per site-minute the
+        site's own cooling and other load; add it all to the sums."""
+        pue = np.array(
+            [m.pue if isinstance(m, PueCooling) else 1.0 for m in (s.cooling_model for s in self.sites)],
+            dtype=np.float64,
+        )
+        metered = np.array([isinstance(s.cooling_model, MeteredCooling) for s in self.sites], dtype=bool)
+        is_chiller = np.array([isinstance(s.cooling_model, ChillerCooling) for s in self.sites], dtype=bool)
+        node_cool = e.over * (pue[e.site] - 1.0)
+        # a chiller minute's cooling change, spread over the nodes that brought IT energy to it
+        wide_cool = np.where(metered[site], d_cool, 0.0)
+        chiller = np.flatnonzero(is_chiller[site] & (d_cool != 0))
+        if len(chiller):
+            by_minute: dict[tuple[int, int], list[int]] = {}
+            for i, key in enumerate(zip(e.site.tolist(), e.minute.tolist(), strict=True)):
+                by_minute.setdefault(key, []).append(i)
+            for j in chiller.tolist():
+                carriers = by_minute.get((int(site[j]), int(minute[j])), [])
+                weights = np.maximum(e.it[carriers], 0.0) if carriers else np.zeros(0)
+                if not carriers or weights.sum() <= 0:
+                    wide_cool[j] = d_cool[j]
+                    continue
+                node_cool[carriers] += share_by(weights, float(d_cool[j]))
+        wide_other = d_other
+        # one table of what to price: the node-minutes, then the site's own minutes
+        n_e = len(e.site)
+        all_site = np.concatenate([e.site, site])
+        all_minute = np.concatenate([e.minute, minute])
+        over = np.concatenate([e.over, np.zeros(len(site))])
+        est = np.concatenate([e.est, np.zeros(len(site))])
+        cool = np.concatenate([node_cool, wide_cool])
+        other = np.concatenate([np.zeros(n_e), wide_other])
+        dis = np.concatenate([e.dis, np.zeros(len(site))])
+        fallback = np.concatenate([np.zeros(n_e), d_fallback])
+        who = np.concatenate([e.node, np.full(len(site), -1, dtype=np.int64)])  # -1: the site's own
+        price_kwh = np.zeros(len(all_site))
+        month = np.zeros(len(all_site), dtype=np.int64)
+        quarter = np.zeros(len(all_site), dtype=np.int64)
+        for s in np.unique(all_site).tolist():
+            mask = all_site == s
+            price_kwh[mask], month[mask], quarter[mask] = self.prices.clocks[s].lookup(all_minute[mask])
+        carbon_rate = self.prices.carbon_g_per_kwh[all_site]
+        over_cost = over / JOULES_PER_KWH * price_kwh
+        cool_cost = cool / JOULES_PER_KWH * price_kwh
+        other_cost = other / JOULES_PER_KWH * price_kwh
+        carbon = (over + cool + other) / JOULES_PER_KWH * carbon_rate
+        self._sums(
+            changes,
+            nodes,
+            all_site,
+            who,
+            month,
+            quarter,
+            (over, est, over_cost, cool, cool_cost, other, other_cost, carbon, dis, fallback),
+        )
+        self._node_totals(changes, nodes, e)
+        # for the teams: each node-minute's overhead change (non-GPU IT energy), the chiller's
+        # share beyond the PUE's, and the site's own cooling and other load
+        chiller_part = node_cool - e.over * (pue[e.site] - 1.0)
+        names = nodes.names
+        return Shares(
+            overhead=[
+                (names[n], m, o)
+                for n, m, o in zip(e.node.tolist(), e.minute.tolist(), e.over.tolist(), strict=True)
+                if o
+            ],
+            cooling={
+                (names[n], m): c
+                for n, m, c in zip(e.node.tolist(), e.minute.tolist(), chiller_part.tolist(), strict=True)
+                if c
+            },
+            site_wide=[
+                (self.names[s], m, c, o)
+                for s, m, c, o in zip(
+                    site.tolist(), minute.tolist(), wide_cool.tolist(), wide_other.tolist(), strict=True
+                )
+                if c or o
+            ],
+        )
+
+    def _sums(
+        self,
+        changes: Changes,
+        nodes: GroupNodes,
+        site: Ints,
+        who: Ints,
+        month: Ints,
+        quarter: Ints,
+        values: tuple[Floats, ...],
+    ) -> None:
+        over, est, over_cost, cool, cool_cost, other, other_cost, carbon, dis, fallback = values
+        names, clusters = nodes.names, nodes.cluster
+        (u_month, u_site, u_who), usage = sum_by(
+            (month, site, who), (over, est, over_cost, cool, cool_cost, other, other_cost, carbon, dis)
+        )
+        texts = {m: month_text(m) for m in np.unique(u_month).tolist()}
+        changes.node_usage = [
+            (
+                texts[m],
+                self.names[s],
+                clusters[w] if w >= 0 else SITE_WIDE,
+                names[w] if w >= 0 else SITE_WIDE,
+                *row,
+            )
+            for m, s, w, *row in zip(
+                u_month.tolist(), u_site.tolist(), u_who.tolist(), *(v.tolist() for v in usage), strict=True
+            )
+            if any(row)
+        ]
+        cluster_names = sorted({*clusters, SITE_WIDE})
+        cluster_index = {c: i for i, c in enumerate(cluster_names)}
+        cluster_no = np.array(
+            [cluster_index[clusters[w] if w >= 0 else SITE_WIDE] for w in who.tolist()], dtype=np.int64
+        )
+        (q_site, q_cluster, q_start, q_month), (q_it, q_fac, q_cost) = sum_by(
+            (site, cluster_no, quarter, month),
+            (over, over + cool + other, over_cost + cool_cost + other_cost),
+        )
+        changes.quarters = _merged_quarters(
+            changes.quarters,
+            [
+                (self.names[s], cluster_names[c], start, month_text(m), it, fac, cost)
+                for s, c, start, m, it, fac, cost in zip(
+                    q_site.tolist(),
+                    q_cluster.tolist(),
+                    q_start.tolist(),
+                    q_month.tolist(),
+                    q_it.tolist(),
+                    q_fac.tolist(),
+                    q_cost.tolist(),
+                    strict=True,
+                )
+                if it or fac or cost
+            ],
+        )
+        (m_site, m_month), (a, b, c, d, e, f, g, h) = sum_by(
+            (site, month), (over, cool, over_cost, cool_cost, carbon, other, other_cost, fallback)
+        )
+        changes.site_months.extend(
+            (self.names[s], m, *row)
+            for s, m, *row in zip(
+                m_site.tolist(),
+                m_month.tolist(),
+                a.tolist(),
+                b.tolist(),
+                c.tolist(),
+                d.tolist(),
+                e.tolist(),
+                f.tolist(),
+                g.tolist(),
+                h.tolist(),
+                strict=True,
+            )
+            if any(row)
+        )
+
+    def _node_totals(self, changes: Changes, nodes: GroupNodes, e: _Entries) -> None:
+        (node,), (est, over, dis) = sum_by((e.node,), (e.est, e.over, e.dis))
+        changes.node_totals = [
+            (nodes.names[n], self.names[int(nodes.site[n])], nodes.cluster[n], a, o - a, d)
+            for n, a, o, d in zip(node.tolist(), est.tolist(), over.tolist(), dis.tolist(), strict=True)
+        ]
+
+
+def _merged_quarters(rows: list[Row], more: list[Row]) -> list[Row]:
+    """Quarter-hour rows with one row per (site, cluster, start): a statement may add to a row once."""
+    merged: dict[tuple[Any, ...], list[Any]] = {}
+    for site, cluster, start, month, it_j, facility_j, cost in [*rows, *more]:
+        held = merged.get((site, cluster, start))
+        if held is None:
+            merged[(site, cluster, start)] = [month, it_j, facility_j, cost]
+        else:
+            held[1] += it_j
+            held[2] += facility_j
+            held[3] += cost
+    return [(*key, *values) for key, values in merged.items()]
