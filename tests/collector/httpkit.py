@@ -24,7 +24,7 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp
 
 from tests.loopback import free_port, wait_group_gone
-from wattledger.collector.accounting.history import HistorySnapshot, MeasuredHistory
+from wattledger.collector.accounting.history import HistorySnapshot
 from wattledger.collector.api.app import create_app
 from wattledger.collector.api.fastpath import FastPath
 from wattledger.collector.ingest.transaction import IngestResult, UnknownSite
@@ -107,7 +107,7 @@ class FakeLedger:
     def node_names(self) -> list[str]:
         return sorted(self.readings)
 
-    def plan_history(self) -> MeasuredHistory:
+    def plan_history(self) -> HistorySnapshot:
         return HistorySnapshot()  # the real interface, with no history of any site
 
     def ping(self) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -256,3 +258,31 @@ def test_resent_batches_and_late_readings_add_nothing(backend: ledgerkit.Backend
                        util=[r["util"] for r in overlap])
     ledger.ingest([again])
     assert_same_days(history(ledger).model_days("default"), reference(readings))
+
+
+def test_the_collectors_plans_read_a_sqlite_ledger_beside_its_writer(tmp_path: Path) -> None:
+    """POST /v1/plan on a SQLite file reads over a read-only connection of its own: a plan is
+    made while the store's writer holds its lock (an ingest in progress), and waits for nothing."""
+    ledger = open_ledger(make_sites(), db=f"sqlite:///{tmp_path}/ledger.db", now=T0 + 86400)
+    book(ledger, simulated(steps=300), per_batch=5 * 100)
+    held, release = threading.Event(), threading.Event()
+
+    def writer_busy() -> None:
+        with ledger.store.lock:  # SqliteStore: the lock every ingest takes
+            held.set()
+            release.wait(30)
+
+    busy = threading.Thread(target=writer_busy)
+    busy.start()
+    try:
+        assert held.wait(10)
+        started = time.monotonic()
+        history_ = ledger.plan_history()
+        days = history_.model_days("default")
+        history_.close()
+        assert time.monotonic() - started < 10
+        assert_same_days(days, reference(simulated(steps=300)))
+    finally:
+        release.set()
+        busy.join()
+        ledger.close()

@@ -16,7 +16,6 @@ from typing import Any
 
 from prometheus_client.registry import Collector
 
-from wattledger.collector.accounting.history import MeasuredHistory
 from wattledger.collector.accounting.siteclock import month_text
 from wattledger.collector.ingest.transaction import Bookkeeper, IngestResult
 from wattledger.collector.readmodel.chargeback import job_rows
@@ -28,6 +27,7 @@ from wattledger.collector.readmodel.view import FleetView, ReadModel, Terms
 from wattledger.collector.sites import PlanEntry, SiteConfig
 from wattledger.collector.store import open_store
 from wattledger.collector.store.base import KEEP_QUARTERS_SECONDS, GroupBy, Store
+from wattledger.collector.store.reader import LedgerReader
 from wattledger.wire import BatchError, ValidBatch
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ class Ledger:
         self.clock = clock
         self.rollup_after_days = rollup_after_days
         self.stale_after_seconds = stale_after_seconds
+        self._db_url = db_url
         self.store = store if store is not None else open_store(db_url, clock)
         self.bookkeeper = Bookkeeper(self.store, sites, max_gap_seconds=max_gap_seconds,
                                      stale_after_seconds=stale_after_seconds, clock=clock, teams=teams)
@@ -95,9 +96,15 @@ class Ledger:
     def node_names(self) -> list[str]:
         return self.store.node_names()
 
-    def plan_history(self) -> MeasuredHistory:
-        """The ledger as a plan's measured history (POST /v1/plan): readmodel/history.py."""
-        return LedgerHistory(self.store, {name: site.zone for name, site in self.sites.items()})
+    def plan_history(self) -> LedgerHistory:
+        """The ledger as a plan's measured history (POST /v1/plan: readmodel/history.py); close it
+        when the plan is made. On a SQLite file it reads over a read-only connection of its own
+        (WAL: never waiting for, nor holding up, the ledger's writer); else through the store."""
+        zones = {name: site.zone for name, site in self.sites.items()}
+        if self.store.backend == "sqlite" and not self._db_url.endswith(":memory:"):
+            reader = LedgerReader(self._db_url)
+            return LedgerHistory(reader, zones, closing=reader.close)
+        return LedgerHistory(self.store, zones)
 
     # ---- upkeep -----------------------------------------------------------------------------
 

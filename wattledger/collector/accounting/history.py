@@ -236,6 +236,12 @@ class LedgerSpan:
     last: float
 
 
+class ClosableHistory(Protocol):
+    """A measured history that holds something to let go of when the plan is made."""
+
+    def close(self) -> None: ...
+
+
 @runtime_checkable
 class MeasuredHistory(Protocol):
     """A site's measured history, as ``wattledger plan`` reads it. The ledger's read model
@@ -291,6 +297,9 @@ class HistorySnapshot:
 
     def site_months(self, site: str) -> Sequence[SiteMonth]:
         return self._site(site).site_months
+
+    def close(self) -> None:
+        """Nothing to let go of (a ledger's history closes its connection)."""
 
 
 @dataclass(frozen=True, slots=True)

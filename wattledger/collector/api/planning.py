@@ -28,7 +28,7 @@ from wattledger.collector.accounting.cooling import Cooling, PueCooling
 from wattledger.collector.accounting.history import MeasuredHistory
 from wattledger.collector.api.errors import error_response, json_response
 from wattledger.collector.api.httpstats import ServiceStats
-from wattledger.collector.api.runtime import RuntimeHolder
+from wattledger.collector.api.runtime import PlanHistory, RuntimeHolder
 from wattledger.collector.ingest.checks import (
     PendingBytes,
     Refusal,
@@ -108,9 +108,15 @@ def planning_router(holder: RuntimeHolder, settings: CollectorSettings, stats: S
     return router
 
 
-def _plan(raw: Any, sites: PlanSites, history: Callable[[], MeasuredHistory]) -> Response:
+def _plan(raw: Any, sites: PlanSites, open_history: Callable[[], PlanHistory]) -> Response:
     from wattledger.plan.build import issue_fields, make_plan
     from wattledger.plan.scenario import ScenarioError
+
+    opened: list[PlanHistory] = []
+
+    def history() -> MeasuredHistory:
+        opened.append(open_history())
+        return opened[-1]
 
     try:
         doc = make_plan(raw, sites, history)
@@ -121,4 +127,7 @@ def _plan(raw: Any, sites: PlanSites, history: Callable[[], MeasuredHistory]) ->
         return error_response(503, "database unavailable", {"reason": str(exc)}, {"Retry-After": "5"})
     except ConfigError as exc:  # the site's cooling or ledger cannot back the plan
         return error_response(422, "cannot plan", why("site", str(exc)))
+    finally:
+        for held in opened:
+            held.close()
     return json_response(doc)

@@ -9,13 +9,17 @@ from typing import Any, Protocol
 from prometheus_client.registry import Collector
 from starlette.exceptions import HTTPException
 
-from wattledger.collector.accounting.history import MeasuredHistory
+from wattledger.collector.accounting.history import ClosableHistory, MeasuredHistory
 from wattledger.collector.ingest.intake import BatchIngest
 from wattledger.collector.ingest.periodic import PeriodicWork
 from wattledger.collector.ingest.remotewrite import RemoteWriteIngest
 from wattledger.collector.ingest.writer import BatchWriter, IngestResultLike
 from wattledger.collector.store.base import GroupBy
 from wattledger.wire import BatchError, ValidBatch
+
+
+class PlanHistory(MeasuredHistory, ClosableHistory, Protocol):
+    """The ledger's history for one plan: read, then closed."""
 
 
 class LedgerService(Protocol):
@@ -28,7 +32,7 @@ class LedgerService(Protocol):
              team: str | None = None) -> list[dict[str, Any]]: ...
     def nodes(self) -> list[dict[str, Any]]: ...
     def node_names(self) -> list[str]: ...
-    def plan_history(self) -> MeasuredHistory: ...
+    def plan_history(self) -> PlanHistory: ...
     def ping(self) -> None: ...
     def refresh(self) -> None: ...
     def close(self) -> None: ...

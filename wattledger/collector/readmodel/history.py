@@ -21,7 +21,7 @@ and plan:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from zoneinfo import ZoneInfo
@@ -76,10 +76,18 @@ class LedgerHistory:
     """A site's measured history from its ledger (``PlanReads``: a store or a read-only
     connection), the sites' clocks given; each site's rows are read once."""
 
-    def __init__(self, reads: PlanReads, zones: Mapping[str, ZoneInfo]) -> None:
+    def __init__(self, reads: PlanReads, zones: Mapping[str, ZoneInfo],
+                 closing: Callable[[], None] | None = None) -> None:
         self._reads = reads
         self._zones = dict(zones)
         self._days: dict[str, dict[tuple[str, date], _Day]] = {}
+        self._closing = closing
+
+    def close(self) -> None:
+        """Close the connection this history was given to own (none: nothing to do)."""
+        closing, self._closing = self._closing, None
+        if closing is not None:
+            closing()
 
     def _site_days(self, site: str) -> dict[tuple[str, date], _Day]:
         found = self._days.get(site)
