@@ -334,9 +334,10 @@ def report(args: argparse.Namespace, rates: dict[str, list[float]],
         for name in collectors:
             print(f"  {name} / VictoriaMetrics = {med[name] / v:.2f}x (target >= {COLLECTOR_TARGET:.1f}x)"
                   f"{'' if med[name] / v >= COLLECTOR_TARGET else '  MISSES'}")
-    if args.compare_with is not None and "collector" in med:
+    this = next((n for n in ("collector", "sqlite collector") if n in med), None)
+    if args.compare_with is not None and this is not None:
         other = f"collector ({args.compare_with.name})"
-        print(f"  collector / {other} = {med['collector'] / med[other]:.2f}x (same-run A/B)")
+        print(f"  {this} / {other} = {med[this] / med[other]:.2f}x (same-run A/B)")
     scaling = sorted((n for n in med if "on PostgreSQL" in n), key=lambda n: int(n.split()[0]))
     if len(scaling) > 1:
         one = med[scaling[0]]
