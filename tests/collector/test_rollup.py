@@ -104,6 +104,8 @@ def test_roll_up_keeps_every_figure(backend: Backend, tmp_path: Path) -> None:
     assert 0 < quarters_after < quarters_before
     assert led.store.query("SELECT MIN(start_minute) FROM quarters")[0][0] * 60.0 >= NOW - 10 * 86400 - 3600
     assert led.store.query("SELECT COUNT(*) FROM hours")[0][0] > 0
+    # chargeback's node-minutes go with the quarter-hours (its team figures stay: holder_months)
+    assert led.store.query("SELECT MIN(minute) FROM holder_minutes")[0][0] * 60.0 >= NOW - 10 * 86400 - 3600
     assert spend(led) == before_spend
     assert metrics(led) == before_metrics
     assert quarter_sums(led) == pytest.approx(before_sums, rel=1e-12)

@@ -506,6 +506,7 @@ class PostgresStore(sql.PlanQueries):
                 conn.execute(sql.dialect(sql.ADD_HOURS, "%s"), (rollup_before_minute,))
                 rolled = conn.execute(sql.dialect(sql.DROP_QUARTERS, "%s"),
                                       (rollup_before_minute,)).rowcount
+                conn.execute(sql.dialect(sql.DROP_HOLDER_MINUTES, "%s"), (rollup_before_minute,))
             seen = {str(node): float(last)
                     for node, last in conn.execute("SELECT node, last_seen FROM nodes")}
         return Upkeep(int(rolled), seen)

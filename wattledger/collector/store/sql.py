@@ -100,6 +100,9 @@ ADD_HOURS = (
     "it_j = hours.it_j + excluded.it_j, facility_j = hours.facility_j + excluded.facility_j, "
     "cost = hours.cost + excluded.cost")
 DROP_QUARTERS = "DELETE FROM quarters WHERE start_minute < {P}"
+#: chargeback's node-minutes as old as the rolled-up quarter-hours: a late reading into one is
+#: shared among what that reading brings alone (teams still add up; docs/chargeback.md)
+DROP_HOLDER_MINUTES = "DELETE FROM holder_minutes WHERE minute < {P}"
 
 
 #: the plan's statistics (``plan_days``): key and value columns (accounting/profiles.py)
