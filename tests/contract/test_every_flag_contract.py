@@ -32,6 +32,7 @@ SAMPLES: dict[str, tuple[Any, str, str]] = {
     "simulate_model": ("a100-sxm", "l40s", "h100-sxm"),
     "workload": ("idle", "inference", "hot"),
     "seed": (1, "2", "3"),
+    "simulate_node_meter": (500.0, "600", "700"),
     "sources": ("host", "simulated,host", "simulated"),
     "disable_source": ("nvml", "host", "nvml"),
     "sysfs_root": ("/s1", "/s2", "/s3"),
