@@ -106,6 +106,9 @@ def test_roll_up_keeps_every_figure(backend: Backend, tmp_path: Path) -> None:
     assert led.store.query("SELECT COUNT(*) FROM hours")[0][0] > 0
     # chargeback's node-minutes go with the quarter-hours (its team figures stay: holder_months)
     assert led.store.query("SELECT MIN(minute) FROM holder_minutes")[0][0] * 60.0 >= NOW - 10 * 86400 - 3600
+    # and so do the whole node's and the site's minutes (their sums stay: node_usage, totals)
+    for table in ("node_minutes", "site_minutes"):
+        assert led.store.query(f"SELECT MIN(minute) FROM {table}")[0][0] * 60.0 >= NOW - 10 * 86400 - 3600
     assert spend(led) == before_spend
     assert metrics(led) == before_metrics
     assert quarter_sums(led) == pytest.approx(before_sums, rel=1e-12)

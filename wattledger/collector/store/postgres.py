@@ -507,6 +507,8 @@ class PostgresStore(sql.PlanQueries):
                 rolled = conn.execute(sql.dialect(sql.DROP_QUARTERS, "%s"),
                                       (rollup_before_minute,)).rowcount
                 conn.execute(sql.dialect(sql.DROP_HOLDER_MINUTES, "%s"), (rollup_before_minute,))
+                conn.execute(sql.dialect(sql.DROP_NODE_MINUTES, "%s"), (rollup_before_minute,))
+                conn.execute(sql.dialect(sql.DROP_SITE_MINUTES, "%s"), (rollup_before_minute,))
             seen = {str(node): float(last)
                     for node, last in conn.execute("SELECT node, last_seen FROM nodes")}
         return Upkeep(int(rolled), seen)

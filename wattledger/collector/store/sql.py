@@ -103,6 +103,10 @@ DROP_QUARTERS = "DELETE FROM quarters WHERE start_minute < {P}"
 #: chargeback's node-minutes as old as the rolled-up quarter-hours: a late reading into one is
 #: shared among what that reading brings alone (teams still add up; docs/chargeback.md)
 DROP_HOLDER_MINUTES = "DELETE FROM holder_minutes WHERE minute < {P}"
+#: the whole node's and the site's minutes as old: their sums are in node_usage and the totals; a
+#: late reading into one is booked on what it brings alone (docs/accounting.md, "The whole node")
+DROP_NODE_MINUTES = "DELETE FROM node_minutes WHERE minute < {P}"
+DROP_SITE_MINUTES = "DELETE FROM site_minutes WHERE minute < {P}"
 
 
 #: the plan's statistics (``plan_days``): key and value columns (accounting/profiles.py)

@@ -422,6 +422,8 @@ class SqliteStore(sql.PlanQueries):
             db.execute(sql.dialect(sql.ADD_HOURS, "?"), (before_minute,))
             rolled = db.execute(sql.dialect(sql.DROP_QUARTERS, "?"), (before_minute,)).rowcount
             db.execute(sql.dialect(sql.DROP_HOLDER_MINUTES, "?"), (before_minute,))
+            db.execute(sql.dialect(sql.DROP_NODE_MINUTES, "?"), (before_minute,))
+            db.execute(sql.dialect(sql.DROP_SITE_MINUTES, "?"), (before_minute,))
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
