@@ -286,3 +286,71 @@ def test_the_collectors_plans_read_a_sqlite_ledger_beside_its_writer(tmp_path: P
         release.set()
         busy.join()
         ledger.close()
+
+
+METERS = [{"id": "GPU-0", "kind": "gpu", "index": 0, "model": MODEL, "power_limit_w": 700.0},
+          {"id": "chw", "kind": "meter", "index": 0, "role": "cooling"},
+          {"id": "feed", "kind": "meter", "index": 1, "role": "facility"}]
+SENSED = [{"id": "GPU-0", "kind": "gpu", "index": 0, "model": MODEL, "power_limit_w": 700.0},
+          {"id": "wx-1:outdoor", "kind": "sensor", "index": 0, "role": "outdoor"}]
+CHILLER: dict[str, Any] = {
+    "model": "chiller", "cop_ref": 4.0, "capacity_kw": 100.0, "chilled_water_c": 7.0,
+    "capft": [1.0, 0.0, 0.0, -0.01, 0.0, 0.0], "eirft": [0.5, 0.0, 0.0, 0.02, 0.0, 0.0],
+    "eirfplr": [0.2, 0.5, 0.3],
+    "curve_limits": {"chilled_water_c": [5, 10], "condenser_c": [10, 40]}, "aux_ratio": 0.05,
+    "outdoor": {"sensor": "wx-1:outdoor", "fixed_c": 30.0}}
+TWO_SITES = {"metered": {"timezone": "UTC", "price_per_kwh": 0.1, "cooling": {"model": "metered"}},
+             "chilled": {"timezone": "UTC", "price_per_kwh": 0.1, "cooling": CHILLER}}
+
+
+def an_hour(devices: list[dict[str, Any]], watts: list[float | None], node: str, site: str,
+            temp_c: float | None = None) -> Any:
+    """Every device every 10 s for an hour from T0 at constant power (a sensor: its temperature)."""
+    steps = 361
+    device = [i for i in range(len(devices)) for _ in range(steps)]
+    ts = [T0 + 10.0 * s for _ in devices for s in range(steps)]
+    power = [watts[i] for i in range(len(devices)) for _ in range(steps)]
+    util = [0.5 if devices[i]["kind"] == "gpu" else None for i in range(len(devices)) for _ in range(steps)]
+    temps = [temp_c if devices[i]["kind"] == "sensor" else None
+             for i in range(len(devices)) for _ in range(steps)]
+    return make_batch(node=node, stream=f"s-{node}", labels={"site": site}, devices=devices, device=device,
+                      ts=ts, power_w=power, util=util, temp_c=temps)
+
+
+def test_site_months_take_the_meters_and_the_outdoor_sensor(backend: ledgerkit.Backend) -> None:
+    """A metered site's cooling and facility meters and a chiller's outdoor sensor, as the site
+    minutes booked them, are the plan's site months: the measured cooling and other ratios and
+    the month's outdoor temperature of the projection."""
+    from wattledger.plan.build import make_plan
+    from wattledger.plan.siteconfig import plan_sites
+
+    ledger = open_ledger(make_sites(TWO_SITES), now=T0 + 86400)
+    ledger.ingest([an_hour(METERS, [1000.0, 300.0, 1500.0], "n1", "metered")])
+    ledger.ingest([an_hour(SENSED, [1000.0, None], "n2", "chilled", temp_c=21.5)])
+    read = history(ledger)
+    [metered] = read.site_months("metered")
+    hour_kwh = 3600.0 / 3.6e6
+    assert metered.month == "2026-09" and metered.it_kwh == pytest.approx(1000 * hour_kwh, rel=1e-9)
+    assert metered.cooling_kwh == pytest.approx(300 * hour_kwh, rel=1e-9)
+    assert metered.facility_kwh == pytest.approx(1500 * hour_kwh, rel=1e-9)
+    assert metered.outdoor_mean_c is None
+    [chilled] = read.site_months("chilled")
+    assert chilled.cooling_kwh is None and chilled.facility_kwh is None
+    assert chilled.outdoor_mean_c == pytest.approx(21.5)
+    assert chilled.outdoor_hours == pytest.approx(1.0, abs=0.05)
+    sites = plan_sites({"sites": TWO_SITES}, "test")
+    fleet = [{"name": "x", "servers": 1, "gpus_per_server": 8, "model": MODEL, "utilization": 0.5,
+              "power": {"idle_w": 100, "max_w": 500, "node_overhead_w": 1000}}]
+    doc = make_plan({"site": "metered", "start": "2026-09", "months": 2, "fleet": fleet}, sites,
+                    ledger.plan_history)
+    september, october = doc["assumptions"]["months"]
+    assert september["cooling_ratio"] == pytest.approx(0.3, rel=1e-9)
+    assert september["other_ratio"] == pytest.approx(0.2, rel=1e-9)
+    assert september["cooling_ratio_source"] == "measured 2026-09"
+    assert october["cooling_ratio"] == pytest.approx(0.3, rel=1e-9)  # no October: the measured months'
+    doc = make_plan({"site": "chilled", "start": "2026-09", "months": 2, "fleet": fleet}, sites,
+                    ledger.plan_history)
+    september, october = doc["assumptions"]["months"]
+    assert september["outdoor_c"] == pytest.approx(21.5)
+    assert september["outdoor_source"] == "sensor wx-1:outdoor, measured 2026-09"
+    assert (october["outdoor_c"], october["outdoor_source"]) == (30.0, "fixed_c")

@@ -24,7 +24,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from wattledger.collector.accounting.cooling import Cooling, PueCooling
+from wattledger.collector.accounting.cooling import Cooling
 from wattledger.collector.accounting.history import MeasuredHistory
 from wattledger.collector.api.errors import error_response, json_response
 from wattledger.collector.api.httpstats import ServiceStats
@@ -63,8 +63,7 @@ def plan_sites_of(settings: CollectorSettings) -> PlanSites:
     PUE for a site without one)."""
     cooling: dict[str, Cooling] = {}
     for name, site in settings.sites.items():
-        own = getattr(site, "cooling", None)
-        cooling[name] = own if own is not None else PueCooling(pue=site.pue)
+        cooling[name] = site.cooling_model
     return PlanSites(sites=settings.sites, cooling=cooling, db=settings.db,
                      source="the collector's configuration")
 

@@ -13,10 +13,10 @@ and plan:
 - ``fleet``: the window's whole local days (from the day that holds ``since``): distinct GPUs
   and their nodes, mean utilization, the GPUs' energy and their nodes' IT energy (their parts,
   plus the overhead the node meters measured);
-- ``site_months``: per local month, the site's IT energy (the bill's ``usage`` rows) and the
-  idle-but-powered GPU-hours and energy. Cooling and facility meters and the outdoor sensor are
-  not booked per month by this version's ledger: those fields are None (docs/planning.md, "From
-  the ledger").
+- ``site_months``: per local month, the site's IT energy (the bill's ``usage`` rows and its
+  nodes' overhead, ``node_usage``), the idle-but-powered GPU-hours and energy, and from its site
+  minutes the cooling and facility meters' energy and the mean outdoor temperature of the minutes
+  the chiller had its sensor's reading (None where the site has no such meter or sensor).
 """
 
 from __future__ import annotations
@@ -196,7 +196,25 @@ class LedgerHistory:
                 sums[2] += float(held.all[_AT["idle_j"]])
         for month, it_j, _cooling_j in self._reads.usage_months(site):
             months.setdefault(str(month), [0.0, 0.0, 0.0])[0] += float(it_j)
-        return [SiteMonth(month=month, days=len(days.get(month, ())), it_kwh=it_j / JOULES_PER_KWH,
-                          cooling_kwh=None, facility_kwh=None, outdoor_mean_c=None, outdoor_hours=0.0,
-                          idle_gpu_hours=idle_s / 3600.0, idle_energy_kwh=idle_j / JOULES_PER_KWH)
-                for month, (it_j, idle_s, idle_j) in sorted(months.items())]
+        for month, overhead_j in self._reads.overhead_months(site):  # the nodes' IT beyond their parts
+            months.setdefault(str(month), [0.0, 0.0, 0.0])[0] += float(overhead_j)
+        return [self._month(site, month, len(days.get(month, ())), *sums)
+                for month, sums in sorted(months.items())]
+
+    def _month(self, site: str, month: str, days: int, it_j: float, idle_s: float,
+               idle_j: float) -> SiteMonth:
+        """One local month: its sums, and its site minutes' meters and outdoor sensor (None where
+        the site has none: no cooling meter energy, no facility meter seconds, no sensor minute)."""
+        zone = self._zone(site)
+        year, number = int(month[:4]), int(month[5:7])
+        start = datetime(year, number, 1, tzinfo=zone)
+        end = datetime(year + number // 12, number % 12 + 1, 1, tzinfo=zone)
+        cooling_j, facility_j, facility_s, outdoor_sum, outdoor_minutes = self._reads.site_minute_sums(
+            site, int(start.timestamp()) // 60, int(end.timestamp()) // 60)
+        minutes = int(outdoor_minutes)
+        return SiteMonth(month=month, days=days, it_kwh=it_j / JOULES_PER_KWH,
+                         cooling_kwh=float(cooling_j) / JOULES_PER_KWH if float(cooling_j) > 0 else None,
+                         facility_kwh=float(facility_j) / JOULES_PER_KWH if float(facility_s) > 0 else None,
+                         outdoor_mean_c=float(outdoor_sum) / minutes if minutes else None,
+                         outdoor_hours=minutes / 60.0,
+                         idle_gpu_hours=idle_s / 3600.0, idle_energy_kwh=idle_j / JOULES_PER_KWH)

@@ -135,9 +135,19 @@ PLAN_COUNTS = ("SELECT model, day, part, COUNT(*) FROM plan_days WHERE site = {P
 PLAN_FLEET = ("SELECT p.model, COUNT(DISTINCT p.bin), COUNT(DISTINCT d.node) FROM plan_days p "
               "LEFT JOIN devices d ON d.slot = p.bin WHERE p.site = {P} AND p.part = 'gpu' "
               "AND p.day >= {P} AND p.day <= {P} GROUP BY p.model ORDER BY p.model")
-#: one site's IT energy per month (usage), for the plan's site months
+#: one site's IT energy per month: its devices' (usage) and its nodes' overhead (node_usage)
 USAGE_MONTHS = ("SELECT month, SUM(it_j), SUM(cooling_j) FROM usage WHERE site = {P} GROUP BY month "
                 "ORDER BY month")
+OVERHEAD_MONTHS = ("SELECT month, SUM(overhead_j) FROM node_usage WHERE site = {P} GROUP BY month "
+                   "ORDER BY month")
+#: one site's minutes [since, until): cooling and facility meter energy and the facility meter's
+#: seconds; the outdoor temperature of the minutes that had the sensor's (no fallback): sum, count
+SITE_MINUTE_SUMS = (
+    "SELECT COALESCE(SUM(cooling_meter_j), 0), COALESCE(SUM(facility_meter_j), 0), "
+    "COALESCE(SUM(facility_meter_s), 0), "
+    "COALESCE(SUM(CASE WHEN outdoor_c IS NOT NULL AND fallback_s = 0 THEN outdoor_c END), 0), "
+    "COALESCE(SUM(CASE WHEN outdoor_c IS NOT NULL AND fallback_s = 0 THEN 1 ELSE 0 END), 0) "
+    "FROM site_minutes WHERE site = {P} AND minute >= {P} AND minute < {P}")
 
 
 class PlanQueries:
@@ -158,6 +168,12 @@ class PlanQueries:
 
     def usage_months(self, site: str) -> list[Row]:
         return self.query(dialect(USAGE_MONTHS, "?"), (site,))
+
+    def overhead_months(self, site: str) -> list[Row]:
+        return self.query(dialect(OVERHEAD_MONTHS, "?"), (site,))
+
+    def site_minute_sums(self, site: str, since_minute: int, until_minute: int) -> Row:
+        return self.query(dialect(SITE_MINUTE_SUMS, "?"), (site, since_minute, until_minute))[0]
 
 
 # ---- chargeback (docs/chargeback.md): holders, their minutes and months, teams' quarter-hours ----
