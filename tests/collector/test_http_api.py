@@ -86,6 +86,19 @@ async def test_healthz_and_readyz() -> None:
     assert ledger.refreshes >= 1  # the periodic work ran once before serving
 
 
+async def test_probes_answer_head_as_get_without_a_body() -> None:
+    """A load balancer that health-checks with HEAD (HAProxy httpchk, some cloud target groups)
+    sees the probe's status, not a 405 that takes every replica out."""
+    app, _ = make_app()
+    async with client(app) as c:
+        health, ready = await c.head("/healthz"), await c.head("/readyz")
+        wrong = await c.head("/v1/batches")
+    assert (health.status_code, ready.status_code) == (200, 200)
+    assert health.content == b"" and ready.content == b""
+    assert health.headers["content-type"].startswith("application/json")
+    assert wrong.status_code == 405  # only the probes take HEAD
+
+
 async def test_readyz_is_503_when_the_refresh_fails() -> None:
     class BrokenRefresh(FakeLedger):
         def refresh(self) -> None:
@@ -95,6 +108,8 @@ async def test_readyz_is_503_when_the_refresh_fails() -> None:
     async with client(app) as c:
         r = await c.get("/readyz")
         health = await c.get("/healthz")
+        head = await c.head("/readyz")
+    assert head.status_code == 503 and head.content == b""
     assert r.status_code == 503
     doc = r.json()
     assert doc["error"] == "not ready" and doc["detail"]["checks"]["database"] is False

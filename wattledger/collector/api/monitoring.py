@@ -70,10 +70,15 @@ def monitoring_router(holder: RuntimeHolder, stats: ServiceStats) -> APIRouter:
         stats.observe("/metrics", time.perf_counter() - started)
         return Response(body, 200, media_type=CONTENT_TYPE_LATEST)
 
+    # GET is the documented probe; HEAD too (load balancers such as HAProxy's `option httpchk`
+    # and AWS target groups may probe with HEAD), answered like GET without a body, kept out
+    # of the OpenAPI document (one operation per probe there)
+    @router.api_route("/healthz", methods=["HEAD"], include_in_schema=False, response_model=None)
     @router.get("/healthz", summary="The process is up", response_model=None)
     async def get_healthz() -> Response:
         return json_response({"status": "ok"})
 
+    @router.api_route("/readyz", methods=["HEAD"], include_in_schema=False, response_model=None)
     @router.get("/readyz", summary="Ready to ingest: writer, scheduler, database", response_model=None)
     async def get_readyz() -> Response:
         rt = holder.current
