@@ -16,12 +16,14 @@ locked in the transaction), so the same code holds on one process or on many rep
 
 Batches made from a Prometheus remote-write request (``ValidBatch.remote``, ingest/remotewrite.py)
 are booked by the same accounting, in the same transaction as their request's other nodes, with
-three differences: they have no (stream, seq) (a re-sent request is harmless because its samples
+these differences: they have no (stream, seq) (a re-sent request is harmless because its samples
 are at or before their devices' last committed readings: late, counted, adding nothing); they
-never take a device over from an agent's stream nor are refused 409 (a device fed by an agent
-and by remote-write is one device, (node, id), counted once by the same late-reading rule); and
-they do not overwrite what an agent declared (a node's labels, the metadata of a device an
-agent feeds).
+never take a device over from an agent's stream nor are refused 409; their readings of a device
+whose agent stream is live are left out (``IngestResult.agent_fed``: one device, (node, id),
+booked from the agent's exact readings, never interleaved with scraped values that lag their
+timestamps); they never overwrite what an agent declared (a node's labels, the metadata of a
+device an agent feeds) and only add to what remote-write declared before (``merge_info``), and
+their readings are held to the device's stored power limit when the request gave none.
 
 Two agents for one node (a cloned host, a copied token): a device belongs to the stream whose
 batches its readings come from. A batch of another stream whose readings of a device do not
