@@ -11,7 +11,6 @@ written to it, so a plan may run beside a live collector, or on a copy of its fi
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wattledger.collector.accounting.history import MeasuredHistory
@@ -30,10 +29,6 @@ HINT = (
 
 class HistoryUnavailable(ConfigError):
     """The plan needs measured history that it cannot have; one line."""
-
-
-def ledger_path(db_url: str) -> Path:
-    return Path(db_url.removeprefix("sqlite:///")).expanduser()
 
 
 class LedgerOpener:

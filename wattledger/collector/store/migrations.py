@@ -165,6 +165,43 @@ def _whole_node(real: str, table_options: str) -> tuple[str, ...]:
     )
 
 
+def _plan_days(table_options: str) -> str:
+    """The plan's statistics (both backends; accounting/profiles.py): per (site, GPU model, local
+    day, part, bin) the 'all' row's sums, the 'util' and 'power' histograms' bins, one 'gpu' row
+    per GPU (and, since PLAN_METER_COLUMNS, one 'node' row per metered node)."""
+    return ("""CREATE TABLE plan_days (
+             site TEXT NOT NULL,
+             model TEXT NOT NULL,
+             day TEXT NOT NULL,
+             part TEXT NOT NULL,
+             bin BIGINT NOT NULL,
+             n BIGINT NOT NULL,
+             sum_u DOUBLE PRECISION NOT NULL,
+             sum_p DOUBLE PRECISION NOT NULL,
+             sum_uu DOUBLE PRECISION NOT NULL,
+             sum_up DOUBLE PRECISION NOT NULL,
+             sum_pp DOUBLE PRECISION NOT NULL,
+             idle_n BIGINT NOT NULL,
+             idle_sum_p DOUBLE PRECISION NOT NULL,
+             gpu_s DOUBLE PRECISION NOT NULL,
+             gpu_j DOUBLE PRECISION NOT NULL,
+             idle_s DOUBLE PRECISION NOT NULL,
+             idle_j DOUBLE PRECISION NOT NULL,
+             it_j DOUBLE PRECISION NOT NULL,
+             first_ts DOUBLE PRECISION,
+             last_ts DOUBLE PRECISION,
+             PRIMARY KEY (site, model, day, part, bin))"""
+            + table_options)
+
+
+#: the plan's node overhead per model (accounting/nodemeters.py): over the node meters' intervals
+#: that every part of their node covers, the meters' seconds and energy and the parts' and GPUs'
+#: energy and GPU-seconds in them
+PLAN_METER_COLUMNS = tuple(
+    f"ALTER TABLE plan_days ADD COLUMN {name} DOUBLE PRECISION NOT NULL DEFAULT 0"
+    for name in ("meter_s", "meter_j", "meter_parts_j", "meter_gpu_j", "meter_gpu_s"))
+
+
 #: each migration takes the schema from version i to i + 1
 SQLITE_MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -294,39 +331,14 @@ SQLITE_MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         # the plan's sufficient statistics per (site, GPU model, local day): accounting/profiles.py
         # (the 'all' row's sums, the 'util' and 'power' histograms' bins, one 'gpu' row per GPU)
-        """CREATE TABLE plan_days (
-             site TEXT NOT NULL,
-             model TEXT NOT NULL,
-             day TEXT NOT NULL,
-             part TEXT NOT NULL,
-             bin BIGINT NOT NULL,
-             n BIGINT NOT NULL,
-             sum_u DOUBLE PRECISION NOT NULL,
-             sum_p DOUBLE PRECISION NOT NULL,
-             sum_uu DOUBLE PRECISION NOT NULL,
-             sum_up DOUBLE PRECISION NOT NULL,
-             sum_pp DOUBLE PRECISION NOT NULL,
-             idle_n BIGINT NOT NULL,
-             idle_sum_p DOUBLE PRECISION NOT NULL,
-             gpu_s DOUBLE PRECISION NOT NULL,
-             gpu_j DOUBLE PRECISION NOT NULL,
-             idle_s DOUBLE PRECISION NOT NULL,
-             idle_j DOUBLE PRECISION NOT NULL,
-             it_j DOUBLE PRECISION NOT NULL,
-             first_ts DOUBLE PRECISION,
-             last_ts DOUBLE PRECISION,
-             PRIMARY KEY (site, model, day, part, bin))""",
+        _plan_days(""),
     ),
     _chargeback("INTEGER PRIMARY KEY", ""),
     (
         # the plan's node overhead per model (accounting/nodemeters.py): over the node meters'
         # intervals that every part of their node covers, the meters' seconds and energy and the
         # parts' and GPUs' energy and GPU-seconds in them; one 'node' row per metered node
-        "ALTER TABLE plan_days ADD COLUMN meter_s DOUBLE PRECISION NOT NULL DEFAULT 0",
-        "ALTER TABLE plan_days ADD COLUMN meter_j DOUBLE PRECISION NOT NULL DEFAULT 0",
-        "ALTER TABLE plan_days ADD COLUMN meter_parts_j DOUBLE PRECISION NOT NULL DEFAULT 0",
-        "ALTER TABLE plan_days ADD COLUMN meter_gpu_j DOUBLE PRECISION NOT NULL DEFAULT 0",
-        "ALTER TABLE plan_days ADD COLUMN meter_gpu_s DOUBLE PRECISION NOT NULL DEFAULT 0",
+        *PLAN_METER_COLUMNS,
     ),
     _whole_node("DOUBLE PRECISION", ""),
 )
@@ -431,37 +443,12 @@ POSTGRES_MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     (
         # the plan's sufficient statistics (SQLite's plan_days migration)
-        """CREATE TABLE plan_days (
-             site TEXT NOT NULL,
-             model TEXT NOT NULL,
-             day TEXT NOT NULL,
-             part TEXT NOT NULL,
-             bin BIGINT NOT NULL,
-             n BIGINT NOT NULL,
-             sum_u DOUBLE PRECISION NOT NULL,
-             sum_p DOUBLE PRECISION NOT NULL,
-             sum_uu DOUBLE PRECISION NOT NULL,
-             sum_up DOUBLE PRECISION NOT NULL,
-             sum_pp DOUBLE PRECISION NOT NULL,
-             idle_n BIGINT NOT NULL,
-             idle_sum_p DOUBLE PRECISION NOT NULL,
-             gpu_s DOUBLE PRECISION NOT NULL,
-             gpu_j DOUBLE PRECISION NOT NULL,
-             idle_s DOUBLE PRECISION NOT NULL,
-             idle_j DOUBLE PRECISION NOT NULL,
-             it_j DOUBLE PRECISION NOT NULL,
-             first_ts DOUBLE PRECISION,
-             last_ts DOUBLE PRECISION,
-             PRIMARY KEY (site, model, day, part, bin)) WITH (fillfactor = 70)""",
+        _plan_days(" WITH (fillfactor = 70)"),
     ),
     _chargeback("BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY", " WITH (fillfactor = 70)"),
     (
         # the plan's node overhead per model (SQLite's migration of the same)
-        "ALTER TABLE plan_days ADD COLUMN meter_s DOUBLE PRECISION NOT NULL DEFAULT 0",
-        "ALTER TABLE plan_days ADD COLUMN meter_j DOUBLE PRECISION NOT NULL DEFAULT 0",
-        "ALTER TABLE plan_days ADD COLUMN meter_parts_j DOUBLE PRECISION NOT NULL DEFAULT 0",
-        "ALTER TABLE plan_days ADD COLUMN meter_gpu_j DOUBLE PRECISION NOT NULL DEFAULT 0",
-        "ALTER TABLE plan_days ADD COLUMN meter_gpu_s DOUBLE PRECISION NOT NULL DEFAULT 0",
+        *PLAN_METER_COLUMNS,
     ),
     _whole_node("DOUBLE PRECISION", " WITH (fillfactor = 70)"),
 )
