@@ -309,3 +309,39 @@ def test_the_demos_collector_configuration_plans(tmp_path: Path, capsys: pytest.
     assert (rc, out, err) == (0, "", "")
     page = (tmp_path / "plan.html").read_text()
     assert page.count("<svg") == 3 and "America/New_York" in page
+
+
+def run_on_a_terminal(argv: list[str]) -> tuple[int, str, str]:
+    """The command line as a process whose standard error is a terminal (a pseudo-terminal) and
+    standard output a pipe: its exit status, standard output, and all it wrote to the terminal."""
+    import os
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([WATTLEDGER, *argv], stdout=subprocess.PIPE, stderr=slave, text=True)
+    os.close(slave)
+    out = proc.stdout.read() if proc.stdout else ""
+    rc = proc.wait(120)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the terminal's other end is closed: all is read
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    return rc, out, seen.decode(errors="replace")
+
+
+def test_a_progress_bar_on_a_real_terminal_and_errors_stay_one_line(tmp_path: Path) -> None:
+    real_ledger(tmp_path, days=2, every_s=60)
+    rc, out, terminal = run_on_a_terminal(write(tmp_path, scenario({"name": "existing", "measured": True})))
+    assert rc == 0 and json.loads(out)["fleet"][0]["measured"]
+    assert "reading the ledger" in terminal  # the bar, on standard error only
+    rc, out, terminal = run_on_a_terminal(write(tmp_path, scenario(entry(model="AMD Instinct MI300X",
+                                                                         power="measured"))))
+    assert rc == 2 and out == ""
+    errors = [line for line in terminal.splitlines() if "wattledger plan: error:" in line]
+    assert len(errors) == 1 and "fleet[0].model" in errors[0], terminal
