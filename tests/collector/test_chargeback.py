@@ -293,3 +293,42 @@ def test_remote_write_allocations_are_one_holder_per_pod() -> None:
     (job,) = led.jobs(site="default", since=T0, until=T0 + 60)
     assert job["owner"] == owner and job["end"] == T0 + 60
     assert job["gpu_seconds"] == pytest.approx(60.0) and job["gpu_energy_kwh"] * KWH == pytest.approx(18000.0)
+
+
+def test_teams_share_the_whole_node_estimated_overhead_by_hand() -> None:
+    # the trace of test_teams_by_hand on a site whose nodes have no meter: overhead = 0.5 x parts
+    sites = make_sites(price_per_kwh=0.10, pue=1.5, carbon_g_per_kwh=400, node_overhead_ratio=0.5)
+    led = open_ledger(sites, now=T0 + 600, teams=TEAMS)
+    led.ingest(trace([(0, 5)]))
+    teams = by_team(led)
+    # minute 0: parts 30000 J, overhead 15000: non-GPU 21000 shared 18000:6000 (pod, idle)
+    # minute 1: the same, shared 18000:6000 (pod, job)
+    assert teams["nlp"]["it_energy_kwh"] * KWH == pytest.approx(2 * (18000 + 21000 * 0.75))
+    assert teams["vision"]["it_energy_kwh"] * KWH == pytest.approx(6000 + 21000 * 0.25)
+    assert teams["idle"]["it_energy_kwh"] * KWH == pytest.approx(6000 + 21000 * 0.25)
+    check_conservation(led)
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sets(st.integers(1, 4)))
+def test_teams_add_up_on_a_chiller_site_with_a_node_meter_however_batched(cuts: set[int]) -> None:
+    chiller = {"model": "chiller", "cop_ref": 4.0, "capacity_kw": 100.0, "chilled_water_c": 7.0,
+               "capft": [1.0, 0.0, 0.0, -0.01, 0.0, 0.0], "eirft": [0.5, 0.0, 0.0, 0.02, 0.0, 0.0],
+               "eirfplr": [0.2, 0.5, 0.3], "aux_ratio": 0.05, "outdoor": {"fixed_c": 30.0},
+               "curve_limits": {"chilled_water_c": [5, 10], "condenser_c": [10, 40]}}
+    sites = make_sites({"default": {"timezone": "UTC", "price_per_kwh": 0.10, "carbon_g_per_kwh": 400.0,
+                                    "demand_charge_per_kw": 10.0, "cooling": chiller}})
+    devices = [*DEVICES, {"id": "bmc", "kind": "node", "index": 0}]
+    led = open_ledger(sites, now=T0 + 600, teams=TEAMS)
+    points = [0, *sorted(cuts), 5]
+    for seq, (i, j) in enumerate(itertools.pairwise(points), start=1):
+        ts = [T0 + 30 * k for k in range(i, j) for _ in range(4)]
+        led.ingest([make_batch(seq=seq, devices=devices, device=[0, 1, 2, 3] * (j - i), ts=ts,
+                               power_w=[300.0, 100.0, 100.0, 650.0] * (j - i),
+                               allocations=[POD] + ([JOB] if j > 2 else []))])
+    teams = by_team(led)
+    # the node meter is the node's IT (650 W for 120 s); the pod's share of the non-GPU part
+    total = sum(row["it_energy_kwh"] for row in teams.values()) * KWH
+    assert total == pytest.approx(650.0 * 120)
+    assert teams["nlp"]["it_energy_kwh"] * KWH == pytest.approx(2 * (18000 + (39000 - 24000) * 0.75))
+    check_conservation(led)
