@@ -117,7 +117,6 @@ _ADD_HOLDER_MONTH = _upsert("holder_months", ("holder", "month", "gpu_j", "it_j"
 _UPSERT_TEAM_TOTALS = _upsert(
     "team_totals", ("site", "team", "it_j", "cost", "carbon_g", "gpu_s", "idle_gpu_s", "shown_it_j",
                     "shown_cost", "shown_carbon_g"), ("site", "team"), add=False)
-_FIND_HOLDER = "SELECT id, team FROM holders WHERE node = ? AND owner = ? AND start = ?"
 _MINUTE_ROWS = ("SELECT m.holder, m.energy_j, COALESCE(h.team, '') FROM holder_minutes m "
                 "LEFT JOIN holders h ON h.id = m.holder WHERE m.node = ? AND m.minute = ?")
 _ADD_TEAM_QUARTER = (
@@ -255,6 +254,11 @@ class SqliteStore(sql.PlanQueries):
             held[1][team] = [float(facility_j), float(cost)]
         #: the next holder id (ids are made here: one writer)
         self.next_holder = int(db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM holders").fetchone()[0])
+        #: every holder's row by its key (node, owner, start): a batch's holders are found, and
+        #: written only when they change (an idle holder: once), without a query
+        self.holder_rows: dict[tuple[str, str, float], Row] = {
+            (row[3], row[4], float(row[5])): tuple(row) for row in db.execute(
+                "SELECT id, site, cluster, node, owner, start, team, ended, devices FROM holders")}
         # the peaks of quarter-hours rolled up into hours (kept before they went)
         for site, month, facility_j in db.execute("SELECT site, month, facility_j FROM month_peaks"):
             sums = self.site_months.setdefault((site, parse_month(month)), SiteSums())
@@ -457,7 +461,8 @@ class _Unit:
         self._new_slots: list[int] = []
         self.dirty = False  # memory changed beyond new streams (devices added, rows written)
         self._written = False
-        self._holders: dict[int, Row] = {}
+        self._holders: dict[int, Row] = {}  # the holder rows to write (new or changed)
+        self._teams: dict[int, str] = {}  # the team of each holder this group names
         self._minutes: list[MinuteRow] = []
         #: the minutes' rows as ``add_*_minutes`` left them (inputs added), keyed by (name, minute)
         self._node_minutes: dict[tuple[str, int], list[Any]] = {}
@@ -467,21 +472,26 @@ class _Unit:
         store = self._store
         out: list[tuple[int, str]] = []
         for h in infos:
-            found = store._db.execute(_FIND_HOLDER, (h.node, h.owner, h.start)).fetchone()
-            if found is None:
-                found = (store.next_holder, h.team)
+            key = (h.node, h.owner, h.start)
+            held = store.holder_rows.get(key)
+            if held is None:
+                ident, team, ended = store.next_holder, h.team, h.ended
                 store.next_holder += 1
+            else:
+                ident, team = int(held[0]), str(held[6])
+                ended = h.ended if h.ended is not None else held[7]  # as COALESCE in _UPSERT_HOLDER
+            row = (ident, h.site, h.cluster, h.node, h.owner, h.start, team, ended, h.devices)
+            if row != held:
+                store.holder_rows[key] = self._holders[ident] = row
                 self.dirty = True
-            ident, team = int(found[0]), str(found[1])
-            self._holders[ident] = (ident, h.site, h.cluster, h.node, h.owner, h.start, team, h.ended,
-                                    h.devices)
+            self._teams[ident] = team
             out.append((ident, team))
         return out
 
     def add_minutes(self, rows: Sequence[MinuteRow]) -> list[tuple[str, int, int, float, str]]:
         db = self._store._db
         after: dict[tuple[str, int, int], float] = {}
-        teams: dict[int, str] = {ident: str(row[6]) for ident, row in self._holders.items()}
+        teams = dict(self._teams)
         for node, minute in sorted({(node, minute) for node, minute, _, _ in rows}):
             for holder, energy, team in db.execute(_MINUTE_ROWS, (node, minute)):
                 after[(node, minute, int(holder))] = float(energy)
