@@ -196,8 +196,12 @@ class Fleet:
         self.prom = f"http://127.0.0.1:{pport}"
         self.procs.wait_http("prometheus", f"{self.prom}/-/ready")
 
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        r = httpx.get(f"{self.prom}/api/v1/query", params={"query": expr}, timeout=10)
+    def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
+        """``expr`` now, or evaluated at the instant ``at`` (two queries that must agree)."""
+        params: dict[str, str | float] = {"query": expr}
+        if at is not None:
+            params["time"] = at
+        r = httpx.get(f"{self.prom}/api/v1/query", params=params, timeout=10)
         body = r.json()
         assert r.status_code == 200 and body["status"] == "success", f"{expr}: {body}"
         result: list[dict[str, Any]] = body["data"]["result"] if body["data"]["resultType"] == "vector" \
@@ -346,12 +350,14 @@ def test_money_panels_keep_currencies_apart(fleet: Fleet) -> None:
              and "sum by (currency)" in expr and " / " not in expr]
     assert {t for t, _ in money} >= {"Spent this month", "Plan to date", "Forecast month end", "Month's plan"}
     for title, expr in money:
-        result = fleet.query(concrete(expr))
+        # both sides at one instant: the forecast and plan to date move with every scrape
+        at = time.time()
+        result = fleet.query(concrete(expr), at)
         by_currency = {r["metric"].get("currency"): float(r["value"][1]) for r in result}
         assert set(by_currency) == {"USD", "EUR"}, f"{title}: {result}"
         metric = re.search(r"wattledger_[a-z_]+", expr)
         assert metric is not None
         for currency, value in by_currency.items():
             one = f"{metric.group(0)}{{currency='{currency}'}}"
-            (each,) = fleet.query(f"sum(max by (site, currency) ({one}))")
+            (each,) = fleet.query(f"sum(max by (site, currency) ({one}))", at)
             assert value == pytest.approx(float(each["value"][1])), title
