@@ -6,11 +6,13 @@ Every test runs on SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from ledgerkit import at, make_batch, make_sites, open_ledger
+from ledgerkit import Backend, at, make_batch, make_sites, open_ledger
+from prometheus_client.parser import text_string_to_metric_families
 
 from wattledger.collector.accounting.cooling import ChillerCooling
 from wattledger.collector.accounting.wholenode import chiller_minute_j, node_minutes
@@ -251,3 +253,74 @@ def test_a_metered_site_books_its_meters() -> None:
     assert row["peak_demand_kw"] == pytest.approx(60_000 / 900 / 1000)
     nodes = led.spend(site="default", month="2026-11", group_by="node")
     assert sum(r["energy_cost"] for r in nodes) == pytest.approx(row["energy_cost"])
+
+
+# ---------------------------------------------------------------------------- counters never go down
+
+
+def counters(led: Ledger) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every ``_total`` sample of /metrics."""
+    text = led.collector().render().decode()  # type: ignore[attr-defined]
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples
+            if s.name.endswith("_total")}
+
+
+def never_lower(before: dict[tuple[str, frozenset[tuple[str, str]]], float],
+                after: dict[tuple[str, frozenset[tuple[str, str]]], float]) -> None:
+    lower = {key: (value, after.get(key)) for key, value in before.items()
+             if after.get(key, -1.0) < value}
+    assert not lower, lower
+
+
+def test_counters_never_go_down_when_a_minute_is_rebooked_lower(backend: Backend, tmp_path: Path) -> None:
+    """Two minutes re-booked lower: n1's overhead estimated (0.25 x 300 W x 60 s = 4.5 kJ), then
+    measured by its BMC's later readings (310 W: 0.6 kJ); a metered site's other load booked
+    from its facility meter before the IT arrives (60 - 6 = 54 kJ), then 60 - 30 - 6 = 24 kJ.
+    /v1/spend books the exact, lower figures; /metrics shows the highest booked so far, also
+    after a restart (PostgreSQL and SQLite keep it in the store)."""
+    sites = make_sites({"default": site(pue=1.5, node_overhead_ratio=0.25),
+                        "lab": site(cooling={"model": "metered"})})
+    db = backend.reopenable(tmp_path)
+    led = open_ledger(sites, db=db, now=T0 + 120)
+    times = [T0 + 10.0 * i for i in range(7)]
+    led.ingest([make_batch(node="n1", stream="s-n1", seq=1, devices=[GPU, NODE], device=[0] * 7, ts=times,
+                           power_w=[300.0] * 7)])
+    led.ingest([steady([COOLING_METER, FACILITY_METER], [100.0, 1000.0], T0, T0 + 60, node="mgmt",
+                       labels={"site": "lab"})])
+    high = counters(led)
+    assert node_overhead(led, "n1") == pytest.approx((4_500.0, 0.0, 0.0))
+    assert totals(led, "lab").other_j == pytest.approx(54_000.0)
+    led.ingest([make_batch(node="n1", stream="s-n1", seq=2, devices=[GPU, NODE], device=[1] * 7, ts=times,
+                           power_w=[310.0] * 7)])
+    led.ingest([steady([GPU], [500.0], T0, T0 + 60, node="n2", labels={"site": "lab"})])
+    after = counters(led)
+    never_lower(high, after)
+    # what is shown: the highs (estimated overhead 4.5 kJ kept, measured 0.6 kJ added; other 54 kJ)
+    n1 = frozenset({("site", "default"), ("cluster", ""), ("node", "n1")})
+    assert after[("wattledger_node_overhead_energy_joules_total", n1 | {("estimated", "true")})] == 4_500.0
+    assert after[("wattledger_node_overhead_energy_joules_total", n1 | {("estimated", "false")})] == \
+        pytest.approx(600.0)
+    assert after[("wattledger_node_energy_joules_total", n1)] == pytest.approx(18_000.0 + 4_500.0 + 600.0)
+    assert after[("wattledger_other_facility_energy_joules_total", frozenset({("site", "lab")}))] == \
+        pytest.approx(54_000.0)
+    # what is booked: exact
+    row = led.spend(site="default", month="2026-11", group_by="site")[0]
+    assert row["it_energy_kwh"] == pytest.approx(18_600 / 3.6e6)
+    assert row["overhead_energy_kwh"] == pytest.approx(600 / 3.6e6)
+    assert row["overhead_estimated_kwh"] == pytest.approx(0.0, abs=1e-12)
+    assert row["energy_cost"] == pytest.approx(18_600 * 1.5 / 3.6e6 * 0.10)
+    lab = led.spend(site="lab", month="2026-11", group_by="site")[0]
+    assert lab["other_energy_kwh"] == pytest.approx(24_000 / 3.6e6)
+    assert lab["energy_cost"] == pytest.approx(60_000 / 3.6e6 * 0.10)
+    led.close()
+    again = open_ledger(sites, db=db, now=T0 + 120)
+    assert counters(again) == pytest.approx(after)
+    # booking on from the booked (not the shown) values: n1's next minute adds its own figures
+    again.ingest([make_batch(node="n1", stream="s-n1", seq=3, devices=[GPU, NODE], device=[0] * 7 + [1] * 7,
+                             ts=[t + 60 for t in times] * 2, power_w=[300.0] * 7 + [310.0] * 7)])
+    later = counters(again)
+    never_lower(after, later)
+    assert later[("wattledger_node_overhead_energy_joules_total", n1 | {("estimated", "false")})] == \
+        pytest.approx(1_200.0)
+    assert later[("wattledger_node_overhead_energy_joules_total", n1 | {("estimated", "true")})] == 4_500.0

@@ -17,7 +17,8 @@ Tables (all money and energy in base units; see docs/accounting.md):
   their cost, carbon and unmeasured time.
 - ``quarters``: per (site, cluster, local quarter-hour): IT and facility energy and cost, for
   demand charges and the trailing-24 h cost rate of forecasts.
-- ``site_totals``: per site, the all-time sums shown as /metrics counters.
+- ``site_totals``: per site, the all-time sums behind the /metrics counters, as booked and as
+  shown (``shown_*``: never lower, since schema 10/6; ``node_totals`` the same per node).
 - ``hours`` and ``month_peaks``: where the roll-up puts old quarter-hours — summed per UTC hour,
   and the month's highest quarter-hour (the demand charge's peak) kept first.
 - ``plan_days``: the plan's statistics per (site, GPU model, local day, part, bin), added at
@@ -33,6 +34,8 @@ Tables (all money and energy in base units; see docs/accounting.md):
 """
 
 from __future__ import annotations
+
+from wattledger.collector.store import sql
 
 
 def _chargeback(identity: str, fill: str) -> tuple[str, ...]:
@@ -163,6 +166,18 @@ def _whole_node(real: str, table_options: str) -> tuple[str, ...]:
         f"ALTER TABLE site_totals ADD COLUMN other_cost {real} NOT NULL DEFAULT 0",
         f"ALTER TABLE site_totals ADD COLUMN fallback_s {real} NOT NULL DEFAULT 0",
     )
+
+
+#: version 10 (SQLite) / 6 (PostgreSQL): the site and node counters as shown (never lower),
+#: beside the booked ones (docs/metrics.md, "Counters never go down"); they start at what was booked
+def _shown_totals(greatest: str) -> tuple[str, ...]:
+    statements: list[str] = []
+    for table, values in (("site_totals", sql.SITE_TOTAL_VALUES), ("node_totals", sql.NODE_TOTAL_VALUES)):
+        statements += [f"ALTER TABLE {table} ADD COLUMN shown_{c} DOUBLE PRECISION NOT NULL DEFAULT 0"
+                       for c in values]
+        raised = ", ".join(f"shown_{c} = {greatest}({c}, 0)" for c in values)
+        statements.append(f"UPDATE {table} SET {raised}")
+    return tuple(statements)
 
 
 def _plan_days(table_options: str) -> str:
@@ -341,6 +356,7 @@ SQLITE_MIGRATIONS: tuple[tuple[str, ...], ...] = (
         *PLAN_METER_COLUMNS,
     ),
     _whole_node("DOUBLE PRECISION", ""),
+    _shown_totals("MAX"),
 )
 
 
@@ -451,4 +467,5 @@ POSTGRES_MIGRATIONS: tuple[tuple[str, ...], ...] = (
         *PLAN_METER_COLUMNS,
     ),
     _whole_node("DOUBLE PRECISION", " WITH (fillfactor = 70)"),
+    _shown_totals("GREATEST"),
 )

@@ -159,14 +159,15 @@ _ADD_QUARTERS = (
     "ORDER BY q.site, q.cluster, q.start_minute "
     "ON CONFLICT (site, cluster, start_minute) DO UPDATE SET it_j = quarters.it_j + excluded.it_j, "
     "facility_j = quarters.facility_j + excluded.facility_j, cost = quarters.cost + excluded.cost")
-_SITE_TOTALS = ("cooling_j", "it_cost", "cooling_cost", "carbon_g", "other_j", "other_cost", "fallback_s")
+_SITE_TOTALS = sql.SITE_TOTAL_VALUES
 _ADD_SITE_TOTALS = (
-    f"INSERT INTO site_totals (site, {', '.join(_SITE_TOTALS)}) "
-    "SELECT t.site, " + ", ".join(f"SUM(t.{c})" for c in _SITE_TOTALS) + " "
+    f"INSERT INTO site_totals (site, {', '.join(_SITE_TOTALS + sql.shown(_SITE_TOTALS))}) "
+    "SELECT t.site, " + ", ".join([f"SUM(t.{c})" for c in _SITE_TOTALS]
+                                  + [f"GREATEST(SUM(t.{c}), 0)" for c in _SITE_TOTALS]) + " "
     "FROM unnest(%s::text[], " + ", ".join("%s::float8[]" for _ in _SITE_TOTALS) + ") "
     f"AS t(site, {', '.join(_SITE_TOTALS)}) GROUP BY t.site ORDER BY t.site "
-    "ON CONFLICT (site) DO UPDATE SET " + ", ".join(f"{c} = site_totals.{c} + excluded.{c}"
-                                                    for c in _SITE_TOTALS))
+    "ON CONFLICT (site) DO UPDATE SET "
+    + ", ".join(sql.add_and_raise("site_totals", _SITE_TOTALS, _SITE_TOTALS, "GREATEST")))
 _PLAN_TYPES = ("text", "text", "text", "text", "bigint", "bigint", *("float8",) * 5, "bigint",
                *("float8",) * 13)
 _ADD_PLAN = (
@@ -217,13 +218,14 @@ _ADD_NODE_USAGE = (
     "ORDER BY u.month, u.site, u.cluster, u.node "
     "ON CONFLICT (month, site, cluster, node) DO UPDATE SET "
     + ", ".join(f"{c} = node_usage.{c} + excluded.{c}" for c in NODE_USAGE_VALUES))
-_NODE_TOTALS = ("overhead_est_j", "overhead_meas_j", "disagree_s")
+_NODE_TOTALS = sql.NODE_TOTAL_VALUES
 _ADD_NODE_TOTALS = (
-    f"INSERT INTO node_totals (node, site, cluster, {', '.join(_NODE_TOTALS)}) "
-    "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::float8[], %s::float8[], %s::float8[]) "
+    f"INSERT INTO node_totals (node, site, cluster, {', '.join(_NODE_TOTALS + sql.shown(_NODE_TOTALS))}) "
+    "SELECT t.*, " + ", ".join(f"GREATEST(t.{c}, 0)" for c in _NODE_TOTALS) + " "
+    "FROM unnest(%s::text[], %s::text[], %s::text[], %s::float8[], %s::float8[], %s::float8[]) "
     f"AS t(node, site, cluster, {', '.join(_NODE_TOTALS)}) ORDER BY t.node "
     "ON CONFLICT (node) DO UPDATE SET site = excluded.site, cluster = excluded.cluster, "
-    + ", ".join(f"{c} = node_totals.{c} + excluded.{c}" for c in _NODE_TOTALS))
+    + ", ".join(sql.add_and_raise("node_totals", _NODE_TOTALS, _NODE_TOTALS, "GREATEST")))
 _SENSORS = ("SELECT device, last_ts, temp_c FROM devices WHERE kind = 'sensor' AND device = ANY(%s::text[]) "
             "AND last_ts IS NOT NULL AND temp_c IS NOT NULL")
 _MONTH_PEAKS = (
@@ -399,7 +401,7 @@ class PostgresStore(sql.PlanQueries):
             totals = {site: SiteSums(0.0, cool_j, it_cost, cool_cost, carbon, 0.0, other_j, other_cost,
                                      fallback)
                       for site, cool_j, it_cost, cool_cost, carbon, other_j, other_cost, fallback
-                      in conn.execute(f"SELECT site, {', '.join(_SITE_TOTALS)} FROM site_totals")}
+                      in conn.execute(f"SELECT site, {', '.join(sql.shown(_SITE_TOTALS))} FROM site_totals")}
             sums = self._month_sums(conn, months)
             day_cost = dict.fromkeys(months, 0.0)
             for site, cost in conn.execute(_DAY_COST, (since_minute, until_minute)):
@@ -410,7 +412,8 @@ class PostgresStore(sql.PlanQueries):
                 f"SELECT {', '.join(DEVICE_COLUMNS)} FROM devices ORDER BY slot").fetchall())
             node_totals = {str(node): NodeTotals(site, cluster, est, meas, disagree)
                            for node, site, cluster, est, meas, disagree in conn.execute(
-                               f"SELECT node, site, cluster, {', '.join(_NODE_TOTALS)} FROM node_totals")}
+                               f"SELECT node, site, cluster, {', '.join(sql.shown(_NODE_TOTALS))} "
+                               "FROM node_totals")}
             minutes = sql.minute_sums(conn.execute(sql.dialect(sql.MINUTE_SUMS, "%s"),
                                                    (int(until_minute) - 60, int(until_minute))).fetchall())
         return FleetData(totals, sums, day_cost, nodes, devices, node_totals, minutes)

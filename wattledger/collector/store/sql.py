@@ -198,14 +198,37 @@ TEAM_TOTALS = ("SELECT site, team, shown_it_j, shown_cost, shown_carbon_g, gpu_s
                "FROM team_totals ORDER BY site, team")
 
 
+def add_and_raise(table: str, added: Sequence[str], raised: Sequence[str], greatest: str) -> list[str]:
+    """SET clauses of an upsert that adds to ``added`` and raises each ``raised`` column's
+    ``shown_`` twin to the new booked value where it is higher (``greatest``: GREATEST on
+    PostgreSQL, the scalar MAX on SQLite): a counter shown never goes down, though what is
+    booked may (a minute re-booked lower)."""
+    sets = [f"{c} = {table}.{c} + excluded.{c}" for c in added]
+    return sets + [f"shown_{c} = {greatest}({table}.shown_{c}, {table}.{c} + excluded.{c})" for c in raised]
+
+
 def add_team_totals(greatest: str) -> str:
     """Add to the team totals and raise what is shown to the new booked value where it is
-    higher (``greatest``: GREATEST on PostgreSQL, the scalar MAX on SQLite); rows as
-    (site, team, it_j, cost, carbon_g, gpu_s, idle_gpu_s) from {P}-placeholders or a SELECT."""
+    higher; rows as (site, team, it_j, cost, carbon_g, gpu_s, idle_gpu_s) from {P}-placeholders
+    or a SELECT."""
     booked = ("it_j", "cost", "carbon_g")
-    sets = [f"{c} = team_totals.{c} + excluded.{c}" for c in (*booked, "gpu_s", "idle_gpu_s")]
-    sets += [f"shown_{c} = {greatest}(team_totals.shown_{c}, team_totals.{c} + excluded.{c})" for c in booked]
-    return (" ON CONFLICT (site, team) DO UPDATE SET " + ", ".join(sets))
+    return (" ON CONFLICT (site, team) DO UPDATE SET "
+            + ", ".join(add_and_raise("team_totals", (*booked, "gpu_s", "idle_gpu_s"), booked, greatest)))
+
+
+#: the all-time counters of ``site_totals`` and ``node_totals`` (/metrics). Each is kept as
+#: booked and as shown (``shown_<name>``: the highest value booked so far, what /metrics
+#: exposes), because a minute re-booked by difference can lower what was booked: an estimated
+#: node overhead replaced by a lower measured one, a metered minute's other load shrinking as
+#: its IT arrives, a chiller minute's fallback time gone when a fresh sensor reading arrives.
+SITE_TOTAL_VALUES = ("cooling_j", "it_cost", "cooling_cost", "carbon_g", "other_j", "other_cost",
+                     "fallback_s")
+NODE_TOTAL_VALUES = ("overhead_est_j", "overhead_meas_j", "disagree_s")
+
+
+def shown(values: Sequence[str]) -> tuple[str, ...]:
+    """The ``shown_`` twins of counter columns."""
+    return tuple(f"shown_{c}" for c in values)
 
 
 TEAM_QUARTERS_OF_MONTH = ("SELECT start_minute, team, facility_j, cost FROM team_quarters "

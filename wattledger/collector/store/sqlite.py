@@ -86,12 +86,24 @@ def _upsert(table: str, columns: Sequence[str], key: Sequence[str], add: bool) -
             f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}")
 
 
+def _site_sums(values: Sequence[float]) -> SiteSums:
+    """SiteSums of sql.SITE_TOTAL_VALUES' values (IT energy and the peak are not all-time counters)."""
+    return SiteSums(**dict(zip(sql.SITE_TOTAL_VALUES, map(float, values), strict=True)))
+
+
+def _raised(shown: object, booked: object, names: Sequence[str]) -> list[float]:
+    """Raise each of ``shown``'s counters to ``booked``'s where that is higher (a counter shown
+    never goes down); the booked values, then the shown ones (a site_totals/node_totals row's)."""
+    for name in names:
+        setattr(shown, name, max(float(getattr(shown, name)), float(getattr(booked, name))))
+    return [float(getattr(booked, n)) for n in names] + [float(getattr(shown, n)) for n in names]
+
+
 NODE_COLUMNS = ("node", "site", "cluster", "labels", "last_seen", "readings", "conflicts", "conflict_at")
 _UPSERT_STREAM = _upsert("streams", ("stream", "node", "low_seq"), ("stream",), add=False)
 _UPSERT_NODE = _upsert("nodes", NODE_COLUMNS, ("node",), add=False)
 _UPSERT_DEVICE = _upsert("devices", DEVICE_COLUMNS, ("slot",), add=False)
-SITE_TOTAL_COLUMNS = ("site", "cooling_j", "it_cost", "cooling_cost", "carbon_g", "other_j", "other_cost",
-                      "fallback_s")
+SITE_TOTAL_COLUMNS = ("site", *sql.SITE_TOTAL_VALUES, *sql.shown(sql.SITE_TOTAL_VALUES))
 _UPSERT_SITE_TOTALS = _upsert("site_totals", SITE_TOTAL_COLUMNS, ("site",), add=False)
 NODE_MINUTE_COLUMNS = ("node", "minute", "site", "cluster", *NODE_MINUTE_INPUTS, *NODE_MINUTE_DERIVED)
 SITE_MINUTE_COLUMNS = ("site", "minute", *SITE_MINUTE_INPUTS, *SITE_MINUTE_DERIVED)
@@ -99,7 +111,7 @@ _PUT_NODE_MINUTE = _upsert("node_minutes", NODE_MINUTE_COLUMNS, ("node", "minute
 _PUT_SITE_MINUTE = _upsert("site_minutes", SITE_MINUTE_COLUMNS, ("site", "minute"), add=False)
 _ADD_NODE_USAGE = _upsert("node_usage", ("month", "site", "cluster", "node", *NODE_USAGE_VALUES),
                           ("month", "site", "cluster", "node"), add=True)
-NODE_TOTAL_COLUMNS = ("node", "site", "cluster", "overhead_est_j", "overhead_meas_j", "disagree_s")
+NODE_TOTAL_COLUMNS = ("node", "site", "cluster", *sql.NODE_TOTAL_VALUES, *sql.shown(sql.NODE_TOTAL_VALUES))
 _PUT_NODE_TOTALS = _upsert("node_totals", NODE_TOTAL_COLUMNS, ("node",), add=False)
 _ADD_USAGE = _upsert("usage", ("month", "slot", "site", "cluster", "it_j", "cooling_j", "it_cost",
                                "cooling_cost", "carbon_g", "unmeasured_s"),
@@ -199,15 +211,20 @@ class SqliteStore(sql.PlanQueries):
                             conflict_at)
             for node, site, cluster, labels, seen, readings, conflicts, conflict_at in db.execute(
                 f"SELECT {', '.join(NODE_COLUMNS)} FROM nodes")}
-        #: per site: all-time sums (the counters of /metrics, exactly as stored) and per month
-        self.site_totals: dict[str, SiteSums] = {
-            site: SiteSums(0.0, cool_j, it_cost, cool_cost, carbon, 0.0, other_j, other_cost, fallback)
-            for site, cool_j, it_cost, cool_cost, carbon, other_j, other_cost, fallback in db.execute(
-                f"SELECT {', '.join(SITE_TOTAL_COLUMNS)} FROM site_totals")}
-        self.node_totals: dict[str, NodeTotals] = {
-            node: NodeTotals(site, cluster, est, meas, disagree)
-            for node, site, cluster, est, meas, disagree in db.execute(
-                f"SELECT {', '.join(NODE_TOTAL_COLUMNS)} FROM node_totals")}
+        #: per site: all-time sums (the counters of /metrics) as booked and as shown (never
+        #: lower: sql.SITE_TOTAL_VALUES), and per month
+        self.site_totals: dict[str, SiteSums] = {}
+        self.shown_site_totals: dict[str, SiteSums] = {}
+        n = len(sql.SITE_TOTAL_VALUES)
+        for site, *values in db.execute(f"SELECT {', '.join(SITE_TOTAL_COLUMNS)} FROM site_totals"):
+            self.site_totals[site] = _site_sums(values[:n])
+            self.shown_site_totals[site] = _site_sums(values[n:])
+        self.node_totals: dict[str, NodeTotals] = {}
+        self.shown_node_totals: dict[str, NodeTotals] = {}
+        for node, site, cluster, est, meas, disagree, *shown in db.execute(
+                f"SELECT {', '.join(NODE_TOTAL_COLUMNS)} FROM node_totals"):
+            self.node_totals[node] = NodeTotals(site, cluster, est, meas, disagree)
+            self.shown_node_totals[node] = NodeTotals(site, cluster, *shown)
         #: the last hours' site minutes (what /metrics shows), kept without reading the disk
         self.recent_minutes: dict[tuple[str, int], tuple[float, float, float, float | None]] = {}
         since = int(self._clock() // 60) - RECENT_MINUTES
@@ -328,14 +345,14 @@ class SqliteStore(sql.PlanQueries):
     def fleet(self, months: Mapping[str, int], since_minute: float, until_minute: float) -> FleetData:
         with self.lock:
             return FleetData(
-                site_totals={site: replace(sums) for site, sums in self.site_totals.items()},
+                site_totals={site: replace(sums) for site, sums in self.shown_site_totals.items()},
                 month_sums={site: replace(self.site_months.get((site, month), SiteSums()))
                             for site, month in months.items()},
                 day_cost={site: self.day_cost(site, since_minute, until_minute) for site in months},
                 nodes={name: replace(state, labels=dict(state.labels))
                        for name, state in self.node_states.items()},
                 devices=self.devices.snapshot(),
-                node_totals={name: replace(t) for name, t in self.node_totals.items()},
+                node_totals={name: replace(t) for name, t in self.shown_node_totals.items()},
                 minutes=self.minutes(int(until_minute) - 60, int(until_minute)))
 
     def month_sums(self, site: str, month: int) -> SiteSums:
@@ -636,8 +653,8 @@ class _Unit:
                       s.conflicts, s.conflict_at)
                      for n in sorted(touched_nodes) for s in [store.node_states[n]]]
         sites = sorted({row[0] for row in changes.site_months})
-        totals = [(site, t.cooling_j, t.it_cost, t.cooling_cost, t.carbon_g, t.other_j, t.other_cost,
-                   t.fallback_s) for site in sites for t in [store.site_totals[site]]]
+        totals = [(site, *_raised(store.shown_site_totals.setdefault(site, SiteSums()),
+                                  store.site_totals[site], sql.SITE_TOTAL_VALUES)) for site in sites]
         n_in = len(NODE_MINUTE_INPUTS)
         for node, minute, *derived in changes.node_minutes:
             self._node_minutes[(node, int(minute))][4 + n_in:] = derived
@@ -654,7 +671,10 @@ class _Unit:
             held_totals.overhead_est_j += est
             held_totals.overhead_meas_j += meas
             held_totals.disagree_s += disagree
-        node_totals = [(node, t.site, t.cluster, t.overhead_est_j, t.overhead_meas_j, t.disagree_s)
+            held_shown = store.shown_node_totals.setdefault(node, NodeTotals(site, cluster, 0.0, 0.0, 0.0))
+            held_shown.site, held_shown.cluster = site, cluster
+        node_totals = [(node, t.site, t.cluster,
+                        *_raised(store.shown_node_totals[node], t, sql.NODE_TOTAL_VALUES))
                        for node in sorted({row[0] for row in changes.node_totals})
                        for t in [store.node_totals[node]]]
         store._commit(streams=[stream_rows[s] for s in sorted(stream_rows)], seqs_added=changes.seqs_added,
