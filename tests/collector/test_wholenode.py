@@ -224,12 +224,17 @@ def test_a_node_reading_in_a_later_batch_rebooks_the_minute() -> None:
                                  ts=times, power_w=[watts] * 7)])
         if seq == 1:
             assert node_overhead(split, "n1") == pytest.approx((4_500.0, 0.0, 0.0))
+    # /metrics keeps the estimated 4.5 kJ it showed (a counter never goes down); the bill is exact
+    assert node_overhead(whole, "n1") == pytest.approx((0.0, 12_000.0, 0.0))
+    assert node_overhead(split, "n1") == pytest.approx((4_500.0, 12_000.0, 0.0))
     for led in (whole, split):
-        assert node_overhead(led, "n1") == pytest.approx((0.0, 12_000.0, 0.0))
         t = totals(led)
         assert (t.cooling_j, t.it_cost, t.carbon_g) == pytest.approx(
             (15_000.0, 30_000 / 3.6e6 * 0.10, 45_000 / 3.6e6 * 400)
         )
+        row = led.spend(site="default", month="2026-11", group_by="site")[0]
+        assert (row["overhead_energy_kwh"], row["overhead_estimated_kwh"]) == pytest.approx(
+            (12_000 / 3.6e6, 0.0))
 
 
 def test_a_metered_site_books_its_meters() -> None:
