@@ -38,8 +38,11 @@ HELP = ("print a month's energy, cost and plan by site, cluster, node, device or
 FORMATS = ("table", "csv", "json")
 _MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 _GROUP = re.compile(r"^[a-z][a-z0-9_]*$")
-#: the table's figure columns after the row's group keys, as (row key, heading)
-TABLE_COLUMNS = (("it_energy_kwh", "IT kWh"), ("energy_cost", "energy cost"),
+#: the table's figure columns after the row's group keys, as (row key, heading): the bill's
+#: parts (IT = GPUs + CPUs + overhead; energy cost = IT + cooling + other) as JSON/CSV have them
+TABLE_COLUMNS = (("it_energy_kwh", "IT kWh"), ("gpu_cost", "GPUs"), ("cpu_cost", "CPUs"),
+                 ("overhead_cost", "overhead"), ("cooling_cost", "cooling"), ("other_cost", "other"),
+                 ("energy_cost", "energy cost"),
                  ("demand_charge", "demand charge"), ("total_cost", "total"), ("plan_cost", "plan"),
                  ("plan_to_date", "plan to date"), ("forecast_cost", "forecast"), ("carbon_kg", "CO2e kg"))
 log = logging.getLogger(__name__)

@@ -212,3 +212,27 @@ def test_the_table_shows_a_small_first_hour_not_zero() -> None:
     text = table(doc)
     assert "0.016" in text and "0.006" in text  # kWh and kg to the watt-hour and gram
     assert "0.00" in text  # money to the currency's minor unit, as in the CSV
+
+
+def test_the_table_shows_the_bills_parts() -> None:
+    """The table has the bill's parts as JSON and CSV do: IT = GPUs + CPUs + overhead, energy
+    cost = IT + cooling + other, total = energy cost + demand charge; a part a row lacks (a
+    team's row has no GPU/CPU split) reads '-'."""
+    from wattledger.spend_cli import table
+
+    site = {"site": "lab", "currency": "USD", "it_energy_kwh": 12.5, "gpu_cost": 1.234, "cpu_cost": 0.456,
+            "overhead_cost": 0.111, "cooling_cost": 0.777, "other_cost": 2.3449, "energy_cost": 4.9229,
+            "demand_charge": 9.876, "total_cost": 14.7989, "carbon_kg": 5.0}
+    team = {"site": "lab", "team": "vision", "currency": "USD", "it_energy_kwh": 2.0, "cooling_cost": 0.1,
+            "energy_cost": 0.3, "demand_charge": 1.0, "total_cost": 1.3, "carbon_kg": 0.8}
+    text = table({"month": "2026-12", "group_by": "site", "rows": [site, team]})
+    head = next(line for line in text.splitlines() if "GPUs" in line)
+    headings = ["IT kWh", "GPUs", "CPUs", "overhead", "cooling", "other", "energy cost", "demand charge",
+                "total"]
+    assert [head.index(h) for h in headings] == sorted(head.index(h) for h in headings)
+    cells = next(line for line in text.splitlines() if "USD" in line and "vision" not in line).split()
+    assert cells == ["lab", "USD", "12.500", "1.23", "0.46", "0.11", "0.78", "2.34", "4.92", "9.88", "14.80",
+                     "-", "-", "-", "5.000"]
+    cells = next(line for line in text.splitlines() if "vision" in line).split()
+    assert cells == ["lab", "vision", "USD", "2.000", "-", "-", "-", "0.10", "-", "0.30", "1.00", "1.30",
+                     "-", "-", "-", "0.800"]
