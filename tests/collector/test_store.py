@@ -128,6 +128,9 @@ def test_schema_1_is_migrated_with_its_totals(tmp_path: Path) -> None:
         "SELECT site, cooling_j, it_cost, cooling_cost, carbon_g FROM site_totals")
     assert (site, cooling_j, carbon_g) == ("default", 3.6e6, 1200.0)
     assert (it_cost, cooling_cost) == pytest.approx((0.3, 0.15))
+    # schema 10: what /metrics shows starts at what was booked
+    assert store.query("SELECT shown_cooling_j, shown_it_cost, shown_carbon_g FROM site_totals") == [
+        (cooling_j, it_cost, carbon_g)]
     store.close()
 
 
