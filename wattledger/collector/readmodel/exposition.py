@@ -19,6 +19,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 from wattledger.collector.accounting.cooling import MeteredCooling
+from wattledger.collector.readmodel.monthbill import MonthBills, month_bill_family
 from wattledger.collector.readmodel.view import FleetView, NodeView, ReadModel
 from wattledger.collector.readmodel.wholenode import it_power_by_node, whole_node_families
 from wattledger.collector.sites import SiteConfig
@@ -45,6 +46,8 @@ class LedgerCollector(Collector):
 
     def __init__(self, model: ReadModel) -> None:
         self._model = model
+        self._bills = MonthBills(model.store, model.terms, refresh_seconds=model.refresh_seconds,
+                                 commits=model.commits)
         self._label_cache: list[tuple[Labels, str]] = []  # by slot
 
     def describe(self) -> list[Metric]:
@@ -53,7 +56,8 @@ class LedgerCollector(Collector):
     def _state(self) -> tuple[list[Metric], Mapping[str, NodeView], DeviceTable]:
         view = self._model.view()  # a copy: read without any lock
         sites = self._model.terms.sites
-        return ([*_site_families(view, sites), *whole_node_families(view, sites)], view.nodes,
+        return ([*_site_families(view, sites), *month_bill_family(self._bills, view.now),
+                 *whole_node_families(view, sites)], view.nodes,
                 view.devices)
 
     def collect(self) -> Iterator[Metric]:

@@ -97,6 +97,10 @@ class ReadModel:
         self._cached: tuple[FleetView, float, int] | None = None  # view, loaded at, commits before
         self.loads = 0  # views loaded (tests, logs)
 
+    def commits(self) -> int:
+        """Batches this process has committed so far (what a cache of the store's sums follows)."""
+        return self._commits()
+
     def view(self) -> FleetView:
         if not self.store.shared:
             return self._load()
