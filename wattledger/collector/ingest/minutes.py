@@ -12,10 +12,18 @@ later batch is so re-booked by its difference: batching never changes the result
 Who carries a chiller minute's cooling: the nodes whose IT energy this transaction brings to
 the minute, in proportion to it (the site's total is exact; a node's share is the cooling its
 energy added). A metered site's cooling and other facility load are the site's own (node '').
+
+A chiller site's outdoor sensor whose readings come in a later transaction than a minute's IT
+(its batch came after the nodes') re-books the minutes those readings may change: the booked
+minutes whose end lies in [first new reading, last new reading + 15 min] are re-derived on
+their stored inputs with the sensor's new series, in the same transaction as the readings, and
+the difference is booked as any other. A re-booked minute that no node of the transaction
+carries books its cooling change as the site's own (``Shares.site_wide``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +36,8 @@ from wattledger.collector.accounting.pricing import JOULES_PER_KWH, Priced, Site
 from wattledger.collector.accounting.readings import Accounted
 from wattledger.collector.accounting.siteclock import month_text
 from wattledger.collector.accounting.wholenode import (
+    MINUTE_S,
+    SENSOR_STALE_S,
     Outdoor,
     meter_minutes,
     node_minutes,
@@ -54,6 +64,16 @@ class Shares:
     overhead: list[tuple[str, int, float]]
     cooling: dict[tuple[str, int], float]
     site_wide: list[tuple[str, int, float, float]]
+
+
+@dataclass(frozen=True)
+class _OutdoorSeries:
+    """Per chiller site with an outdoor sensor that the group touches: the sensor's (ts, °C)
+    series the group's minutes take their temperature from, and the minutes [low, high] whose
+    temperature the group's new readings may change (sites the group has new readings for)."""
+
+    series: dict[int, tuple[Floats, Floats]]
+    windows: dict[int, tuple[int, int]]
 
 
 @dataclass(frozen=True)
@@ -112,10 +132,13 @@ class MinuteBooker:
         """Book the group's node and site minutes; what the teams' chargeback must share out."""
         node_rows = self._node_inputs(done, priced, nodes)
         site_extra = self._meter_inputs(done, group_site, nodes)
-        if not node_rows[0].size and not site_extra[0].size:
+        touched = {*nodes.site[node_rows[0]].tolist(), *site_extra[0].tolist()}
+        outdoor = self._outdoor_series(unit, sensor_readings, touched)
+        rebooked = self._rebooked(unit, outdoor.windows)
+        if not node_rows[0].size and not site_extra[0].size and not rebooked[0].size:
             return Shares([], {}, [])
         entries = self._book_nodes(unit, changes, node_rows, nodes)
-        return self._book_sites(unit, changes, entries, site_extra, sensor_readings, nodes)
+        return self._book_sites(unit, changes, entries, site_extra, rebooked, outdoor.series, nodes)
 
     # ---- inputs ----------------------------------------------------------------------------
 
@@ -228,18 +251,21 @@ class MinuteBooker:
         changes: Changes,
         e: _Entries,
         meters: tuple[Ints, Ints, list[Floats]],
-        sensor_readings: Mapping[str, Sequence[tuple[float, float]]],
+        rebooked: tuple[Ints, Ints],
+        sensors: Mapping[int, tuple[Floats, Floats]],
         nodes: GroupNodes,
     ) -> Shares:
         m_site, m_minute, (cool_m, fac_m, fac_s) = meters
-        n_e, n_m = len(e.site), len(m_site)
+        r_site, r_minute = rebooked
+        n_e, n_m, n_r = len(e.site), len(m_site), len(r_site)
+        # the re-booked minutes add nothing: they are re-derived on their stored inputs
         (site, minute), (it, cool_in, fac_in, fac_s_in) = sum_by(
-            (np.concatenate([e.site, m_site]), np.concatenate([e.minute, m_minute])),
+            (np.concatenate([e.site, m_site, r_site]), np.concatenate([e.minute, m_minute, r_minute])),
             (
-                np.concatenate([e.it, np.zeros(n_m)]),
-                np.concatenate([np.zeros(n_e), cool_m]),
-                np.concatenate([np.zeros(n_e), fac_m]),
-                np.concatenate([np.zeros(n_e), fac_s]),
+                np.concatenate([e.it, np.zeros(n_m + n_r)]),
+                np.concatenate([np.zeros(n_e), cool_m, np.zeros(n_r)]),
+                np.concatenate([np.zeros(n_e), fac_m, np.zeros(n_r)]),
+                np.concatenate([np.zeros(n_e), fac_s, np.zeros(n_r)]),
             ),
         )
         got = unit.add_site_minutes(
@@ -261,7 +287,6 @@ class MinuteBooker:
         ).reshape(len(got), 8)
         cooling, other, outdoor, fallback = (np.zeros(len(site)) for _ in range(4))
         outdoor[:] = np.nan
-        sensors = self._sensors(unit, sensor_readings, set(site.tolist()))
         for s in np.unique(site).tolist():
             mask = site == s
             derived = site_minutes(
@@ -291,17 +316,41 @@ class MinuteBooker:
         d_cool, d_other, d_fallback = cooling - table[:, 4], other - table[:, 5], fallback - table[:, 7]
         return self._price(changes, nodes, e, site, minute, d_cool, d_other, d_fallback)
 
-    def _sensors(
-        self, unit: IngestUnit, readings: Mapping[str, Sequence[tuple[float, float]]], sites: set[int]
-    ) -> dict[int, tuple[Floats, Floats]]:
-        ids = {s: d for s, d in self.sensor_ids().items() if s in sites}
+    def _outdoor_series(
+        self, unit: IngestUnit, readings: Mapping[str, Sequence[tuple[float, float]]], touched: set[int]
+    ) -> _OutdoorSeries:
+        """The outdoor series of the chiller sites the group books minutes of or has sensor
+        readings for: the sensor's last committed reading and the group's newer ones."""
+        ids = {s: d for s, d in self.sensor_ids().items() if s in touched or readings.get(d)}
         if not ids:
-            return {}
+            return _OutdoorSeries({}, {})
         committed = unit.sensors(sorted(set(ids.values())))
-        return {
-            s: sensor_series([*readings.get(d, ()), *([committed[d]] if d in committed else [])])
-            for s, d in ids.items()
-        }
+        series: dict[int, tuple[Floats, Floats]] = {}
+        windows: dict[int, tuple[int, int]] = {}
+        for s, d in ids.items():
+            last = committed.get(d)
+            # a sensor's readings arrive in time order within its stream: one not newer than the
+            # last committed reading is late (accounting drops it, the ledger never holds it), so
+            # only the newer ones count, here and for the minutes they re-book
+            after = -math.inf if last is None else last[0]
+            newer = [(t, c) for t, c in readings.get(d, ()) if t > after and c == c]
+            series[s] = sensor_series([*newer, *([last] if last is not None else [])])
+            if newer:
+                windows[s] = changed_minutes(min(t for t, _ in newer), max(t for t, _ in newer))
+        return _OutdoorSeries(series, windows)
+
+    def _rebooked(self, unit: IngestUnit, windows: Mapping[int, tuple[int, int]]) -> tuple[Ints, Ints]:
+        """(site, minute) of the site-minutes booked in the windows: re-derived with the group's
+        (those the group also adds to are merged with its own by ``sum_by``)."""
+        if not windows:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        index = {self.names[s]: s for s in windows}
+        spans = [(self.names[s], low, high) for s, (low, high) in sorted(windows.items())]
+        keys = unit.booked_site_minutes(spans)
+        return (
+            np.array([index[name] for name, _ in keys], dtype=np.int64),
+            np.array([m for _, m in keys], dtype=np.int64),
+        )
 
     # ---- money -----------------------------------------------------------------------------
 
@@ -479,6 +528,25 @@ class MinuteBooker:
             (nodes.names[n], self.names[int(nodes.site[n])], nodes.cluster[n], a, o - a, d)
             for n, a, o, d in zip(node.tolist(), est.tolist(), over.tolist(), dis.tolist(), strict=True)
         ]
+
+
+def changed_minutes(first: float, last: float) -> tuple[int, int]:
+    """The minutes [low, high] whose outdoor temperature new sensor readings from ``first`` to
+    ``last`` may change: a minute takes the last reading at or before its end, stale after 15
+    min, so those ending in [first, last + 15 min] (the ends compared as ``Outdoor`` compares
+    them). Exactly those: a minute ending before ``first`` re-derived on a series that starts at
+    the last committed reading would lose the older reading it was booked with."""
+    low = math.ceil(first / MINUTE_S) - 1
+    while low * MINUTE_S >= first:  # the minute before ends at or after first too
+        low -= 1
+    while (low + 1) * MINUTE_S < first:
+        low += 1
+    high = math.floor((last + SENSOR_STALE_S) / MINUTE_S) - 1
+    while (high + 2) * MINUTE_S - last <= SENSOR_STALE_S:
+        high += 1
+    while high >= low and (high + 1) * MINUTE_S - last > SENSOR_STALE_S:
+        high -= 1
+    return low, high
 
 
 def _merged_quarters(rows: list[Row], more: list[Row]) -> list[Row]:

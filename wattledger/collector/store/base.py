@@ -265,6 +265,13 @@ class IngestUnit(Protocol):
     def sensors(self, devices: Sequence[str]) -> dict[str, tuple[float, float]]:
         """Committed (last ts, temp_c) of the sensor devices with these ids (any node)."""
         ...
+    def booked_site_minutes(self, spans: Sequence[tuple[str, int, int]]) -> list[tuple[str, int]]:
+        """The (site, minute) of the site-minute rows that exist with ``low <= minute <= high``,
+        for each (site, low, high), in key order (what a late outdoor sensor reading re-books).
+        They are not locked here: the caller gives them to ``add_site_minutes`` (adding 0) with
+        the group's own, so all of a group's site-minute rows are locked in ONE statement in key
+        order (two statements could each lock part and deadlock with another transaction)."""
+        ...
     def write(self, changes: Changes) -> None: ...
 
 

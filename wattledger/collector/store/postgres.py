@@ -226,6 +226,12 @@ _ADD_NODE_TOTALS = (
     f"AS t(node, site, cluster, {', '.join(_NODE_TOTALS)}) ORDER BY t.node "
     "ON CONFLICT (node) DO UPDATE SET site = excluded.site, cluster = excluded.cluster, "
     + ", ".join(sql.add_and_raise("node_totals", _NODE_TOTALS, _NODE_TOTALS, "GREATEST")))
+#: no FOR UPDATE: the rows are locked by add_site_minutes with the group's, in one key-ordered
+#: statement (``IngestUnit.booked_site_minutes``)
+_BOOKED_SITE_MINUTES = (
+    "SELECT m.site, m.minute FROM site_minutes m JOIN unnest(%s::text[], %s::bigint[], %s::bigint[]) "
+    "AS r(site, low, high) ON m.site = r.site AND m.minute >= r.low AND m.minute <= r.high "
+    "ORDER BY m.site, m.minute")
 _SENSORS = ("SELECT device, last_ts, temp_c FROM devices WHERE kind = 'sensor' AND device = ANY(%s::text[]) "
             "AND last_ts IS NOT NULL AND temp_c IS NOT NULL")
 _MONTH_PEAKS = (
@@ -609,6 +615,12 @@ class _Unit:
 
     def add_site_minutes(self, rows: Sequence[Row]) -> list[Row]:
         return self._add_minutes(_ADD_SITE_MINUTES, rows)
+
+    def booked_site_minutes(self, spans: Sequence[tuple[str, int, int]]) -> list[tuple[str, int]]:
+        if not spans:
+            return []
+        got = self._conn.execute(_BOOKED_SITE_MINUTES, arrays([list(c) for c in zip(*spans, strict=True)]))
+        return [(str(site), int(minute)) for site, minute in got.fetchall()]
 
     def sensors(self, devices: Sequence[str]) -> dict[str, tuple[float, float]]:
         found: dict[str, tuple[float, float]] = {}

@@ -109,6 +109,7 @@ NODE_MINUTE_COLUMNS = ("node", "minute", "site", "cluster", *NODE_MINUTE_INPUTS,
 SITE_MINUTE_COLUMNS = ("site", "minute", *SITE_MINUTE_INPUTS, *SITE_MINUTE_DERIVED)
 _PUT_NODE_MINUTE = _upsert("node_minutes", NODE_MINUTE_COLUMNS, ("node", "minute"), add=False)
 _PUT_SITE_MINUTE = _upsert("site_minutes", SITE_MINUTE_COLUMNS, ("site", "minute"), add=False)
+_BOOKED_SITE_MINUTES = "SELECT site, minute FROM site_minutes WHERE site = ? AND minute >= ? AND minute <= ?"
 _ADD_NODE_USAGE = _upsert("node_usage", ("month", "site", "cluster", "node", *NODE_USAGE_VALUES),
                           ("month", "site", "cluster", "node"), add=True)
 NODE_TOTAL_COLUMNS = ("node", "site", "cluster", *sql.NODE_TOTAL_VALUES, *sql.shown(sql.NODE_TOTAL_VALUES))
@@ -593,6 +594,14 @@ class _Unit:
     def add_site_minutes(self, rows: Sequence[Row]) -> list[Row]:
         return self._add_minutes("site_minutes", SITE_MINUTE_COLUMNS, 0, (0.0, 0.0, None, 0.0), rows,
                                  self._site_minutes)
+
+    def booked_site_minutes(self, spans: Sequence[tuple[str, int, int]]) -> list[tuple[str, int]]:
+        db = self._store._db
+        found = {key for key in self._site_minutes for site, low, high in spans
+                 if key[0] == site and low <= key[1] <= high}
+        for site, low, high in spans:
+            found.update((str(s), int(m)) for s, m in db.execute(_BOOKED_SITE_MINUTES, (site, low, high)))
+        return sorted(found)
 
     def sensors(self, devices: Sequence[str]) -> dict[str, tuple[float, float]]:
         table = self._store.devices
