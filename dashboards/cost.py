@@ -3,6 +3,8 @@ where the money goes (cluster, node, cooling, demand) and the carbon that came w
 
 from __future__ import annotations
 
+from typing import Any
+
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.builders import stat
 from grafana_foundation_sdk.models import dashboard as dm
@@ -10,6 +12,7 @@ from grafana_foundation_sdk.models import dashboard as dm
 from dashboards.kit import (
     CELSIUS,
     GRAMS,
+    GREEN_ONLY,
     IT_POWER,
     KWH,
     NODE_ONLY,
@@ -19,6 +22,7 @@ from dashboards.kit import (
     SITE_SEL,
     WATT,
     Q,
+    agent,
     alert_annotation,
     bars,
     board,
@@ -26,6 +30,7 @@ from dashboards.kit import (
     graph,
     grid,
     increase,
+    ledger,
     per_currency,
     rate,
     single,
@@ -50,6 +55,14 @@ DEMAND = site_figure("wattledger_demand_charge")
 ENERGY = f"{MONTH} - on (site, currency) {DEMAND}"
 ENERGY_PLAN_TO_DATE = site_figure("wattledger_plan_energy_cost_to_date")
 DEMAND_BUDGET = site_figure("wattledger_plan_demand_charge")
+#: this month's bill by part (gpu, cpu, overhead, cooling, other): the ledger's, each minute at its price
+MONTH_PART = "wattledger_month_energy_cost"
+#: what the GPUs alone cost this month, against the whole bill (MONTH: every part + demand charge)
+GPU_ONLY = f'max by (site, currency) ({MONTH_PART}{{{SITE_SEL}, part="gpu"}})'
+#: the node's wall power as its BMC reads it (the agent's redfish or ipmi source)
+WALL = "wattledger_node_power_watts"
+#: the node's parts' power as the ledger last saw it: its devices but the BMC's own (id NODE:bmc)
+PARTS_POWER = ledger(f'wattledger_device_power_watts{{{SEL}, device!~".+:bmc(:.+)?"}}')
 #: the plan's allowance per hour for energy: the energy budget over the month's hours (UTC month)
 PLAN_PER_HOUR = f"{site_figure('wattledger_plan_energy_cost')} / scalar(days_in_month() * 24)"
 
@@ -78,16 +91,29 @@ def energy(metric: str, by: str, sel: str = SEL) -> str:
 
 #: a node's IT energy: its node meter's where it measured, else its parts' + estimated overhead
 NODE_IT = "wattledger_node_energy_joules_total"
+#: a gauge only the collector serves: the agent's BMC energy counter has NODE_IT's name too
+#: (docs/metrics.md), so the ledger's series are those of a target that also serves this one
+COLLECTOR_ONLY = "wattledger_node_last_seen_timestamp_seconds"
+
+
+def node_it(fn: str, sel: str, window: str = "$__rate_interval") -> str:
+    """``fn`` (rate, increase) of the ledger's node IT energy, never the agents' BMC counters."""
+    return ledger(f"{fn}({NODE_IT}{{{sel}}}[{window}]) and on (instance) {COLLECTOR_ONLY}")
+
+
+def node_it_energy(by: str, sel: str = SEL) -> str:
+    """The ledger's node IT energy over the dashboard's range (J), summed by the given labels."""
+    return f"sum by ({by}) ({node_it('increase', sel, '$__range')})"
 
 
 def cost_share(by: str) -> str:
     """The site's energy cost over the range shared out by IT energy: exact for a flat price,
     an average for time-of-use bands (the collector's /v1/spend report is exact)."""
-    return (f"{energy(NODE_IT, by)}\n"
+    return (f"{node_it_energy(by)}\n"
             f"* on (site) group_left (currency)\n"
             f"(\n  sum by (site, currency) ({increase('wattledger_energy_cost_total', SITE_SEL)})\n"
             f"  / on (site) group_left\n"
-            f"  {energy(NODE_IT, 'site', SITE_SEL)}\n)")
+            f"  {node_it_energy('site', SITE_SEL)}\n)")
 
 
 def kwh_per_hour(metric: str, by: str, sel: str, extra: str = "") -> str:
@@ -199,15 +225,15 @@ def build(currency: str = "USD") -> db.Dashboard:
                           "As cost by cluster, per node.", width=8, hide=("Time",)))
     d = d.with_panel(single("Cooling share of energy", Q(
         f"sum({energy('wattledger_cooling_energy_joules_total', 'site', SITE_SEL)})"
-        f" / (sum({energy(NODE_IT, 'site', SITE_SEL)})"
+        f" / (sum({node_it_energy('site', SITE_SEL)})"
         f" + sum({energy('wattledger_cooling_energy_joules_total', 'site', SITE_SEL)}))"), PERCENT_UNIT,
         "Cooling energy over facility energy (1 - 1/PUE).", width=4, height=8))
     d = d.with_panel(single("Energy (IT + cooling)", Q(
-        f"(sum({energy(NODE_IT, 'site', SITE_SEL)})"
+        f"(sum({node_it_energy('site', SITE_SEL)})"
         f" + sum({energy('wattledger_cooling_energy_joules_total', 'site', SITE_SEL)})) / {J_PER_KWH}"),
         KWH, width=4, height=8))
     d = d.with_panel(graph("IT energy per hour by node", [Q(
-        f"sum by (node) ({rate(NODE_IT, SEL)})"
+        f"sum by (node) ({node_it('rate', SEL)})"
         f" * 3600 / {J_PER_KWH}", "{{node}}")], KWH, stacked=True))
 
     d = d.with_row(db.Row("The whole bill: parts, node overhead, cooling, PUE"))
@@ -239,7 +265,7 @@ def build(currency: str = "USD") -> db.Dashboard:
             dm.DynamicConfigValue(id_val="custom.axisPlacement", value="right")]))
     d = d.with_panel(single("Node overhead share of IT", Q(
         f"sum({energy('wattledger_node_overhead_energy_joules_total', 'site', SEL)})"
-        f" / sum({energy(NODE_IT, 'site', SEL)})"), PERCENT_UNIT,
+        f" / sum({node_it_energy('site', SEL)})"), PERCENT_UNIT,
         "The part of the servers' wall energy that is not their GPUs and CPUs (over the range).",
         width=4, height=8))
     d = d.with_panel(single("Cooling fallback time", Q(
@@ -251,9 +277,11 @@ def build(currency: str = "USD") -> db.Dashboard:
         "Minutes a node meter read below the node's parts (NodeMeterDisagrees).",
         steps((None, "green"), (600.0, "orange")), width=4, height=8))
 
+    d = whole_bill_seen(d, money, figure, ratio)
+
     d = d.with_row(db.Row("Demand and carbon"))
     d = d.with_panel(graph("Facility power, 15 min average (solid) vs this month's peak (dashed)", [
-        Q(f"sum by (site) ({rate(NODE_IT, SITE_SEL, '15m')})"
+        Q(f"sum by (site) ({node_it('rate', SITE_SEL, '15m')})"
           f" + on (site) sum by (site) ({rate('wattledger_cooling_energy_joules_total', SITE_SEL, '15m')})",
           "15 min avg {{site}}"),
         Q(f"max by (site) (wattledger_peak_demand_watts{{{SITE_SEL}}})", "peak {{site}}"),
@@ -267,4 +295,78 @@ def build(currency: str = "USD") -> db.Dashboard:
         "{{site}}")], GRAMS, "Facility kWh times the site's grid carbon intensity.", width=8))
     d = d.with_panel(single("Carbon over the range", Q(
         f"sum({increase('wattledger_carbon_grams_total', SITE_SEL)})"), GRAMS, width=4))
+    return d
+
+
+#: the cooling part of the energy cost counter, under the board's site variable
+COOLING_COST_SEL = SITE_SEL + ', part="cooling"'
+COOLING_TODAY = increase("wattledger_energy_cost_total", COOLING_COST_SEL)
+
+
+def whole_bill_seen(d: db.Dashboard, money: str, figure: Any, ratio: Any) -> db.Dashboard:
+    """What a site that points the agent at its BMCs and PDUs sees: each node's wall power beside
+    its parts', the meters by role, cooling's cost per hour and today with the PUE, and this
+    month's GPU-only cost against the whole bill (docs/accounting.md, "The bill's parts")."""
+    d = d.with_row(db.Row("Wall power, cooling cost today, and the GPUs against the whole bill"))
+    wall = f"sum by (node) ({agent(WALL)})"
+    d = d.with_panel(graph("Each node at the wall (solid, its BMC) vs its parts (dashed, GPUs + CPUs)", [
+        Q(wall, "{{node}} wall"),
+        Q(f"sum by (node) ({PARTS_POWER}) and on (node) {wall}", "{{node}} parts"),
+    ], WATT, "The BMC's input power (wattledger_node_power_watts: Redfish or IPMI DCMI) of each node that "
+             "has one, beside what its GPUs and CPU packages draw as the ledger last saw them. The gap is "
+             "the node's overhead (fans, NICs, storage, PSU losses): typically 30-45 % of the wall.",
+        dashed_refs=["B"]))
+    d = d.with_panel(bars("Node overhead now: 1 - parts / wall", Q(
+        f"1 - sum by (node) ({PARTS_POWER}) / on (node) {wall}", "{{node}}"), PERCENT_UNIT,
+        "Per node with a BMC: the share of its wall power that is not its GPUs and CPUs. Below 0: "
+        "the BMC reads under the parts (NodeMeterDisagrees).",
+        steps((None, "red"), (0.0, "green"), (0.5, "orange")), width=6))
+    d = d.with_panel(graph("PDU inlets and facility meters by role", [
+        Q(f"sum by (role, meter) ({agent('wattledger_meter_power_watts')})", "{{role}}: {{meter}}")],
+        WATT, "Power through each rack PDU inlet (snmp) and facility meter (modbus), by its role: facility "
+              "(the feed), it (PDUs: the servers), cooling (the chiller plant).", width=6))
+    d = d.with_panel(per_currency(graph("Cooling cost per hour", [
+        Q(f"3600 * sum by (site, currency) ({rate('wattledger_energy_cost_total', COOLING_COST_SEL)})",
+          "cooling {{site}} {{currency}}")], money,
+        "What carrying the heat away costs per hour, by the site's cooling model (pue, chiller with the "
+        "outdoor temperature, or the cooling meters), each minute at its price.", width=8)))
+    today = figure("Cooling cost today", f"sum by (site, currency) ({COOLING_TODAY})",
+                   "Cooling's cost since midnight (the board's timezone), whatever range the board shows.")
+    d = d.with_panel(today.time_from("now/d").span(4).height(8))
+    d = d.with_panel(single("PUE now (last hour)", Q(
+        f"max by (site, source) (wattledger_site_pue{{{SITE_SEL}}})", "{{site}} ({{source}})"), "none",
+        "Facility / IT energy of the last hour: measured with a facility meter, else the cooling model's.",
+        steps((None, "green"), (1.4, "yellow"), (1.6, "red")), width=4, height=8, decimals=2))
+    d = d.with_panel(single("Cooling share of the energy cost today", Q(
+        f"{by_currency(COOLING_TODAY)} / {by_currency(increase('wattledger_energy_cost_total', SITE_SEL))}",
+        "{{currency}}"),
+        PERCENT_UNIT, "Cooling's part of today's energy cost (1 - 1/PUE for the pue model).",
+        width=8, height=8).time_from("now/d"))
+
+    d = d.with_panel(figure("GPUs alone, this month", GPU_ONLY,
+                            "What the GPUs' own energy cost this month, each minute at its price: the bill a "
+                            "GPU-only tool (NVML energy x tariff) would show."))
+    d = d.with_panel(figure("The whole bill, this month", MONTH,
+                            "GPUs + CPUs + node overhead + cooling + other facility load + demand charge."))
+    d = d.with_panel(figure("The gap: the whole bill less the GPUs",
+                            f"{MONTH} - on (site, currency) {GPU_ONLY}",
+                            "What a GPU-only bill leaves out this month."))
+    d = d.with_panel(single("Whole bill / GPUs alone", Q(
+        f"{by_currency(MONTH)} / {by_currency(GPU_ONLY)}", "{{currency}}"), "none",
+        "Typically 1.4-1.9 (GPUs are 55-70 % of a server's wall power, plus cooling and demand): outside "
+        "that, see the runbook's \"The whole bill looks wrong\".",
+        steps((None, "orange"), (1.4, "green"), (1.9, "orange")), decimals=2))
+    d = d.with_panel(ratio("GPUs' share of the whole bill", GPU_ONLY, MONTH,
+                           "The GPUs' own cost over the whole bill this month.", GREEN_ONLY))
+    demand = f'label_replace({DEMAND}, "part", "demand charge", "", "")'
+    d = d.with_panel(per_currency(bars("This month's bill by part", Q(
+        f"max by (site, currency, part) ({MONTH_PART}{{{SITE_SEL}}}) or {demand}",
+        "{{site}} {{part}} {{currency}}"), money,
+        "The month so far by part: GPUs, CPUs (and host domains), node overhead (measured or estimated), "
+        "cooling, other facility load (a metered site) and the demand charge; they add up to the whole bill.",
+        width=8)))
+    d = d.with_panel(per_currency(graph("GPUs alone (dashed) vs the whole bill (solid), this month", [
+        Q(MONTH, "whole bill {{site}} {{currency}}"), Q(GPU_ONLY, "GPUs alone {{site}} {{currency}}")], money,
+        "Both climb through the month; the space between them is what a GPU-only bill misses.",
+        dashed_refs=["B"], width=16)))
     return d
