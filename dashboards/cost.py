@@ -59,6 +59,9 @@ DEMAND_BUDGET = site_figure("wattledger_plan_demand_charge")
 MONTH_PART = "wattledger_month_energy_cost"
 #: what the GPUs alone cost this month, against the whole bill (MONTH: every part + demand charge)
 GPU_ONLY = f'max by (site, currency) ({MONTH_PART}{{{SITE_SEL}, part="gpu"}})'
+#: what the servers cost this month: GPUs + CPUs + node overhead (the IT part, by the month's parts)
+IT_MONTH = (f'sum by (site, currency) (max by (site, currency, part) '
+            f'({MONTH_PART}{{{SITE_SEL}, part=~"gpu|cpu|overhead"}}))')
 #: the node's wall power as its BMC reads it (the agent's redfish or ipmi source)
 WALL = "wattledger_node_power_watts"
 #: the node's parts' power as the ledger last saw it: its devices but the BMC's own (id NODE:bmc)
@@ -351,11 +354,16 @@ def whole_bill_seen(d: db.Dashboard, money: str, figure: Any, ratio: Any) -> db.
     d = d.with_panel(figure("The gap: the whole bill less the GPUs",
                             f"{MONTH} - on (site, currency) {GPU_ONLY}",
                             "What a GPU-only bill leaves out this month."))
+    d = d.with_panel(single("IT / GPUs alone", Q(
+        f"{by_currency(IT_MONTH)} / {by_currency(GPU_ONLY)}", "{{currency}}"), "none",
+        "The servers' whole cost (GPUs + CPUs + node overhead) over their GPUs': 1.4-1.9 when GPUs are "
+        "55-70 % of a server's wall power. Outside that, see the runbook's \"The whole bill looks wrong\".",
+        steps((None, "orange"), (1.4, "green"), (1.9, "orange")), decimals=2))
     d = d.with_panel(single("Whole bill / GPUs alone", Q(
         f"{by_currency(MONTH)} / {by_currency(GPU_ONLY)}", "{{currency}}"), "none",
-        "Typically 1.4-1.9 (GPUs are 55-70 % of a server's wall power, plus cooling and demand): outside "
-        "that, see the runbook's \"The whole bill looks wrong\".",
-        steps((None, "orange"), (1.4, "green"), (1.9, "orange")), decimals=2))
+        "IT / GPUs x PUE, plus the demand charge (and a metered site's other load): about 1.6-3 in a "
+        "month; under 1.4 something is missing from the bill (runbook, \"The whole bill looks wrong\").",
+        steps((None, "orange"), (1.4, "green")), decimals=2))
     d = d.with_panel(ratio("GPUs' share of the whole bill", GPU_ONLY, MONTH,
                            "The GPUs' own cost over the whole bill this month.", GREEN_ONLY))
     demand = f'label_replace({DEMAND}, "part", "demand charge", "", "")'

@@ -222,6 +222,8 @@ def test_the_gpus_alone_against_the_whole_bill(site: tuple[Site, float]) -> None
     assert ask(s, at, "The whole bill, this month") == pytest.approx({"USD": hand["whole"]}, rel=1e-9)
     assert ask(s, at, "The gap: the whole bill less the GPUs") == pytest.approx(
         {"USD": hand["whole"] - hand["gpu"]}, rel=1e-9)
+    it = hand["gpu"] + hand["cpu"] + hand["overhead"]
+    assert ask(s, at, "IT / GPUs alone") == pytest.approx({"USD": it / hand["gpu"]}, rel=1e-9)
     assert ask(s, at, "Whole bill / GPUs alone") == pytest.approx(
         {"USD": hand["whole"] / hand["gpu"]}, rel=1e-9)
     assert ask(s, at, "GPUs' share of the whole bill") == pytest.approx(
