@@ -153,7 +153,9 @@ def test_a_real_agent_serves_the_bmc_wall_power_beside_its_gpus(bmc: FakeBmc, pa
         up = {lab["source"]: v for lab, v in families["wattledger_agent_source_up"]}
         assert up == {"simulated": 1.0, "redfish": 1.0}
         assert len(families["wattledger_gpu_power_watts"]) == 2
-        assert "plain http" in (tmp_path / "agent.log").read_text()
+        log = (tmp_path / "agent.log").read_text()
+        assert "plain http" in log
+        assert "redfish.rest.v1" not in log  # the library's line per request is kept out
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -86,8 +86,10 @@ class Agent:
         self.sampler.sample()
         if self.delivery is not None:
             self.delivery.start()
-        # APScheduler logs every job run at INFO; once a second that is noise, not news
-        logging.getLogger("apscheduler").setLevel(max(logging.WARNING, logging.getLogger().level))
+        # APScheduler logs every job run at INFO, DMTF's redfish library every request it makes
+        # (4 lines a BMC poll): noise, not news. The sources log what fails, once.
+        for noisy in ("apscheduler", "redfish"):
+            logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
         scheduler = BackgroundScheduler(timezone="UTC")
         scheduler.add_job(self.sampler.sample, "interval", seconds=self.interval, coalesce=True,
                           max_instances=1, misfire_grace_time=max(1, int(self.interval * 5)))
