@@ -252,6 +252,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, webhook: Webhook) -> Iterato
         eventually(lambda: f.query("site:wattledger_budget_burn:ratio_rate5m"), 120, "burn ratio recorded")
         eventually(lambda: f.query("rate(wattledger_device_energy_joules_total[30s]) > 0"), 120,
                    "ledger energy")
+        # the cooling power is the newest *whole* minute's: up to a minute after the first reading
+        eventually(lambda: f.query("wattledger_cooling_power_watts"), 120, "a whole minute of cooling")
         yield f
     finally:
         f.procs.stop_all()
