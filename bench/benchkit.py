@@ -26,7 +26,7 @@ from typing import Any
 import psutil
 
 WATTLEDGER = str(Path(sys.executable).parent / "wattledger")
-SITE = {"timezone": "UTC", "currency": "USD", "pue": 1.5, "price_per_kwh": 0.12,
+SITE: dict[str, Any] = {"timezone": "UTC", "currency": "USD", "pue": 1.5, "price_per_kwh": 0.12,
         "demand_charge_per_kw": 0, "carbon_g_per_kwh": 400}
 
 
@@ -168,10 +168,27 @@ def start_null_server(d: Path) -> tuple[Proc, int]:
 # ---------------------------------------------------------------------------- batches
 
 
+@dataclass(frozen=True)
+class Extra:
+    """A device of a batch besides its GPUs (the node's BMC, a facility meter, an outdoor sensor):
+    a constant ``power_w`` with an energy counter that follows it, or none; ``temp_c`` or none."""
+
+    device: dict[str, Any]
+    power_w: float | None
+    temp_c: float | None = None
+
+
 def batch_body(node: str, stream: str, seq: int, gpus: int, seconds: int, t0: float,
-               energy0: float = 1e6, device_prefix: str = "GPU") -> bytes:
-    """One agent batch as the agent sends it: ``gpus`` devices x ``seconds`` 1-s readings."""
-    dev, ts, power, energy, temp, util, mem = [], [], [], [], [], [], []
+               energy0: float = 1e6, device_prefix: str = "GPU", extras: Sequence[Extra] = ()) -> bytes:
+    """One agent batch as the agent sends it: ``gpus`` devices x ``seconds`` 1-s readings, and
+    the same seconds of each of ``extras`` after them."""
+    dev: list[int] = []
+    ts: list[float] = []
+    power: list[float | None] = []
+    energy: list[float | None] = []
+    temp: list[float | None] = []
+    util: list[float | None] = []
+    mem: list[float | None] = []
     for g in range(gpus):
         for s in range(seconds):
             dev.append(g)
@@ -181,11 +198,21 @@ def batch_body(node: str, stream: str, seq: int, gpus: int, seconds: int, t0: fl
             temp.append(60.5)
             util.append(0.87)
             mem.append(70.0)
+    for x, extra in enumerate(extras, start=gpus):
+        watts = extra.power_w
+        for s in range(seconds):
+            dev.append(x)
+            ts.append(t0 + s)
+            power.append(watts)
+            energy.append(None if watts is None else energy0 + (seq * seconds + s) * watts)
+            temp.append(extra.temp_c)
+            util.append(None)
+            mem.append(None)
     return json.dumps({
         "node": node, "stream": stream, "seq": seq, "labels": {"site": "default"},
         "devices": [{"id": f"{device_prefix}-{node}-{g}", "kind": "gpu", "index": g,
                      "model": "NVIDIA H100 80GB HBM3", "power_limit_w": 700.0, "slowdown_c": 87.0,
-                     "shutdown_c": 92.0} for g in range(gpus)],
+                     "shutdown_c": 92.0} for g in range(gpus)] + [e.device for e in extras],
         "readings": {"device": dev, "ts": ts, "power_w": power, "energy_j": energy,
                      "temp_c": temp, "util": util, "mem_temp_c": mem}}).encode()
 

@@ -20,7 +20,15 @@ spent per reading.
 
 ``--db postgresql --replicas N``: N collectors on one PostgreSQL (started here, fsync on), the
 connections spread over them; ``--scaling`` adds 1..N-1 replicas (each on its own database) in
-the same turns.
+the same turns. PostgreSQL's busy sessions are sampled every 5 ms: what they are busy with, and
+on which relation the lock waits wait (bench/pgwaits.py).
+
+``--cooling pue|chiller|metered`` and ``--node-meters``: the site's cooling model and the
+devices besides the GPUs that the streams carry (bench/wholebill.py); every collector's ledger
+is then checked against the IT, cooling and other energy the readings sent must give.
+
+    .venv/bin/python bench/ingest.py --db postgresql --replicas 2 --scaling --sqlite-too \
+        --cooling chiller --node-meters --repeats 3
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from typing import Any
 
 import psutil
 from benchkit import (
+    Extra,
     Proc,
     SendStats,
     batch_body,
@@ -56,12 +65,16 @@ from benchkit import (
     wait_http,
     workdir,
 )
+from pgwaits import WaitSampler, shares_line
+from wholebill import COOLING_MODELS, WholeBill, booked, months
 
 COLLECTOR_TARGET, PARSE_TARGET = 1.0, 0.5
 
 
-def vm_request(node: str, seq: int, gpus: int, seconds: int, t0: float) -> bytes:
-    """The readings of one batch as Prometheus text: 5 samples (series) per GPU reading."""
+def vm_request(node: str, seq: int, gpus: int, seconds: int, t0: float,
+               extras: Sequence[Extra] = ()) -> bytes:
+    """The readings of one batch as Prometheus text: 5 samples (series) per GPU reading, and
+    each extra device's power, energy and temperature where it has them."""
     lines = []
     for g in range(gpus):
         labels = f'node="{node}",gpu="{g}",uuid="GPU-{node}-{g}"'
@@ -74,26 +87,41 @@ def vm_request(node: str, seq: int, gpus: int, seconds: int, t0: float) -> bytes
                       f"gpu_temperature_celsius{{{labels}}} 60.5 {ms}",
                       f"gpu_utilization_ratio{{{labels}}} 0.87 {ms}",
                       f"gpu_memory_temperature_celsius{{{labels}}} 70.0 {ms}"]
+    for extra in extras:
+        labels = f'node="{node}",device="{extra.device["id"]}",kind="{extra.device["kind"]}"'
+        for s in range(seconds):
+            ms = int((t0 + s) * 1000)
+            if extra.power_w is not None:
+                e = 1e6 + (seq * seconds + s) * extra.power_w
+                lines += [f"device_power_watts{{{labels}}} {extra.power_w} {ms}",
+                          f"device_energy_joules_total{{{labels}}} {e} {ms}"]
+            if extra.temp_c is not None:
+                lines.append(f"device_temperature_celsius{{{labels}}} {extra.temp_c} {ms}")
     return post("/api/v1/import/prometheus", ("\n".join(lines) + "\n").encode(), {})
 
 
 class Load:
-    """One repeat's requests: per node, its batches in seq order, for both servers."""
+    """One repeat's requests: per node, its batches in seq order, for both servers; its readings
+    start at ``t0`` (a whole second), each stream's every second for ``seconds``."""
 
-    def __init__(self, tag: str, args: argparse.Namespace, t0: float) -> None:
+    def __init__(self, tag: str, args: argparse.Namespace, t0: int, bill: WholeBill) -> None:
         self.nodes = [f"n{tag}-{n}" for n in range(args.nodes)]
         self.tokens = {node: f"token-{node}" for node in self.nodes}
+        self.t0, self.seconds = t0, args.rounds * args.batch_seconds
         self.bodies: list[list[bytes]] = []
         self.collector: list[list[bytes]] = []
         self.vm: list[list[bytes]] = []
-        for node in self.nodes:
-            bodies = [batch_body(node, f"stream-{node}", r + 1, args.gpus, args.batch_seconds,
-                                 t0 + r * args.batch_seconds) for r in range(args.rounds)]
+        self.readings = 0
+        for n, node in enumerate(self.nodes):
+            extras = bill.extras(n, node)
+            starts = [t0 + r * args.batch_seconds for r in range(args.rounds)]
+            bodies = [batch_body(node, f"stream-{node}", r + 1, args.gpus, args.batch_seconds, start,
+                                 extras=extras) for r, start in enumerate(starts)]
             self.bodies.append(bodies)
             self.collector.append([collector_request(b, self.tokens[node]) for b in bodies])
-            self.vm.append([vm_request(node, r + 1, args.gpus, args.batch_seconds,
-                                       t0 + r * args.batch_seconds) for r in range(args.rounds)])
-        self.readings = args.nodes * args.rounds * args.gpus * args.batch_seconds
+            self.vm.append([vm_request(node, r + 1, args.gpus, args.batch_seconds, start, extras)
+                            for r, start in enumerate(starts)])
+            self.readings += args.rounds * (args.gpus + len(extras)) * args.batch_seconds
 
 
 async def _blast(ports: Sequence[int], per_node: Sequence[Sequence[bytes]], conns: int) -> SendStats:
@@ -151,45 +179,7 @@ class Server:
     parts: dict[str, list[psutil.Process]]
     vm: bool = False
     checked: list[int] = field(default_factory=list)  # ports whose ledger must hold every reading
-
-
-class WaitSampler:
-    """What PostgreSQL's busy sessions are doing, sampled every few ms during a turn
-    (pg_stat_activity: on the CPU, waiting for a row lock, for the WAL flush, for the client)."""
-
-    def __init__(self, url: str) -> None:
-        import threading
-
-        import psycopg
-
-        self._conn = psycopg.connect(url, autocommit=True)
-        self.counts: dict[str, int] = {}
-        self._wal_start = self._wal()
-        self.wal_bytes = 0  # written during the turn (set by stop)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _wal(self) -> int:
-        """The server's WAL position, in bytes (every database's writes: only this run's here)."""
-        row = self._conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')").fetchone()
-        return int(row[0]) if row else 0
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.005):
-            for kind, event in self._conn.execute(
-                    "SELECT wait_event_type, wait_event FROM pg_stat_activity WHERE state = 'active' "
-                    "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"):
-                key = "CPU" if kind is None else f"{kind}:{event}"
-                self.counts[key] = self.counts.get(key, 0) + 1
-
-    def stop(self) -> dict[str, float]:
-        self._stop.set()
-        self._thread.join()
-        self.wal_bytes = self._wal() - self._wal_start
-        self._conn.close()
-        total = sum(self.counts.values()) or 1
-        return {k: v / total for k, v in sorted(self.counts.items(), key=lambda kv: -kv[1])}
+    db: str | None = None  # the PostgreSQL database of replicas (its sessions sampled)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -213,43 +203,59 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "older commit), in the same turns: a same-run A/B")
     parser.add_argument("--sqlite-too", action="store_true",
                         help="with --db postgresql: also the single SQLite collector, same turns")
+    parser.add_argument("--cooling", choices=COOLING_MODELS, default="pue",
+                        help="the site's cooling model (chiller: an outdoor sensor in the first stream; "
+                             "metered: cooling and facility meters in every 10th stream)")
+    parser.add_argument("--node-meters", action="store_true",
+                        help="a node device (the BMC's wall power) in each stream")
+    parser.add_argument("--start", type=int, metavar="UNIX_SECONDS",
+                        help="the first reading's time (default: a day ago, a whole second)")
     args = parser.parse_args(argv)
     if args.replicas > 1 and args.db != "postgresql":
         raise SystemExit("--replicas needs --db postgresql (replicas share one PostgreSQL)")
+    sizes = (args.repeats, args.nodes, args.gpus, args.batch_seconds, args.rounds, args.conns, args.replicas)
+    if min(sizes) < 1:
+        raise SystemExit("--repeats, --nodes, --gpus, --batch-seconds, --rounds, --conns and --replicas "
+                         "must be at least 1")
 
     vm_bin = shutil.which("victoria-metrics") or shutil.which("victoria-metrics-prod")
     if vm_bin is None and not args.no_vm:
         raise SystemExit("victoria-metrics is not installed (apt-get install victoria-metrics), "
                          "or pass --no-vm")
     d = workdir("wl-bench-ingest-")
-    now = time.time()
-    loads = [Load(str(k), args, now - 86400 + k * (args.rounds + 1) * args.batch_seconds)
+    start = args.start if args.start is not None else int(time.time()) - 86400
+    bill = WholeBill(args.cooling, args.node_meters, args.nodes, args.gpus)
+    loads = [Load(str(k), args, start + k * (args.rounds + 1) * args.batch_seconds, bill)
              for k in range(args.repeats)]
     tokens = {node: token for load in loads for node, token in load.tokens.items()}
+    site = {"sites": {"default": bill.site()}}
     procs: list[Proc] = []
     pg: Any = None
     servers: list[Server] = []
     try:
         if args.db == "sqlite" or args.sqlite_too:
-            proc, port = start_collector(d, tokens)
+            proc, port = start_collector(d, tokens, site)
             procs.append(proc)
             servers.append(Server("collector" if args.db == "sqlite" else "sqlite collector", [port], 200,
                                   {"collector": [psutil.Process(proc.pid)]}, checked=[port]))
         if args.db == "postgresql":
             pg = start_postgres()
             counts = range(1, args.replicas + 1) if args.scaling else [args.replicas]
-            for n in counts:
+            fast = {"metrics_refresh_seconds": 1.0, **site}
+            compared = [] if args.compare_with is None else [args.replicas]
+            for n, source in [(n, None) for n in counts] + [(n, args.compare_with) for n in compared]:
                 db = pg.new_database(prefix=f"bench{n}")
-                fast = {"metrics_refresh_seconds": 1.0}
-                started = [start_collector(d, tokens, fast, db=db, name=f"r{n}-{i}") for i in range(n)]
+                tag = "" if source is None else f" ({source.name})"
+                started = [start_collector(d, tokens, fast, db=db, name=f"r{n}-{i}{'-old' if source else ''}",
+                                           source=source.resolve() if source else None) for i in range(n)]
                 procs += [proc for proc, _ in started]
                 parts = {f"replica {i + 1}": [psutil.Process(proc.pid)]
                          for i, (proc, _) in enumerate(started)}
                 ports = [port for _, port in started]
-                servers.append(Server(f"{n} replica{'s' if n > 1 else ''} on PostgreSQL", ports, 200, parts,
-                                      checked=ports))
-        if args.compare_with is not None:
-            proc, port = start_collector(d, tokens, source=args.compare_with.resolve(), name="compared")
+                servers.append(Server(f"{n} replica{'s' if n > 1 else ''}{tag} on PostgreSQL", ports, 200,
+                                      parts, checked=ports, db=db))
+        if args.compare_with is not None and args.db == "sqlite":
+            proc, port = start_collector(d, tokens, site, source=args.compare_with.resolve(), name="compared")
             procs.append(proc)
             servers.append(Server(f"collector ({args.compare_with.name})", [port], 200,
                                   {"collector": [psutil.Process(proc.pid)]}, checked=[port]))
@@ -273,20 +279,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         rates["parsing alone"] = []
         cpu: dict[str, dict[str, list[float]]] = {s.name: {} for s in servers}
         waits: dict[str, dict[str, list[float]]] = {}
+        locks: dict[str, dict[str, list[float]]] = {}  # per lock wait and relation
+        found_by: dict[str, dict[str, int]] = {}  # lock samples per way their relation was found
         wal: dict[str, list[float]] = {}  # WAL bytes per reading, per turn
         for k, load in enumerate(loads):
             turns = servers[k % len(servers):] + servers[:k % len(servers)]
             for server in turns:
                 parts = dict(server.parts)
-                if pg is not None and "on PostgreSQL" in server.name:
+                if server.db is not None:
                     parts["postgresql"] = postgres_processes(pg)
-                sampler = WaitSampler(pg.url()) if pg is not None and "on PostgreSQL" in server.name else None
+                sampler = WaitSampler(server.db) if server.db is not None else None
                 rate, used = blast(server.name, server.ports, load.vm if server.vm else load.collector,
                                    args.conns, load.readings, server.good, parts)
                 if sampler is not None:
-                    for event, share in sampler.stop().items():
-                        waits.setdefault(server.name, {}).setdefault(event, []).append(share)
+                    events, relations = sampler.stop()
+                    for into, shares in ((waits, events), (locks, relations)):
+                        for key, share in shares.items():
+                            into.setdefault(server.name, {}).setdefault(key, []).append(share)
                     wal.setdefault(server.name, []).append(sampler.wal_bytes / load.readings)
+                    for how, n in sampler.found_by.items():
+                        mine = found_by.setdefault(server.name, {})
+                        mine[how] = mine.get(how, 0) + n
                 rates[server.name].append(rate)
                 for part, value in used.items():
                     cpu[server.name].setdefault(part, []).append(value)
@@ -301,16 +314,31 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if committed != expected:
                     raise SystemExit(f"{server.name} (:{port}) holds {committed:.0f} readings of "
                                      f"{expected} sent")
+        spans = [(load.t0, load.seconds) for load in loads]
+        due = bill.expected(spans)
+        for server in servers:
+            if server.checked:
+                got = booked(server.checked[0], months(spans))
+                if not got.close_to(due):
+                    raise SystemExit(f"{server.name} booked {got}; the readings sent give {due}")
+        meters = (" with node meters" if args.node_meters else "")
+        ledger = (f"  ledger ({args.cooling}{meters}): {due}, booked so by every collector "
+                  f"({', '.join(s.name for s in servers if s.checked)})")
     finally:
         for proc in reversed(procs):
             proc.stop()
         if pg is not None:
             pg.destroy()
     report(args, rates, cpu)
-    for name, events in waits.items():
-        shares = sorted(((sum(v) / args.repeats, e) for e, v in events.items()), reverse=True)[:6]
-        print(f"  {name}: PostgreSQL sessions busy with " + ", ".join(f"{e} {v:.0%}" for v, e in shares)
+    print(ledger)
+    for name, busy in waits.items():
+        print(f"  {name}: PostgreSQL sessions busy with {shares_line(busy, args.repeats)}"
               + (f"; WAL {median(wal[name]):.0f} bytes per reading" if wal.get(name) else ""))
+        ways_of = found_by.get(name, {})
+        ways = ", ".join(f"{way} {n / sum(ways_of.values()):.0%}"
+                         for way, n in sorted(ways_of.items(), key=lambda i: -i[1]))
+        print(f"  {name}: lock waits by relation: {shares_line(locks.get(name, {}), args.repeats)}"
+              + (f" (relation found by: {ways})" if ways else ""))
     shutil.rmtree(d, ignore_errors=True)
     return 0
 
@@ -334,11 +362,14 @@ def report(args: argparse.Namespace, rates: dict[str, list[float]],
         for name in collectors:
             print(f"  {name} / VictoriaMetrics = {med[name] / v:.2f}x (target >= {COLLECTOR_TARGET:.1f}x)"
                   f"{'' if med[name] / v >= COLLECTOR_TARGET else '  MISSES'}")
-    this = next((n for n in ("collector", "sqlite collector") if n in med), None)
-    if args.compare_with is not None and this is not None:
-        other = f"collector ({args.compare_with.name})"
+    if args.compare_with is not None:
+        name, tag = ("collector", "") if args.db == "sqlite" else (
+            f"{args.replicas} replica{'s' if args.replicas > 1 else ''}", " on PostgreSQL")
+        this, other = f"{name}{tag}", f"{name} ({args.compare_with.name}){tag}"
         print(f"  {this} / {other} = {med[this] / med[other]:.2f}x (same-run A/B)")
-    scaling = sorted((n for n in med if "on PostgreSQL" in n), key=lambda n: int(n.split()[0]))
+    # this checkout's replica counts (a compared checkout's name has its folder in brackets)
+    scaling = sorted((n for n in med if n.endswith("on PostgreSQL") and "(" not in n),
+                     key=lambda n: int(n.split()[0]))
     if len(scaling) > 1:
         one = med[scaling[0]]
         print("  scaling: " + ", ".join(f"{n.split()[0]} -> {med[n] / one:.2f}x" for n in scaling))
