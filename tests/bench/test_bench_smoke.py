@@ -6,6 +6,7 @@ that `bench/*.py` keep working as the code under them changes.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -75,3 +76,42 @@ def test_remote_write_books_dcgm_samples_and_times_decoding() -> None:
 def test_plan_read_reads_a_sites_history() -> None:
     out = run("plan_read.py", "--gpus", "40", "--days", "3", "--models", "2")
     assert "plan_days rows" in out and "2 profiles, fleet 40 GPUs" in out
+
+
+def test_ingest_on_a_chiller_and_a_metered_site_books_the_whole_bill() -> None:
+    """The whole bill's flags at a tiny size: every collector's ledger is what the readings give
+    (the chiller's cooling the formula on the run's IT, one minute of it), and the replicas'
+    lock waits are broken down by relation."""
+    sys.path.insert(0, str(BENCH))
+    from wholebill import OUTDOOR_C, WholeBill
+
+    from wattledger.collector.accounting.cooling import ChillerCooling, chiller_cooling
+
+    start = 1_764_547_200  # 2025-12-01 00:00 UTC: the 30 s of readings lie in one minute
+    nodes, gpus, seconds = 4, 8, 30
+    out = run("ingest.py", "--db", "postgresql", "--replicas", "2", "--sqlite-too", "--no-vm",
+              "--repeats", "1", "--nodes", str(nodes), "--gpus", str(gpus), "--rounds", "3",
+              "--batch-seconds", "10", "--conns", "2", "--cooling", "chiller", "--node-meters",
+              "--start", str(start))
+    # the BMC's wall power (1.25 x its GPUs' 400 W each) is the node's IT, from the first reading
+    it_j = nodes * gpus * 400.0 * 1.25 * (seconds - 1)
+    chiller = ChillerCooling.model_validate(WholeBill("chiller", True, nodes, gpus).chiller())
+    assert chiller.capft[0] != 1.0  # the ASHRAE preset's curves, not a made-up one
+    cooling_j = chiller_cooling(chiller, it_j / 60 / 1000, OUTDOOR_C).cooling_kw * 60e3
+    ledger = next(line for line in out.splitlines() if line.strip().startswith("ledger ("))
+    figures = re.findall(r"(IT|cooling|other) ([\d.]+) kWh", ledger)
+    assert dict(figures) == {"IT": f"{it_j / 3.6e6:.6f}", "cooling": f"{cooling_j / 3.6e6:.6f}",
+                             "other": "0.000000"}
+    assert "sqlite collector, 2 replicas on PostgreSQL" in ledger
+    breakdown = next(line for line in out.splitlines() if "lock waits by relation:" in line)
+    entry, way = r"Lock:\w+ on [\w.?]+ \d+%", r"[a-z ]+ \d+%"
+    assert re.fullmatch(rf"  2 replicas on PostgreSQL: lock waits by relation: "
+                        rf"(none|{entry}(, {entry})*( \(relation found by: {way}(, {way})*\))?)",
+                        breakdown), breakdown
+    # a metered site: cooling and other from its meters (0.35 and 1.6 x IT), on one collector
+    out = run("ingest.py", "--no-vm", "--repeats", "2", "--nodes", "12", "--rounds", "2", "--conns", "2",
+              "--cooling", "metered")
+    ledger = next(line for line in out.splitlines() if line.strip().startswith("ledger ("))
+    it, cooling, other = (float(v) for _, v in re.findall(r"(IT|cooling|other) ([\d.]+) kWh", ledger))
+    assert it == pytest.approx(2 * 12 * 8 * 400.0 * 19 / 3.6e6, abs=1e-6)
+    assert (cooling, other) == pytest.approx((0.35 * it, 0.25 * it), abs=2e-6)
