@@ -179,7 +179,8 @@ class Extra:
 
 
 def batch_body(node: str, stream: str, seq: int, gpus: int, seconds: int, t0: float,
-               energy0: float = 1e6, device_prefix: str = "GPU", extras: Sequence[Extra] = ()) -> bytes:
+               energy0: float = 1e6, device_prefix: str = "GPU", extras: Sequence[Extra] = (),
+               site: str = "default") -> bytes:
     """One agent batch as the agent sends it: ``gpus`` devices x ``seconds`` 1-s readings, and
     the same seconds of each of ``extras`` after them."""
     dev: list[int] = []
@@ -209,7 +210,7 @@ def batch_body(node: str, stream: str, seq: int, gpus: int, seconds: int, t0: fl
             util.append(None)
             mem.append(None)
     return json.dumps({
-        "node": node, "stream": stream, "seq": seq, "labels": {"site": "default"},
+        "node": node, "stream": stream, "seq": seq, "labels": {"site": site},
         "devices": [{"id": f"{device_prefix}-{node}-{g}", "kind": "gpu", "index": g,
                      "model": "NVIDIA H100 80GB HBM3", "power_limit_w": 700.0, "slowdown_c": 87.0,
                      "shutdown_c": 92.0} for g in range(gpus)] + [e.device for e in extras],

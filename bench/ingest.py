@@ -116,7 +116,7 @@ class Load:
             extras = bill.extras(n, node)
             starts = [t0 + r * args.batch_seconds for r in range(args.rounds)]
             bodies = [batch_body(node, f"stream-{node}", r + 1, args.gpus, args.batch_seconds, start,
-                                 extras=extras) for r, start in enumerate(starts)]
+                                 extras=extras, site=bill.site_of(n)) for r, start in enumerate(starts)]
             self.bodies.append(bodies)
             self.collector.append([collector_request(b, self.tokens[node]) for b in bodies])
             self.vm.append([vm_request(node, r + 1, args.gpus, args.batch_seconds, start, extras)
@@ -208,15 +208,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "metered: cooling and facility meters in every 10th stream)")
     parser.add_argument("--node-meters", action="store_true",
                         help="a node device (the BMC's wall power) in each stream")
+    parser.add_argument("--sites", type=int, default=1,
+                        help="streams spread over this many sites (stream n in site n mod SITES; with "
+                             "2 replicas and an even --conns each site's streams reach one replica)")
     parser.add_argument("--start", type=int, metavar="UNIX_SECONDS",
                         help="the first reading's time (default: a day ago, a whole second)")
     args = parser.parse_args(argv)
     if args.replicas > 1 and args.db != "postgresql":
         raise SystemExit("--replicas needs --db postgresql (replicas share one PostgreSQL)")
-    sizes = (args.repeats, args.nodes, args.gpus, args.batch_seconds, args.rounds, args.conns, args.replicas)
+    sizes = (args.repeats, args.nodes, args.gpus, args.batch_seconds, args.rounds, args.conns, args.replicas,
+             args.sites)
     if min(sizes) < 1:
-        raise SystemExit("--repeats, --nodes, --gpus, --batch-seconds, --rounds, --conns and --replicas "
-                         "must be at least 1")
+        raise SystemExit("--repeats, --nodes, --gpus, --batch-seconds, --rounds, --conns, --replicas and "
+                         "--sites must be at least 1")
+    if args.sites > args.nodes:
+        raise SystemExit(f"--sites {args.sites} is more than --nodes {args.nodes}: a site without streams")
 
     vm_bin = shutil.which("victoria-metrics") or shutil.which("victoria-metrics-prod")
     if vm_bin is None and not args.no_vm:
@@ -224,11 +230,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "or pass --no-vm")
     d = workdir("wl-bench-ingest-")
     start = args.start if args.start is not None else int(time.time()) - 86400
-    bill = WholeBill(args.cooling, args.node_meters, args.nodes, args.gpus)
+    bill = WholeBill(args.cooling, args.node_meters, args.nodes, args.gpus, args.sites)
     loads = [Load(str(k), args, start + k * (args.rounds + 1) * args.batch_seconds, bill)
              for k in range(args.repeats)]
     tokens = {node: token for load in loads for node, token in load.tokens.items()}
-    site = {"sites": {"default": bill.site()}}
+    site = {"sites": bill.config()}
     procs: list[Proc] = []
     pg: Any = None
     servers: list[Server] = []
@@ -282,6 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         locks: dict[str, dict[str, list[float]]] = {}  # per lock wait and relation
         found_by: dict[str, dict[str, int]] = {}  # lock samples per way their relation was found
         wal: dict[str, list[float]] = {}  # WAL bytes per reading, per turn
+        transactions: dict[str, list[tuple[float, float]]] = {}  # per turn: per second, readings each
         for k, load in enumerate(loads):
             turns = servers[k % len(servers):] + servers[:k % len(servers)]
             for server in turns:
@@ -297,6 +304,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         for key, share in shares.items():
                             into.setdefault(server.name, {}).setdefault(key, []).append(share)
                     wal.setdefault(server.name, []).append(sampler.wal_bytes / load.readings)
+                    elapsed, made = load.readings / rate, max(sampler.transactions, 1)
+                    transactions.setdefault(server.name, []).append((made / elapsed, load.readings / made))
                     for how, n in sampler.found_by.items():
                         mine = found_by.setdefault(server.name, {})
                         mine[how] = mine.get(how, 0) + n
@@ -322,7 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if not got.close_to(due):
                     raise SystemExit(f"{server.name} booked {got}; the readings sent give {due}")
         meters = (" with node meters" if args.node_meters else "")
-        ledger = (f"  ledger ({args.cooling}{meters}): {due}, booked so by every collector "
+        where = f", {args.sites} sites" if args.sites > 1 else ""
+        ledger = (f"  ledger ({args.cooling}{meters}{where}): {due}, booked so by every collector "
                   f"({', '.join(s.name for s in servers if s.checked)})")
     finally:
         for proc in reversed(procs):
@@ -332,8 +342,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     report(args, rates, cpu)
     print(ledger)
     for name, busy in waits.items():
+        per_second = median([t for t, _ in transactions[name]])
+        each = median([r for _, r in transactions[name]])
         print(f"  {name}: PostgreSQL sessions busy with {shares_line(busy, args.repeats)}"
-              + (f"; WAL {median(wal[name]):.0f} bytes per reading" if wal.get(name) else ""))
+              f"; WAL {median(wal[name]):.0f} bytes per reading; "
+              f"{per_second:.0f} write transactions/s of {each:.0f} readings each")
         ways_of = found_by.get(name, {})
         ways = ", ".join(f"{way} {n / sum(ways_of.values()):.0%}"
                          for way, n in sorted(ways_of.items(), key=lambda i: -i[1]))

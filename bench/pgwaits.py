@@ -4,7 +4,8 @@ wait for a lock wait: sampled every few ms from ``pg_stat_activity`` and ``pg_lo
 The relation of a lock wait (docs/performance.md section 6, "Cooling models and the per-site
 minute row"):
 
-- ``Lock:tuple``: the waiting backend's own ungranted ``tuple`` lock names the relation;
+- ``Lock:tuple`` (``Lock:relation``, ``Lock:extend``): the waiting backend's own ungranted lock
+  of that type names the relation;
 - ``Lock:transactionid``: a backend that finds a row it must update (or lock, as ``INSERT ...
   ON CONFLICT DO UPDATE`` does) held by an open transaction first takes the heavyweight
   ``tuple`` lock on that row and then waits for the holder's transaction id (heapam's
@@ -26,7 +27,7 @@ import threading
 import psycopg
 
 #: one sample: each busy client backend's wait (NULL: on the CPU) and, for a lock wait, the
-#: relation its tuple (or relation) lock names and its statement
+#: relation its tuple lock (or ungranted relation lock) names and its statement
 SAMPLE = """
 WITH busy AS MATERIALIZED (
     SELECT pid, wait_event_type, wait_event, query FROM pg_stat_activity
@@ -34,7 +35,7 @@ WITH busy AS MATERIALIZED (
       AND datname = current_database()),
 locks AS MATERIALIZED (
     SELECT pid, relation, granted FROM pg_locks
-    WHERE locktype IN ('tuple', 'relation') AND relation IS NOT NULL
+    WHERE locktype IN ('tuple', 'relation', 'extend', 'page') AND relation IS NOT NULL
       AND (locktype = 'tuple' OR NOT granted)
       AND EXISTS (SELECT 1 FROM busy WHERE wait_event_type = 'Lock'))
 SELECT b.wait_event_type, b.wait_event,
@@ -70,7 +71,8 @@ def lock_key(event: str, relation: str | None, statement: str | None) -> tuple[s
 
 class WaitSampler:
     """Samples one database's busy sessions every ``period`` s until ``stop``: the share of
-    samples per wait event ("CPU" when none), per lock wait and relation, and the WAL written."""
+    samples per wait event ("CPU" when none), per lock wait and relation, and the WAL written
+    and the write transactions committed (or rolled back) meanwhile."""
 
     def __init__(self, url: str, period: float = 0.005) -> None:
         self._conn = psycopg.connect(url, autocommit=True)
@@ -79,8 +81,9 @@ class WaitSampler:
         self.locks: dict[str, int] = {}
         self.found_by: dict[str, int] = {}  # lock samples per way their relation was found
         self.samples = 0  # busy sessions seen, over all samples: the shares' denominator
-        self._wal_start = self._wal()
+        self._wal_start, self._xid_start = self._wal(), self._next_xid()
         self.wal_bytes = 0  # written during the turn (set by stop)
+        self.transactions = 0  # write transactions during the turn (set by stop)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -88,6 +91,12 @@ class WaitSampler:
     def _wal(self) -> int:
         """The server's WAL position, in bytes (every database's writes: only this run's here)."""
         row = self._conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')").fetchone()
+        return int(row[0]) if row else 0
+
+    def _next_xid(self) -> int:
+        """The server's next transaction id: one is given to each transaction that writes (and
+        to no read-only one, such as the replicas' view loads), in every database."""
+        row = self._conn.execute("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint").fetchone()
         return int(row[0]) if row else 0
 
     def _run(self) -> None:
@@ -106,6 +115,7 @@ class WaitSampler:
         self._stop.set()
         self._thread.join()
         self.wal_bytes = self._wal() - self._wal_start
+        self.transactions = self._next_xid() - self._xid_start
         self._conn.close()
         total = self.samples or 1
         return ({k: v / total for k, v in self.events.items()}, {k: v / total for k, v in self.locks.items()})
@@ -114,4 +124,4 @@ class WaitSampler:
 def shares_line(shares: dict[str, list[float]], turns: int, top: int = 6) -> str:
     """``a 31%, b 5%``: each key's mean share over ``turns`` (0 in a turn it was not seen), largest first."""
     means = sorted(((sum(v) / turns, k) for k, v in shares.items()), reverse=True)[:top]
-    return ", ".join(f"{k} {v:.0%}" for v, k in means) or "none"
+    return ", ".join(f"{k} {v:.0%}" if v >= 0.005 else f"{k} <1%" for v, k in means) or "none"

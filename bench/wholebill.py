@@ -59,45 +59,58 @@ class Booked:
 
 @dataclass(frozen=True)
 class WholeBill:
+    """The benchmark's sites: ``nodes`` streams of ``gpus`` GPUs spread over ``sites`` sites
+    (stream n in site n mod sites), each site with the cooling model ``cooling``."""
+
     cooling: str
     node_meters: bool
     nodes: int
     gpus: int
+    sites: int = 1
 
     @property
     def node_it_w(self) -> float:
         return self.gpus * GPU_W * (NODE_METER_RATIO if self.node_meters else 1.0)
 
-    @property
-    def fleet_it_w(self) -> float:
-        return self.nodes * self.node_it_w
+    def site_of(self, n: int) -> str:
+        """The site of stream ``n`` (the first is the benchmark's usual ``default``)."""
+        return site_name(n % self.sites)
 
-    @property
-    def meter_streams(self) -> int:
-        return len(range(0, self.nodes, METER_EVERY))
+    def site_it_w(self, site: int) -> float:
+        return len(range(site, self.nodes, self.sites)) * self.node_it_w
 
-    def chiller(self) -> dict[str, Any]:
+    def sensor(self, site: int) -> str:
+        return SENSOR_ID if site == 0 else f"{SENSOR_ID}-{site}"
+
+    def chiller(self, site: int = 0) -> dict[str, Any]:
         return {"model": "chiller", "curves": "ashrae-90.1-2010-air-cooled", "cop_ref": 2.8,
-                "capacity_kw": self.fleet_it_w / 1000 * CHILLER_HEADROOM, "aux_ratio": 0.05,
-                "outdoor": {"sensor": SENSOR_ID, "fixed_c": OUTDOOR_C}}
+                "capacity_kw": self.site_it_w(site) / 1000 * CHILLER_HEADROOM, "aux_ratio": 0.05,
+                "outdoor": {"sensor": self.sensor(site), "fixed_c": OUTDOOR_C}}
 
-    def site(self) -> dict[str, Any]:
-        """The collector's site ``default`` for this model."""
+    def site_config(self, site: int) -> dict[str, Any]:
         if self.cooling == "pue":
             return dict(SITE)
         base = {k: v for k, v in SITE.items() if k != "pue"}
-        return {**base, "cooling": self.chiller() if self.cooling == "chiller" else {"model": "metered"}}
+        return {**base, "cooling": self.chiller(site) if self.cooling == "chiller" else {"model": "metered"}}
+
+    def config(self) -> dict[str, Any]:
+        """The collector's ``sites``."""
+        return {site_name(i): self.site_config(i) for i in range(self.sites)}
 
     def extras(self, n: int, node: str) -> list[Extra]:
-        """The devices besides its GPUs that stream ``n`` (of node ``node``) carries."""
+        """The devices besides its GPUs that stream ``n`` (of node ``node``) carries: its BMC; the
+        first stream of a chiller site its outdoor sensor; every METER_EVERY-th stream of a
+        metered site a cooling and a facility meter, their share of the site's."""
+        site, rank = n % self.sites, n // self.sites
         found: list[Extra] = []
         if self.node_meters:
             found.append(Extra({"id": f"bmc-{node}", "kind": "node", "index": 0}, self.node_it_w))
-        if self.cooling == "chiller" and n == 0:
-            found.append(Extra({"id": SENSOR_ID, "kind": "sensor", "index": 0, "role": "outdoor"},
+        if self.cooling == "chiller" and rank == 0:
+            found.append(Extra({"id": self.sensor(site), "kind": "sensor", "index": 0, "role": "outdoor"},
                                None, OUTDOOR_C))
-        if self.cooling == "metered" and n % METER_EVERY == 0:
-            share = self.fleet_it_w / self.meter_streams
+        if self.cooling == "metered" and rank % METER_EVERY == 0:
+            streams = len(range(site, self.nodes, self.sites))
+            share = self.site_it_w(site) / len(range(0, streams, METER_EVERY))
             found += [Extra({"id": f"chw-{node}", "kind": "meter", "index": 0, "role": "cooling"},
                             share * METERED_COOLING),
                       Extra({"id": f"feed-{node}", "kind": "meter", "index": 1, "role": "facility"},
@@ -105,25 +118,30 @@ class WholeBill:
         return found
 
     def expected(self, spans: Iterable[tuple[int, int]]) -> Booked:
-        """What the site's ledger holds after every stream sent readings each second from each
+        """What the sites' ledger holds after every stream sent readings each second from each
         span's start for its length in seconds (integer seconds: each 1-s interval lies in one
-        minute); the chiller minute by minute, as the collector books it."""
+        minute); the chiller minute by minute and site by site, as the collector books it."""
         seconds: dict[int, int] = {}
         for start, length in spans:
             for t in range(start, start + length - 1):  # the first reading opens each device
                 seconds[t // 60] = seconds.get(t // 60, 0) + 1
-        it = {minute: n * self.fleet_it_w for minute, n in seconds.items()}
-        it_j = sum(it.values())
+        it_j = sum(seconds.values()) * sum(self.site_it_w(i) for i in range(self.sites))
         if self.cooling == "pue":
             return Booked(it_j, it_j * (SITE["pue"] - 1), 0.0)
         if self.cooling == "metered":
             return Booked(it_j, it_j * METERED_COOLING, it_j * (METERED_FACILITY - 1 - METERED_COOLING))
         from wattledger.collector.accounting.cooling import ChillerCooling, chiller_cooling
 
-        model = ChillerCooling.model_validate(self.chiller())
-        cooling_j = sum(chiller_cooling(model, j / 60 / 1000, OUTDOOR_C).cooling_kw * 60e3
-                        for j in it.values())
+        cooling_j = 0.0
+        for i in range(self.sites):
+            model = ChillerCooling.model_validate(self.chiller(i))
+            cooling_j += sum(chiller_cooling(model, n * self.site_it_w(i) / 60 / 1000, OUTDOOR_C).cooling_kw
+                             * 60e3 for n in seconds.values())
         return Booked(it_j, cooling_j, 0.0)
+
+
+def site_name(site: int) -> str:
+    return "default" if site == 0 else f"site-{site}"
 
 
 def months(spans: Iterable[tuple[int, int]]) -> list[str]:
@@ -133,11 +151,11 @@ def months(spans: Iterable[tuple[int, int]]) -> list[str]:
 
 
 def booked(port: int, in_months: Sequence[str]) -> Booked:
-    """The site's IT, cooling and other energy on a collector's ``/v1/spend`` (what it booked,
+    """The sites' IT, cooling and other energy on a collector's ``/v1/spend`` (what it booked,
     not the /metrics counters, which keep the highest value they showed)."""
     it = cooling = other = 0.0
-    for month in in_months:
-        url = f"http://127.0.0.1:{port}/v1/spend?site=default&group_by=site&month={month}"
+    for month in in_months:  # every site's row
+        url = f"http://127.0.0.1:{port}/v1/spend?group_by=site&month={month}"
         with urllib.request.urlopen(url, timeout=60) as answer:
             for row in json.load(answer)["rows"]:
                 it += row["it_energy_kwh"] * 3.6e6
