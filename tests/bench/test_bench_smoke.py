@@ -108,9 +108,9 @@ def test_ingest_on_a_chiller_and_a_metered_site_books_the_whole_bill() -> None:
     assert re.fullmatch(rf"  2 replicas on PostgreSQL: lock waits by relation: "
                         rf"(none|{entry}(, {entry})*( \(relation found by: {way}(, {way})*\))?)",
                         breakdown), breakdown
-    # a metered site: cooling and other from its meters (0.35 and 1.6 x IT), on one collector
+    # two metered sites: cooling and other from each one's meters (0.35 and 1.6 x its IT), on one collector
     out = run("ingest.py", "--no-vm", "--repeats", "2", "--nodes", "12", "--rounds", "2", "--conns", "2",
-              "--cooling", "metered")
+              "--cooling", "metered", "--sites", "2")
     ledger = next(line for line in out.splitlines() if line.strip().startswith("ledger ("))
     it, cooling, other = (float(v) for _, v in re.findall(r"(IT|cooling|other) ([\d.]+) kWh", ledger))
     assert it == pytest.approx(2 * 12 * 8 * 400.0 * 19 / 3.6e6, abs=1e-6)
