@@ -17,6 +17,7 @@ spent per reading.
     .venv/bin/python bench/ingest.py [--repeats 5] [--nodes 100] [--rounds 20] [--conns 16]
     .venv/bin/python bench/ingest.py --db postgresql --replicas 2 [--scaling] [--sqlite-too]
     .venv/bin/python bench/ingest.py --compare-with /tmp/wl-old   # a worktree of an older commit
+    .venv/bin/python bench/ingest.py --db postgresql --replicas 2 --sqlite-too --compare-with /tmp/wl-old
 
 ``--db postgresql --replicas N``: N collectors on one PostgreSQL (started here, fsync on), the
 connections spread over them; ``--scaling`` adds 1..N-1 replicas (each on its own database) in
@@ -199,8 +200,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scaling", action="store_true",
                         help="with --replicas N: also 1..N-1 replicas on the same PostgreSQL, same turns")
     parser.add_argument("--compare-with", type=Path, metavar="CHECKOUT",
-                        help="also a SQLite collector run from another checkout (git worktree of an "
-                             "older commit), in the same turns: a same-run A/B")
+                        help="also a SQLite collector (with --db postgresql: --replicas replicas on a "
+                             "database of their own, and with --sqlite-too a SQLite collector) run from "
+                             "another checkout (git worktree of an older commit), in the same turns: a "
+                             "same-run A/B")
     parser.add_argument("--sqlite-too", action="store_true",
                         help="with --db postgresql: also the single SQLite collector, same turns")
     parser.add_argument("--cooling", choices=COOLING_MODELS, default="pue",
@@ -260,10 +263,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ports = [port for _, port in started]
                 servers.append(Server(f"{n} replica{'s' if n > 1 else ''}{tag} on PostgreSQL", ports, 200,
                                       parts, checked=ports, db=db))
-        if args.compare_with is not None and args.db == "sqlite":
+        if args.compare_with is not None and (args.db == "sqlite" or args.sqlite_too):
             proc, port = start_collector(d, tokens, site, source=args.compare_with.resolve(), name="compared")
             procs.append(proc)
-            servers.append(Server(f"collector ({args.compare_with.name})", [port], 200,
+            name = "collector" if args.db == "sqlite" else "sqlite collector"
+            servers.append(Server(f"{name} ({args.compare_with.name})", [port], 200,
                                   {"collector": [psutil.Process(proc.pid)]}, checked=[port]))
         if args.profile:
             procs.append(Proc(["py-spy", "record", "--pid", str(procs[0].pid), "--rate", "250",
@@ -376,10 +380,11 @@ def report(args: argparse.Namespace, rates: dict[str, list[float]],
             print(f"  {name} / VictoriaMetrics = {med[name] / v:.2f}x (target >= {COLLECTOR_TARGET:.1f}x)"
                   f"{'' if med[name] / v >= COLLECTOR_TARGET else '  MISSES'}")
     if args.compare_with is not None:
-        name, tag = ("collector", "") if args.db == "sqlite" else (
-            f"{args.replicas} replica{'s' if args.replicas > 1 else ''}", " on PostgreSQL")
-        this, other = f"{name}{tag}", f"{name} ({args.compare_with.name}){tag}"
-        print(f"  {this} / {other} = {med[this] / med[other]:.2f}x (same-run A/B)")
+        replicas = f"{args.replicas} replica{'s' if args.replicas > 1 else ''}"
+        for name, tag in (("collector", ""), ("sqlite collector", ""), (replicas, " on PostgreSQL")):
+            this, other = f"{name}{tag}", f"{name} ({args.compare_with.name}){tag}"
+            if this in med and other in med:
+                print(f"  {this} / {other} = {med[this] / med[other]:.2f}x (same-run A/B)")
     # this checkout's replica counts (a compared checkout's name has its folder in brackets)
     scaling = sorted((n for n in med if n.endswith("on PostgreSQL") and "(" not in n),
                      key=lambda n: int(n.split()[0]))

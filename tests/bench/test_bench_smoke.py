@@ -92,7 +92,7 @@ def test_ingest_on_a_chiller_and_a_metered_site_books_the_whole_bill() -> None:
     out = run("ingest.py", "--db", "postgresql", "--replicas", "2", "--sqlite-too", "--no-vm",
               "--repeats", "1", "--nodes", str(nodes), "--gpus", str(gpus), "--rounds", "3",
               "--batch-seconds", "10", "--conns", "2", "--cooling", "chiller", "--node-meters",
-              "--start", str(start))
+              "--start", str(start), "--compare-with", str(BENCH.parent))  # this checkout as "another"
     # the BMC's wall power (1.25 x its GPUs' 400 W each) is the node's IT, from the first reading
     it_j = nodes * gpus * 400.0 * 1.25 * (seconds - 1)
     chiller = ChillerCooling.model_validate(WholeBill("chiller", True, nodes, gpus).chiller())
@@ -102,7 +102,12 @@ def test_ingest_on_a_chiller_and_a_metered_site_books_the_whole_bill() -> None:
     figures = re.findall(r"(IT|cooling|other) ([\d.]+) kWh", ledger)
     assert dict(figures) == {"IT": f"{it_j / 3.6e6:.6f}", "cooling": f"{cooling_j / 3.6e6:.6f}",
                              "other": "0.000000"}
-    assert "sqlite collector, 2 replicas on PostgreSQL" in ledger
+    other = BENCH.parent.name
+    assert (f"(sqlite collector, 2 replicas on PostgreSQL, 2 replicas ({other}) on PostgreSQL, "
+            f"sqlite collector ({other}))") in ledger
+    for pair in (f"sqlite collector / sqlite collector ({other}) = ",
+                 f"2 replicas on PostgreSQL / 2 replicas ({other}) on PostgreSQL = "):
+        assert pair in out
     breakdown = next(line for line in out.splitlines() if "lock waits by relation:" in line)
     entry, way = r"Lock:\w+ on [\w.?]+ (\d+|<1)%", r"[a-z ]+ \d+%"
     assert re.fullmatch(rf"  2 replicas on PostgreSQL: lock waits by relation: "
