@@ -109,12 +109,17 @@ class Ledger:
     # ---- upkeep -----------------------------------------------------------------------------
 
     def refresh(self) -> None:
-        """Periodic upkeep: roll old quarter-hours up, note month roll-overs and stale nodes.
+        """Periodic upkeep: share the chiller and metered sites' changed minutes out by their
+        holders' IT (ingest/sharing.py), roll old quarter-hours up, note month roll-overs and
+        stale nodes.
 
         Months, plan to date and forecasts need no recomputation here: every reading is filed
         under the month of its own minute, and the read model derives the rest from the clock.
         With replicas, one at a time does this (the others skip the round).
         """
+        shared = self.bookkeeper.share_cooling()
+        if shared:
+            log.debug("shared %d site-minutes' cooling out by IT", shared)
         now = self.clock()
         done = self.store.upkeep(self._rollup_before(now), (now - KEEP_QUARTERS_SECONDS) / 60.0)
         if done is None:

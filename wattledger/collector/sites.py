@@ -128,6 +128,13 @@ class SiteConfig(BaseModel):
         model = self.cooling_model
         return model.pue if isinstance(model, PueCooling) else 1.0
 
+    @property
+    def shares_cooling(self) -> bool:
+        """Whether the site's cooling (and other facility load) is shared out per minute by the
+        holders' IT energy (``chiller``, ``metered``: ingest/sharing.py) rather than booked as
+        each joule's IT x (pue - 1)."""
+        return not isinstance(self.cooling_model, PueCooling)
+
     @field_validator("currency")
     @classmethod
     def _iso_currency(cls, value: str) -> str:

@@ -64,6 +64,17 @@ class SitePrices:
         self.pue = np.array([site.device_pue for site in sites], dtype=np.float64)
         self.carbon_g_per_kwh = np.array([site.carbon_g_per_kwh for site in sites], dtype=np.float64)
 
+    def lookup(self, site: Ints, minutes: Ints) -> tuple[Floats, Ints, Ints]:
+        """Per (site index, UTC minute): the price per kWh in force, the billing month (yyyymm)
+        and the local quarter-hour's start minute."""
+        price = np.zeros(len(minutes))
+        month = np.zeros(len(minutes), dtype=np.int64)
+        quarter = np.zeros(len(minutes), dtype=np.int64)
+        for s in np.unique(site).tolist():
+            mask = site == s
+            price[mask], month[mask], quarter[mask] = self.clocks[s].lookup(minutes[mask])
+        return price, month, quarter
+
 
 @dataclass(frozen=True)
 class Priced:
@@ -98,12 +109,7 @@ def price(iv: intervals.Intervals, interval_group: Ints, group_site: Ints, price
     unmeasured = iv.unmeasured_s[k] * shares.share
     device, grp, minute = iv.slot[k], interval_group[k], shares.minute
     site = group_site[grp] if len(grp) else np.zeros(0, dtype=np.int64)
-    price_kwh = np.zeros(len(minute))
-    month = np.zeros(len(minute), dtype=np.int64)
-    quarter = np.zeros(len(minute), dtype=np.int64)
-    for s in np.unique(site).tolist():
-        mask = site == s
-        price_kwh[mask], month[mask], quarter[mask] = prices.clocks[s].lookup(minute[mask])
+    price_kwh, month, quarter = prices.lookup(site, minute)
     cooling_j = it_j * (prices.pue[site] - 1.0)
     it_cost = it_j / JOULES_PER_KWH * price_kwh
     cooling_cost = cooling_j / JOULES_PER_KWH * price_kwh

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +50,7 @@ from wattledger.collector.accounting.pricing import JOULES_PER_KWH, SitePrices
 from wattledger.collector.accounting.readings import Accounted
 from wattledger.collector.accounting.siteclock import month_text
 from wattledger.collector.ingest.minutes import Shares
+from wattledger.collector.ingest.sharing import site_holder
 from wattledger.collector.store.base import NON_GPU_HOLDER, Changes, HolderInfo, IngestUnit, MinuteRow, Row
 from wattledger.collector.teams import IDLE, UNASSIGNED, team_of
 from wattledger.contract import PARTITION_KIND
@@ -85,11 +86,15 @@ class Chargeback:
     """Books a group's GPU energy to its holders and teams (see the module's docstring)."""
 
     def __init__(self, rules: Mapping[str, list[dict[str, str]]], prices: SitePrices,
-                 site_index: Mapping[str, int], pue: Mapping[str, float]) -> None:
+                 site_index: Mapping[str, int], pue: Mapping[str, float],
+                 shared_sites: Collection[str] = ()) -> None:
         self.rules = rules
         self.prices = prices
         self.site_index = dict(site_index)
         self.pue = dict(pue)
+        #: the chiller and metered sites: what their holders are booked per site-minute is kept,
+        #: and their minutes are shared out again by IT (ingest/sharing.py)
+        self.shared_sites = frozenset(shared_sites)
 
     def book(self, unit: IngestUnit, batches: Sequence[GroupBatch], infos: Sequence[DeviceInfo],
              reading_batch: Ints, util: Floats, done: Accounted, changes: Changes,
@@ -101,6 +106,9 @@ class Chargeback:
         shares = shares if shares is not None else Shares([], {}, [])
         self._book_holders(unit, batches, infos, reading_batch, util, done, changes, whole=shares)
         self._site_wide(unit, shares.site_wide, changes)
+        if changes.site_holder_minutes:
+            changes.site_holder_minutes = _merged(changes.site_holder_minutes, 3)
+            changes.unshared = sorted({(site, minute) for site, minute, *_ in changes.site_holder_minutes})
 
     def _book_holders(self, unit: IngestUnit, batches: Sequence[GroupBatch], infos: Sequence[DeviceInfo],
                       reading_batch: Ints, util: Floats, done: Accounted, changes: Changes,
@@ -260,16 +268,12 @@ class Chargeback:
             if j is not None:
                 gpu_j[i], gpu_s[i] = own.energy_j[j], own.gpu_s[j]
                 idle_s[i], waste_j[i] = own.idle_s[j], own.waste_j[j]
-        price = np.zeros(len(row_nm))
-        month = np.zeros(len(row_nm), dtype=np.int64)
-        quarter = np.zeros(len(row_nm), dtype=np.int64)
         pue = np.array([self.pue[s] for s in sites])
         carbon_rate = np.array([self.prices.carbon_g_per_kwh[self.site_index[s]] for s in sites])
         site_numbers = np.array([self.site_index[s] for s in sites], dtype=np.int64)
-        for s in np.unique(site_numbers).tolist():
-            mask = site_numbers == s
-            price[mask], month[mask], quarter[mask] = self.prices.clocks[s].lookup(minutes[mask])
+        price, month, quarter = self.prices.lookup(site_numbers, minutes)
         d_cool = d_it * (pue - 1.0) + self._chiller_shares(shares, keys, nm, d_it, is_idle, site_of_node)
+        self._keep_shares(sites, minutes, holders, d_it, d_cool, changes)
         it_cost = d_it / JOULES_PER_KWH * price
         cool_cost = d_cool / JOULES_PER_KWH * price
         carbon = (d_it + d_cool) / JOULES_PER_KWH * carbon_rate
@@ -295,6 +299,16 @@ class Chargeback:
             (names[s], start, month_text(m), team_names[t], f, c) for s, start, m, t, f, c in
             zip(q_site.tolist(), q_start.tolist(), q_month.tolist(), q_team.tolist(), q_facility.tolist(),
                 q_cost.tolist(), strict=True)]
+
+    def _keep_shares(self, sites: Sequence[str], minutes: Ints, holders: Ints, d_it: Floats, d_cool: Floats,
+                     changes: Changes) -> None:
+        """On a chiller or metered site, what each holder row was booked, per site-minute."""
+        if not self.shared_sites:
+            return
+        changes.site_holder_minutes.extend(
+            (site, m, h, i, c) for site, m, h, i, c in
+            zip(sites, minutes.tolist(), holders.tolist(), d_it.tolist(), d_cool.tolist(), strict=True)
+            if site in self.shared_sites and (i or c))
 
     @staticmethod
     def _chiller_shares(shares: Shares, keys: Sequence[tuple[str, int]], nm: Ints, d_it: Floats,
@@ -329,19 +343,17 @@ class Chargeback:
         if not rows:
             return
         sites = sorted({site for site, _, _, _ in rows})
-        made = unit.holders([HolderInfo(f":{s}", "", 0.0, s, "", UNASSIGNED, None, "[]") for s in sites])
+        made = unit.holders([site_holder(s) for s in sites])
         holder_of = {s: ident for s, (ident, _) in zip(sites, made, strict=True)}
         site_no = np.array([self.site_index[s] for s, _, _, _ in rows], dtype=np.int64)
         minutes = np.array([m for _, m, _, _ in rows], dtype=np.int64)
         energy = np.array([c + o for _, _, c, o in rows], dtype=np.float64)
-        price = np.zeros(len(rows))
-        month = np.zeros(len(rows), dtype=np.int64)
-        quarter = np.zeros(len(rows), dtype=np.int64)
-        for s in np.unique(site_no).tolist():
-            mask = site_no == s
-            price[mask], month[mask], quarter[mask] = self.prices.clocks[s].lookup(minutes[mask])
+        price, month, quarter = self.prices.lookup(site_no, minutes)
         cost = energy / JOULES_PER_KWH * price
         carbon = energy / JOULES_PER_KWH * self.prices.carbon_g_per_kwh[site_no]
+        changes.site_holder_minutes.extend(
+            (site, m, holder_of[site], 0.0, e) for (site, m, _, _), e in
+            zip(rows, energy.tolist(), strict=True) if site in self.shared_sites)
         names = sorted(self.site_index, key=self.site_index.__getitem__)
         (m_site, m_month), (m_energy, m_cost, m_carbon) = sum_by((site_no, month), (energy, cost, carbon))
         for s, m, e, c, g in zip(m_site.tolist(), m_month.tolist(), m_energy.tolist(), m_cost.tolist(),

@@ -401,12 +401,7 @@ class MinuteBooker:
         dis = np.concatenate([e.dis, np.zeros(len(site))])
         fallback = np.concatenate([np.zeros(n_e), d_fallback])
         who = np.concatenate([e.node, np.full(len(site), -1, dtype=np.int64)])  # -1: the site's own
-        price_kwh = np.zeros(len(all_site))
-        month = np.zeros(len(all_site), dtype=np.int64)
-        quarter = np.zeros(len(all_site), dtype=np.int64)
-        for s in np.unique(all_site).tolist():
-            mask = all_site == s
-            price_kwh[mask], month[mask], quarter[mask] = self.prices.clocks[s].lookup(all_minute[mask])
+        price_kwh, month, quarter = self.prices.lookup(all_site, all_minute)
         carbon_rate = self.prices.carbon_g_per_kwh[all_site]
         over_cost = over / JOULES_PER_KWH * price_kwh
         cool_cost = cool / JOULES_PER_KWH * price_kwh

@@ -61,6 +61,7 @@ from wattledger.collector.accounting.siteclock import month_text
 from wattledger.collector.ingest import dedupe
 from wattledger.collector.ingest.chargeback import Chargeback, GroupBatch
 from wattledger.collector.ingest.minutes import GroupNodes, MinuteBooker
+from wattledger.collector.ingest.sharing import SHARE_LIMIT, CoolingSharer
 from wattledger.collector.sites import SiteConfig
 from wattledger.collector.store.base import (
     Changes,
@@ -163,8 +164,10 @@ class Bookkeeper:
         #: GPU models seen, numbered (the plan's statistics are per model)
         self._models: dict[str, int] = {}
         self._chargeback = Chargeback(dict(teams or {}), self._prices, self._site_index,
-                                      {name: self.sites[name].device_pue for name in names})
+                                      {name: self.sites[name].device_pue for name in names},
+                                      [name for name in names if self.sites[name].shares_cooling])
         self._minutes = MinuteBooker([self.sites[name] for name in names], names, self._prices)
+        self._sharer = CoolingSharer(names, self._prices)
         #: the (site, cluster) pairs readings are filed under, numbered
         self._groups: list[tuple[str, str]] = []
         self._group_index: dict[tuple[str, str], int] = {}
@@ -172,6 +175,23 @@ class Bookkeeper:
         #: transactions this process committed: the read model's read-your-writes mark
         self.commits = 0
         self._conflict_logged: dict[str, float] = {}
+
+    def share_cooling(self, limit: int = SHARE_LIMIT, rounds: int = 50) -> int:
+        """Share the chiller and metered sites' changed minutes out by their holders' IT
+        (ingest/sharing.py): one transaction of up to ``limit`` site-minutes at a time, until
+        none is left (or ``rounds`` were done: the rest is taken next time); how many."""
+        if not any(site.shares_cooling for site in self.sites.values()):
+            return 0
+        total = 0
+        for _ in range(rounds):
+            with self.store.ingest() as unit:
+                done = self._sharer.share(unit, limit)
+            if done:
+                self.commits += 1
+            total += done
+            if done < limit:
+                break
+        return total
 
     def check(self, vb: ValidBatch) -> None:
         """Raise the refusal that needs no store: a site this collector does not have."""

@@ -160,6 +160,9 @@ class HolderInfo:
 MinuteRow = tuple[str, int, int, float]
 #: the holder of a node-minute's non-GPU IT energy
 NON_GPU_HOLDER = -1
+#: (site, minute, holder, it_j, cooling_j, the holder's team, its node): a holder's IT energy in a
+#: chiller's or metered site's minute and the cooling booked to it (``site_holder_minutes``)
+ShareRow = tuple[str, int, int, float, float, str, str]
 
 
 @dataclass(frozen=True)
@@ -215,6 +218,12 @@ class Changes:
     #: (node, site, cluster, overhead_est_j, overhead_meas_j, disagree_s)
     node_usage: list[Row] = field(default_factory=list)
     node_totals: list[Row] = field(default_factory=list)
+    #: a chiller's or metered site's shares (ingest/sharing.py): (site, minute, holder, it_j,
+    #: cooling_j) increments (one row per key), the site-minutes to share out again, and those
+    #: shared out
+    site_holder_minutes: list[Row] = field(default_factory=list)
+    unshared: list[tuple[str, int]] = field(default_factory=list)
+    shared: list[tuple[str, int]] = field(default_factory=list)
 
 
 
@@ -271,6 +280,14 @@ class IngestUnit(Protocol):
         They are not locked here: the caller gives them to ``add_site_minutes`` (adding 0) with
         the group's own, so all of a group's site-minute rows are locked in ONE statement in key
         order (two statements could each lock part and deadlock with another transaction)."""
+        ...
+    def unshared(self, limit: int) -> list[tuple[str, int, float]]:
+        """Up to ``limit`` site-minutes to share out again, in (site, minute) order, with their
+        shared energy (cooling + other facility J), locked (PostgreSQL: those another
+        transaction holds are skipped: they are taken next time)."""
+        ...
+    def holder_shares(self, keys: Sequence[tuple[str, int]]) -> list[ShareRow]:
+        """Every ``site_holder_minutes`` row of these site-minutes, with its holder's team and node."""
         ...
     def write(self, changes: Changes) -> None: ...
 

@@ -31,6 +31,10 @@ Tables (all money and energy in base units; see docs/accounting.md):
   are these summed by ``holders.team``); ``team_quarters`` each team's facility energy and cost
   per site quarter-hour (its demand-charge share, its trailing-24 h cost rate); ``team_totals``
   the all-time sums behind the team counters, as booked and as shown (never lower).
+- ``site_holder_minutes``, ``unshared_minutes`` (since schema 11/7): on a ``chiller`` or
+  ``metered`` site, each holder's IT energy in each site-minute and the cooling (and other
+  facility) energy booked to it so far; and the site-minutes whose shared energy changed since
+  it was last shared out in proportion to the holders' IT (``ingest/sharing.py``).
 """
 
 from __future__ import annotations
@@ -178,6 +182,25 @@ def _shown_totals(greatest: str) -> tuple[str, ...]:
         raised = ", ".join(f"shown_{c} = {greatest}({c}, 0)" for c in values)
         statements.append(f"UPDATE {table} SET {raised}")
     return tuple(statements)
+
+
+#: version 11 (SQLite) / 7 (PostgreSQL): the exact team split of a chiller's or a metered site's
+#: cooling (docs/chargeback.md, "Cooling"): per (site, minute, holder) its IT energy and the
+#: cooling booked to it, and the site-minutes to share out again
+def _shared_cooling(fill: str) -> tuple[str, ...]:
+    return (
+        f"""CREATE TABLE site_holder_minutes (
+             site TEXT NOT NULL,
+             minute BIGINT NOT NULL,
+             holder BIGINT NOT NULL,
+             it_j DOUBLE PRECISION NOT NULL,
+             cooling_j DOUBLE PRECISION NOT NULL,
+             PRIMARY KEY (site, minute, holder)){fill}""",
+        """CREATE TABLE unshared_minutes (
+             site TEXT NOT NULL,
+             minute BIGINT NOT NULL,
+             PRIMARY KEY (site, minute))""",
+    )
 
 
 def _plan_days(table_options: str) -> str:
@@ -357,6 +380,7 @@ SQLITE_MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     _whole_node("DOUBLE PRECISION", ""),
     _shown_totals("MAX"),
+    _shared_cooling(""),
 )
 
 
@@ -468,4 +492,5 @@ POSTGRES_MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     _whole_node("DOUBLE PRECISION", " WITH (fillfactor = 70)"),
     _shown_totals("GREATEST"),
+    _shared_cooling(" WITH (fillfactor = 70)"),
 )

@@ -55,6 +55,7 @@ from wattledger.collector.store.base import (
     NodeState,
     NodeTotals,
     Row,
+    ShareRow,
     StoreError,
     StoreUnavailable,
     StreamState,
@@ -282,6 +283,25 @@ _ADD_TEAM_TOTALS = (
     "FROM unnest(%s::text[], %s::text[], %s::float8[], %s::float8[], %s::float8[], %s::float8[], "
     "%s::float8[]) AS t(site, team, it_j, cost, carbon_g, gpu_s, idle_gpu_s) ORDER BY t.site, t.team"
     + sql.add_team_totals("GREATEST"))
+_ADD_SITE_HOLDER_MINUTES = (
+    "INSERT INTO site_holder_minutes (site, minute, holder, it_j, cooling_j) "
+    "SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::float8[], %s::float8[]) "
+    "AS m(site, minute, holder, it_j, cooling_j) ORDER BY m.site, m.minute, m.holder "
+    "ON CONFLICT (site, minute, holder) DO UPDATE SET it_j = site_holder_minutes.it_j + excluded.it_j, "
+    "cooling_j = site_holder_minutes.cooling_j + excluded.cooling_j")
+_MARK_UNSHARED = ("INSERT INTO unshared_minutes (site, minute) "
+                  "SELECT * FROM unnest(%s::text[], %s::bigint[]) AS u(site, minute) "
+                  "ORDER BY u.site, u.minute ON CONFLICT DO NOTHING")
+_DROP_UNSHARED = ("DELETE FROM unshared_minutes USING unnest(%s::text[], %s::bigint[]) AS u(site, minute) "
+                  "WHERE unshared_minutes.site = u.site AND unshared_minutes.minute = u.minute")
+#: a site-minute's shares are guarded by its site_minutes row: every transaction that books to
+#: them holds it (``add_site_minutes``); the re-share takes it too, skipping those held now
+_UNSHARED = sql.dialect(sql.UNSHARED, "%s") + " FOR UPDATE OF s SKIP LOCKED"
+_HOLDER_SHARES = (
+    "SELECT m.site, m.minute, m.holder, m.it_j, m.cooling_j, COALESCE(h.team, ''), COALESCE(h.node, '') "
+    "FROM site_holder_minutes m "
+    "JOIN unnest(%s::text[], %s::bigint[]) AS k(site, minute) ON m.site = k.site AND m.minute = k.minute "
+    "LEFT JOIN holders h ON h.id = m.holder ORDER BY m.site, m.minute, m.holder")
 _NODE_COLUMNS = "node, site, cluster, labels, last_seen, readings, conflicts, conflict_at"
 
 
@@ -518,6 +538,8 @@ class PostgresStore(sql.PlanQueries):
                 conn.execute(sql.dialect(sql.DROP_HOLDER_MINUTES, "%s"), (rollup_before_minute,))
                 conn.execute(sql.dialect(sql.DROP_NODE_MINUTES, "%s"), (rollup_before_minute,))
                 conn.execute(sql.dialect(sql.DROP_SITE_MINUTES, "%s"), (rollup_before_minute,))
+                for statement in sql.DROP_SHARED_MINUTES:
+                    conn.execute(sql.dialect(statement, "%s"), (rollup_before_minute,))
             seen = {str(node): float(last)
                     for node, last in conn.execute("SELECT node, last_seen FROM nodes")}
         return Upkeep(int(rolled), seen)
@@ -629,6 +651,17 @@ class _Unit:
                 found[str(device)] = (float(ts), float(temp))
         return found
 
+    def unshared(self, limit: int) -> list[tuple[str, int, float]]:
+        return [(str(site), int(minute), float(energy)) for site, minute, energy in
+                self._conn.execute(_UNSHARED, (limit,)).fetchall()]
+
+    def holder_shares(self, keys: Sequence[tuple[str, int]]) -> list[ShareRow]:
+        if not keys:
+            return []
+        got = self._conn.execute(_HOLDER_SHARES, arrays(([s for s, _ in keys], [m for _, m in keys])))
+        return [(str(site), int(minute), int(holder), float(it_j), float(cooling_j), str(team), str(node))
+                for site, minute, holder, it_j, cooling_j, team, node in got.fetchall()]
+
     def write(self, ch: Changes) -> None:
         """Everything the group changes, in lock order, in one pipeline (one round trip)."""
         conn = self._conn
@@ -675,6 +708,14 @@ class _Unit:
             if ch.team_quarters:
                 conn.execute(_ADD_TEAM_QUARTERS, arrays([list(c) for c in
                                                          zip(*ch.team_quarters, strict=True)]))
+            if ch.site_holder_minutes:  # guarded by the site-minutes' rows, locked already
+                conn.execute(_ADD_SITE_HOLDER_MINUTES, arrays([list(c) for c in zip(
+                    *ch.site_holder_minutes, strict=True)]))
+            if ch.shared:
+                conn.execute(_DROP_UNSHARED, arrays([list(c) for c in zip(*ch.shared, strict=True)]))
+            if ch.unshared:
+                conn.execute(_MARK_UNSHARED, arrays([list(c) for c in zip(*sorted(set(ch.unshared)),
+                                                                            strict=True)]))
             if ch.team_months:  # shared by the site's transactions too: just before the site's totals
                 conn.execute(_ADD_TEAM_TOTALS, arrays([list(c) for c in
                                                        zip(*team_total_rows(ch.team_months), strict=True)]))

@@ -107,6 +107,14 @@ DROP_HOLDER_MINUTES = "DELETE FROM holder_minutes WHERE minute < {P}"
 #: late reading into one is booked on what it brings alone (docs/accounting.md, "The whole node")
 DROP_NODE_MINUTES = "DELETE FROM node_minutes WHERE minute < {P}"
 DROP_SITE_MINUTES = "DELETE FROM site_minutes WHERE minute < {P}"
+#: and the shares of a chiller's or metered site's minutes as old (a late reading into one is
+#: shared as it is booked: the site's figures stay exact, docs/chargeback.md)
+DROP_SHARED_MINUTES = ("DELETE FROM site_holder_minutes WHERE minute < {P}",
+                       "DELETE FROM unshared_minutes WHERE minute < {P}")
+#: the site-minutes to share out again, with their shared energy (ingest/sharing.py)
+UNSHARED = ("SELECT u.site, u.minute, s.cooling_j + s.other_j FROM unshared_minutes u "
+            "JOIN site_minutes s ON s.site = u.site AND s.minute = u.minute "
+            "ORDER BY u.site, u.minute LIMIT {P}")
 
 
 #: the plan's statistics (``plan_days``): key and value columns (accounting/profiles.py)

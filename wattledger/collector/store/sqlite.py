@@ -47,6 +47,7 @@ from wattledger.collector.store.base import (
     NodeState,
     NodeTotals,
     Row,
+    ShareRow,
     StoreError,
     StreamState,
     TeamData,
@@ -123,6 +124,13 @@ _UPSERT_HOLDER = (
     "cluster = excluded.cluster, ended = COALESCE(excluded.ended, holders.ended), devices = excluded.devices")
 _ADD_HOLDER_MINUTE = _upsert("holder_minutes", ("node", "minute", "holder", "energy_j"),
                              ("node", "minute", "holder"), add=True)
+_ADD_SITE_HOLDER_MINUTE = _upsert("site_holder_minutes", ("site", "minute", "holder", "it_j", "cooling_j"),
+                                  ("site", "minute", "holder"), add=True)
+_MARK_UNSHARED = "INSERT INTO unshared_minutes (site, minute) VALUES (?, ?) ON CONFLICT DO NOTHING"
+_DROP_UNSHARED = "DELETE FROM unshared_minutes WHERE site = ? AND minute = ?"
+_HOLDER_SHARES = ("SELECT m.site, m.minute, m.holder, m.it_j, m.cooling_j, COALESCE(h.team, ''), "
+                  "COALESCE(h.node, '') FROM site_holder_minutes m LEFT JOIN holders h ON h.id = m.holder "
+                  "WHERE m.site = ? AND m.minute = ? ORDER BY m.holder")
 _ADD_HOLDER_MONTH = _upsert("holder_months", ("holder", "month", "gpu_j", "it_j", "cooling_j", "it_cost",
                                               "cooling_cost", "carbon_g", "gpu_s", "idle_gpu_s", "waste_j",
                                               "waste_cost"), ("holder", "month"), add=True)
@@ -312,7 +320,9 @@ class SqliteStore(sql.PlanQueries):
                 minutes: Iterable[Row] = (), holder_months: Iterable[Row] = (),
                 team_quarters: Iterable[Row] = (), team_totals: Iterable[Row] = (),
                 node_minutes: Iterable[Row] = (), site_minutes: Iterable[Row] = (),
-                node_usage: Iterable[Row] = (), node_totals: Iterable[Row] = ()) -> None:
+                node_usage: Iterable[Row] = (), node_totals: Iterable[Row] = (),
+                site_holder_minutes: Iterable[Row] = (), unshared: Iterable[Row] = (),
+                shared: Iterable[Row] = ()) -> None:
         """Write everything one ingest changed, in one transaction (all or nothing)."""
         db = self._db
         db.execute("BEGIN IMMEDIATE")
@@ -335,6 +345,9 @@ class SqliteStore(sql.PlanQueries):
             db.executemany(_ADD_HOLDER_MONTH, holder_months)
             db.executemany(_ADD_TEAM_QUARTER, team_quarters)
             db.executemany(_UPSERT_TEAM_TOTALS, team_totals)
+            db.executemany(_ADD_SITE_HOLDER_MINUTE, site_holder_minutes)
+            db.executemany(_DROP_UNSHARED, shared)
+            db.executemany(_MARK_UNSHARED, unshared)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:  # SQLite may have rolled back already (e.g. disk full)
@@ -446,6 +459,8 @@ class SqliteStore(sql.PlanQueries):
             db.execute(sql.dialect(sql.DROP_HOLDER_MINUTES, "?"), (before_minute,))
             db.execute(sql.dialect(sql.DROP_NODE_MINUTES, "?"), (before_minute,))
             db.execute(sql.dialect(sql.DROP_SITE_MINUTES, "?"), (before_minute,))
+            for statement in sql.DROP_SHARED_MINUTES:
+                db.execute(sql.dialect(statement, "?"), (before_minute,))
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
@@ -615,6 +630,16 @@ class _Unit:
                     found[table.device[slot]] = (ts, temp)
         return found
 
+    def unshared(self, limit: int) -> list[tuple[str, int, float]]:
+        return [(str(site), int(minute), float(energy)) for site, minute, energy in
+                self._store._db.execute(sql.dialect(sql.UNSHARED, "?"), (limit,))]
+
+    def holder_shares(self, keys: Sequence[tuple[str, int]]) -> list[ShareRow]:
+        db = self._store._db
+        return [(str(site), int(minute), int(holder), float(it_j), float(cooling_j), str(team), str(node))
+                for key in keys
+                for site, minute, holder, it_j, cooling_j, team, node in db.execute(_HOLDER_SHARES, key)]
+
     def write(self, changes: Changes) -> None:
         """Apply the changes to memory, then write every row they touched (one transaction)."""
         store = self._store
@@ -695,7 +720,9 @@ class _Unit:
                       team_totals=team_totals,
                       node_minutes=[tuple(self._node_minutes[k]) for k in sorted(self._node_minutes)],
                       site_minutes=[tuple(self._site_minutes[k]) for k in sorted(self._site_minutes)],
-                      node_usage=changes.node_usage, node_totals=node_totals)
+                      node_usage=changes.node_usage, node_totals=node_totals,
+                      site_holder_minutes=changes.site_holder_minutes, unshared=changes.unshared,
+                      shared=changes.shared)
 
     def _apply_teams(self, changes: Changes) -> list[Row]:
         """Chargeback's sums into memory; the team_totals rows to write (their new values)."""

@@ -1,0 +1,147 @@
+"""A chiller's or a metered site's minutes shared out exactly among their holders (DESIGN.md
+"Teams, budgets and chargeback": cooling goes to each team in proportion to its IT energy in
+that minute; a metered site's other facility load is shared like cooling; docs/chargeback.md).
+
+A chiller's cooling is not linear in IT (its efficiency changes with the load), and a metered
+site's cooling and facility meters come in their own batches: so the share of a holder in a
+minute is only known once the minute's whole IT is. Re-sharing a minute in every ingest
+transaction that touches it would rewrite every holder row of the site's minute (thousands on a
+large site) for each batch; instead:
+
+1. each ingest transaction books what it changes at once, so the site's figures and the sum of
+   the holders' are exact at every commit: a chiller minute's extra cooling to the holders whose
+   IT energy brought it, a metered site's cooling and other load to the site's own holder
+   ``:<site>`` (team ``unassigned``). It keeps, per (site, minute, holder), the holder's IT
+   energy and the cooling booked to it (``site_holder_minutes``), and marks the site-minute to
+   share out again (``unshared_minutes``);
+2. ``share`` (the collector's periodic work, ``Ledger.refresh``, every
+   ``refresh_interval_seconds``) takes the marked site-minutes in (site, minute) order, each
+   with its shared energy E (cooling + other, as booked), and books to every holder of the
+   minute E x its IT / the minute's IT less what it was booked so far (priced at the minute's
+   tariff, carbon at the site's rate), into its month, its team's month and quarter-hour. A
+   minute without IT energy leaves E with the site's own holder.
+
+Each step moves energy among one minute's holders and books nothing else: the teams add up to
+the site at every commit, and once a minute is shared the split is the contract's whatever the
+batching (tests/collector/test_sharing.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+
+from wattledger.collector.accounting.aggregation import Floats, sum_by
+from wattledger.collector.accounting.pricing import JOULES_PER_KWH, SitePrices
+from wattledger.collector.accounting.siteclock import month_text
+from wattledger.collector.accounting.wholenode import share_by
+from wattledger.collector.store.base import Changes, HolderInfo, IngestUnit
+from wattledger.collector.teams import UNASSIGNED
+
+log = logging.getLogger(__name__)
+
+#: site-minutes shared per transaction (a transaction holds their rows' locks: keep it short)
+SHARE_LIMIT = 200
+#: below this many joules of IT a minute has no IT to share by
+NO_IT_J = 1e-6
+
+
+def site_holder(site: str) -> HolderInfo:
+    """The site's own holder (no node is named so: a node name has no ':')."""
+    return HolderInfo(f":{site}", "", 0.0, site, "", UNASSIGNED, None, "[]")
+
+
+def targets(energy: float, it_j: Floats, own: int | None) -> Floats:
+    """Each holder's part of a minute's shared ``energy``: by its IT energy; all of it to row
+    ``own`` (the site's holder) when the minute has no IT energy."""
+    weights = np.maximum(it_j, 0.0)
+    if float(weights.sum()) > NO_IT_J or own is None:
+        return share_by(weights, energy)
+    out = np.zeros(len(it_j))
+    out[own] = energy
+    return out
+
+
+def _has_own(site: str, rows: Sequence[tuple[int, float, float, str, str]]) -> bool:
+    return any(row[4] == site_holder(site).node for row in rows)
+
+
+class CoolingSharer:
+    """Shares out the marked site-minutes (see the module's docstring)."""
+
+    def __init__(self, names: Sequence[str], prices: SitePrices) -> None:
+        self.site_index = {name: i for i, name in enumerate(names)}
+        self.prices = prices
+
+    def share(self, unit: IngestUnit, limit: int = SHARE_LIMIT) -> int:
+        """Share out up to ``limit`` marked site-minutes in this transaction; how many."""
+        todo = [(s, m, e) for s, m, e in unit.unshared(limit) if s in self.site_index]
+        if not todo:
+            return 0
+        keys = [(s, m) for s, m, _ in todo]
+        by_key: dict[tuple[str, int], list[tuple[int, float, float, str, str]]] = {k: [] for k in keys}
+        for site, minute, holder, it_j, cooling_j, team, node in unit.holder_shares(keys):
+            by_key[(site, minute)].append((holder, it_j, cooling_j, team, node))
+        # a minute with energy to share but no IT energy keeps it with the site's own holder
+        lacking = [(s, m) for s, m, e in todo if e and not _has_own(s, by_key[(s, m)]) and sum(
+            max(row[1], 0.0) for row in by_key[(s, m)]) <= NO_IT_J]
+        if lacking:
+            sites = sorted({s for s, _ in lacking})
+            made = dict(zip(sites, unit.holders([site_holder(s) for s in sites]), strict=True))
+            for s, m in lacking:
+                ident, team = made[s]
+                by_key[(s, m)].append((ident, 0.0, 0.0, team, site_holder(s).node))
+        out_site, out_minute, out_holder, out_team, out_diff = [], [], [], [], []
+        for site, minute, energy in todo:
+            held = by_key[(site, minute)]
+            own = next((i for i, row in enumerate(held) if row[4] == site_holder(site).node), None)
+            diff = targets(energy, np.array([it for _, it, *_ in held]), own) - np.array(
+                [c for _, _, c, *_ in held])
+            for (holder, _, _, team, _), d in zip(held, diff.tolist(), strict=True):
+                if d:
+                    out_site.append(site)
+                    out_minute.append(minute)
+                    out_holder.append(holder)
+                    out_team.append(team)
+                    out_diff.append(d)
+        changes = Changes(shared=keys)
+        if out_diff:
+            self._book(changes, out_site, out_minute, out_holder, out_team, np.array(out_diff))
+        unit.write(changes)
+        return len(keys)
+
+    def _book(self, changes: Changes, sites: list[str], minutes: list[int], holders: list[int],
+              teams: list[str], diff: Floats) -> None:
+        """The cooling moved to (or from) each holder of each minute: priced, into its month, its
+        team's month and quarter-hour, and its row of the minute."""
+        site_no = np.array([self.site_index[s] for s in sites], dtype=np.int64)
+        minute = np.array(minutes, dtype=np.int64)
+        holder = np.array(holders, dtype=np.int64)
+        price, month, quarter = self.prices.lookup(site_no, minute)
+        cost = diff / JOULES_PER_KWH * price
+        carbon = diff / JOULES_PER_KWH * self.prices.carbon_g_per_kwh[site_no]
+        changes.site_holder_minutes = [(s, m, h, 0.0, d) for s, m, h, d in
+                                       zip(sites, minutes, holders, diff.tolist(), strict=True)]
+        zeros = (0.0, 0.0, 0.0, 0.0)  # GPU-s, held-idle GPU-s, waste J and cost: not moved
+        (h_holder, h_month), (h_j, h_cost, h_carbon) = sum_by((holder, month), (diff, cost, carbon))
+        changes.holder_months = [
+            (h, month_text(m), 0.0, 0.0, j, 0.0, c, g, *zeros) for h, m, j, c, g in
+            zip(h_holder.tolist(), h_month.tolist(), h_j.tolist(), h_cost.tolist(), h_carbon.tolist(),
+                strict=True)]
+        team_names = sorted(set(teams))
+        team_no = np.array([team_names.index(t) for t in teams], dtype=np.int64)
+        names = sorted(self.site_index, key=self.site_index.__getitem__)
+        (t_site, t_month, t_team), (t_j, t_cost, t_carbon) = sum_by((site_no, month, team_no),
+                                                                    (diff, cost, carbon))
+        changes.team_months = [
+            (names[s], month_text(m), team_names[t], 0.0, 0.0, j, 0.0, c, g, *zeros)
+            for s, m, t, j, c, g in zip(t_site.tolist(), t_month.tolist(), t_team.tolist(), t_j.tolist(),
+                                        t_cost.tolist(), t_carbon.tolist(), strict=True)]
+        (q_site, q_start, q_month, q_team), (q_j, q_cost) = sum_by((site_no, quarter, month, team_no),
+                                                                   (diff, cost))
+        changes.team_quarters = [
+            (names[s], start, month_text(m), team_names[t], j, c) for s, start, m, t, j, c in
+            zip(q_site.tolist(), q_start.tolist(), q_month.tolist(), q_team.tolist(), q_j.tolist(),
+                q_cost.tolist(), strict=True)]
