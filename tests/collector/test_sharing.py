@@ -5,6 +5,7 @@ meters before and after the IT, a minute with no IT, and the periodic work that 
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from ledgerkit import at, check_conservation, make_batch, make_sites, open_ledge
 from wattledger.collector.accounting.cooling import ChillerCooling
 from wattledger.collector.accounting.wholenode import chiller_minute_j
 from wattledger.collector.service import Ledger
+from wattledger.collector.store.base import StoreUnavailable
 from wattledger.wire import ValidBatch
 
 pytestmark = pytest.mark.usefixtures("backend")
@@ -158,3 +160,68 @@ def test_a_metered_minute_without_it_stays_with_the_site() -> None:
     got = cooling_by_team(led)
     assert got["nlp"] == pytest.approx(54_000.0)
     assert got.get("unassigned", 0.0) == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.backends("postgresql")
+def test_two_replicas_ingesting_and_sharing_at_once_give_the_exact_split() -> None:
+    """Two ledgers on one PostgreSQL database (replicas), each ingesting two nodes' batches
+    while both share minutes out: no deadlock, and the split is the one of one process."""
+    nodes = {"n1": 30_000.0, "n2": 5_000.0, "n3": 20_000.0, "n4": 1_000.0}
+    owners = {**OWNERS, "n3": OWNERS["n1"], "n4": OWNERS["n2"]}
+    minutes = 6
+
+    def batches(node: str) -> list[ValidBatch]:
+        out = []
+        for seq in range(1, minutes * 3 + 1):  # 20-s batches
+            start = T0 + (seq - 1) * 20
+            ts = [start + 10.0, start + 20.0] if seq > 1 else [start, start + 10.0, start + 20.0]
+            out.append(make_batch(node=node, stream=f"s-{node}", seq=seq, devices=[GPU], device=[0] * len(ts),
+                                  ts=ts, power_w=[nodes[node]] * len(ts), allocations=[
+                                      {"devices": [0], "from": T0 - 60, "to": None, "owner": owners[node]}]))
+        return out
+
+    one = ledger(CHILLER)
+    for node in nodes:
+        for b in batches(node):
+            one.ingest([b])
+    one.bookkeeper.share_cooling()
+    first = ledger(CHILLER)
+    second = open_ledger(first.sites, db=first._db_url, now=T0 + 600, teams=TEAMS)
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def feed(led: Ledger, names: list[str]) -> None:
+        for pair in zip(*(batches(n) for n in names), strict=True):
+            for b in pair:
+                for _ in range(20):  # a transaction the database broke off is sent again
+                    try:
+                        led.ingest([b])
+                        break
+                    except StoreUnavailable as exc:
+                        failures.append(str(exc))
+
+    def share() -> None:
+        while not stop.is_set():
+            for led in (first, second):
+                try:
+                    led.bookkeeper.share_cooling(limit=3)
+                except StoreUnavailable as exc:
+                    failures.append(str(exc))
+
+    sharer = threading.Thread(target=share)
+    sharer.start()
+    feeders = [threading.Thread(target=feed, args=(first, ["n1", "n2"])),
+               threading.Thread(target=feed, args=(second, ["n3", "n4"]))]
+    for t in feeders:
+        t.start()
+    for t in feeders:
+        t.join()
+    stop.set()
+    sharer.join()
+    first.bookkeeper.share_cooling()
+    assert not [f for f in failures if "deadlock" in f], failures
+    want, got = cooling_by_team(one), cooling_by_team(first)
+    assert set(got) >= {"nlp", "vision"}
+    for team in ("nlp", "vision"):
+        assert got[team] == pytest.approx(want[team], rel=1e-9), (team, failures)
+    check_conservation(first)

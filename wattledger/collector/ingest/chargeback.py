@@ -15,7 +15,8 @@ For a group of accepted batches, inside their one store transaction:
    on the minute's rows after and before the addition, the difference is booked. So a minute that
    gets more readings from a later batch is re-shared, and the result never depends on how the
    readings were batched;
-4. the money: cooling = IT x (pue - 1), priced at the minute's tariff, carbon of facility energy
+4. the money: cooling = IT x (pue - 1) (a chiller's or metered site's: see ingest/sharing.py),
+   priced at the minute's tariff, carbon of facility energy
    (the same prices as the site's), into each holder's month (``holder_months``) and each team's
    quarter-hour (``team_quarters``: the demand charge's share and the forecast's 24 h rate), and
    each team's month (``team_months``: what the store's team totals and caches add).
@@ -102,7 +103,9 @@ class Chargeback:
         """``shares``: what the group's node and site minutes changed (ingest/minutes.py): node
         overhead is non-GPU IT energy of its node-minute; a chiller's cooling goes to the holders
         of the node-minute that carried it, by their IT energy change; the site's own metered
-        cooling and other load to the site's ``unassigned`` holder."""
+        cooling and other load to the site's ``unassigned`` holder. On those sites what each
+        holder got per site-minute is kept, and the minute marked: ingest/sharing.py then shares
+        it out exactly by the holders' IT."""
         shares = shares if shares is not None else Shares([], {}, [])
         self._book_holders(unit, batches, infos, reading_batch, util, done, changes, whole=shares)
         self._site_wide(unit, shares.site_wide, changes)

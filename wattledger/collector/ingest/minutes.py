@@ -12,13 +12,15 @@ later batch is so re-booked by its difference: batching never changes the result
 Who carries a chiller minute's cooling: the nodes whose IT energy this transaction brings to
 the minute, in proportion to it (the site's total is exact; a node's share is the cooling its
 energy added). A metered site's cooling and other facility load are the site's own (node '').
+Among teams and jobs both are then shared exactly by IT (ingest/sharing.py).
 
 A chiller site's outdoor sensor whose readings come in a later transaction than a minute's IT
 (its batch came after the nodes') re-books the minutes those readings may change: the booked
 minutes whose end lies in [first new reading, last new reading + 15 min] are re-derived on
 their stored inputs with the sensor's new series, in the same transaction as the readings, and
 the difference is booked as any other. A re-booked minute that no node of the transaction
-carries books its cooling change as the site's own (``Shares.site_wide``).
+carries books its cooling change as the site's own (``Shares.site_wide``: node ''; the
+teams' split follows by ingest/sharing.py, the minute being touched).
 """
 
 from __future__ import annotations
