@@ -1,7 +1,8 @@
 """End to end over real HTTP into a real `wattledger collector` process: a site whose node has a
 wall meter (its BMC's readings arriving in a later batch than its GPU's), a chiller site whose
 node has none (overhead estimated), and a metered site (cooling and facility meters on a
-management host). /v1/spend and /metrics against the hand-computed bill."""
+management host). /v1/spend and /metrics against the hand-computed bill, and the metered site's
+cooling and other load shared out to its team by the collector's periodic work."""
 
 from __future__ import annotations
 
@@ -47,7 +48,8 @@ def batch(node: str, seq: int, site: str, devices: list[dict[str, Any]], watts: 
 def test_three_sites_bill_their_whole_nodes_and_cooling(tmp_path: Path) -> None:
     t0 = (time.time() // 60 - 20) * 60  # a whole minute 20 minutes ago (inside the PUE's hour)
     month = time.strftime("%Y-%m", time.gmtime(t0))
-    cfg = {"db": f"sqlite:///{tmp_path}/ledger.db", "tokens": TOKENS,
+    cfg = {"db": f"sqlite:///{tmp_path}/ledger.db", "tokens": TOKENS, "refresh_interval_seconds": 1,
+           "teams": {"nlp": [{"namespace": "nlp-*"}]},
            "sites": {"a": {**PRICE, "pue": 1.5},
                      "b": {**PRICE, "cooling": CHILLER, "node_overhead_ratio": 0.25},
                      "c": {**PRICE, "cooling": {"model": "metered"}}}}
@@ -58,7 +60,8 @@ def test_three_sites_bill_their_whole_nodes_and_cooling(tmp_path: Path) -> None:
         ("n-bmc", batch("n-bmc", 1, "a", bmc, {0: 300.0}, t0)),  # the GPU's minute first
         ("n-bmc", batch("n-bmc", 2, "a", bmc, {1: 500.0}, t0)),  # its BMC's in the next batch
         ("n-est", batch("n-est", 1, "b", [gpu(100_000.0)], {0: 40_000.0}, t0)),
-        ("n-gpu", batch("n-gpu", 1, "c", [gpu(700.0)], {0: 500.0}, t0)),
+        ("n-gpu", {**batch("n-gpu", 1, "c", [gpu(700.0)], {0: 500.0}, t0), "allocations": [
+            {"devices": [0], "from": t0 - 60, "to": None, "owner": {"namespace": "nlp-ft", "pod": "p"}}]}),
         ("mgmt", batch("mgmt", 1, "c", meters, {0: 100.0, 1: 1000.0}, t0)),
     ]
     c = start_collector(tmp_path, cfg)
@@ -74,6 +77,16 @@ def test_three_sites_bill_their_whole_nodes_and_cooling(tmp_path: Path) -> None:
             nodes = {s: client.get("/v1/spend", params={"site": s, "month": month, "group_by": "node"}
                                    ).json()["rows"] for s in ("a", "b", "c")}
             text = client.get("/metrics").text
+            # the metered minute's cooling and other load, the site's own at ingest, are shared
+            # out among its teams by IT by the periodic work (every second here): all to nlp
+            deadline = time.monotonic() + 30
+            while True:
+                teams = {r["team"]: r for r in client.get("/v1/spend", params={
+                    "site": "c", "month": month, "group_by": "team"}).json()["rows"]}
+                if "nlp" in teams and teams.get("unassigned", {}).get("facility_energy_kwh", 0.0) < 1e-12:
+                    break
+                assert time.monotonic() < deadline, teams
+                time.sleep(0.2)
     finally:
         c.stop()
     kwh = 3.6e6
@@ -117,3 +130,6 @@ def test_three_sites_bill_their_whole_nodes_and_cooling(tmp_path: Path) -> None:
     assert metric("wattledger_outdoor_temperature_celsius", site="b") == 30.0
     assert metric("wattledger_other_facility_energy_joules_total", site="c") == pytest.approx(24_000)
     assert metric("wattledger_meter_disagreement_seconds_total", node="n-bmc") == 0.0
+    nlp = teams["nlp"]
+    assert (nlp["it_energy_kwh"], nlp["facility_energy_kwh"]) == pytest.approx((30_000 / kwh, 60_000 / kwh))
+    assert nlp["energy_cost"] == pytest.approx(60_000 / kwh * 0.10)
