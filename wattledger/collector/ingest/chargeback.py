@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from wattledger.collector.accounting.aggregation import Floats, Ints, sum_by
 from wattledger.collector.accounting.allocation import (
@@ -51,9 +50,8 @@ from wattledger.collector.accounting.pricing import JOULES_PER_KWH, SitePrices
 from wattledger.collector.accounting.readings import Accounted
 from wattledger.collector.accounting.siteclock import month_text
 from wattledger.collector.ingest.minutes import Shares
-from wattledger.collector.ingest.sharing import site_holder
 from wattledger.collector.store.base import NON_GPU_HOLDER, Changes, HolderInfo, IngestUnit, MinuteRow, Row
-from wattledger.collector.teams import IDLE, UNASSIGNED, team_of
+from wattledger.collector.teams import IDLE, team_of
 from wattledger.contract import PARTITION_KIND
 from wattledger.wire import Allocation, DeviceInfo
 
@@ -101,17 +99,18 @@ class Chargeback:
              reading_batch: Ints, util: Floats, done: Accounted, changes: Changes,
              shares: Shares | None = None) -> None:
         """``shares``: what the group's node and site minutes changed (ingest/minutes.py): node
-        overhead is non-GPU IT energy of its node-minute; a chiller's cooling goes to the holders
-        of the node-minute that carried it, by their IT energy change; the site's own metered
-        cooling and other load to the site's ``unassigned`` holder. On those sites what each
-        holder got per site-minute is kept, and the minute marked: ingest/sharing.py then shares
-        it out exactly by the holders' IT."""
+        overhead is non-GPU IT energy of its node-minute. On a chiller or metered site no cooling
+        is booked to holders here: each holder's IT per site-minute is kept and the site-minutes
+        the group touched are marked, for ingest/sharing.py to share their cooling out by IT."""
         shares = shares if shares is not None else Shares([], {}, [])
         self._book_holders(unit, batches, infos, reading_batch, util, done, changes, whole=shares)
-        self._site_wide(unit, shares.site_wide, changes)
+        if not self.shared_sites:
+            return
+        marked = {(site, minute) for site, minute in shares.touched if site in self.shared_sites}
         if changes.site_holder_minutes:
             changes.site_holder_minutes = _merged(changes.site_holder_minutes, 3)
-            changes.unshared = sorted({(site, minute) for site, minute, *_ in changes.site_holder_minutes})
+            marked.update((site, minute) for site, minute, *_ in changes.site_holder_minutes)
+        changes.unshared = sorted(marked)
 
     def _book_holders(self, unit: IngestUnit, batches: Sequence[GroupBatch], infos: Sequence[DeviceInfo],
                       reading_batch: Ints, util: Floats, done: Accounted, changes: Changes,
@@ -196,7 +195,7 @@ class Chargeback:
         for row_node, row_minute, row_holder, energy in rows:
             added[(row_node, row_minute, row_holder)] += energy
         after = unit.add_minutes([(*key, energy) for key, energy in sorted(added.items())])
-        self._rebook(after, added, idle_of, site_of_node, own, changes, whole)
+        self._rebook(after, added, idle_of, site_of_node, own, changes)
 
     # ---- helpers ----------------------------------------------------------------------------
 
@@ -232,7 +231,7 @@ class Chargeback:
 
     def _rebook(self, after: Sequence[tuple[str, int, int, float, str]],
                 added: Mapping[tuple[str, int, int], float], idle_of: Mapping[str, int],
-                site_of_node: Mapping[str, str], own: Pieces, changes: Changes, shares: Shares) -> None:
+                site_of_node: Mapping[str, str], own: Pieces, changes: Changes) -> None:
         """Book each holder's new minus old share of its node-minutes, priced; ``own`` is what
         the group itself split to each (holder, minute) (its GPU time and waste: additive)."""
         nm_index: dict[tuple[str, int], int] = {}
@@ -275,8 +274,8 @@ class Chargeback:
         carbon_rate = np.array([self.prices.carbon_g_per_kwh[self.site_index[s]] for s in sites])
         site_numbers = np.array([self.site_index[s] for s in sites], dtype=np.int64)
         price, month, quarter = self.prices.lookup(site_numbers, minutes)
-        d_cool = d_it * (pue - 1.0) + self._chiller_shares(shares, keys, nm, d_it, is_idle, site_of_node)
-        self._keep_shares(sites, minutes, holders, d_it, d_cool, changes)
+        d_cool = d_it * (pue - 1.0)  # a chiller's or metered site's (pue 1 here): ingest/sharing.py
+        self._keep_shares(sites, minutes, holders, d_it, changes)
         it_cost = d_it / JOULES_PER_KWH * price
         cool_cost = d_cool / JOULES_PER_KWH * price
         carbon = (d_it + d_cool) / JOULES_PER_KWH * carbon_rate
@@ -303,76 +302,15 @@ class Chargeback:
             zip(q_site.tolist(), q_start.tolist(), q_month.tolist(), q_team.tolist(), q_facility.tolist(),
                 q_cost.tolist(), strict=True)]
 
-    def _keep_shares(self, sites: Sequence[str], minutes: Ints, holders: Ints, d_it: Floats, d_cool: Floats,
+    def _keep_shares(self, sites: Sequence[str], minutes: Ints, holders: Ints, d_it: Floats,
                      changes: Changes) -> None:
-        """On a chiller or metered site, what each holder row was booked, per site-minute."""
+        """On a chiller or metered site, each holder row's IT energy change, per site-minute."""
         if not self.shared_sites:
             return
         changes.site_holder_minutes.extend(
-            (site, m, h, i, c) for site, m, h, i, c in
-            zip(sites, minutes.tolist(), holders.tolist(), d_it.tolist(), d_cool.tolist(), strict=True)
-            if site in self.shared_sites and (i or c))
-
-    @staticmethod
-    def _chiller_shares(shares: Shares, keys: Sequence[tuple[str, int]], nm: Ints, d_it: Floats,
-                        is_idle: npt.NDArray[np.bool_], site_of_node: Mapping[str, str]) -> Floats:
-        """Per holder row, its part of its node-minute's chiller cooling: by its IT energy change
-        in the minute (they add up to the node's); a node-minute whose holders' changes add up to
-        nothing gives it to its idle holder. A share for a node-minute no row holds goes to the
-        site's own (never lost)."""
-        extra = np.zeros(len(nm))
-        if not shares.cooling:
-            return extra
-        index = {key: n for n, key in enumerate(keys)}
-        total = np.bincount(nm, weights=d_it, minlength=len(keys)) if len(nm) else np.zeros(len(keys))
-        for key, cooling in shares.cooling.items():
-            n = index.get(key)
-            rows = np.flatnonzero(nm == n) if n is not None else np.zeros(0, dtype=np.int64)
-            if not rows.shape[0]:
-                shares.site_wide.append((site_of_node.get(key[0], ""), key[1], cooling, 0.0))
-                continue
-            if abs(total[n]) > 1e-9:
-                extra[rows] += cooling * d_it[rows] / total[n]
-            else:
-                idle = rows[is_idle[rows]]
-                extra[(idle if idle.shape[0] else rows)[0]] += cooling
-        return extra
-
-    def _site_wide(self, unit: IngestUnit, site_wide: Sequence[tuple[str, int, float, float]],
-                   changes: Changes) -> None:
-        """A site's own cooling and other load (metered, or no node to carry it): its holder
-        ``:<site>`` of team ``unassigned`` (no node is named so: a node name has no ':')."""
-        rows = [r for r in site_wide if r[0] in self.site_index]
-        if not rows:
-            return
-        sites = sorted({site for site, _, _, _ in rows})
-        made = unit.holders([site_holder(s) for s in sites])
-        holder_of = {s: ident for s, (ident, _) in zip(sites, made, strict=True)}
-        site_no = np.array([self.site_index[s] for s, _, _, _ in rows], dtype=np.int64)
-        minutes = np.array([m for _, m, _, _ in rows], dtype=np.int64)
-        energy = np.array([c + o for _, _, c, o in rows], dtype=np.float64)
-        price, month, quarter = self.prices.lookup(site_no, minutes)
-        cost = energy / JOULES_PER_KWH * price
-        carbon = energy / JOULES_PER_KWH * self.prices.carbon_g_per_kwh[site_no]
-        changes.site_holder_minutes.extend(
-            (site, m, holder_of[site], 0.0, e) for (site, m, _, _), e in
-            zip(rows, energy.tolist(), strict=True) if site in self.shared_sites)
-        names = sorted(self.site_index, key=self.site_index.__getitem__)
-        (m_site, m_month), (m_energy, m_cost, m_carbon) = sum_by((site_no, month), (energy, cost, carbon))
-        for s, m, e, c, g in zip(m_site.tolist(), m_month.tolist(), m_energy.tolist(), m_cost.tolist(),
-                                 m_carbon.tolist(), strict=True):
-            text = month_text(m)
-            zeros = (0.0, 0.0, 0.0, 0.0)  # GPU-s, held-idle GPU-s, waste J and cost
-            changes.holder_months.append((holder_of[names[s]], text, 0.0, 0.0, e, 0.0, c, g, *zeros))
-            changes.team_months.append((names[s], text, UNASSIGNED, 0.0, 0.0, e, 0.0, c, g, *zeros))
-        (q_site, q_start, q_month), (q_energy, q_cost) = sum_by((site_no, quarter, month), (energy, cost))
-        changes.team_quarters.extend(
-            (names[s], start, month_text(m), UNASSIGNED, e, c) for s, start, m, e, c in
-            zip(q_site.tolist(), q_start.tolist(), q_month.tolist(), q_energy.tolist(), q_cost.tolist(),
-                strict=True))
-        changes.holder_months = _merged(changes.holder_months, 2)
-        changes.team_months = _merged(changes.team_months, 3)
-        changes.team_quarters = _merged(changes.team_quarters, 4, skip=(2,))
+            (site, m, h, i, 0.0) for site, m, h, i in
+            zip(sites, minutes.tolist(), holders.tolist(), d_it.tolist(), strict=True)
+            if site in self.shared_sites and i)
 
 
 def _merged(rows: Sequence[Row], keys: int, skip: tuple[int, ...] = ()) -> list[Row]:

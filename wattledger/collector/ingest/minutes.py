@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -66,6 +66,8 @@ class Shares:
     overhead: list[tuple[str, int, float]]
     cooling: dict[tuple[str, int], float]
     site_wide: list[tuple[str, int, float, float]]
+    #: every (site, minute) the group booked (a chiller's or metered site's: shared out again)
+    touched: list[tuple[str, int]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -441,6 +443,7 @@ class MinuteBooker:
                 )
                 if c or o
             ],
+            touched=[(self.names[s], m) for s, m in zip(site.tolist(), minute.tolist(), strict=True)],
         )
 
     def _sums(

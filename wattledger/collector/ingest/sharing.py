@@ -6,24 +6,25 @@ A chiller's cooling is not linear in IT (its efficiency changes with the load), 
 site's cooling and facility meters come in their own batches: so the share of a holder in a
 minute is only known once the minute's whole IT is. Re-sharing a minute in every ingest
 transaction that touches it would rewrite every holder row of the site's minute (thousands on a
-large site) for each batch; instead:
+large site) for each batch; booking a provisional split at ingest and correcting it later would
+move cost between teams whose /metrics counters never go down (a team would keep a peak it
+never owed). Instead:
 
-1. each ingest transaction books what it changes at once, so the site's figures and the sum of
-   the holders' are exact at every commit: a chiller minute's extra cooling to the holders whose
-   IT energy brought it, a metered site's cooling and other load to the site's own holder
-   ``:<site>`` (team ``unassigned``). It keeps, per (site, minute, holder), the holder's IT
-   energy and the cooling booked to it (``site_holder_minutes``), and marks the site-minute to
-   share out again (``unshared_minutes``);
+1. each ingest transaction books the site's figures at once (exact at every commit), books the
+   holders their IT energy and no cooling, keeps per (site, minute, holder) the holder's IT
+   energy (``site_holder_minutes``), and marks the site-minutes it touched (``unshared_minutes``);
 2. ``share`` (the collector's periodic work, ``Ledger.refresh``, every
    ``refresh_interval_seconds``) takes the marked site-minutes in (site, minute) order, each
    with its shared energy E (cooling + other, as booked), and books to every holder of the
    minute E x its IT / the minute's IT less what it was booked so far (priced at the minute's
-   tariff, carbon at the site's rate), into its month, its team's month and quarter-hour. A
-   minute without IT energy leaves E with the site's own holder.
+   tariff, carbon at the site's rate), into its month, its team's month and quarter-hour, and
+   notes it in the minute's row. A minute without IT energy gives E to the site's own holder
+   ``:<site>`` (team ``unassigned``) until IT arrives.
 
-Each step moves energy among one minute's holders and books nothing else: the teams add up to
-the site at every commit, and once a minute is shared the split is the contract's whatever the
-batching (tests/collector/test_sharing.py).
+Each share books only what moves among one minute's holders and what was not yet booked to any:
+once a minute is shared its split is the contract's whatever the batching, and the teams add up
+to the site (tests/collector/test_sharing.py); between a reading and the next share, the teams
+lack that minute's chiller or metered cooling (at most ``refresh_interval_seconds``).
 """
 
 from __future__ import annotations
