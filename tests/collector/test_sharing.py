@@ -225,3 +225,26 @@ def test_two_replicas_ingesting_and_sharing_at_once_give_the_exact_split() -> No
     for team in ("nlp", "vision"):
         assert got[team] == pytest.approx(want[team], rel=1e-9), (team, failures)
     check_conservation(first)
+
+
+def test_a_late_outdoor_reading_is_shared_by_team_it() -> None:
+    """The sensor's reading for a minute arrives after the minute was shared at the fixed
+    fallback (30 °C): the re-booked cooling (at 40 °C) is shared among the minute's teams."""
+    led = ledger({**CHILLER, "outdoor": {"sensor": "wx-1:outdoor", "fixed_c": 30.0}})
+    send(led, ("n1a", "n1b", "n2a"))
+    led.bookkeeper.share_cooling()
+    model = ChillerCooling.model_validate(CHILLER)
+    it_nlp, it_vision = 40_000.0 * 60, 10_000.0 * 60
+    at_30 = chiller_minute_j(model, it_nlp + it_vision, 30.0)
+    assert cooling_by_team(led)["vision"] == pytest.approx(at_30 / 5, rel=1e-9)
+    sensor = {"id": "wx-1:outdoor", "kind": "sensor", "index": 0, "role": "outdoor"}
+    ts = [T0 - 60 + 10.0 * k for k in range(10)]
+    led.ingest([make_batch(node="wx", stream="s-wx", seq=1, devices=[sensor], device=[0] * len(ts), ts=ts,
+                           power_w=[None] * len(ts), temp_c=[40.0] * len(ts))])
+    at_40 = chiller_minute_j(model, it_nlp + it_vision, 40.0)
+    assert led.view().totals["default"].cooling_j == pytest.approx(at_40, rel=1e-9)
+    assert at_40 > at_30
+    assert led.bookkeeper.share_cooling() == 1
+    got = cooling_by_team(led)
+    assert got["nlp"] == pytest.approx(at_40 * 4 / 5, rel=1e-9)
+    assert got["vision"] == pytest.approx(at_40 / 5, rel=1e-9)
