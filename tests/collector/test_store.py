@@ -191,6 +191,11 @@ def test_a_ledger_of_the_last_release_is_upgraded_and_reads_the_same(tmp_path: P
     assert whole and all(metrics[k] == 0 for k in whole if "pue" not in k and "cooling_power" not in k)
     for k in whole:
         del metrics[k]
+    # new since: this month's bill by part (a gauge of what the ledger holds): it adds up to the
+    # month's energy cost
+    bill = {k: metrics.pop(k) for k in [k for k in metrics if k.startswith("wattledger_month_energy_cost")]}
+    this_month = led.spend(site="default", month=None, group_by="site")[0]
+    assert bill and sum(bill.values()) == pytest.approx(this_month["energy_cost"], rel=1e-9)
     for rows in got["spend"].values():  # type: ignore[attr-defined]
         for row in rows:
             parts = {k: row.pop(k) for k in (
