@@ -118,9 +118,8 @@ CONSERVED = ("it_energy_kwh", "facility_energy_kwh", "energy_cost", "demand_char
 def check_conservation(ledger: Ledger, rel: float = 1e-6) -> int:
     """Assert that, in every (site, month) of the ledger, its teams add up to the site (energy,
     cost, carbon: DESIGN.md "Teams, budgets and chargeback"), and its rows by job to the site's
-    energy and energy cost; returns the months checked. A chiller's or metered site's changed
-    minutes are shared out first, as the collector's periodic work does (ingest/sharing.py)."""
-    ledger.bookkeeper.share_cooling()
+    energy and energy cost; returns the months checked (a chiller's or metered site's cooling not
+    yet shared out by IT is team ``unshared``'s: they add up at every commit)."""
     months = sorted({(str(site), str(month)) for site, month in
                      ledger.store.query("SELECT DISTINCT site, month FROM usage")})
     for site, month in months:

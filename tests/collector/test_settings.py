@@ -60,6 +60,10 @@ BAD = {
     "pue below 1": ({"sites": {"default": {**SITE, "pue": 0.9}}}, "config key sites.default.pue: "),
     "bad node name in tokens": ({"tokens": {"bad node": "x"}}, "config key tokens.bad node"),
     "empty token": ({"tokens": {"n1": ""}}, "config key tokens.n1: "),
+    "reserved team idle": ({"teams": {"idle": [{"account": "x"}]}},
+                           "'idle' is the team of time nobody held"),
+    "reserved team unshared": ({"teams": {"unshared": [{"account": "x"}]}},
+                               "'unshared' is the team of cooling not yet shared out by IT"),
 }
 
 

@@ -95,14 +95,18 @@ def test_a_chiller_minute_is_shared_by_team_it_whatever_the_order() -> None:
     for order in (("n2a", "n1a", "n1b"), ("n1a", "n2a", "n1b"), ("n1a", "n1b", "n2a")):
         led = ledger(CHILLER)
         send(led, order)
-        # the site's cooling is booked at once; the teams' when the minute is shared out
+        # the site's cooling is booked at once, to team unshared until the minute is shared out
         assert led.view().totals["default"].cooling_j == pytest.approx(cooling, rel=1e-9)
-        assert sum(cooling_by_team(led).values()) == pytest.approx(0.0, abs=1e-6)
+        before = cooling_by_team(led)
+        assert before["unshared"] == pytest.approx(cooling, rel=1e-9)
+        assert sum(before.values()) == pytest.approx(cooling, rel=1e-9)
+        check_conservation(led)
         assert led.bookkeeper.share_cooling() == 1
         got = cooling_by_team(led)
         assert got["nlp"] == pytest.approx(want["nlp"], rel=1e-9), order
         assert got["vision"] == pytest.approx(want["vision"], rel=1e-9), order
         assert got.get("idle", 0.0) == pytest.approx(0.0, abs=1e-6)
+        assert got["unshared"] == pytest.approx(0.0, abs=1e-6)
         costs = cost_by_team(led)
         assert costs["nlp"] == pytest.approx((it_nlp + want["nlp"]) / KWH * PRICE, rel=1e-9)
         runs.append(led)
@@ -140,12 +144,14 @@ def test_a_metered_minute_is_shared_by_team_it(meters_first: bool) -> None:
     for part in ([meters], it_batches) if meters_first else (it_batches, [meters]):
         led.ingest(part)
     # cooling 800 W x 60 s = 48 kJ; other = 360 kJ - 240 kJ IT - 48 kJ = 72 kJ: 120 kJ shared 3:1
-    assert sum(cooling_by_team(led).values()) == pytest.approx(0.0, abs=1e-6)  # until shared
+    assert cooling_by_team(led)["unshared"] == pytest.approx(120_000.0)  # until shared
+    check_conservation(led)
     assert led.bookkeeper.share_cooling() == 1
     got = cooling_by_team(led)
     assert got["nlp"] == pytest.approx(90_000.0)
     assert got["vision"] == pytest.approx(30_000.0)
     assert got.get("unassigned", 0.0) == pytest.approx(0.0, abs=1e-6)
+    assert got["unshared"] == pytest.approx(0.0, abs=1e-6)
     assert cost_by_team(led)["nlp"] == pytest.approx((180_000.0 + 90_000.0) / KWH * PRICE)
 
 

@@ -19,7 +19,10 @@ from wattledger.contract import OWNER_KEY_PATTERN, OWNER_VALUE_MAX_LENGTH
 
 IDLE = "idle"
 UNASSIGNED = "unassigned"
-RESERVED = frozenset({IDLE, UNASSIGNED})
+#: a chiller's or metered site's cooling of minutes not yet shared out among teams by IT
+#: (ingest/sharing.py): a transient team, no counter of /metrics
+UNSHARED = "unshared"
+RESERVED = frozenset({IDLE, UNASSIGNED, UNSHARED})
 
 TeamName = Annotated[str, StringConstraints(min_length=1, max_length=OWNER_VALUE_MAX_LENGTH)]
 RuleKey = Annotated[str, StringConstraints(pattern=OWNER_KEY_PATTERN)]
@@ -31,7 +34,8 @@ def _no_reserved(value: Any) -> Any:
     if isinstance(value, Mapping):
         for name in value:
             if name in RESERVED:
-                what = "time nobody held" if name == IDLE else "allocations no rule matches"
+                what = {IDLE: "time nobody held", UNASSIGNED: "allocations no rule matches",
+                        UNSHARED: "cooling not yet shared out by IT"}[name]
                 raise ValueError(f"{name!r} is the team of {what}; name the team otherwise")
     return value
 

@@ -50,8 +50,9 @@ from wattledger.collector.accounting.pricing import JOULES_PER_KWH, SitePrices
 from wattledger.collector.accounting.readings import Accounted
 from wattledger.collector.accounting.siteclock import month_text
 from wattledger.collector.ingest.minutes import Shares
+from wattledger.collector.ingest.sharing import pending_holder, priced_cooling
 from wattledger.collector.store.base import NON_GPU_HOLDER, Changes, HolderInfo, IngestUnit, MinuteRow, Row
-from wattledger.collector.teams import IDLE, team_of
+from wattledger.collector.teams import IDLE, UNSHARED, team_of
 from wattledger.contract import PARTITION_KIND
 from wattledger.wire import Allocation, DeviceInfo
 
@@ -99,18 +100,41 @@ class Chargeback:
              reading_batch: Ints, util: Floats, done: Accounted, changes: Changes,
              shares: Shares | None = None) -> None:
         """``shares``: what the group's node and site minutes changed (ingest/minutes.py): node
-        overhead is non-GPU IT energy of its node-minute. On a chiller or metered site no cooling
-        is booked to holders here: each holder's IT per site-minute is kept and the site-minutes
-        the group touched are marked, for ingest/sharing.py to share their cooling out by IT."""
+        overhead is non-GPU IT energy of its node-minute. On a chiller or metered site the
+        change of a minute's cooling and other load goes to the site's holder of team
+        ``unshared``, each holder's IT per site-minute is kept and the site-minutes are marked:
+        ingest/sharing.py then shares them out exactly by IT."""
         shares = shares if shares is not None else Shares([], {}, [])
         self._book_holders(unit, batches, infos, reading_batch, util, done, changes, whole=shares)
         if not self.shared_sites:
             return
-        marked = {(site, minute) for site, minute in shares.touched if site in self.shared_sites}
+        touched = [(site, m, e) for site, m, e in shares.touched if site in self.shared_sites]
+        self._pending(unit, [(site, m, e) for site, m, e in touched if e], changes)
+        marked = {(site, minute) for site, minute, _ in touched}
         if changes.site_holder_minutes:
             changes.site_holder_minutes = _merged(changes.site_holder_minutes, 3)
             marked.update((site, minute) for site, minute, *_ in changes.site_holder_minutes)
         changes.unshared = sorted(marked)
+
+    def _pending(self, unit: IngestUnit, rows: Sequence[tuple[str, int, float]], changes: Changes) -> None:
+        """A chiller's or metered site's change of cooling + other load per site-minute, priced,
+        to the site's holder of team ``unshared`` until the minute is shared out by IT: so the
+        teams add up to the site at every commit."""
+        if not rows:
+            return
+        sites = sorted({site for site, _, _ in rows})
+        made = unit.holders([pending_holder(s) for s in sites])
+        holder_of = {s: ident for s, (ident, _) in zip(sites, made, strict=True)}
+        site_no = np.array([self.site_index[s] for s, _, _ in rows], dtype=np.int64)
+        minutes = np.array([m for _, m, _ in rows], dtype=np.int64)
+        energy = np.array([e for _, _, e in rows], dtype=np.float64)
+        changes.site_holder_minutes.extend((s, m, holder_of[s], 0.0, e) for s, m, e in rows)
+        holder_months, team_months, team_quarters = priced_cooling(
+            self.prices, sorted(self.site_index, key=self.site_index.__getitem__), site_no, minutes,
+            np.array([holder_of[s] for s, _, _ in rows], dtype=np.int64), [UNSHARED] * len(rows), energy)
+        changes.holder_months = _merged([*changes.holder_months, *holder_months], 2)
+        changes.team_months = _merged([*changes.team_months, *team_months], 3)
+        changes.team_quarters = _merged([*changes.team_quarters, *team_quarters], 4, skip=(2,))
 
     def _book_holders(self, unit: IngestUnit, batches: Sequence[GroupBatch], infos: Sequence[DeviceInfo],
                       reading_batch: Ints, util: Floats, done: Accounted, changes: Changes,

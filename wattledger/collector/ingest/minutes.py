@@ -66,8 +66,9 @@ class Shares:
     overhead: list[tuple[str, int, float]]
     cooling: dict[tuple[str, int], float]
     site_wide: list[tuple[str, int, float, float]]
-    #: every (site, minute) the group booked (a chiller's or metered site's: shared out again)
-    touched: list[tuple[str, int]] = field(default_factory=list)
+    #: every (site, minute) the group booked, with the change of its cooling + other facility
+    #: energy (a chiller's or metered site's: shared out among teams by ingest/sharing.py)
+    touched: list[tuple[str, int, float]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -443,7 +444,8 @@ class MinuteBooker:
                 )
                 if c or o
             ],
-            touched=[(self.names[s], m) for s, m in zip(site.tolist(), minute.tolist(), strict=True)],
+            touched=[(self.names[s], m, c + o) for s, m, c, o in
+                     zip(site.tolist(), minute.tolist(), d_cool.tolist(), d_other.tolist(), strict=True)],
         )
 
     def _sums(

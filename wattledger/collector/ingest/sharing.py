@@ -34,12 +34,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from wattledger.collector.accounting.aggregation import Floats, sum_by
+from wattledger.collector.accounting.aggregation import Floats, Ints, sum_by
 from wattledger.collector.accounting.pricing import JOULES_PER_KWH, SitePrices
 from wattledger.collector.accounting.siteclock import month_text
 from wattledger.collector.accounting.wholenode import share_by
-from wattledger.collector.store.base import Changes, HolderInfo, IngestUnit
-from wattledger.collector.teams import UNASSIGNED
+from wattledger.collector.store.base import Changes, HolderInfo, IngestUnit, Row
+from wattledger.collector.teams import UNASSIGNED, UNSHARED
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,44 @@ NO_IT_J = 1e-6
 
 
 def site_holder(site: str) -> HolderInfo:
-    """The site's own holder (no node is named so: a node name has no ':')."""
+    """The site's own holder, of team ``unassigned``: a minute's cooling when it has no IT
+    (no node is named so: a node name has no ':')."""
     return HolderInfo(f":{site}", "", 0.0, site, "", UNASSIGNED, None, "[]")
+
+
+def pending_holder(site: str) -> HolderInfo:
+    """The site's holder of team ``unshared``: its minutes' cooling changes until they are shared."""
+    return HolderInfo(f":{site}:unshared", "", 0.0, site, "", UNSHARED, None, "[]")
+
+
+def priced_cooling(prices: SitePrices, names: Sequence[str], site_no: Ints, minutes: Ints, holders: Ints,
+                   teams: Sequence[str], energy: Floats) -> tuple[list[Row], list[Row], list[Row]]:
+    """Cooling energy booked to holders in site-minutes (any sign), at the minute's tariff and
+    the site's carbon: the rows of ``Changes.holder_months``, ``team_months``, ``team_quarters``."""
+    price, month, quarter = prices.lookup(site_no, minutes)
+    cost = energy / JOULES_PER_KWH * price
+    carbon = energy / JOULES_PER_KWH * prices.carbon_g_per_kwh[site_no]
+    zeros = (0.0, 0.0, 0.0, 0.0)  # GPU-s, held-idle GPU-s, waste J and cost: not cooling's
+    (h_holder, h_month), (h_j, h_cost, h_carbon) = sum_by((holders, month), (energy, cost, carbon))
+    holder_months: list[Row] = [
+        (h, month_text(m), 0.0, 0.0, j, 0.0, c, g, *zeros) for h, m, j, c, g in
+        zip(h_holder.tolist(), h_month.tolist(), h_j.tolist(), h_cost.tolist(), h_carbon.tolist(),
+            strict=True)]
+    team_names = sorted(set(teams))
+    team_no = np.array([team_names.index(t) for t in teams], dtype=np.int64)
+    (t_site, t_month, t_team), (t_j, t_cost, t_carbon) = sum_by((site_no, month, team_no),
+                                                                (energy, cost, carbon))
+    team_months: list[Row] = [
+        (names[s], month_text(m), team_names[t], 0.0, 0.0, j, 0.0, c, g, *zeros)
+        for s, m, t, j, c, g in zip(t_site.tolist(), t_month.tolist(), t_team.tolist(), t_j.tolist(),
+                                    t_cost.tolist(), t_carbon.tolist(), strict=True)]
+    (q_site, q_start, q_month, q_team), (q_j, q_cost) = sum_by((site_no, quarter, month, team_no),
+                                                               (energy, cost))
+    team_quarters: list[Row] = [
+        (names[s], start, month_text(m), team_names[t], j, c) for s, start, m, t, j, c in
+        zip(q_site.tolist(), q_start.tolist(), q_month.tolist(), q_team.tolist(), q_j.tolist(),
+            q_cost.tolist(), strict=True)]
+    return holder_months, team_months, team_quarters
 
 
 def targets(energy: float, it_j: Floats, own: int | None) -> Floats:
@@ -73,6 +109,7 @@ class CoolingSharer:
     """Shares out the marked site-minutes (see the module's docstring)."""
 
     def __init__(self, names: Sequence[str], prices: SitePrices) -> None:
+        self.names = list(names)
         self.site_index = {name: i for i, name in enumerate(names)}
         self.prices = prices
 
@@ -109,40 +146,11 @@ class CoolingSharer:
                     out_diff.append(d)
         changes = Changes(shared=keys)
         if out_diff:
-            self._book(changes, out_site, out_minute, out_holder, out_team, np.array(out_diff))
+            diff = np.array(out_diff)
+            changes.site_holder_minutes = [(s, m, h, 0.0, d) for s, m, h, d in
+                                           zip(out_site, out_minute, out_holder, out_diff, strict=True)]
+            changes.holder_months, changes.team_months, changes.team_quarters = priced_cooling(
+                self.prices, self.names, np.array([self.site_index[s] for s in out_site], dtype=np.int64),
+                np.array(out_minute, dtype=np.int64), np.array(out_holder, dtype=np.int64), out_team, diff)
         unit.write(changes)
         return len(keys)
-
-    def _book(self, changes: Changes, sites: list[str], minutes: list[int], holders: list[int],
-              teams: list[str], diff: Floats) -> None:
-        """The cooling moved to (or from) each holder of each minute: priced, into its month, its
-        team's month and quarter-hour, and its row of the minute."""
-        site_no = np.array([self.site_index[s] for s in sites], dtype=np.int64)
-        minute = np.array(minutes, dtype=np.int64)
-        holder = np.array(holders, dtype=np.int64)
-        price, month, quarter = self.prices.lookup(site_no, minute)
-        cost = diff / JOULES_PER_KWH * price
-        carbon = diff / JOULES_PER_KWH * self.prices.carbon_g_per_kwh[site_no]
-        changes.site_holder_minutes = [(s, m, h, 0.0, d) for s, m, h, d in
-                                       zip(sites, minutes, holders, diff.tolist(), strict=True)]
-        zeros = (0.0, 0.0, 0.0, 0.0)  # GPU-s, held-idle GPU-s, waste J and cost: not moved
-        (h_holder, h_month), (h_j, h_cost, h_carbon) = sum_by((holder, month), (diff, cost, carbon))
-        changes.holder_months = [
-            (h, month_text(m), 0.0, 0.0, j, 0.0, c, g, *zeros) for h, m, j, c, g in
-            zip(h_holder.tolist(), h_month.tolist(), h_j.tolist(), h_cost.tolist(), h_carbon.tolist(),
-                strict=True)]
-        team_names = sorted(set(teams))
-        team_no = np.array([team_names.index(t) for t in teams], dtype=np.int64)
-        names = sorted(self.site_index, key=self.site_index.__getitem__)
-        (t_site, t_month, t_team), (t_j, t_cost, t_carbon) = sum_by((site_no, month, team_no),
-                                                                    (diff, cost, carbon))
-        changes.team_months = [
-            (names[s], month_text(m), team_names[t], 0.0, 0.0, j, 0.0, c, g, *zeros)
-            for s, m, t, j, c, g in zip(t_site.tolist(), t_month.tolist(), t_team.tolist(), t_j.tolist(),
-                                        t_cost.tolist(), t_carbon.tolist(), strict=True)]
-        (q_site, q_start, q_month, q_team), (q_j, q_cost) = sum_by((site_no, quarter, month, team_no),
-                                                                   (diff, cost))
-        changes.team_quarters = [
-            (names[s], start, month_text(m), team_names[t], j, c) for s, start, m, t, j, c in
-            zip(q_site.tolist(), q_start.tolist(), q_month.tolist(), q_team.tolist(), q_j.tolist(),
-                q_cost.tolist(), strict=True)]

@@ -29,6 +29,7 @@ import numpy.typing as npt
 
 from wattledger.collector.accounting.pricing import SiteSums
 from wattledger.collector.store.devicetable import DeviceTable
+from wattledger.collector.teams import UNSHARED
 from wattledger.wire import DeviceInfo
 
 Row = tuple[Any, ...]
@@ -229,9 +230,12 @@ class Changes:
 
 def team_total_rows(team_months: Sequence[Row]) -> list[Row]:
     """``Changes.team_months`` as increments of the team totals: (site, team, it_j, energy cost,
-    carbon_g, gpu_s, idle_gpu_s), one row per (site, team), sorted."""
+    carbon_g, gpu_s, idle_gpu_s), one row per (site, team), sorted. The transient team of cooling
+    not yet shared out (``UNSHARED``) has none: its figures go up and down, a counter must not."""
     sums: dict[tuple[str, str], list[float]] = {}
     for site, _, team, _, it_j, _, it_cost, cooling_cost, carbon_g, gpu_s, idle_s, _, _ in team_months:
+        if team == UNSHARED:
+            continue
         acc = sums.setdefault((site, team), [0.0] * 5)
         for i, value in enumerate((it_j, it_cost + cooling_cost, carbon_g, gpu_s, idle_s)):
             acc[i] += value

@@ -716,9 +716,9 @@ class _Unit:
             if ch.unshared:
                 conn.execute(_MARK_UNSHARED, arrays([list(c) for c in zip(*sorted(set(ch.unshared)),
                                                                             strict=True)]))
-            if ch.team_months:  # shared by the site's transactions too: just before the site's totals
-                conn.execute(_ADD_TEAM_TOTALS, arrays([list(c) for c in
-                                                       zip(*team_total_rows(ch.team_months), strict=True)]))
+            team_totals = team_total_rows(ch.team_months)
+            if team_totals:  # shared by the site's transactions too: just before the site's totals
+                conn.execute(_ADD_TEAM_TOTALS, arrays([list(c) for c in zip(*team_totals, strict=True)]))
             if ch.site_months:  # the rows every transaction shares: last, held until the commit
                 padded = [(*row, *([0.0] * (10 - len(row)))) for row in ch.site_months]
                 columns = list(zip(*padded, strict=True))
