@@ -31,6 +31,10 @@ Tables (all money and energy in base units; see docs/accounting.md):
   are these summed by ``holders.team``); ``team_quarters`` each team's facility energy and cost
   per site quarter-hour (its demand-charge share, its trailing-24 h cost rate); ``team_totals``
   the all-time sums behind the team counters, as booked and as shown (never lower).
+- ``outdoor_readings``: the readings (ts, °C) of the sensors a chiller site takes its outdoor
+  temperature from, per sensor device id, so that a minute whose IT comes after newer
+  readings takes the one at or before its end (docs/accounting.md §4b); dropped with the
+  rolled-up minutes.
 """
 
 from __future__ import annotations
@@ -178,6 +182,18 @@ def _shown_totals(greatest: str) -> tuple[str, ...]:
         raised = ", ".join(f"shown_{c} = {greatest}({c}, 0)" for c in values)
         statements.append(f"UPDATE {table} SET {raised}")
     return tuple(statements)
+
+
+def _outdoor_readings(real: str) -> tuple[str, ...]:
+    """The readings of the sensors a chiller site reads its outdoor temperature from, for the
+    minutes whose IT comes after them (docs/accounting.md §4b)."""
+    return (
+        f"""CREATE TABLE outdoor_readings (
+             device TEXT NOT NULL,
+             ts {real} NOT NULL,
+             temp_c {real} NOT NULL,
+             PRIMARY KEY (device, ts))""",
+    )
 
 
 def _plan_days(table_options: str) -> str:
@@ -357,6 +373,7 @@ SQLITE_MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     _whole_node("DOUBLE PRECISION", ""),
     _shown_totals("MAX"),
+    _outdoor_readings("DOUBLE PRECISION"),
 )
 
 
@@ -468,4 +485,5 @@ POSTGRES_MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     _whole_node("DOUBLE PRECISION", " WITH (fillfactor = 70)"),
     _shown_totals("GREATEST"),
+    _outdoor_readings("DOUBLE PRECISION"),
 )
