@@ -296,7 +296,8 @@ def test_replicas_never_book_a_minute_on_readings_another_is_adding(backend: Bac
     threading.Thread(target=run, args=(it_side, [steady([GPU], [50_000.0], T0, T0 + 60)], it_done)).start()
     # until n1's group has committed (no lock) or waits for an advisory lock (hold_outdoor)
     while not it_done.is_set() and not it_side.store.query(
-            "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")[0][0]:
+            "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND database = "
+            "(SELECT oid FROM pg_database WHERE datname = current_database())")[0][0]:
         it_done.wait(0.01)
     go.set()
     assert sensor_done.wait(30) and it_done.wait(30)
