@@ -3,14 +3,18 @@
 transaction, exactly, on both backends (docs/accounting.md §4b). Hand-computed with
 test_wholenode's easy curves, at 50 kW of IT (3.0e6 J a minute): 30 °C 16.171428.. kW, 40 °C
 18.5875 kW, 20 °C 13.834375 kW (CAPFT 0.8 -> 80 kW, PLR 0.625, EIRFT 0.9, EIRFPLR 0.6296875:
-20 x 0.9 x 0.6296875 + 2.5)."""
+20 x 0.9 x 0.6296875 + 2.5). Also: IT that comes after newer sensor readings takes the reading at
+its minute's end (kept in ``outdoor_readings``), and replicas never book a minute on readings
+another replica is adding (``IngestUnit.hold_outdoor``)."""
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
-from ledgerkit import device_totals, make_sites, open_ledger
+from ledgerkit import Backend, device_totals, make_batch, make_sites, open_ledger
 from test_wholenode import CHILLER, GPU, OUTDOOR, T0, site, steady
 
 from wattledger.collector.ingest.minutes import changed_minutes
@@ -20,6 +24,9 @@ from wattledger.wire import ValidBatch
 pytestmark = pytest.mark.usefixtures("backend")
 
 AT_30_C, AT_40_C, AT_20_C = 16.1714285714, 18.5875, 13.834375  # kW at 50 kW of IT
+#: 35 °C: CAPFT 0.65 -> 65 kW, PLR 10/13, EIRFT 1.2, EIRFPLR 0.2 + 0.384615 + 0.177515 = 0.762130:
+#: 16.25 x 1.2 x 0.762130 + 2.5
+AT_35_C = 16.25 * 1.2 * (0.2 + 0.5 * 10 / 13 + 0.3 * 100 / 169) + 2.5
 MONTH = "2026-11"
 SENSOR_CHILLER = {**CHILLER, "outdoor": {"sensor": "wx-1:outdoor", "fixed_c": 30.0}}
 
@@ -169,3 +176,131 @@ def test_bad_and_absent_sensors_change_nothing() -> None:
     fixed.ingest([outdoor(T0, T0 + 30, 40.0, seq=1)])
     assert booked(fixed) == fixed_before
     assert minutes(fixed) == [(0, pytest.approx(AT_30_C), 30.0, 0.0)]  # fixed_c is its first source
+
+
+# ------------------------------------------------------------ IT that comes after newer readings
+
+
+def two_temperatures() -> ValidBatch:
+    """20 °C every 10 s from 09:59 to 10:00:50, then 40 °C from 10:01:10 to 10:05: minute 0 (ending
+    10:01) takes 20 °C, minutes 1 and 2 take 40 °C."""
+    ts = [T0 - 60 + 10.0 * i for i in range(12)] + [T0 + 70 + 10.0 * i for i in range(24)]
+    temps = [20.0] * 12 + [40.0] * 24
+    return make_batch(node="wx", stream="s-wx", seq=1, devices=[OUTDOOR], device=[0] * len(ts), ts=ts,
+                      power_w=[None] * len(ts), temp_c=temps)
+
+
+def test_it_that_comes_after_newer_readings_takes_the_reading_at_its_minutes_end(
+        backend: Backend, tmp_path: Path) -> None:
+    """The sensor's readings are committed up to 10:05 before n1's IT for 10:00-10:03 arrives: each
+    minute takes the reading at or before its end, kept in ``outdoor_readings`` (also across a
+    restart), as when the IT came first or all came in one transaction."""
+    db = backend.reopenable(tmp_path)
+    led = open_ledger(make_sites({"default": site(cooling=SENSOR_CHILLER)}), db=db, now=T0 + 7200)
+    led.ingest([two_temperatures()])
+    led.close()
+    led = open_ledger(make_sites({"default": site(cooling=SENSOR_CHILLER)}), db=db, now=T0 + 7200)
+    led.ingest([steady([GPU], [50_000.0], T0, T0 + 180)])
+    expected = [(0, pytest.approx(AT_20_C), 20.0, 0.0), (1, pytest.approx(AT_40_C), 40.0, 0.0),
+                (2, pytest.approx(AT_40_C), 40.0, 0.0)]
+    assert minutes(led) == expected
+    assert booked(led)["cooling_kwh"] == pytest.approx((AT_20_C + 2 * AT_40_C) / 60, rel=1e-9)
+    assert booked(led)["fallback_s"] == 0.0
+    for it_first in (True, False):
+        other = chiller_ledger()
+        if it_first:
+            other.ingest([steady([GPU], [50_000.0], T0, T0 + 180)])
+            other.ingest([two_temperatures()])
+        else:
+            other.ingest([steady([GPU], [50_000.0], T0, T0 + 180), two_temperatures()])
+        assert minutes(other) == minutes(led)
+        assert booked(other) == pytest.approx(booked(led), rel=1e-9)
+
+
+def test_a_site_with_only_a_sensor_takes_the_reading_at_or_before_a_stale_minute() -> None:
+    """Only the sensor configured: a stale minute takes the sensor's last reading at or before its
+    end however old (a fallback minute), never a later one; a new reading re-books every booked
+    minute from its own on (the next reading has not come yet)."""
+    only_sensor = {**CHILLER, "outdoor": {"sensor": "wx-1:outdoor"}}
+    sites = make_sites({"default": site(cooling=only_sensor)})
+    led = open_ledger(sites, now=T0 + 7200)
+    led.ingest([outdoor(T0 - 3600, T0 - 3600, 20.0, seq=1)])  # 09:00, 20 °C
+    two_minutes = [steady([GPU], [50_000.0], T0, T0 + 60),
+                   steady([GPU], [50_000.0], T0 + 1800, T0 + 1860, seq=2)]
+    led.ingest(two_minutes)
+    assert minutes(led) == [(0, pytest.approx(AT_20_C), 20.0, 60.0), (30, pytest.approx(AT_20_C), 20.0, 60.0)]
+    led.ingest([outdoor(T0 + 10, T0 + 10, 40.0, seq=2)])  # 10:00:10, 40 °C: fresh for minute 0 only
+    rebooked = [(0, pytest.approx(AT_40_C), 40.0, 0.0), (30, pytest.approx(AT_40_C), 40.0, 60.0)]
+    assert minutes(led) == rebooked
+    whole = open_ledger(sites, now=T0 + 7200)
+    whole.ingest([outdoor(T0 - 3600, T0 - 3600, 20.0, seq=1), *two_minutes,
+                  outdoor(T0 + 10, T0 + 10, 40.0, seq=2)])
+    assert minutes(whole) == rebooked
+    assert booked(whole) == pytest.approx(booked(led), rel=1e-9)
+    # before any reading at all: the curves' rating point (35 °C), not a reading from after it
+    early = open_ledger(sites, now=T0 + 7200)
+    early.ingest([steady([GPU], [50_000.0], T0, T0 + 60), outdoor(T0 + 600, T0 + 600, 40.0, seq=1)])
+    assert minutes(early) == [(0, pytest.approx(AT_35_C), 35.0, 60.0)]
+
+
+def test_the_roll_up_drops_the_readings_no_kept_minute_takes(backend: Backend) -> None:
+    """Rolling up the minutes older than 10 days drops the readings older than 15 min before the
+    first kept minute's end, but the newest of those (a sensor-only site's however-old one)."""
+    now = T0 + 11 * 86400
+    led = open_ledger(make_sites({"default": site(cooling=SENSOR_CHILLER)}), now=now, rollup_after_days=10)
+    led.ingest([outdoor(T0, T0 + 50, 20.0, seq=1)])  # 11 days ago: 6 readings
+    led.ingest([outdoor(now - 3600, now - 3570, 40.0, seq=2)])  # an hour ago: 4
+    assert led.store.query("SELECT COUNT(*) FROM outdoor_readings")[0][0] == 10
+    led.roll_up()
+    kept = led.store.query("SELECT ts, temp_c FROM outdoor_readings ORDER BY ts")
+    assert [(float(t) - now, float(c)) for t, c in kept] == [
+        (T0 + 50 - now, 20.0), *((-3600.0 + 10 * i, 40.0) for i in range(4))]
+
+
+# --------------------------------------------------------------------------------- replicas
+
+
+@pytest.mark.backends("postgresql")
+def test_replicas_never_book_a_minute_on_readings_another_is_adding(backend: Backend, tmp_path: Path) -> None:
+    """Two replicas on one database: the weather station's group on one stops in the middle of its
+    transaction (after it looked for the booked minutes to re-book); n1's IT for minute 0 reaches
+    the other. That group waits for the sensor's (``hold_outdoor``'s advisory locks), so minute 0
+    is booked on the committed 40 °C, not on fixed_c with nobody left to re-book it."""
+    db = backend.reopenable(tmp_path)
+    sensor_side = open_ledger(make_sites({"default": site(cooling=SENSOR_CHILLER)}), db=db, now=T0 + 7200)
+    it_side = open_ledger(make_sites({"default": site(cooling=SENSOR_CHILLER)}), db=db, now=T0 + 7200)
+    booker = sensor_side.bookkeeper._minutes
+    inside, go = threading.Event(), threading.Event()
+    rebooked = booker._rebooked
+
+    def pausing(*args: Any) -> Any:
+        found = rebooked(*args)
+        inside.set()
+        assert go.wait(30)
+        return found
+
+    booker._rebooked = pausing  # type: ignore[method-assign]
+    errors: list[BaseException] = []
+
+    def run(led: Ledger, batches: list[ValidBatch], done: threading.Event) -> None:
+        try:
+            led.ingest(batches)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        done.set()
+
+    sensor_done, it_done = threading.Event(), threading.Event()
+    readings = [outdoor(T0 - 60, T0 + 30, 40.0, seq=1)]
+    threading.Thread(target=run, args=(sensor_side, readings, sensor_done)).start()
+    assert inside.wait(30)
+    threading.Thread(target=run, args=(it_side, [steady([GPU], [50_000.0], T0, T0 + 60)], it_done)).start()
+    # until n1's group has committed (no lock) or waits for an advisory lock (hold_outdoor)
+    while not it_done.is_set() and not it_side.store.query(
+            "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND database = "
+            "(SELECT oid FROM pg_database WHERE datname = current_database())")[0][0]:
+        it_done.wait(0.01)
+    go.set()
+    assert sensor_done.wait(30) and it_done.wait(30)
+    assert not errors
+    assert minutes(it_side) == [(0, pytest.approx(AT_40_C), 40.0, 0.0)]
+    assert booked(it_side)["fallback_s"] == 0.0

@@ -106,15 +106,16 @@ class Outdoor:
         return self._epw.get((local.month, day, local.hour))
 
     def temperatures(self, minutes: Ints, sensor_ts: Floats, sensor_c: Floats) -> tuple[Floats, Bools]:
-        """(°C, fallback) of each minute; the sensor's readings are (ts ascending, °C)."""
+        """(°C, fallback) of each minute; the sensor's readings are (ts ascending, °C) and hold,
+        for each minute, the last reading at or before its end (if any)."""
         n = len(minutes)
         temps = np.full(n, np.nan)
         fallback = np.zeros(n, dtype=bool)
         ends = (minutes + 1) * MINUTE_S
         first = True
+        at = np.searchsorted(sensor_ts, ends, side="right") - 1  # the last reading at or before the end
+        ok = at >= 0
         if self.source.sensor is not None:
-            at = np.searchsorted(sensor_ts, ends, side="right") - 1
-            ok = at >= 0
             fresh = np.zeros(n, dtype=bool)
             fresh[ok] = ends[ok] - sensor_ts[at[ok]] <= SENSOR_STALE_S
             temps[fresh] = sensor_c[at[fresh]]
@@ -131,10 +132,11 @@ class Outdoor:
             temps[todo] = self.source.fixed_c
             fallback[todo] = not first
         elif todo.any():
-            # nothing fresh and nothing else configured: the sensor's last reading however old,
-            # else the curves' rating point
-            last = float(sensor_c[-1]) if len(sensor_c) else RATING_OUTDOOR_C
-            temps[todo] = last
+            # nothing fresh and nothing else configured: the sensor's last reading at or before
+            # the minute's end however old, else (none yet) the curves' rating point; never a
+            # later reading, so that a minute depends on no reading after it
+            temps[todo & ok] = sensor_c[at[todo & ok]]
+            temps[todo & ~ok] = RATING_OUTDOOR_C
             fallback[todo] = True
         return temps, fallback
 

@@ -14,13 +14,17 @@ the minute, in proportion to it (the site's total is exact; a node's share is th
 energy added). A metered site's cooling and other facility load are the site's own (node '').
 Among teams and jobs both are then shared exactly by IT (ingest/sharing.py).
 
-A chiller site's outdoor sensor whose readings come in a later transaction than a minute's IT
-(its batch came after the nodes') re-books the minutes those readings may change: the booked
-minutes whose end lies in [first new reading, last new reading + 15 min] are re-derived on
-their stored inputs with the sensor's new series, in the same transaction as the readings, and
-the difference is booked as any other. A re-booked minute that no node of the transaction
-carries books its cooling change as the site's own (``Shares.site_wide``: node ''; the
-teams' split follows by ingest/sharing.py, the minute being touched).
+A chiller minute's outdoor temperature depends on the sensor's readings up to its end, which may
+come before or after its IT. The chiller sensors' readings are kept (``outdoor_readings``): IT
+that comes after newer readings takes the one at or before its minute's end. Readings that come
+after a minute's IT (the sensor's batch came after the nodes') re-book the minutes they may
+change: the booked minutes whose end lies in [first new reading, last new reading + 15 min]
+(with only a sensor configured: from the first new reading on) are re-derived on their stored
+inputs, in the same transaction as the readings, and the difference is booked as any other. A
+re-booked minute that no node of the transaction carries books its cooling change as the site's
+own (``Shares.site_wide``: node ''; the teams' split follows by ingest/sharing.py, the
+minute being touched). Across replicas, ``IngestUnit.hold_outdoor`` makes the two kinds of
+group take turns (``outdoor_locks``).
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ from wattledger.contract import NODE_METER_KIND
 #: the node and cluster of a site's own figures (metered cooling, other facility load)
 SITE_WIDE = ""
 _NO_SENSOR = (np.zeros(0), np.zeros(0))
+#: a minute after any the ledger books (a signed 64-bit minute number, as the stores keep it)
+LAST_MINUTE = 2**62
 
 
 @dataclass(frozen=True)
@@ -73,12 +79,12 @@ class Shares:
 
 @dataclass(frozen=True)
 class _OutdoorSeries:
-    """Per chiller site with an outdoor sensor that the group touches: the sensor's (ts, °C)
-    series the group's minutes take their temperature from, and the minutes [low, high] whose
-    temperature the group's new readings may change (sites the group has new readings for)."""
+    """Per chiller site with an outdoor sensor that the group touches, the sensor's (ts, °C)
+    series its minutes take their temperature from; and the site-minutes booked before that
+    the group's new sensor readings may change (re-derived with the group's own)."""
 
     series: dict[int, tuple[Floats, Floats]]
-    windows: dict[int, tuple[int, int]]
+    rebooked: tuple[Ints, Ints]
 
 
 @dataclass(frozen=True)
@@ -119,10 +125,20 @@ class MinuteBooker:
             model = site.cooling_model
             if isinstance(model, ChillerCooling):
                 self.outdoor[i] = Outdoor(model.outdoor, site.zone)
+        self._sensor_ids = {i: s for i, o in self.outdoor.items() if (s := o.source.sensor) is not None}
 
     def sensor_ids(self) -> dict[int, str]:
         """Site index -> the sensor device id its chiller reads the outdoor temperature from."""
-        return {i: o.source.sensor for i, o in self.outdoor.items() if o.source.sensor is not None}
+        return self._sensor_ids
+
+    def outdoor_locks(self, sites: set[int], sensors: set[str]) -> tuple[list[str], list[str]]:
+        """The outdoor sensors a group writes (carries readings of: ``sensors``, the ids of its
+        batches' sensor devices) and reads (those of the chiller sites ``sites`` its batches
+        belong to): what ``IngestUnit.hold_outdoor`` serializes the group on."""
+        chiller = self.sensor_ids()
+        writes = sorted(sensors & set(chiller.values()))
+        reads = sorted({chiller[s] for s in sites if s in chiller} - set(writes))
+        return writes, reads
 
     def book(
         self,
@@ -137,13 +153,17 @@ class MinuteBooker:
         """Book the group's node and site minutes; what the teams' chargeback must share out."""
         node_rows = self._node_inputs(done, priced, nodes)
         site_extra = self._meter_inputs(done, group_site, nodes)
-        touched = {*nodes.site[node_rows[0]].tolist(), *site_extra[0].tolist()}
-        outdoor = self._outdoor_series(unit, sensor_readings, touched)
-        rebooked = self._rebooked(unit, outdoor.windows)
-        if not node_rows[0].size and not site_extra[0].size and not rebooked[0].size:
+        outdoor = self._outdoor_series(
+            unit,
+            changes,
+            sensor_readings,
+            np.concatenate([nodes.site[node_rows[0]], site_extra[0]]),
+            np.concatenate([node_rows[1], site_extra[1]]),
+        )
+        if not node_rows[0].size and not site_extra[0].size and not outdoor.rebooked[0].size:
             return Shares([], {}, [])
         entries = self._book_nodes(unit, changes, node_rows, nodes)
-        return self._book_sites(unit, changes, entries, site_extra, rebooked, outdoor.series, nodes)
+        return self._book_sites(unit, changes, entries, site_extra, outdoor, nodes)
 
     # ---- inputs ----------------------------------------------------------------------------
 
@@ -256,12 +276,12 @@ class MinuteBooker:
         changes: Changes,
         e: _Entries,
         meters: tuple[Ints, Ints, list[Floats]],
-        rebooked: tuple[Ints, Ints],
-        sensors: Mapping[int, tuple[Floats, Floats]],
+        outdoor_series: _OutdoorSeries,
         nodes: GroupNodes,
     ) -> Shares:
         m_site, m_minute, (cool_m, fac_m, fac_s) = meters
-        r_site, r_minute = rebooked
+        r_site, r_minute = outdoor_series.rebooked
+        sensors = outdoor_series.series
         n_e, n_m, n_r = len(e.site), len(m_site), len(r_site)
         # the re-booked minutes add nothing: they are re-derived on their stored inputs
         (site, minute), (it, cool_in, fac_in, fac_s_in) = sum_by(
@@ -322,27 +342,54 @@ class MinuteBooker:
         return self._price(changes, nodes, e, site, minute, d_cool, d_other, d_fallback)
 
     def _outdoor_series(
-        self, unit: IngestUnit, readings: Mapping[str, Sequence[tuple[float, float]]], touched: set[int]
+        self,
+        unit: IngestUnit,
+        changes: Changes,
+        readings: Mapping[str, Sequence[tuple[float, float]]],
+        minute_site: Ints,
+        minute: Ints,
     ) -> _OutdoorSeries:
         """The outdoor series of the chiller sites the group books minutes of or has sensor
-        readings for: the sensor's last committed reading and the group's newer ones."""
+        readings for, and the booked minutes its new readings re-book; the new readings go to
+        ``changes.outdoor_readings`` (kept for minutes whose IT comes later)."""
+        touched = set(minute_site.tolist())
         ids = {s: d for s, d in self.sensor_ids().items() if s in touched or readings.get(d)}
         if not ids:
-            return _OutdoorSeries({}, {})
+            return _OutdoorSeries({}, (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)))
         committed = unit.sensors(sorted(set(ids.values())))
-        series: dict[int, tuple[Floats, Floats]] = {}
-        windows: dict[int, tuple[int, int]] = {}
-        for s, d in ids.items():
-            last = committed.get(d)
+        newer: dict[str, list[tuple[float, float]]] = {}
+        for d in sorted(set(ids.values())):
             # a sensor's readings arrive in time order within its stream: one not newer than the
             # last committed reading is late (accounting drops it, the ledger never holds it), so
             # only the newer ones count, here and for the minutes they re-book
-            after = -math.inf if last is None else last[0]
-            newer = [(t, c) for t, c in readings.get(d, ()) if t > after and c == c]
-            series[s] = sensor_series([*newer, *([last] if last is not None else [])])
-            if newer:
-                windows[s] = changed_minutes(min(t for t, _ in newer), max(t for t, _ in newer))
-        return _OutdoorSeries(series, windows)
+            after = committed[d][0] if d in committed else -math.inf
+            newer[d] = sorted((t, c) for t, c in readings.get(d, ()) if t > after and c == c)
+        windows = {
+            s: changed_minutes(newer[d][0][0], newer[d][-1][0], until_next=self._sensor_only(s))
+            for s, d in ids.items()
+            if newer[d]
+        }
+        r_site, r_minute = self._rebooked(unit, windows)
+        # a minute takes the last reading at or before its end: the committed one for the minutes
+        # ending after it, else the one kept (outdoor_readings) when it came
+        asks: list[tuple[str, float]] = []
+        for s, d in ids.items():
+            if d in committed:
+                ends = (np.concatenate([minute[minute_site == s], r_minute[r_site == s]]) + 1) * MINUTE_S
+                asks.extend((d, e) for e in np.unique(ends[ends < committed[d][0]]).tolist())
+        kept = unit.outdoor_history(asks) if asks else {}
+        series = {
+            s: sensor_series([*kept.get(d, ()), *([committed[d]] if d in committed else []), *newer[d]])
+            for s, d in ids.items()
+        }
+        changes.outdoor_readings = [(d, t, c) for d in sorted(newer) for t, c in newer[d]]
+        return _OutdoorSeries(series, (r_site, r_minute))
+
+    def _sensor_only(self, site: int) -> bool:
+        """The site's chiller has no outdoor source but its sensor (its stale minutes take the
+        sensor's last reading however old)."""
+        source = self.outdoor[site].source
+        return source.epw is None and source.fixed_c is None
 
     def _rebooked(self, unit: IngestUnit, windows: Mapping[int, tuple[int, int]]) -> tuple[Ints, Ints]:
         """(site, minute) of the site-minutes booked in the windows: re-derived with the group's
@@ -532,17 +579,20 @@ class MinuteBooker:
         ]
 
 
-def changed_minutes(first: float, last: float) -> tuple[int, int]:
+def changed_minutes(first: float, last: float, *, until_next: bool = False) -> tuple[int, int]:
     """The minutes [low, high] whose outdoor temperature new sensor readings from ``first`` to
     ``last`` may change: a minute takes the last reading at or before its end, stale after 15
     min, so those ending in [first, last + 15 min] (the ends compared as ``Outdoor`` compares
-    them). Exactly those: a minute ending before ``first`` re-derived on a series that starts at
-    the last committed reading would lose the older reading it was booked with."""
+    them); with ``until_next`` (a site with only the sensor, whose stale minutes take its last
+    reading however old) every minute ending from ``first`` on, up to the sensor's next reading,
+    which has not come yet. Exactly those: a minute ending before ``first`` takes none of them."""
     low = math.ceil(first / MINUTE_S) - 1
     while low * MINUTE_S >= first:  # the minute before ends at or after first too
         low -= 1
     while (low + 1) * MINUTE_S < first:
         low += 1
+    if until_next:
+        return low, LAST_MINUTE
     high = math.floor((last + SENSOR_STALE_S) / MINUTE_S) - 1
     while (high + 2) * MINUTE_S - last <= SENSOR_STALE_S:
         high += 1

@@ -233,7 +233,13 @@ class Bookkeeper:
                 firsts[b.stream] = (b.node, b.seq)
             batch_keys.append([keys.setdefault((b.node, info.id), len(keys)) for info in b.devices])
         key_list = list(keys)
+        writes, reads = self._minutes.outdoor_locks(
+            {self._site_index[site_and_cluster(vb.batch)[0]] for vb in batches},
+            {info.id for vb in batches for info in vb.batch.devices if info.kind == "sensor"},
+        ) if self._minutes.sensor_ids() else ([], [])
         with self.store.ingest() as unit:
+            if writes or reads:  # first: the lock order (store/postgres.py)
+                unit.hold_outdoor(writes, reads)
             states, held = unit.hold(firsts, key_list)
             for number, vb in enumerate(batches):
                 if vb.remote:

@@ -215,6 +215,9 @@ class Changes:
     #: (site, minute, cooling_j, other_j, outdoor_c or None, fallback_s)
     node_minutes: list[Row] = field(default_factory=list)
     site_minutes: list[Row] = field(default_factory=list)
+    #: (device id, ts, temp_c): the new readings of the sensors a chiller site reads, kept
+    #: (``outdoor_readings``) for the minutes whose IT comes later
+    outdoor_readings: list[Row] = field(default_factory=list)
     #: sums to add: (month text, site, cluster, node, *NODE_USAGE_VALUES) and
     #: (node, site, cluster, overhead_est_j, overhead_meas_j, disagree_s)
     node_usage: list[Row] = field(default_factory=list)
@@ -277,6 +280,17 @@ class IngestUnit(Protocol):
         ...
     def sensors(self, devices: Sequence[str]) -> dict[str, tuple[float, float]]:
         """Committed (last ts, temp_c) of the sensor devices with these ids (any node)."""
+        ...
+    def hold_outdoor(self, writes: Sequence[str], reads: Sequence[str]) -> None:
+        """Serialize the group with the others on the outdoor sensors (device ids) whose readings
+        it carries (``writes``) or whose readings its chiller sites' minutes take (``reads``):
+        a group that writes a sensor's readings waits for those that read it and the reverse,
+        so a minute is never booked on readings that another, uncommitted group is adding (nor
+        missed by that group's re-booking). First in the transaction (the lock order)."""
+        ...
+    def outdoor_history(self, asks: Sequence[tuple[str, float]]) -> dict[str, list[tuple[float, float]]]:
+        """Per sensor device id: (ts, temp_c) of the last kept reading at or before each asked
+        (device, time), however old: distinct, ascending."""
         ...
     def booked_site_minutes(self, spans: Sequence[tuple[str, int, int]]) -> list[tuple[str, int]]:
         """The (site, minute) of the site-minute rows that exist with ``low <= minute <= high``,

@@ -31,7 +31,11 @@ Tables (all money and energy in base units; see docs/accounting.md):
   are these summed by ``holders.team``); ``team_quarters`` each team's facility energy and cost
   per site quarter-hour (its demand-charge share, its trailing-24 h cost rate); ``team_totals``
   the all-time sums behind the team counters, as booked and as shown (never lower).
-- ``site_holder_minutes``, ``unshared_minutes`` (since schema 11/7): on a ``chiller`` or
+- ``outdoor_readings``: the readings (ts, °C) of the sensors a chiller site takes its outdoor
+  temperature from, per sensor device id, so that a minute whose IT comes after newer
+  readings takes the one at or before its end (docs/accounting.md §4b); dropped with the
+  rolled-up minutes.
+- ``site_holder_minutes``, ``unshared_minutes`` (since schema 12/8): on a ``chiller`` or
   ``metered`` site, each holder's IT energy in each site-minute and the cooling (and other
   facility) energy booked to it so far; and the site-minutes whose shared energy changed since
   it was last shared out in proportion to the holders' IT (``ingest/sharing.py``).
@@ -184,7 +188,19 @@ def _shown_totals(greatest: str) -> tuple[str, ...]:
     return tuple(statements)
 
 
-#: version 11 (SQLite) / 7 (PostgreSQL): the exact team split of a chiller's or a metered site's
+def _outdoor_readings(real: str) -> tuple[str, ...]:
+    """The readings of the sensors a chiller site reads its outdoor temperature from, for the
+    minutes whose IT comes after them (docs/accounting.md §4b)."""
+    return (
+        f"""CREATE TABLE outdoor_readings (
+             device TEXT NOT NULL,
+             ts {real} NOT NULL,
+             temp_c {real} NOT NULL,
+             PRIMARY KEY (device, ts))""",
+    )
+
+
+#: version 12 (SQLite) / 8 (PostgreSQL): the exact team split of a chiller's or a metered site's
 #: cooling (docs/chargeback.md, "Cooling"): per (site, minute, holder) its IT energy and the
 #: cooling booked to it, and the site-minutes to share out again
 def _shared_cooling(fill: str) -> tuple[str, ...]:
@@ -380,6 +396,7 @@ SQLITE_MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     _whole_node("DOUBLE PRECISION", ""),
     _shown_totals("MAX"),
+    _outdoor_readings("DOUBLE PRECISION"),
     _shared_cooling(""),
 )
 
@@ -492,5 +509,6 @@ POSTGRES_MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     _whole_node("DOUBLE PRECISION", " WITH (fillfactor = 70)"),
     _shown_totals("GREATEST"),
+    _outdoor_readings("DOUBLE PRECISION"),
     _shared_cooling(" WITH (fillfactor = 70)"),
 )

@@ -10,8 +10,9 @@ group of batches is ONE transaction that reads the state it continues from and l
   once it commits and answers "duplicate".
 - Accounting state: the group's device rows are locked (``SELECT ... FOR UPDATE``), their last
   committed readings read, and advanced in the same transaction.
-- Locks are always taken in one global order — streams, devices, nodes, usage, quarter-hours, plan days,
-  site totals, each by key — so transactions queue and never deadlock; the rows every
+- Locks are always taken in one global order — the outdoor sensors' advisory locks
+  (``hold_outdoor``), streams, devices, nodes, usage, quarter-hours, plan days, site totals,
+  each by key — so transactions queue and never deadlock; the rows every
   transaction shares (the current quarter-hour, each site's totals) come last, so their locks
   are held for the shortest time (to the commit).
 - Sums are additive updates (``x = x + excluded.x``): a replica never writes a total it read.
@@ -27,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -73,6 +75,15 @@ SCHEMA_VERSION = len(POSTGRES_MIGRATIONS)
 #: advisory lock keys (one 64-bit namespace per database): migrations, periodic work
 MIGRATE_LOCK = 0x776C_6D69_6772
 UPKEEP_LOCK = 0x776C_7570_6B70
+#: the two-key advisory locks of the outdoor sensors (``hold_outdoor``): this class, and a key
+#: per sensor device id (a 32-bit hash: two ids that share one only wait for each other)
+OUTDOOR_LOCKS = 0x776C_6F64
+
+
+def outdoor_lock_key(device: str) -> int:
+    """A sensor's advisory key: the signed 32-bit CRC of its id (the same on every replica)."""
+    crc = zlib.crc32(device.encode())
+    return crc - (1 << 32) if crc >= 1 << 31 else crc
 #: libpq settings the collector brings unless the URL gives its own (milliseconds for timeouts)
 CONNECTION_DEFAULTS = {
     "connect_timeout": "5", "application_name": "wattledger-collector",
@@ -233,6 +244,16 @@ _BOOKED_SITE_MINUTES = (
     "SELECT m.site, m.minute FROM site_minutes m JOIN unnest(%s::text[], %s::bigint[], %s::bigint[]) "
     "AS r(site, low, high) ON m.site = r.site AND m.minute >= r.low AND m.minute <= r.high "
     "ORDER BY m.site, m.minute")
+#: per (device, time): the last kept reading at or before it (distinct, in order)
+_OUTDOOR_HISTORY = (
+    "SELECT DISTINCT r.device, r.ts, r.temp_c FROM unnest(%s::text[], %s::float8[]) AS k(device, at) "
+    "CROSS JOIN LATERAL (SELECT o.device, o.ts, o.temp_c FROM outdoor_readings o WHERE o.device = k.device "
+    "AND o.ts <= k.at ORDER BY o.ts DESC LIMIT 1) AS r ORDER BY r.device, r.ts")
+_ADD_OUTDOOR_READINGS = (
+    "INSERT INTO outdoor_readings (device, ts, temp_c) SELECT * FROM unnest(%s::text[], %s::float8[], "
+    "%s::float8[]) AS r(device, ts, temp_c) ORDER BY r.device, r.ts ON CONFLICT DO NOTHING")
+_LOCK_OUTDOOR = "SELECT pg_advisory_xact_lock(%s, %s)"
+_SHARE_OUTDOOR = "SELECT pg_advisory_xact_lock_shared(%s, %s)"
 _SENSORS = ("SELECT device, last_ts, temp_c FROM devices WHERE kind = 'sensor' AND device = ANY(%s::text[]) "
             "AND last_ts IS NOT NULL AND temp_c IS NOT NULL")
 _MONTH_PEAKS = (
@@ -538,6 +559,8 @@ class PostgresStore(sql.PlanQueries):
                 conn.execute(sql.dialect(sql.DROP_HOLDER_MINUTES, "%s"), (rollup_before_minute,))
                 conn.execute(sql.dialect(sql.DROP_NODE_MINUTES, "%s"), (rollup_before_minute,))
                 conn.execute(sql.dialect(sql.DROP_SITE_MINUTES, "%s"), (rollup_before_minute,))
+                conn.execute(sql.dialect(sql.DROP_OUTDOOR_READINGS, "%s"),
+                             sql.outdoor_cutoff(rollup_before_minute))
                 for statement in sql.DROP_SHARED_MINUTES:
                     conn.execute(sql.dialect(statement, "%s"), (rollup_before_minute,))
             seen = {str(node): float(last)
@@ -638,6 +661,25 @@ class _Unit:
     def add_site_minutes(self, rows: Sequence[Row]) -> list[Row]:
         return self._add_minutes(_ADD_SITE_MINUTES, rows)
 
+    def hold_outdoor(self, writes: Sequence[str], reads: Sequence[str]) -> None:
+        keys = {outdoor_lock_key(device): True for device in writes}
+        for device in reads:
+            keys.setdefault(outdoor_lock_key(device), False)
+        conn = self._conn
+        with conn.pipeline():
+            for key, exclusive in sorted(keys.items()):  # one order: no two groups wait on each other
+                conn.execute(_LOCK_OUTDOOR if exclusive else _SHARE_OUTDOOR, (OUTDOOR_LOCKS, key))
+
+    def outdoor_history(self, asks: Sequence[tuple[str, float]]) -> dict[str, list[tuple[float, float]]]:
+        found: dict[str, list[tuple[float, float]]] = {}
+        if not asks:
+            return found
+        pairs = sorted(set(asks))
+        got = self._conn.execute(_OUTDOOR_HISTORY, arrays(([d for d, _ in pairs], [t for _, t in pairs])))
+        for device, ts, temp in got.fetchall():
+            found.setdefault(str(device), []).append((float(ts), float(temp)))
+        return found
+
     def booked_site_minutes(self, spans: Sequence[tuple[str, int, int]]) -> list[tuple[str, int]]:
         if not spans:
             return []
@@ -694,6 +736,9 @@ class _Unit:
                 conn.execute(_SET_NODE_MINUTES, arrays([list(c) for c in zip(*ch.node_minutes, strict=True)]))
             if ch.site_minutes:
                 conn.execute(_SET_SITE_MINUTES, arrays([list(c) for c in zip(*ch.site_minutes, strict=True)]))
+            if ch.outdoor_readings:
+                conn.execute(_ADD_OUTDOOR_READINGS, arrays([list(c) for c in
+                                                            zip(*ch.outdoor_readings, strict=True)]))
             if ch.node_usage:
                 conn.execute(_ADD_NODE_USAGE, arrays([list(c) for c in zip(*ch.node_usage, strict=True)]))
             if ch.node_totals:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from wattledger.collector.accounting.wholenode import MINUTE_S, SENSOR_STALE_S
 from wattledger.collector.store.base import SPEND_KEYS, Level, MinuteSums, Row
 
 #: a spend level's keys -> SQL columns (usage ``u``, devices ``d``)
@@ -107,6 +108,23 @@ DROP_HOLDER_MINUTES = "DELETE FROM holder_minutes WHERE minute < {P}"
 #: late reading into one is booked on what it brings alone (docs/accounting.md, "The whole node")
 DROP_NODE_MINUTES = "DELETE FROM node_minutes WHERE minute < {P}"
 DROP_SITE_MINUTES = "DELETE FROM site_minutes WHERE minute < {P}"
+#: the outdoor sensors' readings no kept minute can take (older than 15 min before the first
+#: kept minute's end), but each sensor's newest of them: the "however old" reading of a site with
+#: only a sensor configured (both parameters: the cut-off, in seconds)
+DROP_OUTDOOR_READINGS = (
+    "DELETE FROM outdoor_readings WHERE ts < {P} AND ts < (SELECT MAX(o.ts) FROM outdoor_readings o "
+    "WHERE o.device = outdoor_readings.device AND o.ts < {P})")
+
+
+def outdoor_cutoff(before_minute: int) -> tuple[float, float]:
+    """DROP_OUTDOOR_READINGS' parameters when the minutes before ``before_minute`` are dropped."""
+    cut = (before_minute + 1) * MINUTE_S - SENSOR_STALE_S
+    return cut, cut
+
+
+#: the last kept reading of a sensor at or before a time
+LAST_OUTDOOR_READING = ("SELECT ts, temp_c FROM outdoor_readings WHERE device = {P} AND ts <= {P} "
+                        "ORDER BY ts DESC LIMIT 1")
 #: and the shares of a chiller's or metered site's minutes as old (a late reading into one is
 #: shared as it is booked: the site's figures stay exact, docs/chargeback.md)
 DROP_SHARED_MINUTES = ("DELETE FROM site_holder_minutes WHERE minute < {P}",

@@ -110,6 +110,9 @@ NODE_MINUTE_COLUMNS = ("node", "minute", "site", "cluster", *NODE_MINUTE_INPUTS,
 SITE_MINUTE_COLUMNS = ("site", "minute", *SITE_MINUTE_INPUTS, *SITE_MINUTE_DERIVED)
 _PUT_NODE_MINUTE = _upsert("node_minutes", NODE_MINUTE_COLUMNS, ("node", "minute"), add=False)
 _PUT_SITE_MINUTE = _upsert("site_minutes", SITE_MINUTE_COLUMNS, ("site", "minute"), add=False)
+_LAST_OUTDOOR_READING = sql.dialect(sql.LAST_OUTDOOR_READING, "?")
+_ADD_OUTDOOR_READING = ("INSERT INTO outdoor_readings (device, ts, temp_c) VALUES (?, ?, ?) "
+                        "ON CONFLICT DO NOTHING")
 _BOOKED_SITE_MINUTES = "SELECT site, minute FROM site_minutes WHERE site = ? AND minute >= ? AND minute <= ?"
 _ADD_NODE_USAGE = _upsert("node_usage", ("month", "site", "cluster", "node", *NODE_USAGE_VALUES),
                           ("month", "site", "cluster", "node"), add=True)
@@ -321,6 +324,7 @@ class SqliteStore(sql.PlanQueries):
                 team_quarters: Iterable[Row] = (), team_totals: Iterable[Row] = (),
                 node_minutes: Iterable[Row] = (), site_minutes: Iterable[Row] = (),
                 node_usage: Iterable[Row] = (), node_totals: Iterable[Row] = (),
+                outdoor_readings: Iterable[Row] = (),
                 site_holder_minutes: Iterable[Row] = (), unshared: Iterable[Row] = (),
                 shared: Iterable[Row] = ()) -> None:
         """Write everything one ingest changed, in one transaction (all or nothing)."""
@@ -335,6 +339,7 @@ class SqliteStore(sql.PlanQueries):
             db.executemany(_ADD_USAGE, usage)
             db.executemany(_PUT_NODE_MINUTE, node_minutes)
             db.executemany(_PUT_SITE_MINUTE, site_minutes)
+            db.executemany(_ADD_OUTDOOR_READING, outdoor_readings)
             db.executemany(_ADD_NODE_USAGE, node_usage)
             db.executemany(_PUT_NODE_TOTALS, node_totals)
             db.executemany(_ADD_QUARTER, quarters)
@@ -459,6 +464,7 @@ class SqliteStore(sql.PlanQueries):
             db.execute(sql.dialect(sql.DROP_HOLDER_MINUTES, "?"), (before_minute,))
             db.execute(sql.dialect(sql.DROP_NODE_MINUTES, "?"), (before_minute,))
             db.execute(sql.dialect(sql.DROP_SITE_MINUTES, "?"), (before_minute,))
+            db.execute(sql.dialect(sql.DROP_OUTDOOR_READINGS, "?"), sql.outdoor_cutoff(before_minute))
             for statement in sql.DROP_SHARED_MINUTES:
                 db.execute(sql.dialect(statement, "?"), (before_minute,))
             db.execute("COMMIT")
@@ -610,6 +616,17 @@ class _Unit:
         return self._add_minutes("site_minutes", SITE_MINUTE_COLUMNS, 0, (0.0, 0.0, None, 0.0), rows,
                                  self._site_minutes)
 
+    def hold_outdoor(self, writes: Sequence[str], reads: Sequence[str]) -> None:
+        """Nothing to do: the one writer runs one group at a time (``SqliteStore.lock``)."""
+
+    def outdoor_history(self, asks: Sequence[tuple[str, float]]) -> dict[str, list[tuple[float, float]]]:
+        db = self._store._db
+        found: dict[str, set[tuple[float, float]]] = {}
+        for device, at in sorted(set(asks)):
+            held = found.setdefault(device, set())
+            held.update((float(t), float(c)) for t, c in db.execute(_LAST_OUTDOOR_READING, (device, at)))
+        return {device: sorted(pairs) for device, pairs in found.items()}
+
     def booked_site_minutes(self, spans: Sequence[tuple[str, int, int]]) -> list[tuple[str, int]]:
         db = self._store._db
         found = {key for key in self._site_minutes for site, low, high in spans
@@ -721,6 +738,7 @@ class _Unit:
                       node_minutes=[tuple(self._node_minutes[k]) for k in sorted(self._node_minutes)],
                       site_minutes=[tuple(self._site_minutes[k]) for k in sorted(self._site_minutes)],
                       node_usage=changes.node_usage, node_totals=node_totals,
+                      outdoor_readings=changes.outdoor_readings,
                       site_holder_minutes=changes.site_holder_minutes, unshared=changes.unshared,
                       shared=changes.shared)
 
