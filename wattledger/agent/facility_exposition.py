@@ -67,6 +67,8 @@ def facility_families(snap: Snapshot, node: str, names: Sequence[str],
             meter_up.add_metric([*values, d.id, d.role or ""], 0.0)
         elif d.kind == "sensor" and d.id != inlet_id:
             sensor_up.add_metric([*values, d.id, d.role or ""], 0.0)
-    # only families with samples: an agent without these sources shows none of them
-    yield from (fam for fam in (node_power, node_energy, node_inlet, meter_power, meter_energy, meter_up,
-                                sensor_temp, sensor_up) if fam.samples)
+    # the node's BMC families only with a BMC (a management host has none); the meters' and
+    # probes' always, empty without one (as RAPL's host family): a dashboard or rule that names
+    # them is valid on any agent, and shows data where a PDU, meter or probe is configured
+    yield from (fam for fam in (node_power, node_energy, node_inlet) if fam.samples)
+    yield from (meter_power, meter_energy, meter_up, sensor_temp, sensor_up)
