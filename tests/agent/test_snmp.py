@@ -49,7 +49,17 @@ class Simulator:
                 "--v3-priv-key=priv-key-456", "--v3-priv-proto=AES"]
         if os.geteuid() == 0:
             args += ["--process-user=nobody", "--process-group=nogroup"]
+        # SNMPv3's SHA and AES modules too, and one AES encryption on pysnmp's default_backend()
+        # (which imports its OpenSSL module on first use): a checkout under a 0700 directory
+        # (mktemp -d) is not nobody's to read, and the v3 request would go unanswered.
         boot = ("import dbm, dbm.dumb, encodings.latin_1, encodings.ascii, encodings.utf_8, sys; "
+                "from pysnmp.proto.secmod.rfc3414.auth import hmacsha; "
+                "from pysnmp.proto.secmod.rfc3826.priv import aes; "
+                "from cryptography.hazmat.primitives.ciphers import algorithms, Cipher; "
+                "from cryptography.hazmat.decrepit.ciphers.modes import CFB; "
+                "from cryptography.hazmat.backends import default_backend; "
+                "key = bytes(16); "
+                "Cipher(algorithms.AES(key), CFB(key), default_backend()).encryptor().update(key); "
                 "from snmpsim.commands.responder import main; sys.exit(main())")
         self.log = open(self.root / "snmpsim.log", "w")  # noqa: SIM115 - closed in close()
         self.proc = subprocess.Popen([sys.executable, "-c", boot, *args], stdout=self.log,

@@ -96,6 +96,11 @@ def pod() -> Iterator[Pod]:
     spec = dep["spec"]["template"]["spec"]
     (init,), (collector,) = spec["initContainers"], spec["containers"]
     fs_group = spec["securityContext"]["fsGroup"]
+    probe = [sys.executable, "-c", "import psycopg, wattledger"]
+    reach = Pod(spec, init, collector, {}, "", Path("/")).run(probe)
+    if reach.returncode != 0:  # e.g. a checkout under a 0700 folder (mktemp -d): not the pod uid's to read
+        pytest.skip(f"uid {spec['securityContext']['runAsUser']} cannot run this checkout's interpreter: "
+                    + (reach.stderr.strip().splitlines() or ["no output"])[-1])
 
     top = Path(tempfile.mkdtemp(prefix="wattledger-pgpass-"))
     top.chmod(0o755)
