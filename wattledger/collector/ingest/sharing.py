@@ -101,8 +101,10 @@ def targets(energy: float, it_j: Floats, own: int | None) -> Floats:
     return out
 
 
-def _has_own(site: str, rows: Sequence[tuple[int, float, float, str, str]]) -> bool:
-    return any(row[4] == site_holder(site).node for row in rows)
+def _own_row(site: str, rows: Sequence[tuple[int, float, float, str, str]]) -> int | None:
+    """The position of the site's own holder among a minute's rows, if it has one."""
+    node = site_holder(site).node
+    return next((i for i, row in enumerate(rows) if row[4] == node), None)
 
 
 class CoolingSharer:
@@ -123,7 +125,7 @@ class CoolingSharer:
         for site, minute, holder, it_j, cooling_j, team, node in unit.holder_shares(keys):
             by_key[(site, minute)].append((holder, it_j, cooling_j, team, node))
         # a minute with energy to share but no IT energy keeps it with the site's own holder
-        lacking = [(s, m) for s, m, e in todo if e and not _has_own(s, by_key[(s, m)]) and sum(
+        lacking = [(s, m) for s, m, e in todo if e and _own_row(s, by_key[(s, m)]) is None and sum(
             max(row[1], 0.0) for row in by_key[(s, m)]) <= NO_IT_J]
         if lacking:
             sites = sorted({s for s, _ in lacking})
@@ -134,8 +136,7 @@ class CoolingSharer:
         out_site, out_minute, out_holder, out_team, out_diff = [], [], [], [], []
         for site, minute, energy in todo:
             held = by_key[(site, minute)]
-            own = next((i for i, row in enumerate(held) if row[4] == site_holder(site).node), None)
-            diff = targets(energy, np.array([it for _, it, *_ in held]), own) - np.array(
+            diff = targets(energy, np.array([it for _, it, *_ in held]), _own_row(site, held)) - np.array(
                 [c for _, _, c, *_ in held])
             for (holder, _, _, team, _), d in zip(held, diff.tolist(), strict=True):
                 if d:

@@ -758,9 +758,8 @@ class _Unit:
                     *ch.site_holder_minutes, strict=True)]))
             if ch.shared:
                 conn.execute(_DROP_UNSHARED, arrays([list(c) for c in zip(*ch.shared, strict=True)]))
-            if ch.unshared:
-                conn.execute(_MARK_UNSHARED, arrays([list(c) for c in zip(*sorted(set(ch.unshared)),
-                                                                            strict=True)]))
+            if ch.unshared:  # sorted and distinct (Chargeback.book)
+                conn.execute(_MARK_UNSHARED, arrays([list(c) for c in zip(*ch.unshared, strict=True)]))
             team_totals = team_total_rows(ch.team_months)
             if team_totals:  # shared by the site's transactions too: just before the site's totals
                 conn.execute(_ADD_TEAM_TOTALS, arrays([list(c) for c in zip(*team_totals, strict=True)]))
