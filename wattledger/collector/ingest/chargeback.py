@@ -104,7 +104,7 @@ class Chargeback:
         change of a minute's cooling and other load goes to the site's holder of team
         ``unshared``, each holder's IT per site-minute is kept and the site-minutes are marked:
         ingest/sharing.py then shares them out exactly by IT."""
-        shares = shares if shares is not None else Shares([], {}, [])
+        shares = shares if shares is not None else Shares()
         self._book_holders(unit, batches, infos, reading_batch, util, done, changes, whole=shares)
         if not self.shared_sites:
             return

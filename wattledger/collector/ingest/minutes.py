@@ -22,9 +22,9 @@ change: the booked minutes whose end lies in [first new reading, last new readin
 (with only a sensor configured: from the first new reading on) are re-derived on their stored
 inputs, in the same transaction as the readings, and the difference is booked as any other. A
 re-booked minute that no node of the transaction carries books its cooling change as the site's
-own (``Shares.site_wide``: node ''; the teams' split follows by ingest/sharing.py, the
-minute being touched). Across replicas, ``IngestUnit.hold_outdoor`` makes the two kinds of
-group take turns (``outdoor_locks``).
+own (node ''; the teams' split follows by ingest/sharing.py, the minute being touched).
+Across replicas, ``IngestUnit.hold_outdoor`` makes the two kinds of group take turns
+(``outdoor_locks``).
 """
 
 from __future__ import annotations
@@ -65,15 +65,11 @@ LAST_MINUTE = 2**62
 @dataclass(frozen=True)
 class Shares:
     """What a group's node and site minutes changed that the teams share (ingest/chargeback.py):
-    (node, minute, overhead J) as the node-minute's non-GPU IT energy; per (node, minute) the
-    chiller cooling its IT carried beyond IT x (pue - 1); (site, minute, cooling J, other J) the
-    site's own (metered) figures."""
+    (node, minute, overhead J) as the node-minute's non-GPU IT energy; every (site, minute) the
+    group booked, with the change of its cooling + other facility energy (a chiller's or metered
+    site's: shared out among teams by ingest/sharing.py)."""
 
-    overhead: list[tuple[str, int, float]]
-    cooling: dict[tuple[str, int], float]
-    site_wide: list[tuple[str, int, float, float]]
-    #: every (site, minute) the group booked, with the change of its cooling + other facility
-    #: energy (a chiller's or metered site's: shared out among teams by ingest/sharing.py)
+    overhead: list[tuple[str, int, float]] = field(default_factory=list)
     touched: list[tuple[str, int, float]] = field(default_factory=list)
 
 
@@ -161,7 +157,7 @@ class MinuteBooker:
             np.concatenate([node_rows[1], site_extra[1]]),
         )
         if not node_rows[0].size and not site_extra[0].size and not outdoor.rebooked[0].size:
-            return Shares([], {}, [])
+            return Shares()
         entries = self._book_nodes(unit, changes, node_rows, nodes)
         return self._book_sites(unit, changes, entries, site_extra, outdoor, nodes)
 
@@ -469,27 +465,14 @@ class MinuteBooker:
             (over, est, over_cost, cool, cool_cost, other, other_cost, carbon, dis, fallback),
         )
         self._node_totals(changes, nodes, e)
-        # for the teams: each node-minute's overhead change (non-GPU IT energy), the chiller's
-        # share beyond the PUE's, and the site's own cooling and other load
-        chiller_part = node_cool - e.over * (pue[e.site] - 1.0)
+        # for the teams: each node-minute's overhead change (non-GPU IT energy) and each
+        # site-minute's change of cooling and other load
         names = nodes.names
         return Shares(
             overhead=[
                 (names[n], m, o)
                 for n, m, o in zip(e.node.tolist(), e.minute.tolist(), e.over.tolist(), strict=True)
                 if o
-            ],
-            cooling={
-                (names[n], m): c
-                for n, m, c in zip(e.node.tolist(), e.minute.tolist(), chiller_part.tolist(), strict=True)
-                if c
-            },
-            site_wide=[
-                (self.names[s], m, c, o)
-                for s, m, c, o in zip(
-                    site.tolist(), minute.tolist(), wide_cool.tolist(), wide_other.tolist(), strict=True
-                )
-                if c or o
             ],
             touched=[(self.names[s], m, c + o) for s, m, c, o in
                      zip(site.tolist(), minute.tolist(), d_cool.tolist(), d_other.tolist(), strict=True)],
