@@ -65,6 +65,39 @@ def test_an_allocation_spanning_three_batches_is_in_each_with_its_end_once_known
     assert spool.open_allocations()[0] == []  # no later batch can need it: pruned
 
 
+def test_an_end_learnt_after_the_batch_that_carried_it_open_is_carried_by_the_next(tmp_path: Path) -> None:
+    # j3 was last listed at the sample of 2 s, the last reading of batch 1 (cut before the next
+    # sample): batch 1 carried it open up to 2 s; the sample of 3 s learns that it ended at 2 s.
+    # No later span (2, ...] overlaps it, yet the collector must learn the job's end: batch 2
+    # carries it once, then it is pruned
+    spool = open_spool(tmp_path)
+    spool.append(make_sample(GPUS, 0), [job("j3", T0 - 10)])
+    for k in range(1, 3):
+        spool.append(make_sample(GPUS, k))
+    spool.cut()
+    spool.append(make_sample(GPUS, 3), [job("j3", T0 - 10, T0 + 2)])
+    spool.cut()
+    spool.append(make_sample(GPUS, 4))
+    spool.cut()
+    got = [owners(doc) for doc in bodies(spool)]
+    assert got == [[("j3", [0], T0 - 10, None)], [("j3", [0], T0 - 10, T0 + 2)], []]
+    assert spool.open_allocations()[0] == []
+
+
+def test_an_end_before_the_cut_waits_for_a_device_that_has_not_reported_past_it(tmp_path: Path) -> None:
+    # j4 holds GPU 0 and a GPU that has not reported since before its end: that GPU's next
+    # span will carry it; GPU 0's batches after its end do not
+    spool = open_spool(tmp_path)
+    both = job("j4", T0 - 10, None, GPUS[0].id, "GPU-silent")
+    spool.append(make_sample(GPUS, 0), [both])
+    spool.cut()
+    spool.append(make_sample(GPUS, 1), [job("j4", T0 - 10, T0 + 0.0, GPUS[0].id, "GPU-silent")])
+    spool.cut()
+    first, second = bodies(spool)
+    assert owners(first) == [("j4", [0], T0 - 10, None)] and owners(second) == []
+    assert [a.key for a in spool.open_allocations()[0]] == ["j4"]
+
+
 def test_a_devices_span_begins_at_its_reading_in_the_previous_batch(tmp_path: Path) -> None:
     # j2 held GPU 0 from 2.2 to 2.8 s: between its reading at 2 s (the last of batch 1) and its
     # reading at 3 s (the first of batch 2): the interval (2, 3] is in batch 2, and so is j2
@@ -115,7 +148,9 @@ def test_allocations_and_spans_survive_a_restart_and_the_tracker_takes_them_up(t
     again.cut()
     first, second = bodies(again)
     assert owners(first) == [("j1", [0], T0 - 30, None)]  # cut at open, while j1 was held
-    assert owners(second) == []  # (1, 3] is after j1's end
+    # (1, 3] is after j1's end, but the first batch carried it open up to 1 s: the second
+    # carries its end, so the collector learns that j1 ended
+    assert owners(second) == [("j1", [0], T0 - 30, T0 + 1)]
     assert again.open_allocations()[0] == []
 
 

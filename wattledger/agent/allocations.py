@@ -186,14 +186,18 @@ FORGET_AFTER_SECONDS = 86400.0
 
 
 def for_batch(allocations: Iterable[Allocation], spans: Mapping[str, tuple[float, float]],
-              position: Mapping[str, int], limit: int = MAX_ALLOCATIONS) -> list[dict[str, object]]:
+              position: Mapping[str, int], limit: int = MAX_ALLOCATIONS,
+              cuts: Mapping[str, float] | None = None) -> list[dict[str, object]]:
     """The wire allocations of one batch: each allocation that holds, for one of its devices in
     the batch, some instant of that device's span ``(previous reading, last reading]`` (the
     previous reading in an earlier batch, else its first in this one), with its devices given
-    as positions. At most ``limit`` (the contract's bound): the latest started are kept."""
+    as positions; and each whose end came after every one of its devices was cut past it (see
+    :func:`ended_after_its_cuts`). At most ``limit`` (the contract's bound): the latest started
+    are kept."""
     chosen: list[Allocation] = []
     for a in allocations:
-        if any(d in spans and a.overlaps(*spans[d]) for d in a.device_ids):
+        if any(d in spans and a.overlaps(*spans[d]) for d in a.device_ids) or (
+                cuts is not None and ended_after_its_cuts(a, spans, cuts)):
             chosen.append(a)
     if len(chosen) > limit:
         log.error("a batch overlaps %d allocations, more than the %d a batch carries: the %d that "
@@ -202,6 +206,18 @@ def for_batch(allocations: Iterable[Allocation], spans: Mapping[str, tuple[float
         chosen = sorted(chosen, key=lambda a: a.start)[-limit:]
     return [{"devices": sorted(position[d] for d in a.device_ids if d in position), "from": a.start,
              "to": a.end, "weight": a.weight, "owner": dict(a.owner)} for a in chosen]
+
+
+def ended_after_its_cuts(a: Allocation, spans: Mapping[str, tuple[float, float]],
+                         cuts: Mapping[str, float]) -> bool:
+    """Whether ``a`` ended at or before the last cut reading of each of its devices and one of
+    them is in this batch. A holding's end is the last sample that listed it, known only at the
+    next sample: when a batch was cut in between, it carried the allocation open up to that
+    very reading, no later span overlaps it, and without this the collector would never learn
+    that the job ended. Carried once: after this cut no device can need it (:func:`still_needed`)."""
+    end = a.end
+    return (end is not None and any(d in spans for d in a.device_ids)
+            and all(cuts.get(d, -math.inf) >= end for d in a.device_ids))
 
 
 def still_needed(a: Allocation, cuts: Mapping[str, float], newest_cut: float) -> bool:

@@ -586,7 +586,7 @@ class Spool:
                     spans = {d: (min(cuts.get(d, first), first), b.last_ts[d])
                              for d, first in b.first_ts.items()}
                     body = b.body(self.node, self.stream, seq, self.labels,
-                                  for_batch(allocations, spans, position) if allocations else ())
+                                  for_batch(allocations, spans, position, cuts=cuts) if allocations else ())
                     cuts.update(b.last_ts)
                     c.execute("INSERT INTO batches (stream, seq, readings, bytes, first_ts, last_ts, body) "
                               "VALUES (?, ?, ?, ?, ?, ?, ?)",
